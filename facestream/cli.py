@@ -1,0 +1,193 @@
+"""Command line: ``python -m facestream [serve flags]`` and ``python -m facestream import-pickle``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import pickle
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__, weights
+from .config import MODELS, Config, ConfigError, load, override
+from .privacy import load_or_create_secret, redact_source
+from .storage import AlreadyEnrolled, Gallery, GalleryError, ModelMismatch
+
+log = logging.getLogger("facestream")
+
+DEFAULT_CONFIG = Path("config.toml")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
+    parser.add_argument("--data-dir", help="where the gallery and secret live")
+    parser.add_argument("--model", choices=MODELS, help="recognition model")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m facestream",
+        description="Live face-recognition streaming server. Subcommand: import-pickle.",
+    )
+    p.add_argument("--version", action="version", version=f"facestream {__version__}")
+    _common(p)
+    p.add_argument("--source", help="webcam index, video file, or rtsp/http(s) MJPEG URL")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    p.add_argument("--workers", type=int, help="recognition worker processes")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _import_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m facestream import-pickle",
+        description="Import a gallery pickled by the original prototype: a list of "
+        "(embedding, hash) tuples. Loading pickle runs any code in the file: import only "
+        "files you made yourself.",
+    )
+    p.add_argument("file", type=Path)
+    _common(p)
+    p.set_defaults(model=None)
+    p.add_argument(
+        "--from-model",
+        default="Facenet",
+        choices=MODELS,
+        help="model that made the pickled embeddings (the prototype used Facenet)",
+    )
+    p.add_argument("--name-prefix", default="imported", help="names given: PREFIX 1, PREFIX 2...")
+    return p
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> Config:
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = load(path)
+    return override(
+        config,
+        storage__data_dir=args.data_dir,
+        recognition__model=args.model,
+        **extra,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "import-pickle":
+            return import_pickle(_import_parser().parse_args(argv[1:]))
+        args = _serve_parser().parse_args(argv)
+        config = _config(
+            args,
+            camera__source=args.source,
+            server__host=args.host,
+            server__port=args.port,
+            recognition__workers=args.workers,
+        )
+        return serve(config, args.log_level)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except (weights.WeightsError, ModelMismatch) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+def serve(config: Config, log_level: str = "INFO") -> int:
+    logging.basicConfig(
+        level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    weights.provision()
+    weights.check(config.recognition.model)  # fail in one line before anything starts
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional in spirit
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(_serve(config))
+
+
+async def _serve(config: Config) -> int:
+    from aiohttp import web
+
+    from .server import create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()  # gallery, workers, camera: a failure here is reported in one line
+    host, port = config.server.host, config.server.port
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "facestream %s serving http://%s:%d (source %s, model %s, %d workers)",
+        __version__, host, port, redact_source(config.camera.source),
+        config.recognition.model, config.recognition.workers,
+    )
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    return 0
+
+
+# -- import-pickle --------------------------------------------------------------------------
+
+
+def import_pickle(args: argparse.Namespace) -> int:
+    config = _config(args)
+    model = args.from_model
+    print(
+        f"WARNING: loading {args.file} with pickle runs any code the file contains. "
+        "Only import a file you created yourself.",
+        file=sys.stderr,
+    )
+    try:
+        with open(args.file, "rb") as f:
+            entries = pickle.load(f)  # noqa: S301 - explicit, user-requested, warned above
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(entries, (list, tuple)):
+        print(f"error: {args.file} holds a {type(entries).__name__}, expected a list of "
+              "(embedding, hash) tuples", file=sys.stderr)
+        return 1
+    return asyncio.run(_import_entries(config, model, list(entries), args.name_prefix))
+
+
+async def _import_entries(config: Config, model: str, entries: list[Any], prefix: str) -> int:
+    data_dir = config.data_path
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret = load_or_create_secret(data_dir, config.storage.secret)
+    gallery = await Gallery.open(data_dir, model, config.recognition.threshold(model), secret)
+    added = duplicates = invalid = 0
+    try:
+        for i, entry in enumerate(entries, 1):
+            try:
+                embedding, given = entry
+                face = given if isinstance(given, str) and given else None
+                await gallery.add(f"{prefix} {i}", embedding, face=face)
+                added += 1
+            except AlreadyEnrolled:
+                duplicates += 1
+            except (GalleryError, ValueError, TypeError):
+                invalid += 1
+    finally:
+        await gallery.close()
+    print(f"imported {added} identities into {data_dir} ({model}); "
+          f"{duplicates} already enrolled, {invalid} invalid entries skipped")
+    return 0 if invalid == 0 else 1

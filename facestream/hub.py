@@ -1,0 +1,60 @@
+"""The newest frame, shared: one slot that the capture publishes into and every consumer
+(MJPEG viewers, recognition lanes) reads at its own pace.
+
+There is no queue. A consumer asks for "anything newer than the sequence number I last saw"
+and gets the newest packet; whatever it missed in between is skipped. A slow viewer therefore
+never slows the camera, the other viewers or recognition, and never sees stale frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One captured frame: the clean image for recognition and its annotated JPEG."""
+
+    seq: int
+    captured_at: float  # time.monotonic() when the frame was read
+    image: NDArray[np.uint8] | None  # None for a "no signal" frame
+    jpeg: bytes
+    signal: bool
+    position: int = -1  # frame index within a file source, -1 for live sources
+
+
+class FrameHub:
+    def __init__(self) -> None:
+        self._latest: Packet | None = None
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    @property
+    def latest(self) -> Packet | None:
+        return self._latest
+
+    def publish(self, packet: Packet) -> None:
+        """Event-loop thread only (the capture hands over with call_soon_threadsafe)."""
+        self._latest = packet
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def close(self) -> None:
+        self._closed = True
+        self._changed.set()
+
+    async def next(self, after: int, timeout: float | None = None) -> Packet | None:
+        """The newest packet with ``seq > after``; None on timeout or when closed."""
+        while not self._closed:
+            latest = self._latest
+            if latest is not None and latest.seq > after:
+                return latest
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        return None

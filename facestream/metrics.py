@@ -1,0 +1,67 @@
+"""Prometheus metrics, one registry per app so tests can build several apps in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_STAGE_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5
+)
+
+
+class Metrics:
+    """Counters are thread-safe: the capture threads update them directly."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.frames_captured = Counter(
+            "facestream_frames_captured", "Frames read from the camera source.", registry=r
+        )
+        self.frames_encoded = Counter(
+            "facestream_frames_encoded", "Stream frames encoded to JPEG (one per frame, "
+            "shared by every viewer).", registry=r
+        )
+        self.frames_processed = Counter(
+            "facestream_frames_processed", "Frames analysed by the recognition workers.",
+            registry=r,
+        )
+        self.frames_dropped = Counter(
+            "facestream_results_discarded", "Recognition results discarded because a newer "
+            "frame's result had already been applied.", registry=r,
+        )
+        self.faces_embedded = Counter(
+            "facestream_faces_embedded", "Face embeddings computed (live and uploads).",
+            registry=r,
+        )
+        self.stream_clients = Gauge(
+            "facestream_stream_clients", "Connected MJPEG viewers.", registry=r
+        )
+        self.ws_clients = Gauge(
+            "facestream_ws_clients", "Connected websocket clients.", registry=r
+        )
+        self.faces_in_view = Gauge(
+            "facestream_faces_in_view", "Faces in the latest processed frame.", registry=r
+        )
+        self.gallery_size = Gauge(
+            "facestream_gallery_identities", "Enrolled identities.", registry=r
+        )
+        self.camera_up = Gauge(
+            "facestream_camera_up", "1 while the camera delivers frames, 0 during no signal.",
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "facestream_stage_seconds",
+            "Time per pipeline stage: encode (annotate + JPEG, capture thread), detect and "
+            "embed (inside a worker), analyze (frame round trip through the pool), latency "
+            "(frame capture to recognition result applied), upload (image request in a worker).",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,425 @@
+"""The aiohttp application: ``create_app(config)`` wires the pieces; handlers read and format.
+
+Long-lived resources each have one cleanup context (created in order, closed in reverse):
+gallery (SQLite writer thread) -> worker pool -> live pipeline (capture threads, recognition
+lanes). Handlers never run detection, embedding or JPEG work themselves: uploads go to the
+worker pool, the stream serves JPEGs the capture encoded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import re
+from importlib import resources
+from typing import Any, AsyncIterator, Awaitable, Callable, Final
+
+from aiohttp import web
+
+from . import weights
+from .appkeys import (
+    CAPTURE,
+    CONFIG,
+    GALLERY,
+    HUB,
+    METRICS,
+    PIPELINE,
+    POOL,
+    SECRET,
+    STATE,
+)
+from .capture import Capture
+from .config import Config
+from .hub import FrameHub
+from .identity import face_hash
+from .metrics import CONTENT_TYPE, Metrics
+from .pipeline import LivePipeline
+from .privacy import load_or_create_secret
+from .recognition import Face, ImageError
+from .state import LiveState
+from .storage import AlreadyEnrolled, Gallery, GalleryError, ModelMismatch, NotFound
+from .tracking import FaceView, Tracker
+from .workers import PoolBusy, PoolSettings, WorkerPool
+
+log = logging.getLogger(__name__)
+
+BOUNDARY: Final = "facestreamframe"
+STREAM_WRITE_TIMEOUT_S: Final = 10.0
+HASH_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+_DATA_URL_RE: Final = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error answers JSON ``{"error": ...}``; unexpected ones are logged, not leaked."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return _error(exc.status, exc.text or exc.reason or "error")
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal error; see the server log")
+
+
+# -- pages and live state -------------------------------------------------------------------
+
+
+async def index(request: web.Request) -> web.Response:
+    html = resources.files("facestream").joinpath("static/index.html").read_text("utf-8")
+    return web.Response(text=html, content_type="text/html")
+
+
+async def streaming(request: web.Request) -> web.StreamResponse:
+    """MJPEG: every viewer gets the newest shared JPEG at its own pace, skipping what it missed."""
+    hub = request.app[HUB]
+    metrics = request.app[METRICS]
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+            "Cache-Control": "no-cache, no-store, must-revalidate",
+            "Pragma": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await resp.prepare(request)
+    metrics.stream_clients.inc()
+    seen = 0
+    try:
+        while True:
+            packet = await hub.next(seen)
+            if packet is None:
+                break
+            seen = packet.seq
+            head = (
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {len(packet.jpeg)}\r\n\r\n"
+            ).encode("ascii")
+            await asyncio.wait_for(resp.write(head + packet.jpeg + b"\r\n"),
+                                   STREAM_WRITE_TIMEOUT_S)
+    except (ConnectionResetError, asyncio.TimeoutError):
+        pass
+    finally:
+        metrics.stream_clients.dec()
+    return resp
+
+
+async def hash_state(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].snapshot())
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    await ws.prepare(request)
+    await request.app[STATE].serve(ws)
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    app = request.app
+    cfg = app[CONFIG]
+    camera = app[CAPTURE].status()
+    return web.json_response(
+        {
+            "status": "ok",
+            "camera": camera,
+            "model": cfg.recognition.model,
+            "threshold": cfg.recognition.threshold(),
+            "workers": app[POOL].size,
+            "gallery": len(app[GALLERY].list()),
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[METRICS]
+    m.gallery_size.set(len(request.app[GALLERY].list()))
+    return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+# -- uploads --------------------------------------------------------------------------------
+
+
+async def _image_field(request: web.Request, field: str) -> tuple[bytes | None, dict[str, str]]:
+    """Read ``field`` from a multipart or urlencoded form as image bytes (a file or base64)
+    plus the form's other text fields. Raises HTTP 400/413 as JSON on bad input."""
+    ctype = request.content_type
+    if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise _http(400, f"send a multipart/form-data or urlencoded form with a {field!r} field")
+    form = await request.post()
+    texts = {k: v for k, v in form.items() if isinstance(v, str)}
+    value = form.get(field)
+    if value is None:
+        return None, texts
+    limit = _upload_limit(request.app[CONFIG])
+    if isinstance(value, web.FileField):
+        data = value.file.read(limit + 1)
+    else:
+        data = _from_base64(str(value), field)
+    if len(data) > limit:
+        raise _http(413, f"{field} is larger than {limit} bytes")
+    return data, texts
+
+
+def _from_base64(text: str, field: str) -> bytes:
+    text = _DATA_URL_RE.sub("", text.strip(), count=1)
+    text = "".join(text.split())
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise _http(400, f"{field} is neither an image file nor a base64 image") from None
+
+
+def _http(status: int, message: str, **extra: Any) -> web.HTTPException:
+    exc = web.HTTPException(text=None)
+    exc.set_status(status)
+    resp = _error(status, message, **extra)
+    exc.text = resp.text
+    exc.content_type = "application/json"
+    return exc
+
+
+def _upload_limit(config: Config) -> int:
+    return int(config.server.max_upload_mb * 1024 * 1024)
+
+
+async def _analyze(request: web.Request, data: bytes) -> list[Face]:
+    pool = request.app[POOL]
+    metrics = request.app[METRICS]
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        faces = await pool.analyze_image(data)
+    except ImageError as exc:
+        raise _http(exc.status, exc.message) from None
+    except PoolBusy as exc:
+        raise _http(503, str(exc)) from None
+    metrics.stage_seconds.labels("upload").observe(loop.time() - t0)
+    metrics.faces_embedded.inc(len(faces))
+    return faces
+
+
+def _view(app: web.Application, face: Face) -> FaceView:
+    assert face.embedding is not None
+    match = app[GALLERY].index.match(face.embedding, app[CONFIG].recognition.threshold())
+    return FaceView(
+        hash=match.hash if match else face_hash(face.embedding),
+        name=match.name if match else None,
+        known=match is not None,
+        similarity=match.similarity if match else None,
+        box=face.box,
+    )
+
+
+async def process_frame(request: web.Request) -> web.Response:
+    data, _ = await _image_field(request, "frame")
+    if data is None:
+        return _error(400, "missing form field 'frame' (an image file or a base64 string)")
+    faces = await _analyze(request, data)
+    if not faces:
+        return _error(422, "no face found in the image")
+    views = [_view(request.app, f) for f in faces]
+    primary = views[0]
+    assert faces[0].embedding is not None
+    return web.json_response(
+        {
+            "hash": primary.hash,
+            "name": primary.name,
+            "known": primary.known,
+            "similarity": primary.to_json()["similarity"],
+            "coords": list(primary.box),
+            "embedding": [round(float(v), 7) for v in faces[0].embedding],
+            "faces": [v.to_json() for v in views],
+        }
+    )
+
+
+# -- gallery --------------------------------------------------------------------------------
+
+
+async def list_faces(request: web.Request) -> web.Response:
+    return web.json_response({"faces": [i.to_json() for i in request.app[GALLERY].list()]})
+
+
+async def enroll(request: web.Request) -> web.Response:
+    gallery = request.app[GALLERY]
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "request body is not valid JSON")
+        if not isinstance(body, dict) or body.get("from_live") is not True:
+            return _error(400, 'JSON enrollment needs {"from_live": true, "name": ...}; '
+                               "to enroll an image, send multipart with 'image' and 'name'")
+        wanted = body.get("hash")
+        if wanted is not None and not (isinstance(wanted, str) and HASH_RE.match(wanted)):
+            return _error(400, "hash must be a 64-character hex string")
+        track = request.app[PIPELINE].enrollable(wanted)
+        if track is None:
+            what = f"face {wanted}" if wanted else "unknown face"
+            return _error(422, f"no {what} in the live view to enroll")
+        if track.match is not None:
+            return _error(409, f"the face in view is already enrolled as {track.match.name!r}",
+                          hash=track.match.hash)
+        name, email, embedding = body.get("name"), body.get("email"), track.first_embedding
+    else:
+        data, fields = await _image_field(request, "image")
+        if data is None:
+            return _error(400, "missing form field 'image'")
+        name, email = fields.get("name"), fields.get("email")
+        if not isinstance(name, str) or not name.strip():
+            return _error(400, "missing form field 'name'")
+        faces = await _analyze(request, data)
+        if not faces:
+            return _error(422, "no face found in the image")
+        if len(faces) > 1 and _area(faces[1]) >= 0.6 * _area(faces[0]):
+            return _error(422, f"{len(faces)} faces of similar size found; send a photo of "
+                               "one person")
+        embedding = faces[0].embedding
+    if email is not None and not isinstance(email, str):
+        return _error(400, "email must be a string")
+    if email and ("@" not in email or len(email) > 320):
+        return _error(400, "email is not a valid address")
+    assert embedding is not None
+    try:
+        ident = await gallery.add(name, embedding, email=email or None)  # type: ignore[arg-type]
+    except AlreadyEnrolled as exc:
+        return _error(409, str(exc), hash=exc.hash, name=exc.name)
+    except GalleryError as exc:
+        return _error(400, str(exc))
+    return web.json_response({"hash": ident.hash, "name": ident.name}, status=201)
+
+
+def _area(face: Face) -> int:
+    return face.box[2] * face.box[3]
+
+
+async def rename_face(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, 'send JSON {"name": "..."}')
+    if not isinstance(body, dict) or "name" not in body:
+        return _error(400, 'send JSON {"name": "..."}')
+    try:
+        ident = await request.app[GALLERY].rename(request.match_info["hash"], body["name"])
+    except NotFound as exc:
+        return _error(404, str(exc))
+    except GalleryError as exc:
+        return _error(400, str(exc))
+    return web.json_response(ident.to_json())
+
+
+async def delete_face(request: web.Request) -> web.Response:
+    try:
+        ident = await request.app[GALLERY].delete(request.match_info["hash"])
+    except NotFound as exc:
+        return _error(404, str(exc))
+    return web.json_response({"deleted": ident.hash, "name": ident.name})
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+async def _gallery_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    data_dir = cfg.data_path
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    app[SECRET] = load_or_create_secret(data_dir, cfg.storage.secret)
+    gallery = await Gallery.open(
+        data_dir, cfg.recognition.model, cfg.recognition.threshold(), app[SECRET]
+    )
+    app[GALLERY] = gallery
+    yield
+    await gallery.close()
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    weights.provision()
+    weights.check(cfg.recognition.model)
+    pool = WorkerPool(
+        PoolSettings(
+            model=cfg.recognition.model,
+            workers=cfg.recognition.workers,
+            detect_max_side=cfg.recognition.detect_max_side,
+            detect_upsample=cfg.recognition.detect_upsample,
+            max_image_pixels=cfg.server.max_image_pixels,
+        )
+    )
+    await pool.start()
+    app[POOL] = pool
+    yield
+    await asyncio.to_thread(pool.close)
+
+
+async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    loop = asyncio.get_running_loop()
+    hub, state = app[HUB], app[STATE]
+    r = cfg.recognition
+    tracker = Tracker(r.threshold(), r.reembed_interval_s, r.track_timeout_s)
+    pipeline = LivePipeline(hub, app[POOL], app[GALLERY], state, tracker, app[METRICS])
+    app[PIPELINE] = pipeline
+    app[GALLERY].on_change(lambda event, ident: state.gallery_changed(event, ident.to_json()))
+
+    def deliver(packet: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            loop.call_soon_threadsafe(hub.publish, packet)
+
+    capture = Capture(cfg.camera, deliver, lambda: state.faces, app[METRICS])
+    app[CAPTURE] = capture
+    capture.start()
+    task = asyncio.create_task(pipeline.run())
+    yield
+    hub.close()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(capture.stop)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[HUB].close()  # ends every MJPEG response
+    await app[STATE].close_all()
+
+
+def create_app(config: Config) -> web.Application:
+    # Base64 bodies are 4/3 of the image; the exact limit is checked after decoding.
+    max_body = int(_upload_limit(config) * 4 / 3) + 64 * 1024
+    app = web.Application(client_max_size=max_body, middlewares=[json_errors])
+    metrics_ = Metrics()
+    app[CONFIG] = config
+    app[METRICS] = metrics_
+    app[HUB] = FrameHub()
+    app[STATE] = LiveState(metrics_)
+    app.cleanup_ctx.extend([_gallery_ctx, _pool_ctx, _live_ctx])
+    app.on_shutdown.append(_on_shutdown)
+    app.router.add_get("/", index)
+    app.router.add_get("/streaming", streaming)
+    app.router.add_get("/hash", hash_state)
+    app.router.add_get("/ws", websocket)
+    app.router.add_post("/process-frame", process_frame)
+    app.router.add_post("/process-frame/", process_frame)
+    app.router.add_get("/faces", list_faces)
+    app.router.add_post("/faces", enroll)
+    app.router.add_patch("/faces/{hash}", rename_face)
+    app.router.add_delete("/faces/{hash}", delete_face)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+__all__ = ["create_app", "ModelMismatch"]

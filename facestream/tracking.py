@@ -1,0 +1,221 @@
+"""Face tracks between frames: who is in view, keeping identity and hash while a face stays.
+
+Pure logic, no I/O: the live pipeline feeds it detection results and reads ``views()``.
+A detection is matched to an existing track by box overlap; only new faces, and tracked faces
+whose last embedding is older than ``reembed_interval``, are embedded again. A track whose new
+embedding no longer resembles it (two people crossed) is split. An unknown face that is lost
+for a moment and comes back within ``memory_s`` gets its provisional hash back.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .identity import Embedding, GalleryIndex, Match, face_hash, normalize
+from .recognition import Box, Face, iou
+
+#: Box overlap at or above which a detection continues a track.
+MIN_IOU = 0.3
+#: Embeddings kept per track for its running mean.
+EMBEDDINGS_KEPT = 10
+
+
+@dataclass(frozen=True)
+class FaceView:
+    """One face as the API shows it."""
+
+    hash: str
+    name: str | None
+    known: bool
+    similarity: float | None
+    box: Box
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hash": self.hash,
+            "name": self.name,
+            "known": self.known,
+            "similarity": None if self.similarity is None else round(self.similarity, 4),
+            "box": list(self.box),
+        }
+
+
+@dataclass
+class Track:
+    id: int
+    box: Box
+    first_seen: float
+    last_seen: float
+    last_embedded: float
+    first_embedding: Embedding
+    embeddings: deque[Embedding] = field(default_factory=lambda: deque(maxlen=EMBEDDINGS_KEPT))
+    match: Match | None = None
+
+    def __post_init__(self) -> None:
+        self.provisional_hash = face_hash(self.first_embedding)
+        if not self.embeddings:
+            self.embeddings.append(self.first_embedding)
+
+    @property
+    def mean(self) -> Embedding:
+        return normalize(np.mean(np.stack(self.embeddings), axis=0))
+
+    @property
+    def hash(self) -> str:
+        return self.match.hash if self.match else self.provisional_hash
+
+    @property
+    def area(self) -> int:
+        return self.box[2] * self.box[3]
+
+    def view(self) -> FaceView:
+        m = self.match
+        return FaceView(
+            hash=self.hash,
+            name=m.name if m else None,
+            known=m is not None,
+            similarity=m.similarity if m else None,
+            box=self.box,
+        )
+
+
+class Tracker:
+    def __init__(
+        self,
+        threshold: float,
+        reembed_interval: float = 1.0,
+        timeout: float = 0.4,
+        memory_s: float = 5.0,
+    ) -> None:
+        self.threshold = threshold
+        self.reembed_interval = reembed_interval
+        self.timeout = timeout
+        self.memory_s = memory_s
+        self._tracks: list[Track] = []
+        self._lost: deque[tuple[float, Track]] = deque(maxlen=64)
+        self._ids = itertools.count(1)
+
+    # -- what the workers need -----------------------------------------------------------
+
+    def skip_boxes(self, now: float) -> list[Box]:
+        """Boxes of tracks embedded recently enough that a new embedding is not needed."""
+        return [t.box for t in self._tracks if now - t.last_embedded < self.reembed_interval]
+
+    # -- updates -------------------------------------------------------------------------
+
+    def update(self, faces: Sequence[Face], seen_at: float, index: GalleryIndex) -> None:
+        """Apply one frame's detections, captured at ``seen_at`` (monotonic seconds)."""
+        pairs = sorted(
+            (
+                (iou(t.box, f.box), ti, fi)
+                for ti, t in enumerate(self._tracks)
+                for fi, f in enumerate(faces)
+            ),
+            reverse=True,
+        )
+        used_tracks: set[int] = set()
+        used_faces: set[int] = set()
+        ended: list[Track] = []
+        for overlap, ti, fi in pairs:
+            if overlap < MIN_IOU:
+                break
+            if ti in used_tracks or fi in used_faces:
+                continue
+            used_tracks.add(ti)
+            used_faces.add(fi)
+            track, face = self._tracks[ti], faces[fi]
+            if face.embedding is not None and float(face.embedding @ track.mean) < self.threshold:
+                # Same place, different person: end this track and start a new one.
+                ended.append(track)
+                used_faces.discard(fi)
+                continue
+            track.box = face.box
+            track.last_seen = seen_at
+            if face.embedding is not None:
+                track.embeddings.append(face.embedding)
+                track.last_embedded = seen_at
+                track.match = index.match(track.mean, self.threshold)
+        for track in ended:
+            self._end(track, seen_at)
+        for fi, face in enumerate(faces):
+            if fi in used_faces or face.embedding is None:
+                continue  # a face without an embedding waits for the next frame
+            self._tracks.append(self._new_track(face, face.embedding, seen_at, index))
+
+    def _new_track(self, face: Face, emb: Embedding, seen_at: float, index: GalleryIndex) -> Track:
+        revived = self._revive(emb, seen_at)
+        if revived is not None:
+            revived.box = face.box
+            revived.last_seen = revived.last_embedded = seen_at
+            revived.embeddings.append(emb)
+            revived.match = index.match(revived.mean, self.threshold)
+            return revived
+        track = Track(
+            id=next(self._ids),
+            box=face.box,
+            first_seen=seen_at,
+            last_seen=seen_at,
+            last_embedded=seen_at,
+            first_embedding=emb,
+        )
+        track.match = index.match(track.mean, self.threshold)
+        return track
+
+    def _revive(self, emb: Embedding, now: float) -> Track | None:
+        best: tuple[float, int] | None = None
+        for i, (lost_at, track) in enumerate(self._lost):
+            if now - lost_at > self.memory_s:
+                continue
+            sim = float(emb @ track.mean)
+            if sim >= self.threshold and (best is None or sim > best[0]):
+                best = (sim, i)
+        if best is None:
+            return None
+        _, track = self._lost[best[1]]
+        del self._lost[best[1]]
+        return track
+
+    def _end(self, track: Track, now: float) -> None:
+        if track in self._tracks:
+            self._tracks.remove(track)
+            self._lost.append((now, track))
+
+    def expire(self, now: float) -> bool:
+        """Drop tracks not seen for ``timeout``; True if any was dropped."""
+        gone = [t for t in self._tracks if now - t.last_seen > self.timeout]
+        for track in gone:
+            self._end(track, now)
+        return bool(gone)
+
+    def clear(self, now: float) -> None:
+        for track in list(self._tracks):
+            self._end(track, now)
+
+    def rematch(self, index: GalleryIndex) -> None:
+        """Re-evaluate every track against a changed gallery (enroll, rename, delete)."""
+        for track in self._tracks:
+            track.match = index.match(track.mean, self.threshold)
+        for _, track in self._lost:
+            track.match = None  # recomputed on revival
+
+    # -- reading -------------------------------------------------------------------------
+
+    def views(self) -> list[FaceView]:
+        """Faces in view, largest first."""
+        return [t.view() for t in sorted(self._tracks, key=lambda t: t.area, reverse=True)]
+
+    def tracks(self) -> Iterable[Track]:
+        return tuple(self._tracks)
+
+    def enrollable(self, wanted_hash: str | None = None) -> Track | None:
+        """The track to enroll from the live view: the one with ``wanted_hash``, else the
+        largest unknown face."""
+        by_size = sorted(self._tracks, key=lambda t: t.area, reverse=True)
+        if wanted_hash is not None:
+            return next((t for t in by_size if t.hash == wanted_hash), None)
+        return next((t for t in by_size if t.match is None), None)

@@ -1,0 +1,142 @@
+"""The process pool that runs detection and embedding off the event loop.
+
+Each worker process loads the model once, in the pool's initializer, and keeps it in a
+process-global (child-process state only; the parent never touches it). Worker functions take
+and return plain picklable data. The parent bounds the work it hands out: live frames go
+through lanes (one frame per lane in flight), uploads through a small semaphore, so nothing
+ever queues without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Final, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import recognition
+from .recognition import Box, Face, FrameResult, ImageError
+
+log = logging.getLogger(__name__)
+
+#: Worker processes run at a lower priority so that camera reading and stream encoding,
+#: which viewers feel at once, always get the CPU first.
+WORKER_NICENESS: Final = 5
+#: Uploads waiting for a worker beyond this are answered 503 rather than queued.
+MAX_PENDING_IMAGES: Final = 8
+
+_recognizer: recognition.Recognizer | None = None  # per worker process
+_max_pixels: int = 0
+
+
+def _init_worker(model: str, detect_max_side: int, upsample: int, max_pixels: int) -> None:
+    global _recognizer, _max_pixels
+    recognition.configure_environment()
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # pragma: no cover - not permitted on some systems
+        pass
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
+    _max_pixels = max_pixels
+    _recognizer = recognition.Recognizer(model, detect_max_side, upsample)
+
+
+def _ready() -> int:
+    assert _recognizer is not None
+    return os.getpid()
+
+
+def _analyze_frame(frame: NDArray[np.uint8], skip: Sequence[Box]) -> FrameResult:
+    assert _recognizer is not None
+    return _recognizer.analyze_frame(frame, skip)
+
+
+def _analyze_image(data: bytes) -> list[Face]:
+    assert _recognizer is not None
+    image = recognition.decode_image(data, _max_pixels)
+    return _recognizer.analyze_image(image)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    model: str
+    workers: int
+    detect_max_side: int
+    detect_upsample: int
+    max_image_pixels: int
+
+
+class WorkerPool:
+    """Owns the ProcessPoolExecutor. Start with ``await start()``, stop with ``close()``."""
+
+    def __init__(self, settings: PoolSettings) -> None:
+        self.settings = settings
+        self._executor: ProcessPoolExecutor | None = None
+        # At most one upload per worker inside the executor; the rest wait here, bounded.
+        self._images = asyncio.Semaphore(settings.workers)
+        self._pending_images = 0
+
+    @property
+    def size(self) -> int:
+        return self.settings.workers
+
+    async def start(self) -> None:
+        """Start the workers and wait until each has loaded the model."""
+        s = self.settings
+        # spawn, not fork: the parent has threads (camera, sqlite) that fork would copy mid-state.
+        ctx = multiprocessing.get_context("spawn")
+        self._executor = ProcessPoolExecutor(
+            max_workers=s.workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(s.model, s.detect_max_side, s.detect_upsample, s.max_image_pixels),
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.gather(
+                *(loop.run_in_executor(self._executor, _ready) for _ in range(s.workers))
+            )
+        except BrokenProcessPool as exc:
+            self.close()
+            raise RuntimeError(
+                f"the recognition workers failed to load model {s.model}; see the log above"
+            ) from exc
+
+    async def analyze_frame(self, frame: NDArray[np.uint8], skip: Sequence[Box]) -> FrameResult:
+        assert self._executor is not None, "pool not started"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _analyze_frame, frame, list(skip))
+
+    async def analyze_image(self, data: bytes) -> list[Face]:
+        """Decode and analyse an uploaded image. Raises ImageError (4xx) or PoolBusy."""
+        assert self._executor is not None, "pool not started"
+        if self._pending_images >= MAX_PENDING_IMAGES:
+            raise PoolBusy("too many images are being processed; retry shortly")
+        self._pending_images += 1
+        try:
+            async with self._images:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._executor, _analyze_image, data)
+        finally:
+            self._pending_images -= 1
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+class PoolBusy(Exception):
+    """Every upload slot is taken; the edge answers 503."""
+
+
+__all__ = ["WorkerPool", "PoolSettings", "PoolBusy", "ImageError", "FrameResult", "Face"]
