@@ -54,7 +54,10 @@ class FrameHub:
             if latest is not None and latest.seq > after:
                 return latest
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that races with completion, leaving a task that never ends.
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+            except TimeoutError:
                 return None
         return None

@@ -17,13 +17,21 @@ from numpy.typing import NDArray
 Embedding = NDArray[np.float32]
 
 
+#: A float32 vector whose norm is this close to 1 is already normalised and kept bit for bit:
+#: dividing it by its norm again would flip low bits and so change its hash.
+_UNIT_TOLERANCE = 1e-5
+
+
 def normalize(vector: Sequence[float] | NDArray[np.floating]) -> Embedding:
-    """L2-normalise to float32; raises ValueError for empty, zero or non-finite vectors."""
+    """L2-normalise to float32, idempotently; raises ValueError for empty, zero or
+    non-finite vectors."""
     arr = np.asarray(vector, dtype=np.float32).reshape(-1)
-    norm = float(np.linalg.norm(arr)) if arr.size else 0.0
+    norm = float(np.linalg.norm(arr.astype(np.float64))) if arr.size else 0.0
     if arr.size == 0 or not np.isfinite(norm) or norm == 0.0:
         raise ValueError("embedding must be a non-empty, finite, non-zero vector")
-    return (arr / norm).astype(np.float32)
+    if abs(norm - 1.0) <= _UNIT_TOLERANCE:
+        return arr.copy()
+    return (arr.astype(np.float64) / norm).astype(np.float32)
 
 
 def face_hash(embedding: Embedding) -> str:

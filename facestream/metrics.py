@@ -12,6 +12,9 @@ _STAGE_BUCKETS = (
 )
 
 
+STAGES = ("encode", "detect", "embed", "analyze", "latency", "upload")
+
+
 class Metrics:
     """Counters are thread-safe: the capture threads update them directly."""
 
@@ -62,6 +65,8 @@ class Metrics:
             buckets=_STAGE_BUCKETS,
             registry=r,
         )
+        for stage in STAGES:  # export every stage from the start, not after first use
+            self.stage_seconds.labels(stage)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

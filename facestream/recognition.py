@@ -47,6 +47,8 @@ NORMALIZATION: Final[dict[str, str]] = {
 #: finds faces down to ~40 px: slower than the live path but uploads are rare.
 STILL_DETECT_SIDE: Final = 800
 STILL_UPSAMPLE: Final = 1
+#: Detector threshold adjustment for the second look at still images without a face.
+FALLBACK_ADJUST: Final = -0.5
 #: Working copies of huge uploads are capped at this side before alignment.
 STILL_MAX_SIDE: Final = 2400
 
@@ -121,17 +123,29 @@ class Recognizer:
         self._normalization = NORMALIZATION.get(model, "base")
         DeepFace.build_model(model_name=model, task="facial_recognition")
         # One warm-up pass so the first live face is not slowed by lazy initialisation.
-        self.embed_chips([np.zeros((self._chip, self._chip, 3), dtype=np.uint8)])
+        self._represent([np.full((self._chip, self._chip, 3), 128, dtype=np.uint8)])
 
     # -- detection and alignment ---------------------------------------------------------
 
-    def detect(self, bgr: NDArray[np.uint8], max_side: int, upsample: int) -> list[Any]:
-        """dlib rectangles in ``bgr``'s coordinates, largest first."""
+    def detect(
+        self, bgr: NDArray[np.uint8], max_side: int, upsample: int, fallback: bool = False
+    ) -> list[Any]:
+        """dlib rectangles in ``bgr``'s coordinates, largest first.
+
+        With ``fallback`` (still images, where the sender says a face is there), an image in
+        which nothing reaches the detector's normal threshold gets a second look at a lower
+        one and keeps only its single best candidate: this finds the faces that HOG scores
+        just under its threshold (3 of the 567 LFW images) without multiplying false ones.
+        """
         import cv2
 
         small, scale = _resize_to(bgr, max_side)
         rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-        found = self._detector(rgb, upsample)
+        found = list(self._detector(rgb, upsample))
+        if not found and fallback:
+            rects, scores, _ = self._detector.run(rgb, upsample, FALLBACK_ADJUST)
+            if len(rects):
+                found = [rects[int(np.argmax(scores))]]
         rects = []
         for r in found:
             rects.append(
@@ -157,7 +171,19 @@ class Recognizer:
             out.append(np.ascontiguousarray(chip[:, :, ::-1]))
         return out
 
-    def embed_chips(self, chips: Sequence[NDArray[np.uint8]]) -> list[NDArray[np.float32]]:
+    def embed_chips(
+        self, chips: Sequence[NDArray[np.uint8]]
+    ) -> list[NDArray[np.float32] | None]:
+        """L2-normalised embeddings; None for a chip whose embedding is degenerate (zero)."""
+        out: list[NDArray[np.float32] | None] = []
+        for raw in self._represent(chips):
+            try:
+                out.append(normalize(raw))
+            except ValueError:
+                out.append(None)
+        return out
+
+    def _represent(self, chips: Sequence[NDArray[np.uint8]]) -> list[list[float]]:
         if not chips:
             return []
         result = self._deepface.represent(
@@ -170,7 +196,7 @@ class Recognizer:
         )
         # One image in: a list of dicts; several: a list of lists of dicts.
         per_image = [result] if len(chips) == 1 else result
-        return [normalize(objs[0]["embedding"]) for objs in per_image]
+        return [objs[0]["embedding"] for objs in per_image]
 
     # -- entry points --------------------------------------------------------------------
 
@@ -200,7 +226,7 @@ class Recognizer:
 
         work, _ = _resize_to(bgr, STILL_MAX_SIDE)
         scale_back = bgr.shape[1] / work.shape[1]
-        rects = self.detect(work, STILL_DETECT_SIDE, STILL_UPSAMPLE)
+        rects = self.detect(work, STILL_DETECT_SIDE, STILL_UPSAMPLE, fallback=True)
         chips = self.chips(work, rects)
         faces = []
         for rect, chip, emb in zip(rects, chips, self.embed_chips(chips)):
@@ -211,6 +237,8 @@ class Recognizer:
                 int(round(w * scale_back)),
                 int(round(h * scale_back)),
             )
+            if emb is None:
+                continue
             ok, jpeg = cv2.imencode(".jpg", chip, [cv2.IMWRITE_JPEG_QUALITY, 90])
             faces.append(Face(box, emb, jpeg.tobytes() if ok else None))
         return faces
@@ -229,34 +257,40 @@ def _to_box(rect: Any, shape: tuple[int, ...]) -> Box:
 def decode_image(data: bytes, max_pixels: int) -> NDArray[np.uint8]:
     """Decode an uploaded image into BGR, or raise ImageError (400 bad data, 413 too large).
 
-    The header is read first (Pillow opens lazily) so a small file claiming a huge canvas is
-    refused before any pixel is decoded. OpenCV then decodes JPEG, PNG (including 16-bit and
-    RGBA), WEBP whatever the file name says, BMP and TIFF, honouring EXIF orientation.
+    Pillow reads the header first, so a small file claiming a huge canvas is refused before
+    any pixel is decoded; then it decodes fully, which fails loudly on truncated data (a
+    partial JPEG would otherwise decode to a half-grey picture). JPEG, PNG (16-bit, RGBA,
+    palette), WEBP whatever the file name says, BMP, TIFF and GIF are accepted; EXIF
+    orientation is applied.
     """
-    import cv2
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
         raise ImageError(400, "the image is empty")
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
+        img = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise ImageError(400, "not an image that can be decoded (JPEG, PNG, WEBP, BMP, TIFF)")
-    if width * height > max_pixels:
-        raise ImageError(
-            413, f"image is {width}x{height} pixels; the limit is {max_pixels} pixels"
-        )
-    array = np.frombuffer(data, dtype=np.uint8)
-    try:
-        image = cv2.imdecode(array, cv2.IMREAD_COLOR)
-    except cv2.error:
-        image = None
-    if image is None or image.size == 0:
-        raise ImageError(400, "the image data is corrupt or truncated and cannot be decoded")
-    if image.dtype != np.uint8:  # pragma: no cover - IMREAD_COLOR gives 8 bits
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
-    return image
+    with img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageError(
+                413, f"image is {width}x{height} pixels; the limit is {max_pixels} pixels"
+            )
+        try:
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                wide = np.asarray(img, dtype=np.float64)
+                gray = np.clip(wide / max(1.0, float(wide.max())) * 255.0, 0, 255)
+                rgb = np.repeat(gray.astype(np.uint8)[:, :, None], 3, axis=2)
+            else:
+                rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            raise ImageError(400, "the image data is corrupt or truncated and cannot be decoded")
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ImageError(400, "the image has no pixels")
+    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 # Environment for DeepFace inside workers: run on onnxruntime/dlib on the CPU, no TF probing.

@@ -107,9 +107,9 @@ async def streaming(request: web.Request) -> web.StreamResponse:
                 f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                 f"Content-Length: {len(packet.jpeg)}\r\n\r\n"
             ).encode("ascii")
-            await asyncio.wait_for(resp.write(head + packet.jpeg + b"\r\n"),
-                                   STREAM_WRITE_TIMEOUT_S)
-    except (ConnectionResetError, asyncio.TimeoutError):
+            async with asyncio.timeout(STREAM_WRITE_TIMEOUT_S):  # a viewer that stopped reading
+                await resp.write(head + packet.jpeg + b"\r\n")
+    except (ConnectionResetError, TimeoutError):
         pass
     finally:
         metrics.stream_clients.dec()
@@ -240,7 +240,8 @@ async def process_frame(request: web.Request) -> web.Response:
             "known": primary.known,
             "similarity": primary.to_json()["similarity"],
             "coords": list(primary.box),
-            "embedding": [round(float(v), 7) for v in faces[0].embedding],
+            # float32 values exactly: np.float32(embedding) re-hashes to `hash`.
+            "embedding": [float(v) for v in faces[0].embedding],
             "faces": [v.to_json() for v in views],
         }
     )

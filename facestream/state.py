@@ -34,7 +34,14 @@ class Subscriber:
     async def write_forever(self) -> None:
         while True:
             message = await self.queue.get()
-            await asyncio.wait_for(self.ws.send_json(message), SEND_TIMEOUT_S)
+            try:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                # cancellation that ends this task, which then waits on its queue forever.
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await self.ws.send_json(message)
+            except (TimeoutError, ConnectionResetError):
+                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too slow")
+                return
 
 
 class LiveState:

@@ -1,0 +1,503 @@
+#!/usr/bin/env python3
+"""End-to-end live benchmark of facestream against its product targets.
+
+Method: this script is the network camera, so the ground truth is exact.
+
+* Program: person A ~6 s, empty ~2 s, person B ~6 s, empty ~2 s, stranger C ~6 s, empty ~2 s,
+  repeated for ``--duration``, from the shared clips (read at run time). Frames are
+  letterboxed to 640x480 and JPEG-encoded in memory beforehand. Face segments play (ping-pong)
+  the first 80% of a clip; A and B are enrolled via ``POST /faces`` from the clip's *last*
+  frame; C never is. "Empty" frames are the scene's colours without structure (checked to
+  have no face: ``POST /process-frame`` answers 422).
+* Camera: ``multipart/x-mixed-replace`` MJPEG at 25 fps on 127.0.0.1 (monotonic-clock paced,
+  idle empty frames before and after the program). OpenCV's FFMPEG backend is checked to read
+  it, then ``python -m facestream --source <url>`` starts as a subprocess with a fresh data dir
+  and ``DEEPFACE_HOME``. The send time of each segment's first frame is recorded.
+* Load and scoring: ``--viewers`` clients read ``GET /streaming`` (parts split by
+  Content-Length); one poller reads ``GET /hash`` every 20 ms. Reported: per-viewer fps over
+  the face segments; the share of reads showing the right identity per person, skipping each
+  segment's first 0.3 s (A/B: known with the enrolled hash; C: a face, not known); delay from a
+  segment's start to its first right read; delay from a face leaving to the first
+  ``hash: null``; reads of C as known; /hash latency; the server's own frame rates and stage
+  means from ``GET /metrics`` (deltas over the run). ``--runs N`` reports medians.
+
+``--baseline`` instead times the original synchronous design in-process: one loop doing read
+(decode the frame on air) -> detect -> embed -> draw + encode with
+``facestream.recognition.Recognizer``, and reports the fps it sustains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import cv2
+import numpy as np
+from aiohttp import ClientSession, ClientTimeout, FormData, web
+
+REPO = Path(__file__).resolve().parents[1]
+VIDEOS = Path("/work/shared/data/video")
+CLIPS = {"A": "sadtalker/WDA_AlexandriaOcasioCortez_000.mp4",
+         "B": "video_retalking/2.mp4", "C": "liveportrait/d12.mp4"}
+ENROLLED = ("A", "B")
+FPS = 25
+SIZE = (640, 480)
+BOUNDARY = "camframe"
+WARMUP_S = 0.3  # identity reads in a segment's first 0.3 s are not scored
+TAIL_S = 1.5  # idle frames after the program, so the last face's departure is measured
+
+Read = tuple[float, float, str | None, bool]  # monotonic time answered, latency, hash, known
+
+
+@dataclass
+class Segment:
+    label: str  # "A", "B", "C"; "" for no face
+    first: int  # index of its first frame in the program
+    start: float = 0.0  # monotonic send time of that frame
+    end: float = 0.0
+
+
+@dataclass
+class Program:
+    frames: list[bytes]
+    segments: list[Segment]
+    empties: list[bytes]
+    enroll: dict[str, bytes]
+
+
+def letterbox(img: np.ndarray) -> np.ndarray:
+    (w, h), (ih, iw) = SIZE, img.shape[:2]
+    s = min(w / iw, h / ih)
+    small = cv2.resize(img, (round(iw * s), round(ih * s)), interpolation=cv2.INTER_AREA)
+    out = np.zeros((h, w, 3), np.uint8)
+    y, x = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
+    out[y:y + small.shape[0], x:x + small.shape[1]] = small
+    return out
+
+
+def jpeg(img: np.ndarray, quality: int = 85) -> bytes:
+    return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+def build_program(duration: float, seg_s: float, gap_s: float) -> Program:
+    cycle: list[tuple[str, list[bytes]]] = []
+    empties, enroll = [], {}
+    for label, rel in CLIPS.items():
+        cap, raw = cv2.VideoCapture(str(VIDEOS / rel)), []
+        while (got := cap.read())[0]:
+            raw.append(got[1])
+        cap.release()
+        if len(raw) < 10:
+            raise RuntimeError(f"cannot read {VIDEOS / rel}")
+        played = [jpeg(letterbox(f)) for f in raw[: len(raw) - max(1, len(raw) // 5)]]
+        order = played + played[-2:0:-1]  # ping-pong: no jump cut inside a segment
+        cycle.append((label, [order[i % len(order)] for i in range(round(seg_s * FPS))]))
+        tiny = cv2.resize(letterbox(raw[0]), (4, 3), interpolation=cv2.INTER_AREA)
+        empties.append(jpeg(cv2.resize(tiny, SIZE, interpolation=cv2.INTER_CUBIC)))
+        cycle.append(("", [empties[-1]] * round(gap_s * FPS)))
+        if label in ENROLLED:
+            enroll[label] = jpeg(raw[-1], 95)  # a part of the clip that is never played
+    total, frames, segments = round(duration * FPS), [], []
+    for label, seg in itertools.cycle(cycle):
+        if len(frames) >= total:
+            break
+        segments.append(Segment(label, len(frames)))
+        frames.extend(seg[: total - len(frames)])
+    return Program(frames, segments, empties, enroll)
+
+
+class Camera:
+    """A 25 fps MJPEG camera: a clock puts a frame on air; every client is sent the newest."""
+
+    def __init__(self, idle: bytes) -> None:
+        self.idle, self.jpeg, self.seq, self.closed = idle, idle, 0, False
+        self._new, self._done = asyncio.Event(), asyncio.Event()
+        self._program: list[bytes] | None = None
+        self.sent: list[float] = []
+        self.late: list[float] = []
+
+    async def handler(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={
+            "Content-Type": f"multipart/x-mixed-replace;boundary={BOUNDARY}"})
+        await resp.prepare(request)
+        seen = -1
+        with contextlib.suppress(ConnectionResetError):
+            while not self.closed:
+                if self.seq == seen:
+                    await self._new.wait()
+                    continue
+                seen, data = self.seq, self.jpeg
+                head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                        f"Content-Length: {len(data)}\r\n\r\n").encode()
+                await resp.write(head + data + b"\r\n")
+        return resp
+
+    async def clock(self) -> None:
+        t0 = time.monotonic()
+        for i in itertools.count(1):
+            await asyncio.sleep(max(0.0, t0 + i / FPS - time.monotonic()))
+            data = self.idle
+            if self._program is not None:
+                data = self._program[len(self.sent)]
+                self.sent.append(time.monotonic())
+                self.late.append(self.sent[-1] - t0 - i / FPS)
+                if len(self.sent) == len(self._program):
+                    self._program = None
+                    self._done.set()
+            self.jpeg, self.seq = data, self.seq + 1
+            self._new.set()
+            self._new = asyncio.Event()
+
+    async def play(self, program: list[bytes]) -> list[float]:
+        """Put ``program`` on air; return each frame's send time once it has all been sent."""
+        self.sent, self.late, self._program = [], [], program
+        self._done.clear()
+        await self._done.wait()
+        return self.sent
+
+    def close(self) -> None:
+        self.closed = True
+        self._new.set()
+
+
+def probe_camera(url: str) -> dict[str, Any]:
+    """Can OpenCV's FFMPEG backend (what facestream uses) read our MJPEG endpoint?"""
+    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000,
+                                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000])
+    shapes, t0 = [], time.monotonic()
+    while cap.isOpened() and len(shapes) < 25 and (got := cap.read())[0]:
+        shapes.append(list(got[1].shape))
+    cap.release()
+    return {"frames": len(shapes), "shape": shapes[-1] if shapes else None,
+            "seconds": round(time.monotonic() - t0, 2)}
+
+
+async def viewer(session: ClientSession, url: str, arrivals: list[float]) -> None:
+    """Read MJPEG parts by Content-Length, recording each part's arrival time."""
+    async with session.get(url, timeout=ClientTimeout(total=None, sock_read=15)) as resp:
+        while line := await resp.content.readline():
+            if not line.startswith(b"--"):
+                continue
+            length = -1
+            while (line := await resp.content.readline()).strip():
+                key, _, value = line.decode("latin-1").partition(":")
+                length = int(value) if key.strip().lower() == "content-length" else length
+            if length < 0:
+                raise ValueError("MJPEG part without Content-Length")
+            if (await resp.content.readexactly(length))[:2] == b"\xff\xd8":
+                arrivals.append(time.monotonic())
+
+
+async def poller(session: ClientSession, url: str, period: float, reads: list[Read],
+                 errors: list[str]) -> None:
+    due = time.monotonic()
+    while True:
+        t0 = time.perf_counter()
+        try:
+            async with session.get(url, timeout=ClientTimeout(total=2)) as resp:
+                doc = await resp.json()
+            reads.append((time.monotonic(), time.perf_counter() - t0, doc["hash"],
+                          bool(doc["known"])))
+        except (OSError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+            errors.append(repr(exc))
+        due = max(due + period, time.monotonic())
+        await asyncio.sleep(due - time.monotonic())
+
+
+METRIC_RE = re.compile(r'^(facestream_\w+?(?:_total|_sum|_count))(?:\{stage="(\w+)"\})? (\S+)$',
+                       re.M)
+
+
+async def scrape(session: ClientSession, base: str) -> dict[str, float]:
+    async with session.get(base + "/metrics") as resp:
+        text = await resp.text()
+    return {f"{m[1]}:{m[2]}" if m[2] else m[1]: float(m[3]) for m in METRIC_RE.finditer(text)}
+
+
+def server_rates(before: dict[str, float], after: dict[str, float], secs: float
+                 ) -> dict[str, float]:
+    """Frame rates and mean stage times from two /metrics scrapes ``secs`` apart."""
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)  # a histogram child may be new
+
+    out = {f"server_{n}_fps": delta(f"facestream_frames_{n}_total") / secs
+           for n in ("captured", "encoded", "processed")}
+    for key in after:
+        stage = key.partition("facestream_stage_seconds_sum:")[2]
+        if stage and (n := delta(f"facestream_stage_seconds_count:{stage}")):
+            out[f"stage_{stage}_ms_mean"] = delta(key) / n * 1000
+    return out
+
+
+def analyze(segments: list[Segment], reads: list[Read], arrivals: list[list[float]],
+            hashes: dict[str, str]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Flat scores, plus per face segment: start (s into the run), reads right, delays."""
+    def right(label: str, h: str | None, known: bool) -> bool:
+        return known and h == hashes[label] if label in hashes else h is not None and not known
+
+    good = {k: [0, 0] for k in CLIPS}
+    appear, leave, stranger, wrong, ghosts = [], [], 0, 0, 0
+    details: list[dict[str, Any]] = []
+    for s, nxt in zip(segments, [*segments[1:], None]):
+        during = [r for r in reads if s.start <= r[0] < s.end]
+        if not s.label:
+            ghosts += sum(r[2] is not None for r in during if r[0] >= s.start + 0.5)
+            continue
+        for t, _, h, known in during:
+            if t >= s.start + WARMUP_S:
+                good[s.label][0] += right(s.label, h, known)
+                good[s.label][1] += 1
+            stranger += s.label not in hashes and known
+            wrong += s.label in hashes and known and h != hashes[s.label]
+        first = next((r[0] for r in during if right(s.label, *r[2:])), math.inf)
+        appear.append(first - s.start)
+        details.append({"label": s.label, "start_s": s.start - segments[0].start,
+                        "right": [right(s.label, *r[2:]) for r in during].count(True),
+                        "reads": len(during), "appear_s": appear[-1]})
+        if nxt is not None and not nxt.label:
+            gone = next((r[0] for r in reads if nxt.start <= r[0] < nxt.end and r[2] is None),
+                        math.inf)
+            leave.append(details[-1].setdefault("leave_s", gone - s.end))
+    out = {f"right_identity_{k}": ok / n if n else math.nan for k, (ok, n) in good.items()}
+    out |= {"appear_s_max": max(appear), "appear_s_median": statistics.median(appear),
+            "leave_s_max": max(leave, default=math.nan),
+            "leave_s_median": statistics.median(leave) if leave else math.nan,
+            "stranger_reads_as_enrolled": stranger, "enrolled_read_as_other": wrong,
+            "empty_nonnull_reads_after_0.5s": ghosts}
+    windows = [(s.start, s.end) for s in segments if s.label]
+    fps, worst = [], math.inf
+    for times in map(np.asarray, arrivals):
+        fps.append(sum(((times >= a) & (times < b)).sum() for a, b in windows)
+                   / sum(b - a for a, b in windows))
+        for a, b in windows:  # the worst whole second inside a face segment
+            worst = min([worst, *(((times >= a + k) & (times < a + k + 1)).sum()
+                                  for k in range(int(b - a)))])
+    lat = [r[1] * 1000 for r in reads]
+    return out | {"viewer_fps_min": min(fps), "viewer_fps_median": statistics.median(fps),
+                  "viewer_worst_1s_frames": float(worst),
+                  "hash_p50_ms": float(np.percentile(lat, 50)),
+                  "hash_p99_ms": float(np.percentile(lat, 99)), "hash_max_ms": max(lat),
+                  "hash_reads": len(lat)}, details
+
+
+@contextlib.asynccontextmanager
+async def camera_server(idle: bytes) -> AsyncIterator[tuple[Camera, str]]:
+    camera, app = Camera(idle), web.Application()
+    app.router.add_get("/cam.mjpg", camera.handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    clock = asyncio.create_task(camera.clock())
+    try:
+        yield camera, f"http://127.0.0.1:{sock.getsockname()[1]}/cam.mjpg"
+    finally:
+        camera.close()
+        clock.cancel()
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def facestream_server(source: str, log_path: Path, timeout: float) -> AsyncIterator[str]:
+    """``python -m facestream`` on a free port with a fresh data dir; yields its base URL
+    once /healthz reports the camera live. Always terminated (then killed) on exit."""
+    with tempfile.TemporaryDirectory(prefix="facestream-bench-") as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "facestream", "--source", source, "--port", str(port),
+               "--data-dir", f"{tmp}/data"]
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEEPFACE_HOME": tmp},
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            async with ClientSession(timeout=ClientTimeout(total=2)) as session:
+                while True:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        tail = log_path.read_text(errors="replace")[-2000:]
+                        raise RuntimeError(f"facestream did not become ready:\n{tail}")
+                    with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
+                        async with session.get(base + "/healthz") as r:
+                            if r.status == 200 and (await r.json())["camera"]["signal"]:
+                                break
+                    await asyncio.sleep(0.25)
+            yield base
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(proc.wait, 20)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its worker processes too, if left over
+            await asyncio.to_thread(proc.wait)
+
+
+async def post_image(session: ClientSession, url: str, field: str, image: bytes,
+                     **fields: str) -> tuple[int, Any]:
+    form = FormData(fields)
+    form.add_field(field, image, filename=f"{field}.jpg", content_type="image/jpeg")
+    async with session.post(url, data=form) as r:
+        return r.status, await r.json()
+
+
+async def live_run(args: argparse.Namespace, prog: Program, run: int) -> dict[str, Any]:
+    log_path = args.out.with_name(f"{args.out.stem}.server{run}.log")
+    tasks: list[asyncio.Task[None]] = []
+    reads: list[Read] = []
+    errors: list[str] = []
+    arrivals: list[list[float]] = [[] for _ in range(args.viewers)]
+    async with camera_server(prog.empties[-1]) as (camera, cam_url):
+        probe = await asyncio.to_thread(probe_camera, cam_url)
+        if probe["frames"] == 0:
+            raise RuntimeError(f"OpenCV's FFMPEG backend cannot read {cam_url}: {probe}")
+        async with facestream_server(cam_url, log_path, args.startup_timeout) as base, \
+                ClientSession() as session:
+            hashes: dict[str, str] = {}
+            for label, image in prog.enroll.items():
+                status, body = await post_image(session, base + "/faces", "image", image,
+                                                name=f"person {label}")
+                if status != 201:
+                    raise RuntimeError(f"enrolling {label}: HTTP {status} {body}")
+                hashes[label] = body["hash"]
+            faceless = [(await post_image(session, base + "/process-frame", "frame", e))[0]
+                        == 422 for e in prog.empties]
+            try:
+                tasks = [asyncio.create_task(viewer(session, base + "/streaming", a))
+                         for a in arrivals]
+                tasks.append(asyncio.create_task(
+                    poller(session, base + "/hash", args.poll_ms / 1000, reads, errors)))
+                await asyncio.sleep(1.5)  # viewers connected, identity back to null
+                load0, cpu0, t0 = os.getloadavg()[0], time.process_time(), time.monotonic()
+                before = await scrape(session, base)
+                sent = await camera.play(prog.frames)
+                await asyncio.sleep(TAIL_S)
+                after = await scrape(session, base)
+                secs, cpu = time.monotonic() - t0, time.process_time() - cpu0
+            finally:
+                for t in tasks:
+                    t.cancel()
+                ended = await asyncio.gather(*tasks, return_exceptions=True)
+    segs = prog.segments
+    for s, nxt in zip(segs, [*segs[1:], None]):
+        s.start = sent[s.first]
+        s.end = sent[nxt.first] if nxt else sent[-1] + 1 / FPS
+    segs = [*segs, Segment("", len(sent), segs[-1].end, segs[-1].end + TAIL_S)]
+    summary, details = analyze(segs, reads, arrivals, hashes)
+    summary |= server_rates(before, after, secs)
+    summary |= {"camera_fps": (len(sent) - 1) / (sent[-1] - sent[0]),
+                "camera_late_ms_max": 1000 * max(camera.late), "bench_cpu_share": cpu / secs}
+    return {"summary": summary, "ffmpeg_probe": probe, "camera_url": cam_url,
+            "empty_frames_faceless": faceless, "enrolled": hashes, "hash_errors": errors[:20],
+            "viewer_errors": [repr(e) for e in ended if not isinstance(e, asyncio.CancelledError)],
+            "loadavg_1m": [load0, os.getloadavg()[0]], "segments": details,
+            "metrics_end": after, "server_log": str(log_path)}
+
+
+def baseline(prog: Program, duration: float) -> dict[str, Any]:
+    """The original synchronous loop, in-process: read -> detect -> embed -> encode."""
+    os.environ["DEEPFACE_HOME"] = tempfile.mkdtemp(prefix="facestream-bench-deepface-")
+    from facestream import recognition, weights
+
+    recognition.configure_environment()
+    weights.provision()
+    rec = recognition.Recognizer("Dlib")
+    stages: dict[str, list[float]] = {"read": [], "detect": [], "embed": [], "encode": []}
+    faces, t0 = 0, time.monotonic()
+    while (now := time.monotonic()) - t0 < duration:
+        a = time.perf_counter()
+        data = prog.frames[int((now - t0) * FPS) % len(prog.frames)]  # the frame on air now
+        frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        b = time.perf_counter()
+        result = rec.analyze_frame(frame, [])
+        c = time.perf_counter()
+        for x, y, w, h in (f.box for f in result.faces):
+            cv2.rectangle(frame, (x, y), (x + w, y + h), (80, 200, 60), 2)
+        jpeg(frame, 80)
+        for key, value in zip(stages, (b - a, result.detect_s, result.embed_s,
+                                       time.perf_counter() - c)):
+            stages[key].append(value)
+        faces += bool(result.faces)
+    n = len(stages["read"])
+    return {"fps": n / (time.monotonic() - t0), "frames": n, "frames_with_face": faces,
+            **{f"{k}_ms_mean": 1000 * statistics.fmean(v) for k, v in stages.items()}}
+
+
+TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "viewer_fps_min": (">= 24", lambda v: v >= 24),
+    "right_identity_A": (">= 0.99", lambda v: v >= 0.99),
+    "right_identity_B": (">= 0.99", lambda v: v >= 0.99),
+    "right_identity_C": (">= 0.99", lambda v: v >= 0.99),
+    "appear_s_max": ("<= 0.3", lambda v: v <= 0.3),
+    "leave_s_max": ("<= 0.5", lambda v: v <= 0.5),
+    "stranger_reads_as_enrolled": ("== 0", lambda v: v == 0),
+    "hash_p99_ms": ("< 20", lambda v: v < 20),
+}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=60.0, help="program length, seconds")
+    p.add_argument("--viewers", type=int, default=10)
+    p.add_argument("--runs", type=int, default=1, help="fresh server per run; medians reported")
+    p.add_argument("--segment-s", type=float, default=6.0)
+    p.add_argument("--gap-s", type=float, default=2.0)
+    p.add_argument("--poll-ms", type=float, default=20.0)
+    p.add_argument("--startup-timeout", type=float, default=180.0)
+    p.add_argument("--baseline", action="store_true", help="time the synchronous design")
+    p.add_argument("--out", type=Path, help="JSON results (default bench/results/live.json, "
+                   "or baseline.json with --baseline)")
+    args = p.parse_args()
+    mode = "baseline" if args.baseline else "live"
+    args.out = args.out or REPO / "bench/results" / f"{mode}.json"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    prog = build_program(args.duration, args.segment_s, args.gap_s)
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    git = ["git", "-C", str(REPO)]
+    config |= {"clips": CLIPS, "frame_size": SIZE, "fps": FPS, "cpus": os.cpu_count(),
+               "commit": subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True,
+                                        text=True).stdout.strip(),
+               "uncommitted": subprocess.run([*git, "status", "--porcelain", "facestream"],
+                                             capture_output=True, text=True).stdout.splitlines()}
+    if args.baseline:
+        result: dict[str, Any] = {"config": config, "baseline": baseline(prog, args.duration)}
+        for k, v in result["baseline"].items():
+            print(f"{k:<20} {v:10.2f}")
+    else:
+        runs = [asyncio.run(live_run(args, prog, i)) for i in range(args.runs)]
+        median = {k: float(statistics.median(r["summary"][k] for r in runs))
+                  for k in runs[0]["summary"]}
+        checks = {k: bool(ok(median[k])) for k, (_, ok) in TARGETS.items()}
+        result = {"config": config, "median": median, "targets": checks, "runs": runs}
+        print(f"{'metric':<32} {'median':>10}  target")
+        for k, v in median.items():
+            target, _ = TARGETS.get(k, ("", None))
+            verdict = ("PASS" if checks[k] else "FAIL") if k in checks else ""
+            print(f"{k:<32} {v:10.3f}  {target:<8} {verdict}")
+    # NaN/inf (nothing measured / never happened) become JSON null.
+    text = json.dumps(json.loads(json.dumps(result), parse_constant=lambda _: None), indent=2)
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Shared fixtures: real data from ../shared/data, a fresh DeepFace home, app configs.
+
+The weights folder starts empty for the whole run (DEEPFACE_HOME points into a temporary
+directory), so every test also proves that facestream provisions the dlib weights itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FACESTREAM_TEST_DATA", ROOT.parent / "shared" / "data"))
+FACES = DATA / "faces"
+VIDEO = DATA / "video"
+
+# Before anything imports deepface: an empty weights home for this test session.
+_DEEPFACE_HOME = tempfile.mkdtemp(prefix="facestream-deepface-")
+os.environ["DEEPFACE_HOME"] = _DEEPFACE_HOME
+
+from facestream.config import CameraConfig, Config, RecognitionConfig, ServerConfig  # noqa: E402
+from facestream.config import StorageConfig  # noqa: E402
+
+FR = FACES / "face_recognition"
+OBAMA = FR / "examples/knn_examples/train/obama/obama.jpg"
+OBAMA2 = FR / "examples/knn_examples/train/obama/obama2.jpg"
+OBAMA3 = FR / "tests/test_images/obama3.jpg"
+BIDEN = FR / "examples/biden.jpg"
+BIDEN2 = FR / "examples/knn_examples/train/biden/biden2.jpg"
+RGBA_PNG = FR / "tests/test_images/32bit.png"
+WEBP_AS_JPG = FACES / "deepface/img47.jpg"
+GROUP = FACES / "deepface/selfie-many-people.jpg"
+TALKING_HEAD = VIDEO / "sadtalker/WDA_AlexandriaOcasioCortez_000.mp4"
+OTHER_HEAD = VIDEO / "video_retalking/2.mp4"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not DATA.is_dir():
+        raise pytest.UsageError(f"test data not found at {DATA} (set FACESTREAM_TEST_DATA)")
+
+
+@pytest.fixture(scope="session")
+def deepface_home() -> Path:
+    return Path(_DEEPFACE_HOME)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_config(tmp_path: Path, source: str | Path = TALKING_HEAD, **recognition: Any) -> Config:
+    return Config(
+        server=ServerConfig(host="127.0.0.1", port=0),
+        camera=CameraConfig(source=str(source), reconnect_min_s=0.2, reconnect_max_s=0.5,
+                            read_timeout_s=2.0),
+        recognition=dataclasses.replace(RecognitionConfig(workers=1), **recognition),
+        storage=StorageConfig(data_dir=str(tmp_path / "data")),
+    )
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path) -> Callable[..., Config]:
+    def factory(source: str | Path = TALKING_HEAD, **recognition: Any) -> Config:
+        return make_config(tmp_path, source, **recognition)
+
+    return factory
+
+
+def read_video(path: Path, every: int = 1, limit: int = 10_000) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    i = 0
+    while len(frames) < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % every == 0:
+            frames.append(frame)
+        i += 1
+    cap.release()
+    return frames
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        writer.write(cv2.resize(f, (w, h)))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_then_empty_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real talking head for 3 s, then 3 s of the same size with no face, looping."""
+    frames = read_video(TALKING_HEAD, limit=75)
+    blank = np.full_like(frames[0], 90)
+    path = tmp_path_factory.mktemp("video") / "face_then_empty.mp4"
+    return write_video(path, frames + [blank] * 75)
+
+
+@pytest.fixture
+def jpeg_bytes() -> Callable[[Path], bytes]:
+    def read(path: Path) -> bytes:
+        return path.read_bytes()
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def no_face_png(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real image without any face: the flag backdrop above the talking head's hair."""
+    frame = read_video(TALKING_HEAD, limit=1)[0]
+    ok, buf = cv2.imencode(".png", frame[0:110, :])
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="session")
+def recognizer() -> Iterator[Any]:
+    """An in-process Recognizer (the code the workers run), for tests of recognition itself."""
+    from facestream import weights
+    from facestream.recognition import Recognizer, configure_environment
+
+    configure_environment()
+    weights.provision()
+    yield Recognizer("Dlib")

@@ -1,0 +1,149 @@
+"""End to end: `python -m facestream` as a user runs it, on a real video, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+
+from .conftest import OBAMA, OBAMA3, free_port
+from .test_live import read_part
+
+
+class Server:
+    def __init__(self, source: Path, data_dir: Path, cwd: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = cwd / f"server-{self.port}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "facestream", "--source", str(source), "--port",
+                 str(self.port), "--data-dir", str(data_dir), "--workers", "1"],
+                cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
+            )
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log.read_text()}")
+            try:
+                async with session.get(self.url + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        raise AssertionError("server did not become ready")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return -9
+        return self.proc.returncode
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+        yield s
+
+
+async def test_server_end_to_end(
+    session: aiohttp.ClientSession, face_then_empty_video: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    server = Server(face_then_empty_video, data, tmp_path)
+    try:
+        await server.wait_ready(session)
+        url = server.url
+
+        # The page and the stream.
+        async with session.get(url + "/") as resp:
+            page = await resp.text()
+        assert 'src="/streaming"' in page and "Add face" in page
+        async with session.get(url + "/streaming") as resp:
+            jpeg = await read_part(resp)
+        assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
+
+        # Websocket: a snapshot, then the face in the clip arrives.
+        async with session.ws_connect(url + "/ws") as ws:
+            assert (await ws.receive_json(timeout=10))["type"] == "snapshot"
+            while True:
+                msg = await ws.receive_json(timeout=20)
+                if msg["type"] == "hash" and msg["hash"]:
+                    break
+            live_hash = msg["hash"]
+            async with session.get(url + "/hash") as resp:
+                state = await resp.json()
+            assert state["hash"] == live_hash and state["faces"][0]["hash"] == live_hash
+
+            # Enroll the face in view by name, from the live view.
+            async with session.post(url + "/faces", json={"from_live": True, "name": "Alex",
+                                                          "email": "alex@example.org"}) as resp:
+                assert resp.status == 201, await resp.text()
+                assert (await resp.json())["hash"] == live_hash
+            while (await ws.receive_json(timeout=10))["type"] != "gallery":
+                pass
+
+        # Enroll from an upload, then recognise another photo of the same person.
+        form = aiohttp.FormData()
+        form.add_field("image", io.BytesIO(OBAMA.read_bytes()), filename="obama.jpg")
+        form.add_field("name", "Barack")
+        async with session.post(url + "/faces", data=form) as resp:
+            assert resp.status == 201
+            barack = (await resp.json())["hash"]
+        form = aiohttp.FormData()
+        form.add_field("frame", io.BytesIO(OBAMA3.read_bytes()), filename="obama3.jpg")
+        async with session.post(url + "/process-frame", data=form) as resp:
+            body = await resp.json()
+        assert body["hash"] == barack and body["known"] and len(body["coords"]) == 4
+
+        # A bad upload gets a 4xx and the server keeps serving.
+        form = aiohttp.FormData()
+        form.add_field("frame", io.BytesIO(b"garbage"), filename="x.jpg")
+        async with session.post(url + "/process-frame", data=form) as resp:
+            assert resp.status == 400
+        async with session.get(url + "/metrics") as resp:
+            assert "facestream_frames_processed_total" in await resp.text()
+    finally:
+        code = server.stop()
+    assert code == 0, server.log.read_text()[-2000:]
+    log = server.log.read_text()
+    assert "alex@example.org" not in log
+
+    # Restart on the same data dir: nothing the API acknowledged was lost.
+    server = Server(face_then_empty_video, data, tmp_path)
+    try:
+        await server.wait_ready(session)
+        async with session.get(server.url + "/faces") as resp:
+            names = sorted(f["name"] for f in (await resp.json())["faces"])
+        assert names == ["Alex", "Barack"]
+        # The enrolled live face is recognised by name when it comes back into view.
+        deadline = time.monotonic() + 20
+        seen: Any = None
+        while time.monotonic() < deadline:
+            async with session.get(server.url + "/hash") as resp:
+                seen = await resp.json()
+            if seen["hash"] == live_hash:
+                break
+            await asyncio.sleep(0.1)
+        assert seen["hash"] == live_hash and seen["name"] == "Alex" and seen["known"]
+    finally:
+        assert server.stop() == 0

@@ -1,0 +1,195 @@
+"""Live behaviour on real video: the stream, /hash, /ws, enrollment from the live view,
+lost cameras and slow viewers. Each test runs the real app (capture threads, worker pool)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+from aiohttp import ClientResponse, WSMsgType
+from aiohttp.test_utils import TestClient
+
+from facestream.config import Config
+from facestream.server import create_app
+
+from .conftest import TALKING_HEAD
+
+Client = TestClient[Any, Any]
+
+
+async def read_part(resp: ClientResponse) -> bytes:
+    """One JPEG from a multipart/x-mixed-replace body."""
+    length = None
+    while True:
+        line = (await resp.content.readline()).strip()
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+        elif not line and length is not None:
+            break
+    data = await resp.content.readexactly(length)
+    await resp.content.readexactly(2)
+    return data
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def metric(client: Client, name: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+async def test_stream_serves_annotated_jpegs_at_the_source_rate(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
+    resp = await client.get("/streaming")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace; boundary=")
+    frames = [await read_part(resp) for _ in range(3)]
+    image = cv2.imdecode(np.frombuffer(frames[-1], np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (512, 512, 3)
+    t0, n = time.monotonic(), 0
+    while time.monotonic() - t0 < 2.0:
+        await read_part(resp)
+        n += 1
+    resp.close()
+    # A file plays at its native 25 fps, like a camera: never as fast as it can be read.
+    assert 30 <= n <= 60
+
+
+async def test_tracked_face_keeps_its_hash_and_is_not_reembedded_every_frame(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
+
+    async def face_hash() -> str | None:
+        return (await (await client.get("/hash")).json())["hash"]
+
+    first = await wait_for(face_hash, 15)
+    seen = set()
+    for _ in range(30):
+        body = await (await client.get("/hash")).json()
+        seen.add(body["hash"])
+        assert body["faces"] and body["faces"][0]["box"][2] > 100
+        await asyncio.sleep(0.05)
+    assert seen == {first}
+    processed = await metric(client, "facestream_frames_processed_total")
+    embedded = await metric(client, "facestream_faces_embedded_total")
+    assert processed >= 10
+    assert embedded <= processed / 3
+
+
+async def test_websocket_pushes_arrivals_departures_and_live_enrollment(
+    aiohttp_client: Any, config_factory: Callable[..., Config], face_then_empty_video: Path
+) -> None:
+    client = await aiohttp_client(create_app(config_factory(face_then_empty_video)))
+    ws = await client.ws_connect("/ws")
+    snapshot = await ws.receive_json(timeout=10)
+    assert snapshot["type"] == "snapshot" and "faces" in snapshot
+
+    async def next_hash_message() -> dict[str, Any]:
+        while True:
+            msg = await ws.receive_json(timeout=20)
+            if msg["type"] == "hash":
+                return msg
+
+    # The clip starts with a face (3 s), then the face leaves (3 s), then loops.
+    arrived = await next_hash_message()
+    if arrived["hash"] is None:  # joined during the empty part
+        arrived = await next_hash_message()
+    assert arrived["previous"] is None and arrived["known"] is False
+    left = await next_hash_message()
+    assert left["hash"] is None and left["previous"] == arrived["hash"]
+    assert left["faces"] == []
+
+    # Back in view: the same unknown person gets the same provisional hash back.
+    again = await next_hash_message()
+    assert again["hash"] == arrived["hash"]
+
+    resp = await client.post("/faces", json={"from_live": True, "name": "Alexandria"})
+    assert resp.status == 201, await resp.text()
+    enrolled = await resp.json()
+    assert enrolled["hash"] == arrived["hash"]  # enrolling from the live view keeps the hash
+    while True:
+        msg = await ws.receive_json(timeout=10)
+        if msg["type"] == "gallery":
+            assert msg["event"] == "added" and msg["face"]["name"] == "Alexandria"
+            break
+    body = await (await client.get("/hash")).json()
+    assert body["hash"] == enrolled["hash"] and body["known"] and body["name"] == "Alexandria"
+
+    # Enrolling again from the live view: nobody unknown is left.
+    resp = await client.post("/faces", json={"from_live": True, "name": "Again"})
+    assert resp.status in (409, 422)
+    await ws.close()
+
+
+async def test_absent_camera_shows_no_signal_then_reconnects(
+    aiohttp_client: Any, config_factory: Callable[..., Config], tmp_path: Path
+) -> None:
+    later = tmp_path / "camera-comes-online.mp4"
+    client = await aiohttp_client(create_app(config_factory(later)))
+    health = await (await client.get("/healthz")).json()
+    assert health["camera"]["signal"] is False
+    resp = await client.get("/streaming")
+    frame = cv2.imdecode(np.frombuffer(await read_part(resp), np.uint8), cv2.IMREAD_COLOR)
+    assert frame.shape[:2] == (360, 640)  # the "no signal" card
+    body = await (await client.get("/hash")).json()
+    assert body["hash"] is None and body["signal"] is False
+
+    shutil.copy(TALKING_HEAD, later)
+
+    async def live() -> bool:
+        return bool((await (await client.get("/healthz")).json())["camera"]["signal"])
+
+    await wait_for(live, 10)
+    for _ in range(100):
+        frame = cv2.imdecode(np.frombuffer(await read_part(resp), np.uint8), cv2.IMREAD_COLOR)
+        if frame.shape[:2] == (512, 512):
+            break
+    assert frame.shape[:2] == (512, 512)
+    resp.close()
+
+
+async def test_slow_viewer_does_not_slow_the_others(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
+    # A viewer that connects and never reads: the server's writes to it stall.
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /streaming HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    fast = await client.get("/streaming")
+    await read_part(fast)
+    await wait_for(lambda: metric(client, "facestream_stream_clients"), 5)
+    encoded_before = await metric(client, "facestream_frames_encoded_total")
+    received = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 4.0:
+        await read_part(fast)
+        received += 1
+    encoded = await metric(client, "facestream_frames_encoded_total") - encoded_before
+    # The reading viewer gets (nearly) every frame although the other stopped reading.
+    assert received >= 0.8 * encoded
+    assert await metric(client, "facestream_stream_clients") == 2
+    fast.close()
+    writer.close()

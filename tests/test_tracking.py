@@ -1,0 +1,101 @@
+"""Tracking logic: identity and hash stay with a face while it is in view.
+
+These drive the tracker with real embeddings of real photos (Obama, Biden) so that "same
+person" and "different person" mean what they mean in production.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facestream.config import Config
+from facestream.identity import GalleryIndex, face_hash
+from facestream.recognition import Face, Recognizer, decode_image
+from facestream.tracking import Tracker
+
+from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3
+
+THRESHOLD = Config().recognition.threshold()
+
+
+@pytest.fixture(scope="module")
+def emb(recognizer: Recognizer) -> dict[str, np.ndarray]:
+    out = {}
+    for key, path in {"o1": OBAMA, "o2": OBAMA2, "o3": OBAMA3, "b1": BIDEN, "b2": BIDEN2}.items():
+        faces = recognizer.analyze_image(decode_image(path.read_bytes(), 10**8))
+        assert faces[0].embedding is not None
+        out[key] = faces[0].embedding
+    return out
+
+
+def gallery(**people: np.ndarray) -> GalleryIndex:
+    names = list(people)
+    return GalleryIndex([face_hash(people[n]) for n in names], names, np.stack(list(people.values())))
+
+
+BOX = (100, 100, 80, 80)
+MOVED = (108, 104, 80, 80)
+
+
+def test_unknown_face_keeps_its_provisional_hash_and_is_not_reembedded(emb: dict) -> None:
+    t = Tracker(THRESHOLD, reembed_interval=1.0, timeout=0.4)
+    empty = GalleryIndex.empty()
+    t.update([Face(BOX, emb["o1"])], 0.0, empty)
+    (view,) = t.views()
+    assert not view.known and view.hash == face_hash(emb["o1"])
+    assert t.skip_boxes(0.1) == [BOX]  # embedded just now: the worker skips it
+    t.update([Face(MOVED, None)], 0.1, empty)  # detection only
+    t.update([Face(MOVED, emb["o2"])], 1.2, empty)  # periodic re-embedding, another photo
+    (view,) = t.views()
+    assert view.hash == face_hash(emb["o1"]) and view.box == MOVED
+    assert t.skip_boxes(2.5) == []  # due again after reembed_interval
+
+
+def test_enrolled_face_is_named_and_leaves_after_timeout(emb: dict) -> None:
+    t = Tracker(THRESHOLD, timeout=0.4)
+    index = gallery(obama=emb["o1"])
+    t.update([Face(BOX, emb["o3"])], 0.0, index)
+    (view,) = t.views()
+    assert view.known and view.name == "obama" and view.hash == face_hash(emb["o1"])
+    assert not t.expire(0.3)
+    assert t.expire(0.5) and t.views() == []
+
+
+def test_different_person_in_the_same_place_starts_a_new_track(emb: dict) -> None:
+    t = Tracker(THRESHOLD)
+    index = gallery(obama=emb["o1"])
+    t.update([Face(BOX, emb["o2"])], 0.0, index)
+    t.update([Face(MOVED, emb["b1"])], 1.5, index)  # re-embedding finds somebody else
+    (view,) = t.views()
+    assert not view.known and view.hash == face_hash(emb["b1"])
+
+
+def test_returning_unknown_face_gets_its_hash_back(emb: dict) -> None:
+    t = Tracker(THRESHOLD, timeout=0.4, memory_s=5.0)
+    empty = GalleryIndex.empty()
+    t.update([Face(BOX, emb["b1"])], 0.0, empty)
+    assert t.expire(1.0)
+    t.update([Face((300, 50, 90, 90), emb["b2"])], 2.0, empty)
+    (view,) = t.views()
+    assert view.hash == face_hash(emb["b1"])
+
+
+def test_enrolling_a_live_face_keeps_its_hash(emb: dict) -> None:
+    t = Tracker(THRESHOLD)
+    t.update([Face(BOX, emb["b1"]), Face((300, 50, 60, 60), emb["o1"])], 0.0,
+             GalleryIndex.empty())
+    track = t.enrollable()
+    assert track is not None and track.box == BOX  # the largest unknown face
+    provisional = track.hash
+    t.rematch(gallery(joe=track.first_embedding))
+    views = {v.hash: v for v in t.views()}
+    assert views[provisional].known and views[provisional].name == "joe"
+    assert not views[face_hash(emb["o1"])].known
+
+
+def test_largest_face_is_primary(emb: dict) -> None:
+    t = Tracker(THRESHOLD)
+    t.update([Face((0, 0, 50, 50), emb["o1"]), Face((200, 0, 120, 120), emb["b1"])], 0.0,
+             GalleryIndex.empty())
+    assert t.views()[0].hash == face_hash(emb["b1"])

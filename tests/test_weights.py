@@ -1,0 +1,144 @@
+"""Weights: provisioned from installed packages; a missing one is one clear line; the wiring
+of non-default models works.
+
+The non-default model test uses a STAND-IN: a tiny ONNX graph built here (average pooling and
+a fixed random projection to 128 numbers) saved under Facenet's file name. It is not Facenet
+and recognises nobody; it proves that facestream loads a DeepFace ONNX model from the weights
+folder, embeds with it in the workers, and records the model in the gallery.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import FormData
+
+from facestream import weights
+from facestream.config import Config
+from facestream.server import create_app
+from facestream.storage import ModelMismatch
+
+from .conftest import BIDEN, OBAMA, make_config
+
+
+def test_dlib_weights_are_provisioned_from_the_installed_package(tmp_path: Path,
+                                                                monkeypatch: Any) -> None:
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
+    written = {p.name for p in weights.provision()}
+    assert {"dlib_face_recognition_resnet_model_v1.dat",
+            "shape_predictor_5_face_landmarks.dat"} <= written
+    weights.check("Dlib")
+    assert weights.provision() == []  # already there: nothing copied twice
+
+
+def test_missing_weights_name_the_file_and_the_folder(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
+    weights.provision()
+    with pytest.raises(weights.WeightsError) as exc:
+        weights.check("ArcFace")
+    message = str(exc.value)
+    assert "arcface_weights.onnx" in message
+    assert str(tmp_path / ".deepface" / "weights") in message
+
+
+def test_cli_with_unavailable_model_fails_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "DEEPFACE_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "facestream", "--model", "Facenet", "--data-dir",
+         str(tmp_path / "data"), "--port", "0"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: model Facenet needs")
+    assert "facenet_weights.onnx" in lines[0]
+
+
+def build_standin_onnx(path: Path, size: int = 160, dim: int = 128) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    pooled = 3 * (size // 16) ** 2
+    proj = np.random.default_rng(0).normal(size=(pooled, dim)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("AveragePool", ["nchw"], ["pooled"], kernel_shape=[16, 16],
+                         strides=[16, 16]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "proj"], ["embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "standin",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", size, size, 3])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", dim])],
+        [numpy_helper.from_array(proj, "proj")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+async def test_non_default_model_wiring_with_a_standin_onnx_graph(
+    aiohttp_client: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("DEEPFACE_HOME", str(home))
+    build_standin_onnx(weights.weights_dir() / "facenet_weights.onnx")
+    cfg: Config = make_config(tmp_path, model="Facenet")
+    client = await aiohttp_client(create_app(cfg))
+
+    def form(path: Path, **fields: str) -> FormData:
+        f = FormData()
+        f.add_field("image", io.BytesIO(path.read_bytes()), filename=path.name)
+        for k, v in fields.items():
+            f.add_field(k, v)
+        return f
+
+    resp = await client.post("/process-frame", data=_frame(OBAMA))
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert len(body["embedding"]) == 128
+    assert abs(float(np.linalg.norm(body["embedding"])) - 1.0) < 1e-4
+    health = await (await client.get("/healthz")).json()
+    assert health["model"] == "Facenet" and health["threshold"] == 0.60
+    resp = await client.post("/faces", data=form(BIDEN, name="Joe"))
+    assert resp.status == 201
+    listing = await (await client.get("/faces")).json()
+    assert listing["faces"][0]["model"] == "Facenet"
+    await client.close()
+
+    # The same gallery with the default model is refused, naming both models.
+    with pytest.raises(ModelMismatch) as exc:
+        async with _started(create_app(make_config(tmp_path))):
+            pass
+    assert "Facenet" in str(exc.value) and "Dlib" in str(exc.value)
+
+
+def _frame(path: Path) -> FormData:
+    f = FormData()
+    f.add_field("frame", io.BytesIO(path.read_bytes()), filename=path.name)
+    return f
+
+
+class _started:
+    """Run an app's startup and cleanup without serving it."""
+
+    def __init__(self, app: Any) -> None:
+        from aiohttp import web
+
+        self.runner = web.AppRunner(app)
+
+    async def __aenter__(self) -> None:
+        await self.runner.setup()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.runner.cleanup()
