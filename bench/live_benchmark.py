@@ -259,17 +259,17 @@ def analyze(segments: list[Segment], reads: list[Read], arrivals: list[list[floa
         if not s.label:
             ghosts += sum(r[2] is not None for r in during if r[0] >= s.start + 0.5)
             continue
-        for t, _, h, known in during:
-            if t >= s.start + WARMUP_S:
-                good[s.label][0] += right(s.label, h, known)
-                good[s.label][1] += 1
-            stranger += s.label not in hashes and known
-            wrong += s.label in hashes and known and h != hashes[s.label]
+        scored = [right(s.label, h, k) for t, _, h, k in during if t >= s.start + WARMUP_S]
+        good[s.label] = [good[s.label][0] + sum(scored), good[s.label][1] + len(scored)]
+        if s.label in hashes:
+            wrong += sum(k and h != hashes[s.label] for _, _, h, k in during)
+        else:
+            stranger += sum(k for _, _, _, k in during)
         first = next((r[0] for r in during if right(s.label, *r[2:])), math.inf)
         appear.append(first - s.start)
         details.append({"label": s.label, "start_s": s.start - segments[0].start,
-                        "right": [right(s.label, *r[2:]) for r in during].count(True),
-                        "reads": len(during), "appear_s": appear[-1]})
+                        "scored_right": sum(scored), "scored": len(scored),
+                        "appear_s": appear[-1]})
         if nxt is not None and not nxt.label:
             gone = next((r[0] for r in reads if nxt.start <= r[0] < nxt.end and r[2] is None),
                         math.inf)
@@ -421,7 +421,7 @@ def baseline(prog: Program, duration: float) -> dict[str, Any]:
     weights.provision()
     rec = recognition.Recognizer("Dlib")
     stages: dict[str, list[float]] = {"read": [], "detect": [], "embed": [], "encode": []}
-    faces, t0 = 0, time.monotonic()
+    faces, face_s, t0 = 0, 0.0, time.monotonic()
     while (now := time.monotonic()) - t0 < duration:
         a = time.perf_counter()
         data = prog.frames[int((now - t0) * FPS) % len(prog.frames)]  # the frame on air now
@@ -435,9 +435,11 @@ def baseline(prog: Program, duration: float) -> dict[str, Any]:
         for key, value in zip(stages, (b - a, result.detect_s, result.embed_s,
                                        time.perf_counter() - c)):
             stages[key].append(value)
-        faces += bool(result.faces)
+        if result.faces:
+            faces, face_s = faces + 1, face_s + time.perf_counter() - a
     n = len(stages["read"])
-    return {"fps": n / (time.monotonic() - t0), "frames": n, "frames_with_face": faces,
+    return {"fps": n / (time.monotonic() - t0), "fps_with_face": faces / face_s, "frames": n,
+            "frames_with_face": faces,
             **{f"{k}_ms_mean": 1000 * statistics.fmean(v) for k, v in stages.items()}}
 
 

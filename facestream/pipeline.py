@@ -19,7 +19,7 @@ from .recognition import FrameResult
 from .state import LiveState
 from .storage import Gallery
 from .tracking import Track, Tracker
-from .workers import WorkerPool
+from .workers import WorkerCrashed, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,10 @@ class LivePipeline:
                 result = await self.pool.analyze_frame(packet.image, skip)
             except asyncio.CancelledError:
                 raise
+            except WorkerCrashed:
+                continue  # the pool restarted; carry on with the newest frame
             except Exception:
-                log.exception("recognition lane %d: worker failed; retrying in 1s", lane)
+                log.exception("recognition lane %d: analysis failed; retrying in 1s", lane)
                 await asyncio.sleep(1.0)
                 continue
             self.metrics.stage_seconds.labels("analyze").observe(time.perf_counter() - t0)

@@ -42,7 +42,7 @@ from .recognition import Face, ImageError
 from .state import LiveState
 from .storage import AlreadyEnrolled, Gallery, GalleryError, ModelMismatch, NotFound
 from .tracking import FaceView, Tracker
-from .workers import PoolBusy, PoolSettings, WorkerPool
+from .workers import PoolBusy, PoolSettings, WorkerCrashed, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ async def healthz(request: web.Request) -> web.Response:
             "model": cfg.recognition.model,
             "threshold": cfg.recognition.threshold(),
             "workers": app[POOL].size,
+            "worker_restarts": app[POOL].restarts,
             "gallery": len(app[GALLERY].list()),
         }
     )
@@ -204,7 +205,7 @@ async def _analyze(request: web.Request, data: bytes) -> list[Face]:
         faces = await pool.analyze_image(data)
     except ImageError as exc:
         raise _http(exc.status, exc.message) from None
-    except PoolBusy as exc:
+    except (PoolBusy, WorkerCrashed) as exc:
         raise _http(503, str(exc)) from None
     metrics.stage_seconds.labels("upload").observe(loop.time() - t0)
     metrics.faces_embedded.inc(len(faces))

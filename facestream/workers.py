@@ -16,7 +16,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Final, Sequence
+from typing import Any, Callable, Final, Sequence, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,6 +25,7 @@ from . import recognition
 from .recognition import Box, Face, FrameResult, ImageError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Worker processes run at a lower priority so that camera reading and stream encoding,
 #: which viewers feel at once, always get the CPU first.
@@ -84,6 +85,9 @@ class WorkerPool:
         # At most one upload per worker inside the executor; the rest wait here, bounded.
         self._images = asyncio.Semaphore(settings.workers)
         self._pending_images = 0
+        self._restart_lock = asyncio.Lock()
+        self.pids: list[int] = []
+        self.restarts = 0
 
     @property
     def size(self) -> int:
@@ -94,7 +98,7 @@ class WorkerPool:
         s = self.settings
         # spawn, not fork: the parent has threads (camera, sqlite) that fork would copy mid-state.
         ctx = multiprocessing.get_context("spawn")
-        self._executor = ProcessPoolExecutor(
+        executor = ProcessPoolExecutor(
             max_workers=s.workers,
             mp_context=ctx,
             initializer=_init_worker,
@@ -102,30 +106,55 @@ class WorkerPool:
         )
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.gather(
-                *(loop.run_in_executor(self._executor, _ready) for _ in range(s.workers))
+            pids = await asyncio.gather(
+                *(loop.run_in_executor(executor, _ready) for _ in range(s.workers))
             )
         except BrokenProcessPool as exc:
-            self.close()
+            executor.shutdown(wait=True, cancel_futures=True)
             raise RuntimeError(
                 f"the recognition workers failed to load model {s.model}; see the log above"
             ) from exc
+        self._executor = executor
+        self.pids = sorted(set(pids))
+
+    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._restart_lock.locked():  # a restart is under way: wait for it
+            async with self._restart_lock:
+                pass
+        executor = self._executor
+        if executor is None:
+            raise WorkerCrashed("the recognition workers are not running")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, fn, *args)
+        except BrokenProcessPool:
+            await self._restart(executor)
+            raise WorkerCrashed("a recognition worker died and was restarted; retry") from None
+
+    async def _restart(self, broken: ProcessPoolExecutor) -> None:
+        """Replace a pool whose worker died (crash, OOM kill) with a fresh one, once."""
+        async with self._restart_lock:
+            if self._executor is not broken:
+                return  # another caller already restarted it
+            log.error("a recognition worker died; restarting the worker pool")
+            self._executor = None
+            await asyncio.to_thread(broken.shutdown, wait=True, cancel_futures=True)
+            await self.start()
+            self.restarts += 1
 
     async def analyze_frame(self, frame: NDArray[np.uint8], skip: Sequence[Box]) -> FrameResult:
-        assert self._executor is not None, "pool not started"
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _analyze_frame, frame, list(skip))
+        return await self._submit(_analyze_frame, frame, list(skip))
 
     async def analyze_image(self, data: bytes) -> list[Face]:
-        """Decode and analyse an uploaded image. Raises ImageError (4xx) or PoolBusy."""
-        assert self._executor is not None, "pool not started"
+        """Decode and analyse an uploaded image.
+
+        Raises ImageError (4xx), PoolBusy or WorkerCrashed (503)."""
         if self._pending_images >= MAX_PENDING_IMAGES:
             raise PoolBusy("too many images are being processed; retry shortly")
         self._pending_images += 1
         try:
             async with self._images:
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._executor, _analyze_image, data)
+                return await self._submit(_analyze_image, data)
         finally:
             self._pending_images -= 1
 
@@ -135,8 +164,14 @@ class WorkerPool:
             self._executor = None
 
 
+class WorkerCrashed(Exception):
+    """A worker process died; the pool has been restarted. The edge answers 503."""
+
+
 class PoolBusy(Exception):
     """Every upload slot is taken; the edge answers 503."""
 
 
-__all__ = ["WorkerPool", "PoolSettings", "PoolBusy", "ImageError", "FrameResult", "Face"]
+__all__ = [
+    "WorkerPool", "PoolSettings", "PoolBusy", "WorkerCrashed", "ImageError", "FrameResult", "Face"
+]
