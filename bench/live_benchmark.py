@@ -8,7 +8,7 @@ Method: this script is the network camera, so the ground truth is exact.
   letterboxed to 640x480 and JPEG-encoded in memory beforehand. Face segments play (ping-pong)
   the first 80% of a clip; A and B are enrolled via ``POST /faces`` from the clip's *last*
   frame; C never is. "Empty" frames are the scene's colours without structure (checked to
-  have no face: ``POST /process-frame`` answers 422).
+  have no face: ``POST /process-frame`` must answer 422).
 * Camera: ``multipart/x-mixed-replace`` MJPEG at 25 fps on 127.0.0.1 (monotonic-clock paced,
   idle empty frames before and after the program). OpenCV's FFMPEG backend is checked to read
   it, then ``python -m facestream --source <url>`` starts as a subprocess with a fresh data dir
@@ -52,7 +52,7 @@ import numpy as np
 from aiohttp import ClientSession, ClientTimeout, FormData, web
 
 REPO = Path(__file__).resolve().parents[1]
-VIDEOS = Path("/work/shared/data/video")
+VIDEOS = REPO.parent / "shared" / "data" / "video"
 CLIPS = {"A": "sadtalker/WDA_AlexandriaOcasioCortez_000.mp4",
          "B": "video_retalking/2.mp4", "C": "liveportrait/d12.mp4"}
 ENROLLED = ("A", "B")
@@ -113,7 +113,9 @@ def build_program(duration: float, seg_s: float, gap_s: float) -> Program:
         cycle.append(("", [empties[-1]] * round(gap_s * FPS)))
         if label in ENROLLED:
             enroll[label] = jpeg(raw[-1], 95)  # a part of the clip that is never played
-    total, frames, segments = round(duration * FPS), [], []
+    total = round(duration * FPS)
+    frames: list[bytes] = []
+    segments: list[Segment] = []
     for label, seg in itertools.cycle(cycle):
         if len(frames) >= total:
             break
@@ -180,7 +182,8 @@ def probe_camera(url: str) -> dict[str, Any]:
     """Can OpenCV's FFMPEG backend (what facestream uses) read our MJPEG endpoint?"""
     cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000,
                                                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000])
-    shapes, t0 = [], time.monotonic()
+    shapes: list[list[int]] = []
+    t0 = time.monotonic()
     while cap.isOpened() and len(shapes) < 25 and (got := cap.read())[0]:
         shapes.append(list(got[1].shape))
     cap.release()
@@ -378,8 +381,10 @@ async def live_run(args: argparse.Namespace, prog: Program, run: int) -> dict[st
                 if status != 201:
                     raise RuntimeError(f"enrolling {label}: HTTP {status} {body}")
                 hashes[label] = body["hash"]
-            faceless = [(await post_image(session, base + "/process-frame", "frame", e))[0]
-                        == 422 for e in prog.empties]
+            for image in prog.empties:  # ground truth: the server must find no face here
+                status, _ = await post_image(session, base + "/process-frame", "frame", image)
+                if status != 422:
+                    raise RuntimeError(f"an 'empty' frame is not faceless: HTTP {status}")
             try:
                 tasks = [asyncio.create_task(viewer(session, base + "/streaming", a))
                          for a in arrivals]
@@ -406,15 +411,27 @@ async def live_run(args: argparse.Namespace, prog: Program, run: int) -> dict[st
     summary |= {"camera_fps": (len(sent) - 1) / (sent[-1] - sent[0]),
                 "camera_late_ms_max": 1000 * max(camera.late), "bench_cpu_share": cpu / secs}
     return {"summary": summary, "ffmpeg_probe": probe, "camera_url": cam_url,
-            "empty_frames_faceless": faceless, "enrolled": hashes, "hash_errors": errors[:20],
+            "enrolled": hashes, "hash_errors": errors[:20],
             "viewer_errors": [repr(e) for e in ended if not isinstance(e, asyncio.CancelledError)],
             "loadavg_1m": [load0, os.getloadavg()[0]], "segments": details,
             "metrics_end": after, "server_log": str(log_path)}
 
 
+async def live_runs(args: argparse.Namespace, prog: Program) -> list[dict[str, Any]]:
+    """Each run bounded in time; SIGTERM/SIGINT cancel it, so its cleanup still runs."""
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    runs = []
+    for i in range(args.runs):
+        async with asyncio.timeout(args.startup_timeout + args.duration + 120):
+            runs.append(await live_run(args, prog, i))
+    return runs
+
+
 def baseline(prog: Program, duration: float) -> dict[str, Any]:
     """The original synchronous loop, in-process: read -> detect -> embed -> encode."""
-    os.environ["DEEPFACE_HOME"] = tempfile.mkdtemp(prefix="facestream-bench-deepface-")
     from facestream import recognition, weights
 
     recognition.configure_environment()
@@ -425,7 +442,7 @@ def baseline(prog: Program, duration: float) -> dict[str, Any]:
     while (now := time.monotonic()) - t0 < duration:
         a = time.perf_counter()
         data = prog.frames[int((now - t0) * FPS) % len(prog.frames)]  # the frame on air now
-        frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        frame = np.asarray(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), np.uint8)
         b = time.perf_counter()
         result = rec.analyze_frame(frame, [])
         c = time.perf_counter()
@@ -473,18 +490,25 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     prog = build_program(args.duration, args.segment_s, args.gap_s)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    git = ["git", "-C", str(REPO)]
+    def git(*cmd: str) -> str:  # which code was measured
+        return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True,
+                              text=True).stdout.strip()
+
     config |= {"clips": CLIPS, "frame_size": SIZE, "fps": FPS, "cpus": os.cpu_count(),
-               "commit": subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True,
-                                        text=True).stdout.strip(),
-               "uncommitted": subprocess.run([*git, "status", "--porcelain", "facestream"],
-                                             capture_output=True, text=True).stdout.splitlines()}
+               "commit": git("rev-parse", "HEAD"),
+               "uncommitted": git("status", "--porcelain", "facestream").splitlines()}
     if args.baseline:
-        result: dict[str, Any] = {"config": config, "baseline": baseline(prog, args.duration)}
+        with tempfile.TemporaryDirectory(prefix="facestream-bench-") as home:
+            os.environ["DEEPFACE_HOME"] = home  # weights are provisioned into it
+            result: dict[str, Any] = {"config": config, "baseline": baseline(prog, args.duration)}
         for k, v in result["baseline"].items():
             print(f"{k:<20} {v:10.2f}")
     else:
-        runs = [asyncio.run(live_run(args, prog, i)) for i in range(args.runs)]
+        try:
+            runs = asyncio.run(live_runs(args, prog))
+        except asyncio.CancelledError:
+            print("interrupted: the server was stopped, nothing written", file=sys.stderr)
+            return 130
         median = {k: float(statistics.median(r["summary"][k] for r in runs))
                   for k in runs[0]["summary"]}
         checks = {k: bool(ok(median[k])) for k, (_, ok) in TARGETS.items()}

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Final, Sequence
+from typing import Any, Final
 
 import cv2
 import numpy as np
@@ -47,7 +48,7 @@ class SourceSpec:
     target: int | str
 
     @classmethod
-    def parse(cls, source: str) -> "SourceSpec":
+    def parse(cls, source: str) -> SourceSpec:
         s = source.strip()
         if s.isdigit():
             return cls("webcam", int(s))
@@ -247,7 +248,7 @@ class Capture:
         while not self._stop.is_set():
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._stop.is_set() or self._frame_seq != last_seq,
+                    lambda seen=last_seq: self._stop.is_set() or self._frame_seq != seen,
                     timeout=NO_SIGNAL_INTERVAL_S,
                 )
                 frame, seq = self._frame, self._frame_seq

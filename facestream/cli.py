@@ -8,8 +8,9 @@ import logging
 import pickle
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__, weights
 from .config import MODELS, Config, ConfigError, load, override
@@ -158,7 +159,7 @@ def import_pickle(args: argparse.Namespace) -> int:
     )
     try:
         with open(args.file, "rb") as f:
-            entries = pickle.load(f)  # noqa: S301 - explicit, user-requested, warned above
+            entries = pickle.load(f)  # explicit, asked for by the user, warned above
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
         print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
         return 1

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Mapping
+from typing import Any, Final
 
 #: Recognition models DeepFace can run here, with the cosine-similarity threshold at or above
 #: which two faces are the same person. Dlib's is measured on the shared LFW pairs with

@@ -8,8 +8,8 @@ embedding, so enrolling a face from the live view keeps the hash it already had.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -59,7 +59,7 @@ class GalleryIndex:
         self.matrix = matrix.reshape(len(self.hashes), -1) if len(self.hashes) else matrix
 
     @classmethod
-    def empty(cls) -> "GalleryIndex":
+    def empty(cls) -> GalleryIndex:
         return cls((), (), np.zeros((0, 0), dtype=np.float32))
 
     def __len__(self) -> int:

@@ -44,6 +44,7 @@ class LivePipeline:
         self.metrics = metrics
         self._taken = 0
         self._applied = 0
+        self._new_claimed = False
         gallery.on_change(lambda _event, _ident: self.gallery_changed())
 
     async def run(self) -> None:
@@ -67,10 +68,13 @@ class LivePipeline:
             if not packet.signal or packet.image is None:
                 self._no_signal(packet)
                 continue
-            skip = self.tracker.skip_boxes(packet.captured_at)
+            skip, due = self.tracker.plan(packet.captured_at)
+            # Only one lane at a time embeds faces that are not tracked yet.
+            embed_new = not self._new_claimed
+            self._new_claimed = self._new_claimed or embed_new
             t0 = time.perf_counter()
             try:
-                result = await self.pool.analyze_frame(packet.image, skip)
+                result = await self.pool.analyze_frame(packet.image, skip, due, embed_new)
             except asyncio.CancelledError:
                 raise
             except WorkerCrashed:
@@ -79,6 +83,9 @@ class LivePipeline:
                 log.exception("recognition lane %d: analysis failed; retrying in 1s", lane)
                 await asyncio.sleep(1.0)
                 continue
+            finally:
+                if embed_new:
+                    self._new_claimed = False
             self.metrics.stage_seconds.labels("analyze").observe(time.perf_counter() - t0)
             self._apply(packet, result)
 

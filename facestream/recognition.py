@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Sequence
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +37,8 @@ CHIP_SIZE: Final[dict[str, int]] = {
     "GhostFaceNet": 112,
 }
 CHIP_PADDING: Final = 0.25
+#: Box overlap (intersection over union) at or above which a detection continues a track.
+TRACK_IOU: Final = 0.3
 #: DeepFace's input normalisation matching how each model was trained.
 NORMALIZATION: Final[dict[str, str]] = {
     "Facenet": "Facenet",
@@ -150,10 +153,10 @@ class Recognizer:
         for r in found:
             rects.append(
                 self._dlib.rectangle(
-                    int(round(r.left() / scale)),
-                    int(round(r.top() / scale)),
-                    int(round(r.right() / scale)),
-                    int(round(r.bottom() / scale)),
+                    round(r.left() / scale),
+                    round(r.top() / scale),
+                    round(r.right() / scale),
+                    round(r.bottom() / scale),
                 )
             )
         rects.sort(key=lambda r: r.width() * r.height(), reverse=True)
@@ -200,19 +203,30 @@ class Recognizer:
 
     # -- entry points --------------------------------------------------------------------
 
-    def analyze_frame(self, bgr: NDArray[np.uint8], skip_boxes: Sequence[Box]) -> FrameResult:
-        """Detect every face; embed those not overlapping a box in ``skip_boxes``.
+    def analyze_frame(
+        self,
+        bgr: NDArray[np.uint8],
+        skip: Sequence[Box] = (),
+        due: Sequence[Box] = (),
+        embed_new: bool = True,
+    ) -> FrameResult:
+        """Detect every face; embed only those that need it.
 
-        ``skip_boxes`` are the boxes of faces already tracked and recently embedded: their
-        identity is known, so re-embedding them every frame would waste the CPU.
+        A face overlapping a box in ``skip`` belongs to a track embedded recently (or being
+        embedded by another worker right now): not embedded. One overlapping a box in ``due``
+        is a tracked face due for re-embedding: embedded. Any other face is new and embedded
+        only with ``embed_new``, so two workers never both embed the same newcomer.
         """
         t0 = time.perf_counter()
         rects = self.detect(bgr, self.detect_max_side, self.detect_upsample)
         t1 = time.perf_counter()
         faces = [Face(_to_box(r, bgr.shape)) for r in rects]
-        todo = [
-            i for i, f in enumerate(faces) if all(iou(f.box, s) < 0.3 for s in skip_boxes)
-        ]
+        todo = []
+        for i, face in enumerate(faces):
+            if any(iou(face.box, b) >= TRACK_IOU for b in skip):
+                continue
+            if embed_new or any(iou(face.box, b) >= TRACK_IOU for b in due):
+                todo.append(i)
         if todo:
             chips = self.chips(bgr, [rects[i] for i in todo])
             for i, emb in zip(todo, self.embed_chips(chips)):
@@ -232,10 +246,10 @@ class Recognizer:
         for rect, chip, emb in zip(rects, chips, self.embed_chips(chips)):
             x, y, w, h = _to_box(rect, work.shape)
             box = (
-                int(round(x * scale_back)),
-                int(round(y * scale_back)),
-                int(round(w * scale_back)),
-                int(round(h * scale_back)),
+                round(x * scale_back),
+                round(y * scale_back),
+                round(w * scale_back),
+                round(h * scale_back),
             )
             if emb is None:
                 continue

@@ -14,8 +14,9 @@ import binascii
 import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from typing import Any, AsyncIterator, Awaitable, Callable, Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -424,4 +425,4 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-__all__ = ["create_app", "ModelMismatch"]
+__all__ = ["ModelMismatch", "create_app"]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Final, Sequence, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 
@@ -110,7 +111,7 @@ class Gallery:
         self._closed = False
 
     @classmethod
-    async def open(cls, data_dir: Path, model: str, threshold: float, secret: bytes) -> "Gallery":
+    async def open(cls, data_dir: Path, model: str, threshold: float, secret: bytes) -> Gallery:
         gallery = cls(data_dir / DB_FILE, model, threshold, secret)
         try:
             await gallery._run(gallery._open_sync)

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .identity import Embedding, GalleryIndex, Match, face_hash, normalize
-from .recognition import Box, Face, iou
+from .recognition import TRACK_IOU, Box, Face, iou
 
-#: Box overlap at or above which a detection continues a track.
-MIN_IOU = 0.3
+MIN_IOU = TRACK_IOU
 #: Embeddings kept per track for its running mean.
 EMBEDDINGS_KEPT = 10
 
@@ -102,9 +102,18 @@ class Tracker:
 
     # -- what the workers need -----------------------------------------------------------
 
-    def skip_boxes(self, now: float) -> list[Box]:
-        """Boxes of tracks embedded recently enough that a new embedding is not needed."""
-        return [t.box for t in self._tracks if now - t.last_embedded < self.reembed_interval]
+    def plan(self, now: float) -> tuple[list[Box], list[Box]]:
+        """Split tracks into (skip, due) for a frame about to be analysed, and claim the due
+        ones: they count as embedded from now, so a frame analysed concurrently by another
+        worker skips them instead of embedding the same face twice."""
+        skip, due = [], []
+        for t in self._tracks:
+            if now - t.last_embedded < self.reembed_interval:
+                skip.append(t.box)
+            else:
+                due.append(t.box)
+                t.last_embedded = now
+        return skip, due
 
     # -- updates -------------------------------------------------------------------------
 

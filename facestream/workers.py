@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Callable, Final, Sequence, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,8 +40,23 @@ _recognizer: recognition.Recognizer | None = None  # per worker process
 _max_pixels: int = 0
 
 
+def _exit_with_parent() -> None:
+    """End this worker when the server process dies, even by SIGKILL: an orphaned worker
+    would otherwise hold its model in memory forever."""
+    parent = multiprocessing.parent_process()
+    if parent is None:  # pragma: no cover - always set in a spawned worker
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="facestream-parent-watch", daemon=True).start()
+
+
 def _init_worker(model: str, detect_max_side: int, upsample: int, max_pixels: int) -> None:
     global _recognizer, _max_pixels
+    _exit_with_parent()
     recognition.configure_environment()
     try:
         os.nice(WORKER_NICENESS)
@@ -56,9 +74,11 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _analyze_frame(frame: NDArray[np.uint8], skip: Sequence[Box]) -> FrameResult:
+def _analyze_frame(
+    frame: NDArray[np.uint8], skip: Sequence[Box], due: Sequence[Box], embed_new: bool
+) -> FrameResult:
     assert _recognizer is not None
-    return _recognizer.analyze_frame(frame, skip)
+    return _recognizer.analyze_frame(frame, skip, due, embed_new)
 
 
 def _analyze_image(data: bytes) -> list[Face]:
@@ -142,8 +162,14 @@ class WorkerPool:
             await self.start()
             self.restarts += 1
 
-    async def analyze_frame(self, frame: NDArray[np.uint8], skip: Sequence[Box]) -> FrameResult:
-        return await self._submit(_analyze_frame, frame, list(skip))
+    async def analyze_frame(
+        self,
+        frame: NDArray[np.uint8],
+        skip: Sequence[Box] = (),
+        due: Sequence[Box] = (),
+        embed_new: bool = True,
+    ) -> FrameResult:
+        return await self._submit(_analyze_frame, frame, list(skip), list(due), embed_new)
 
     async def analyze_image(self, data: bytes) -> list[Face]:
         """Decode and analyse an uploaded image.
@@ -173,5 +199,11 @@ class PoolBusy(Exception):
 
 
 __all__ = [
-    "WorkerPool", "PoolSettings", "PoolBusy", "WorkerCrashed", "ImageError", "FrameResult", "Face"
+    "Face",
+    "FrameResult",
+    "ImageError",
+    "PoolBusy",
+    "PoolSettings",
+    "WorkerCrashed",
+    "WorkerPool"
 ]

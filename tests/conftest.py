@@ -10,8 +10,9 @@ import dataclasses
 import os
 import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -26,8 +27,13 @@ VIDEO = DATA / "video"
 _DEEPFACE_HOME = tempfile.mkdtemp(prefix="facestream-deepface-")
 os.environ["DEEPFACE_HOME"] = _DEEPFACE_HOME
 
-from facestream.config import CameraConfig, Config, RecognitionConfig, ServerConfig  # noqa: E402
-from facestream.config import StorageConfig  # noqa: E402
+from facestream.config import (
+    CameraConfig,
+    Config,
+    RecognitionConfig,
+    ServerConfig,
+    StorageConfig,
+)
 
 FR = FACES / "face_recognition"
 OBAMA = FR / "examples/knn_examples/train/obama/obama.jpg"

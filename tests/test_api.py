@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
-import io
 import dataclasses
 import hashlib
+import io
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ async def test_process_frame_returns_hash_coords_and_embedding(client: Client) -
     assert emb.shape == (128,)
     # The hash is the SHA-256 of the returned float32 embedding: clients can check it.
     assert body["hash"] == hashlib.sha256(emb.astype("<f4").tobytes()).hexdigest()
-    x, y, w, h = body["coords"]
+    _, _, w, h = body["coords"]
     assert w > 50 and h > 50
     assert body["faces"][0]["hash"] == body["hash"] and body["known"] is False
 

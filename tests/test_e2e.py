@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import cv2
@@ -147,3 +148,42 @@ async def test_server_end_to_end(
         assert seen["hash"] == live_hash and seen["name"] == "Alex" and seen["known"]
     finally:
         assert server.stop() == 0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+async def test_workers_exit_when_the_server_is_killed(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A server killed with SIGKILL (OOM killer, kill -9) must not leave workers behind."""
+    server = Server(Path(os.devnull), tmp_path / "data", tmp_path)
+    try:
+        await server.wait_ready(session)
+        workers = _children(server.proc.pid)
+        assert workers, "no worker processes found"
+        server.proc.kill()
+        server.proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            await asyncio.sleep(0.1)
+        assert not any(_alive(p) for p in workers)
+    finally:
+        server.stop()

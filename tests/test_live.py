@@ -7,12 +7,13 @@ import asyncio
 import inspect
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
-from aiohttp import ClientResponse, WSMsgType
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from facestream.config import Config
@@ -175,7 +176,7 @@ async def test_slow_viewer_does_not_slow_the_others(
 ) -> None:
     client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
     # A viewer that connects and never reads: the server's writes to it stall.
-    reader, writer = await asyncio.open_connection(client.host, client.port)
+    _, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(b"GET /streaming HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
     fast = await client.get("/streaming")

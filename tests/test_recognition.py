@@ -62,9 +62,15 @@ def test_live_frames_skip_embedding_of_tracked_faces(recognizer: Recognizer) -> 
     frame = cv2.imread(str(OBAMA))
     first = recognizer.analyze_frame(frame, [])
     assert first.embedded == len(first.faces) >= 1
-    again = recognizer.analyze_frame(frame, [f.box for f in first.faces])
+    boxes = [f.box for f in first.faces]
+    again = recognizer.analyze_frame(frame, skip=boxes)
     assert again.embedded == 0 and len(again.faces) == len(first.faces)
     assert all(f.embedding is None for f in again.faces)
+    # Another worker holds the claim on new faces: this one only detects.
+    assert recognizer.analyze_frame(frame, embed_new=False).embedded == 0
+    # A tracked face due for re-embedding is embedded even then.
+    due = recognizer.analyze_frame(frame, due=boxes[:1], embed_new=False)
+    assert due.embedded == 1 and due.faces[0].embedding is not None
 
 
 def test_lfw_slice_verification_accuracy(recognizer: Recognizer) -> None:

@@ -7,7 +7,8 @@ import io
 import os
 import signal
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import cv2
 import numpy as np

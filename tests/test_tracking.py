@@ -44,12 +44,13 @@ def test_unknown_face_keeps_its_provisional_hash_and_is_not_reembedded(emb: dict
     t.update([Face(BOX, emb["o1"])], 0.0, empty)
     (view,) = t.views()
     assert not view.known and view.hash == face_hash(emb["o1"])
-    assert t.skip_boxes(0.1) == [BOX]  # embedded just now: the worker skips it
+    assert t.plan(0.1) == ([BOX], [])  # embedded just now: the worker skips it
     t.update([Face(MOVED, None)], 0.1, empty)  # detection only
     t.update([Face(MOVED, emb["o2"])], 1.2, empty)  # periodic re-embedding, another photo
     (view,) = t.views()
     assert view.hash == face_hash(emb["o1"]) and view.box == MOVED
-    assert t.skip_boxes(2.5) == []  # due again after reembed_interval
+    assert t.plan(2.5) == ([], [MOVED])  # due again after reembed_interval...
+    assert t.plan(2.6) == ([MOVED], [])  # ...and claimed: a concurrent frame skips it
 
 
 def test_enrolled_face_is_named_and_leaves_after_timeout(emb: dict) -> None:

@@ -53,7 +53,7 @@ def test_cli_with_unavailable_model_fails_in_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "facestream", "--model", "Facenet", "--data-dir",
          str(tmp_path / "data"), "--port", "0"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, check=False, env=env, cwd=tmp_path,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -140,5 +140,5 @@ class _started:
     async def __aenter__(self) -> None:
         await self.runner.setup()
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.runner.cleanup()
