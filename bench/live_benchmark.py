@@ -43,9 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -217,14 +218,14 @@ async def poller(session: ClientSession, url: str, period: float, reads: list[Re
                 doc = await resp.json()
             reads.append((time.monotonic(), time.perf_counter() - t0, doc["hash"],
                           bool(doc["known"])))
-        except (OSError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+        except (TimeoutError, OSError, ValueError, KeyError) as exc:
             errors.append(repr(exc))
         due = max(due + period, time.monotonic())
         await asyncio.sleep(due - time.monotonic())
 
 
 METRIC_RE = re.compile(r'^(facestream_\w+?(?:_total|_sum|_count))(?:\{stage="(\w+)"\})? (\S+)$',
-                       re.M)
+                       re.MULTILINE)
 
 
 async def scrape(session: ClientSession, base: str) -> dict[str, float]:

@@ -33,8 +33,8 @@ class Metrics:
             registry=r,
         )
         self.frames_dropped = Counter(
-            "facestream_results_discarded", "Recognition results discarded because a newer "
-            "frame's result had already been applied.", registry=r,
+            "facestream_results_stale", "Recognition results that came back after a newer "
+            "frame's result (only their embeddings are used).", registry=r,
         )
         self.faces_embedded = Counter(
             "facestream_faces_embedded", "Face embeddings computed (live and uploads).",

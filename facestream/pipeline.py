@@ -3,7 +3,8 @@
 ``workers`` lanes each take the newest frame no other lane has taken, send it to the pool and
 apply the result: at most one frame per worker in flight, and frames that arrive meanwhile are
 skipped (latest frame wins). Results that come back after a newer frame's result was applied
-are discarded. A timer expires tracks of faces that left even when no frame is processed.
+only contribute their embeddings (see ``Tracker.update``). A timer expires tracks of faces that
+left even when no frame is processed.
 """
 
 from __future__ import annotations
@@ -96,11 +97,11 @@ class LivePipeline:
         if result.embedded:
             m.stage_seconds.labels("embed").observe(result.embed_s)
             m.faces_embedded.inc(result.embedded)
-        if packet.seq < self._applied:
+        stale = packet.seq < self._applied
+        if stale:
             m.frames_dropped.inc()
-            return
-        self._applied = packet.seq
-        self.tracker.update(result.faces, packet.captured_at, self.gallery.index)
+        self._applied = max(self._applied, packet.seq)
+        self.tracker.update(result.faces, packet.captured_at, self.gallery.index, stale=stale)
         now = time.monotonic()
         self.tracker.expire(now)
         m.stage_seconds.labels("latency").observe(now - packet.captured_at)

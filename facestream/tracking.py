@@ -117,8 +117,18 @@ class Tracker:
 
     # -- updates -------------------------------------------------------------------------
 
-    def update(self, faces: Sequence[Face], seen_at: float, index: GalleryIndex) -> None:
-        """Apply one frame's detections, captured at ``seen_at`` (monotonic seconds)."""
+    def update(
+        self, faces: Sequence[Face], seen_at: float, index: GalleryIndex, stale: bool = False
+    ) -> None:
+        """Apply one frame's detections, captured at ``seen_at`` (monotonic seconds).
+
+        ``stale``: a newer frame's result was applied already (workers finish out of order,
+        and a frame with embeddings takes longer than one without). Its boxes are old news,
+        but its embeddings are not: they still start tracks for new faces and feed the
+        tracks they belong to, without moving any box back in time.
+        """
+        if stale:
+            faces = [f for f in faces if f.embedding is not None]
         pairs = sorted(
             (
                 (iou(t.box, f.box), ti, fi)
@@ -139,15 +149,17 @@ class Tracker:
             used_faces.add(fi)
             track, face = self._tracks[ti], faces[fi]
             if face.embedding is not None and float(face.embedding @ track.mean) < self.threshold:
-                # Same place, different person: end this track and start a new one.
-                ended.append(track)
-                used_faces.discard(fi)
+                if not stale:
+                    # Same place, different person: end this track and start a new one.
+                    ended.append(track)
+                    used_faces.discard(fi)
                 continue
-            track.box = face.box
-            track.last_seen = seen_at
+            if not stale:
+                track.box = face.box
+                track.last_seen = seen_at
             if face.embedding is not None:
                 track.embeddings.append(face.embedding)
-                track.last_embedded = seen_at
+                track.last_embedded = max(track.last_embedded, seen_at)
                 track.match = index.match(track.mean, self.threshold)
         for track in ended:
             self._end(track, seen_at)

@@ -23,14 +23,14 @@ from .test_live import read_part
 
 
 class Server:
-    def __init__(self, source: Path, data_dir: Path, cwd: Path) -> None:
+    def __init__(self, source: Path, data_dir: Path, cwd: Path, workers: int = 2) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = cwd / f"server-{self.port}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "facestream", "--source", str(source), "--port",
-                 str(self.port), "--data-dir", str(data_dir), "--workers", "1"],
+                 str(self.port), "--data-dir", str(data_dir), "--workers", str(workers)],
                 cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
             )
 

@@ -80,7 +80,8 @@ async def test_stream_serves_annotated_jpegs_at_the_source_rate(
 async def test_tracked_face_keeps_its_hash_and_is_not_reembedded_every_frame(
     aiohttp_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
+    # Two workers, as served by default: results come back out of order.
+    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD, workers=2)))
 
     async def face_hash() -> str | None:
         return (await (await client.get("/hash")).json())["hash"]
@@ -192,5 +193,8 @@ async def test_slow_viewer_does_not_slow_the_others(
     # The reading viewer gets (nearly) every frame although the other stopped reading.
     assert received >= 0.8 * encoded
     assert await metric(client, "facestream_stream_clients") == 2
+    # One JPEG per captured frame, shared by both viewers: never one per viewer.
+    captured = await metric(client, "facestream_frames_captured_total")
+    assert await metric(client, "facestream_frames_encoded_total") <= captured + 1
     fast.close()
     writer.close()

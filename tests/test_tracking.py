@@ -100,3 +100,19 @@ def test_largest_face_is_primary(emb: dict) -> None:
     t.update([Face((0, 0, 50, 50), emb["o1"]), Face((200, 0, 120, 120), emb["b1"])], 0.0,
              GalleryIndex.empty())
     assert t.views()[0].hash == face_hash(emb["b1"])
+
+
+def test_late_result_with_embeddings_still_starts_and_feeds_tracks(emb: dict) -> None:
+    """Two workers finish out of order: the frame with embeddings (slow) lands after a newer
+    detection-only frame. Its embeddings must not be lost, and boxes must not go back."""
+    t = Tracker(THRESHOLD, timeout=0.4)
+    index = gallery(obama=emb["o1"])
+    t.update([Face(MOVED, None)], 0.2, index)  # newer frame, detection only: nothing yet
+    assert t.views() == []
+    t.update([Face(BOX, emb["o3"])], 0.1, index, stale=True)  # older frame, embedded
+    (view,) = t.views()
+    assert view.known and view.name == "obama"
+    t.update([Face(MOVED, None)], 0.3, index)
+    t.update([Face(BOX, emb["b1"])], 0.25, index, stale=True)  # stale: no split, no move
+    (view,) = t.views()
+    assert view.name == "obama" and view.box == MOVED
