@@ -181,7 +181,7 @@ async def _import_entries(config: Config, model: str, entries: list[Any], prefix
             try:
                 embedding, given = entry
                 face = given if isinstance(given, str) and given else None
-                await gallery.add(f"{prefix} {i}", embedding, face=face)
+                await gallery.add(f"{prefix} {i}", embedding, face=face, source="import")
                 added += 1
             except AlreadyEnrolled:
                 duplicates += 1

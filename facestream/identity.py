@@ -62,8 +62,39 @@ class GalleryIndex:
     def empty(cls) -> GalleryIndex:
         return cls((), (), np.zeros((0, 0), dtype=np.float32))
 
+    @classmethod
+    def from_samples(
+        cls,
+        identities: Sequence[tuple[str, str, Sequence[Embedding]]],
+        strategy: str = "best",
+    ) -> GalleryIndex:
+        """Index identities that each have one or more sample embeddings.
+
+        ``best``: one row per sample, an identity scores its most similar sample.
+        ``centroid``: one row per identity, the L2-normalised mean of its samples.
+        """
+        hashes: list[str] = []
+        names: list[str] = []
+        rows: list[Embedding] = []
+        for face, name, samples in identities:
+            if not samples:
+                continue
+            if strategy == "centroid":
+                picked = [normalize(np.mean(np.stack(samples), axis=0))]
+            elif strategy == "best":
+                picked = list(samples)
+            else:
+                raise ValueError(f"unknown matching strategy {strategy!r}")
+            for row in picked:
+                hashes.append(face)
+                names.append(name)
+                rows.append(row)
+        if not rows:
+            return cls.empty()
+        return cls(hashes, names, np.stack(rows).astype(np.float32))
+
     def __len__(self) -> int:
-        return len(self.hashes)
+        return len(set(self.hashes))
 
     def best(self, embedding: Embedding) -> Match | None:
         """The most similar identity whatever the similarity, or None for an empty gallery."""

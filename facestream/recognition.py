@@ -37,6 +37,9 @@ CHIP_SIZE: Final[dict[str, int]] = {
     "GhostFaceNet": 112,
 }
 CHIP_PADDING: Final = 0.25
+#: Aligned crops kept in the gallery (for thumbnails and re-embedding with another model).
+CROP_SIZE: Final = 160
+CROP_QUALITY: Final = 90
 #: Box overlap (intersection over union) at or above which a detection continues a track.
 TRACK_IOU: Final = 0.3
 #: DeepFace's input normalisation matching how each model was trained.
@@ -74,7 +77,7 @@ class Face:
 
     box: Box
     embedding: NDArray[np.float32] | None = None
-    chip_jpeg: bytes | None = None
+    crop_jpeg: bytes | None = None  # aligned crop, JPEG, for the gallery
 
 
 @dataclass
@@ -162,16 +165,45 @@ class Recognizer:
         rects.sort(key=lambda r: r.width() * r.height(), reverse=True)
         return rects
 
-    def chips(self, bgr: NDArray[np.uint8], rects: Sequence[Any]) -> list[NDArray[np.uint8]]:
-        """Aligned face chips (BGR) from 5-point landmarks."""
+    def align(
+        self, bgr: NDArray[np.uint8], rects: Sequence[Any]
+    ) -> list[tuple[NDArray[np.uint8], bytes]]:
+        """For each face: the aligned chip the model embeds (BGR, the model's input size) and
+        the aligned crop kept in the gallery (JPEG, CROP_SIZE), from 5-point landmarks."""
         import cv2
 
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         out = []
         for rect in rects:
             shape = self._landmarks(rgb, rect)
-            chip = self._dlib.get_face_chip(rgb, shape, size=self._chip, padding=CHIP_PADDING)
-            out.append(np.ascontiguousarray(chip[:, :, ::-1]))
+            crop = self._dlib.get_face_chip(rgb, shape, size=CROP_SIZE, padding=CHIP_PADDING)
+            if self._chip == CROP_SIZE:
+                chip = crop
+            else:
+                chip = self._dlib.get_face_chip(rgb, shape, size=self._chip, padding=CHIP_PADDING)
+            ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(crop[:, :, ::-1]),
+                                    [cv2.IMWRITE_JPEG_QUALITY, CROP_QUALITY])
+            out.append((np.ascontiguousarray(chip[:, :, ::-1]), jpeg.tobytes() if ok else b""))
+        return out
+
+    def embed_crops(self, crops: Sequence[bytes]) -> list[NDArray[np.float32] | None]:
+        """Embed stored gallery crops (re-embedding for another model): same alignment and
+        padding as live chips, only resized to this model's input."""
+        import cv2
+
+        chips: list[NDArray[np.uint8]] = []
+        valid: list[int] = []
+        for i, data in enumerate(crops):
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            if img.shape[:2] != (self._chip, self._chip):
+                img = cv2.resize(img, (self._chip, self._chip), interpolation=cv2.INTER_AREA)
+            chips.append(img)
+            valid.append(i)
+        out: list[NDArray[np.float32] | None] = [None] * len(crops)
+        for i, emb in zip(valid, self.embed_chips(chips)):
+            out[i] = emb
         return out
 
     def embed_chips(
@@ -228,22 +260,26 @@ class Recognizer:
             if embed_new or any(iou(face.box, b) >= TRACK_IOU for b in due):
                 todo.append(i)
         if todo:
-            chips = self.chips(bgr, [rects[i] for i in todo])
-            for i, emb in zip(todo, self.embed_chips(chips)):
+            aligned = self.align(bgr, [rects[i] for i in todo])
+            embs = self.embed_chips([chip for chip, _ in aligned])
+            for i, (_, crop), emb in zip(todo, aligned, embs):
                 faces[i].embedding = emb
+                faces[i].crop_jpeg = crop
         t2 = time.perf_counter()
         return FrameResult(faces, detect_s=t1 - t0, embed_s=t2 - t1, embedded=len(todo))
 
     def analyze_image(self, bgr: NDArray[np.uint8]) -> list[Face]:
-        """Every face in a still image, largest first, each with its embedding and chip."""
-        import cv2
-
+        """Every face in a still image, largest first, each with its embedding and crop."""
         work, _ = _resize_to(bgr, STILL_MAX_SIDE)
         scale_back = bgr.shape[1] / work.shape[1]
         rects = self.detect(work, STILL_DETECT_SIDE, STILL_UPSAMPLE, fallback=True)
-        chips = self.chips(work, rects)
+        aligned = self.align(work, rects)
         faces = []
-        for rect, chip, emb in zip(rects, chips, self.embed_chips(chips)):
+        for rect, (_, crop), emb in zip(
+            rects, aligned, self.embed_chips([chip for chip, _ in aligned])
+        ):
+            if emb is None:
+                continue
             x, y, w, h = _to_box(rect, work.shape)
             box = (
                 round(x * scale_back),
@@ -251,10 +287,7 @@ class Recognizer:
                 round(w * scale_back),
                 round(h * scale_back),
             )
-            if emb is None:
-                continue
-            ok, jpeg = cv2.imencode(".jpg", chip, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            faces.append(Face(box, emb, jpeg.tobytes() if ok else None))
+            faces.append(Face(box, emb, crop))
         return faces
 
 

@@ -41,7 +41,14 @@ from .pipeline import LivePipeline
 from .privacy import load_or_create_secret
 from .recognition import Face, ImageError
 from .state import LiveState
-from .storage import AlreadyEnrolled, Gallery, GalleryError, ModelMismatch, NotFound
+from .storage import (
+    AlreadyEnrolled,
+    Gallery,
+    GalleryError,
+    LastSample,
+    ModelMismatch,
+    NotFound,
+)
 from .tracking import FaceView, Tracker
 from .workers import PoolBusy, PoolSettings, WorkerCrashed, WorkerPool
 
@@ -49,6 +56,8 @@ log = logging.getLogger(__name__)
 
 BOUNDARY: Final = "facestreamframe"
 STREAM_WRITE_TIMEOUT_S: Final = 10.0
+#: How often the gallery file is checked for changes made by other processes.
+GALLERY_POLL_S: Final = 1.0
 HASH_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 _DATA_URL_RE: Final = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
@@ -252,52 +261,120 @@ async def process_frame(request: web.Request) -> web.Response:
 # -- gallery --------------------------------------------------------------------------------
 
 
+def _face_param(request: web.Request) -> str:
+    face = request.match_info["hash"]
+    if not HASH_RE.match(face) and request.app[GALLERY].get(face) is None:
+        raise _http(404, f"no enrolled face with hash {face}")
+    return face
+
+
+async def _json_body(request: web.Request, hint: str) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _http(400, f"request body is not valid JSON; send {hint}") from None
+    if not isinstance(body, dict):
+        raise _http(400, f"send {hint}")
+    return body
+
+
+def _wanted_hash(body: dict[str, Any]) -> str | None:
+    wanted = body.get("hash")
+    if wanted is not None and not (isinstance(wanted, str) and HASH_RE.match(wanted)):
+        raise _http(400, "hash must be a 64-character hex string")
+    return wanted
+
+
+async def _uploaded_face(request: web.Request, data: bytes) -> Face:
+    """The one face of an uploaded photo (the largest, unless several are of similar size)."""
+    faces = await _analyze(request, data)
+    if not faces:
+        raise _http(422, "no face found in the image")
+    if len(faces) > 1 and _area(faces[1]) >= 0.6 * _area(faces[0]):
+        raise _http(422, f"{len(faces)} faces of similar size found; send a photo of one person")
+    return faces[0]
+
+
+def _area(face: Face) -> int:
+    return face.box[2] * face.box[3]
+
+
+def _check_email(email: Any) -> str | None:
+    if email is None or email == "":
+        return None
+    if not isinstance(email, str):
+        raise _http(400, "email must be a string")
+    if "@" not in email or len(email) > 320:
+        raise _http(400, "email is not a valid address")
+    return email
+
+
 async def list_faces(request: web.Request) -> web.Response:
-    return web.json_response({"faces": [i.to_json() for i in request.app[GALLERY].list()]})
+    gallery = request.app[GALLERY]
+    email = request.query.get("email")
+    faces = gallery.list() if email is None else await gallery.find_by_email(email)
+    return web.json_response({"faces": [i.to_json() for i in faces]})
+
+
+async def get_face(request: web.Request) -> web.Response:
+    ident = request.app[GALLERY].get(_face_param(request))
+    if ident is None:
+        return _error(404, f"no enrolled face with hash {request.match_info['hash']}")
+    return web.json_response(ident.to_json())
+
+
+async def _jpeg(crop: bytes | None, missing: str) -> web.Response:
+    if crop is None:
+        return _error(404, missing)
+    return web.Response(body=crop, content_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=60"})
+
+
+async def thumbnail(request: web.Request) -> web.Response:
+    face = _face_param(request)
+    return await _jpeg(await request.app[GALLERY].crop(face), f"no face crop stored for {face}")
+
+
+async def sample_crop(request: web.Request) -> web.Response:
+    face = _face_param(request)
+    try:
+        sample_id = int(request.match_info["sample"])
+    except ValueError:
+        return _error(404, "sample ids are integers")
+    crop = await request.app[GALLERY].crop(face, sample_id)
+    return await _jpeg(crop, f"no crop stored for sample {sample_id} of {face}")
 
 
 async def enroll(request: web.Request) -> web.Response:
     gallery = request.app[GALLERY]
     if request.content_type == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "request body is not valid JSON")
-        if not isinstance(body, dict) or body.get("from_live") is not True:
+        body = await _json_body(request, '{"from_live": true, "name": ...}')
+        if body.get("from_live") is not True:
             return _error(400, 'JSON enrollment needs {"from_live": true, "name": ...}; '
                                "to enroll an image, send multipart with 'image' and 'name'")
-        wanted = body.get("hash")
-        if wanted is not None and not (isinstance(wanted, str) and HASH_RE.match(wanted)):
-            return _error(400, "hash must be a 64-character hex string")
+        wanted = _wanted_hash(body)
         track = request.app[PIPELINE].enrollable(wanted)
         if track is None:
             what = f"face {wanted}" if wanted else "unknown face"
             return _error(422, f"no {what} in the live view to enroll")
         if track.match is not None:
             return _error(409, f"the face in view is already enrolled as {track.match.name!r}",
-                          hash=track.match.hash)
-        name, email, embedding = body.get("name"), body.get("email"), track.first_embedding
+                          hash=track.match.hash, name=track.match.name)
+        name, email = body.get("name"), _check_email(body.get("email"))
+        # The first embedding, so the identity keeps the hash the face already had in view.
+        embedding, crop, source = track.first_embedding, track.first_crop, "live"
     else:
         data, fields = await _image_field(request, "image")
         if data is None:
             return _error(400, "missing form field 'image'")
-        name, email = fields.get("name"), fields.get("email")
+        name, email = fields.get("name"), _check_email(fields.get("email"))
         if not isinstance(name, str) or not name.strip():
             return _error(400, "missing form field 'name'")
-        faces = await _analyze(request, data)
-        if not faces:
-            return _error(422, "no face found in the image")
-        if len(faces) > 1 and _area(faces[1]) >= 0.6 * _area(faces[0]):
-            return _error(422, f"{len(faces)} faces of similar size found; send a photo of "
-                               "one person")
-        embedding = faces[0].embedding
-    if email is not None and not isinstance(email, str):
-        return _error(400, "email must be a string")
-    if email and ("@" not in email or len(email) > 320):
-        return _error(400, "email is not a valid address")
+        face = await _uploaded_face(request, data)
+        embedding, crop, source = face.embedding, face.crop_jpeg, "upload"
     assert embedding is not None
     try:
-        ident = await gallery.add(name, embedding, email=email or None)  # type: ignore[arg-type]
+        ident = await gallery.add(name, embedding, email=email, crop=crop, source=source)
     except AlreadyEnrolled as exc:
         return _error(409, str(exc), hash=exc.hash, name=exc.name)
     except GalleryError as exc:
@@ -305,19 +382,102 @@ async def enroll(request: web.Request) -> web.Response:
     return web.json_response({"hash": ident.hash, "name": ident.name}, status=201)
 
 
-def _area(face: Face) -> int:
-    return face.box[2] * face.box[3]
+async def add_sample(request: web.Request) -> web.Response:
+    """Another photo of an enrolled person: an upload, or the face in the live view."""
+    face = _face_param(request)
+    gallery = request.app[GALLERY]
+    if gallery.get(face) is None:
+        return _error(404, f"no enrolled face with hash {face}")
+    if request.content_type == "application/json":
+        body = await _json_body(request, '{"from_live": true, "hash": <face in view>}')
+        if body.get("from_live") is not True:
+            return _error(400, 'send {"from_live": true} or a multipart "image"')
+        wanted = _wanted_hash(body)
+        pipeline = request.app[PIPELINE]
+        track = pipeline.tracker.find(wanted) if wanted else pipeline.tracker.largest()
+        if track is None:
+            return _error(422, "no such face in the live view")
+        embedding, crop = track.embeddings[-1], track.last_crop
+        source = "live"
+    else:
+        data, _ = await _image_field(request, "image")
+        if data is None:
+            return _error(400, "missing form field 'image'")
+        uploaded = await _uploaded_face(request, data)
+        embedding, crop, source = uploaded.embedding, uploaded.crop_jpeg, "upload"
+    assert embedding is not None
+    try:
+        sample = await gallery.add_sample(face, embedding, crop=crop, source=source)
+    except AlreadyEnrolled as exc:
+        return _error(409, str(exc), hash=exc.hash, name=exc.name)
+    except NotFound as exc:
+        return _error(404, str(exc))
+    return web.json_response({"hash": face, "id": sample.id}, status=201)
+
+
+async def delete_sample(request: web.Request) -> web.Response:
+    face = _face_param(request)
+    try:
+        sample_id = int(request.match_info["sample"])
+    except ValueError:
+        return _error(404, "sample ids are integers")
+    try:
+        await request.app[GALLERY].delete_sample(face, sample_id)
+    except NotFound as exc:
+        return _error(404, str(exc))
+    except LastSample as exc:
+        return _error(409, str(exc))
+    return web.json_response({"deleted": sample_id, "hash": face})
+
+
+async def merge_faces(request: web.Request) -> web.Response:
+    """"These are the same person": the identity in the path absorbs ``from``."""
+    target = _face_param(request)
+    body = await _json_body(request, '{"from": <hash of the identity to merge in>}')
+    source = body.get("from")
+    if not isinstance(source, str) or not source:
+        return _error(400, 'send {"from": <hash of the identity to merge in>}')
+    try:
+        merged = await request.app[GALLERY].merge(target, source)
+    except NotFound as exc:
+        return _error(404, str(exc))
+    except GalleryError as exc:
+        return _error(400, str(exc))
+    return web.json_response(merged.to_json())
+
+
+async def not_this_person(request: web.Request) -> web.Response:
+    """"This is not X", from the live view: remove X's sample that made the wrong match."""
+    body = await _json_body(request, '{"hash": <hash of a known face in view>}')
+    wanted = _wanted_hash(body)
+    if wanted is None:
+        return _error(400, 'send {"hash": <hash of a known face in view>}')
+    gallery = request.app[GALLERY]
+    track = request.app[PIPELINE].tracker.find(wanted)
+    if track is None or track.match is None:
+        return _error(422, f"no recognised face {wanted} in the live view")
+    ident = gallery.get(track.match.hash)
+    if ident is None:
+        return _error(422, "that identity was deleted meanwhile")
+    samples = gallery.sample_embeddings(ident.hash)
+    culprit = max(samples, key=lambda sid: float(samples[sid] @ track.mean))
+    try:
+        await gallery.delete_sample(ident.hash, culprit)
+    except LastSample:
+        return _error(409, f"{ident.name!r} has only this one sample, so every match comes "
+                           "from it: delete the identity or enroll better photos",
+                      hash=ident.hash)
+    return web.json_response({"identity": ident.hash, "name": ident.name,
+                              "removed_sample": culprit})
 
 
 async def rename_face(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        return _error(400, 'send JSON {"name": "..."}')
-    if not isinstance(body, dict) or "name" not in body:
+    face = _face_param(request)
+    body = await _json_body(request, '{"name": "..."}')
+    if "name" not in body:
         return _error(400, 'send JSON {"name": "..."}')
     try:
-        ident = await request.app[GALLERY].rename(request.match_info["hash"], body["name"])
+        ident = await request.app[GALLERY].rename(face, body["name"])
     except NotFound as exc:
         return _error(404, str(exc))
     except GalleryError as exc:
@@ -327,10 +487,14 @@ async def rename_face(request: web.Request) -> web.Response:
 
 async def delete_face(request: web.Request) -> web.Response:
     try:
-        ident = await request.app[GALLERY].delete(request.match_info["hash"])
+        ident = await request.app[GALLERY].delete(_face_param(request))
     except NotFound as exc:
         return _error(404, str(exc))
     return web.json_response({"deleted": ident.hash, "name": ident.name})
+
+
+async def events(request: web.Request) -> web.Response:
+    return web.json_response({"events": request.app[STATE].recent_events()})
 
 
 # -- lifecycle ------------------------------------------------------------------------------
@@ -345,8 +509,24 @@ async def _gallery_ctx(app: web.Application) -> AsyncIterator[None]:
         data_dir, cfg.recognition.model, cfg.recognition.threshold(), app[SECRET]
     )
     app[GALLERY] = gallery
+    watcher = asyncio.create_task(_watch_gallery(gallery))
     yield
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
     await gallery.close()
+
+
+async def _watch_gallery(gallery: Gallery) -> None:
+    """Pick up changes other processes (``python -m facestream faces ...``) commit."""
+    while True:
+        await asyncio.sleep(GALLERY_POLL_S)
+        try:
+            await gallery.reload_if_changed()
+        except GalleryError as exc:
+            log.error("gallery changed on disk but cannot be loaded: %s", exc)
+        except Exception:
+            log.exception("checking the gallery for outside changes failed")
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -376,7 +556,9 @@ async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
     tracker = Tracker(r.threshold(), r.reembed_interval_s, r.track_timeout_s)
     pipeline = LivePipeline(hub, app[POOL], app[GALLERY], state, tracker, app[METRICS])
     app[PIPELINE] = pipeline
-    app[GALLERY].on_change(lambda event, ident: state.gallery_changed(event, ident.to_json()))
+    app[GALLERY].on_change(
+        lambda event, ident: state.gallery_changed(event, ident.to_json() if ident else None)
+    )
 
     def deliver(packet: Any) -> None:
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
@@ -418,8 +600,16 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post("/process-frame/", process_frame)
     app.router.add_get("/faces", list_faces)
     app.router.add_post("/faces", enroll)
+    app.router.add_get("/faces/{hash}", get_face)
     app.router.add_patch("/faces/{hash}", rename_face)
     app.router.add_delete("/faces/{hash}", delete_face)
+    app.router.add_get("/faces/{hash}/thumbnail", thumbnail)
+    app.router.add_post("/faces/{hash}/samples", add_sample)
+    app.router.add_get("/faces/{hash}/samples/{sample}/crop", sample_crop)
+    app.router.add_delete("/faces/{hash}/samples/{sample}", delete_sample)
+    app.router.add_post("/faces/{hash}/merge", merge_faces)
+    app.router.add_post("/live/not", not_this_person)
+    app.router.add_get("/events", events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 #: Messages a websocket client may have pending before it is considered gone.
 MAX_PENDING_MESSAGES: Final = 256
 SEND_TIMEOUT_S: Final = 10.0
+#: Arrivals and departures kept for GET /events.
+MAX_EVENTS: Final = 200
 
 
 class Subscriber:
@@ -53,6 +56,7 @@ class LiveState:
         self.frame_position: int = -1
         self.signal = False
         self._subscribers: set[Subscriber] = set()
+        self._events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -91,14 +95,33 @@ class LiveState:
             self.updated_at = time.time() - (time.monotonic() - captured_at)
             self.frame_position = position
         self._metrics.faces_in_view.set(len(self.faces))
+        self._log_arrivals_and_departures(before, self.faces)
         old_hash = before_primary.hash if before_primary else None
         if (self.primary.hash if self.primary else None) != old_hash:
             self.broadcast({"type": "hash", **self.snapshot(), "previous": old_hash})
         if _who(before) != _who(self.faces):
             self.broadcast({"type": "faces", "faces": [f.to_json() for f in self.faces]})
 
-    def gallery_changed(self, event: str, identity: dict[str, Any]) -> None:
+    def gallery_changed(self, event: str, identity: dict[str, Any] | None) -> None:
         self.broadcast({"type": "gallery", "event": event, "face": identity})
+
+    def _log_arrivals_and_departures(
+        self, before: Sequence[FaceView], after: Sequence[FaceView]
+    ) -> None:
+        old = {f.hash: f for f in before}
+        new = {f.hash: f for f in after}
+        now = time.time()
+        changes = [("left", f) for h, f in old.items() if h not in new]
+        changes += [("arrived", f) for h, f in new.items() if h not in old]
+        for kind, face in changes:
+            event = {"type": "event", "event": kind, "hash": face.hash, "name": face.name,
+                     "known": face.known, "at": now}
+            self._events.append(event)
+            self.broadcast(event)
+
+    def recent_events(self) -> list[dict[str, Any]]:
+        """Arrivals and departures, newest first (the last MAX_EVENTS)."""
+        return list(reversed(self._events))
 
     # -- websocket fan-out ---------------------------------------------------------------
 

@@ -1,9 +1,15 @@
 """The face gallery: SQLite in the data dir, one writer thread, an in-memory index for matching.
 
+An identity has a fixed hash (from its first embedding), a name, an optional email HMAC, and
+one or more samples: an embedding plus the aligned face crop it was computed from (a small
+JPEG), so the whole gallery can be re-embedded for another model without re-enrolling anyone.
+
 Every database call runs on one dedicated thread that owns the connection, so SQLite never
 blocks the event loop and writes never race. A write is committed (WAL, synchronous=FULL)
 before the coroutine returns, so anything the API acknowledged survives a crash. After each
-commit a fresh immutable ``GalleryIndex`` is swapped in for the live matcher.
+commit a fresh immutable ``GalleryIndex`` is swapped in for the live matcher. Changes made by
+another process (the ``faces`` command line) are noticed through ``PRAGMA data_version`` and
+reloaded.
 
 The gallery records which model made each embedding and refuses to mix models.
 """
@@ -15,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -27,8 +33,9 @@ from .privacy import email_digest
 T = TypeVar("T")
 
 DB_FILE: Final = "gallery.sqlite3"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 MAX_NAME_LENGTH: Final = 200
+SOURCES: Final = ("upload", "live", "import")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,13 +43,21 @@ CREATE TABLE IF NOT EXISTS identities (
     hash        TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
     email_hmac  TEXT,
-    model       TEXT NOT NULL,
-    dim         INTEGER NOT NULL,
-    embedding   BLOB NOT NULL,
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS identities_email ON identities (email_hmac);
+CREATE TABLE IF NOT EXISTS samples (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity    TEXT NOT NULL REFERENCES identities (hash) ON DELETE CASCADE,
+    model       TEXT NOT NULL,
+    dim         INTEGER NOT NULL,
+    embedding   BLOB NOT NULL,
+    crop        BLOB,
+    source      TEXT NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_identity ON samples (identity);
 """
 
 
@@ -62,8 +77,30 @@ class AlreadyEnrolled(GalleryError):
         self.similarity = similarity
 
 
+class BelongsToOther(AlreadyEnrolled):
+    def __init__(self, existing_hash: str, name: str, similarity: float | None) -> None:
+        super().__init__(existing_hash, name, similarity)
+        self.args = (f"this face matches another identity, {name!r}",)
+
+
 class NotFound(GalleryError):
     pass
+
+
+class LastSample(GalleryError):
+    pass
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: int
+    created_at: float
+    source: str
+    has_crop: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "created_at": self.created_at, "source": self.source,
+                "has_crop": self.has_crop}
 
 
 @dataclass(frozen=True)
@@ -73,6 +110,7 @@ class Identity:
     model: str
     created_at: float
     has_email: bool
+    samples: tuple[Sample, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,7 +119,21 @@ class Identity:
             "model": self.model,
             "created_at": self.created_at,
             "has_email": self.has_email,
+            "samples": [s.to_json() for s in self.samples],
+            "thumbnail": f"/faces/{self.hash}/thumbnail",
         }
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """A sample with its data, for export and re-embedding."""
+
+    id: int
+    identity: str
+    embedding: Embedding
+    crop: bytes | None
+    source: str
+    created_at: float
 
 
 def clean_name(name: Any) -> str:
@@ -93,28 +145,45 @@ def clean_name(name: Any) -> str:
     return name
 
 
+def _blob(emb: Embedding) -> bytes:
+    return np.ascontiguousarray(emb, dtype="<f4").tobytes()
+
+
 class Gallery:
     """Enrolled identities for one model. Create with ``await Gallery.open(...)``."""
 
-    def __init__(self, path: Path, model: str, threshold: float, secret: bytes) -> None:
+    def __init__(
+        self, path: Path, model: str, threshold: float, secret: bytes, strategy: str = "best"
+    ) -> None:
         self.path = path
         self.model = model
         self.threshold = threshold
+        self.strategy = strategy
         self._secret = secret
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facestream-db")
         self._conn: sqlite3.Connection | None = None
         self._identities: dict[str, Identity] = {}
-        self._embeddings: dict[str, Embedding] = {}
+        self._embeddings: dict[int, Embedding] = {}  # sample id -> embedding
+        self._owner: dict[int, str] = {}  # sample id -> identity hash
         self.index = GalleryIndex.empty()
         self._lock = asyncio.Lock()
-        self._listeners: list[Callable[[str, Identity], None]] = []
+        self._listeners: list[Callable[[str, Identity | None], None]] = []
+        self._data_version = 0
         self._closed = False
 
     @classmethod
-    async def open(cls, data_dir: Path, model: str, threshold: float, secret: bytes) -> Gallery:
-        gallery = cls(data_dir / DB_FILE, model, threshold, secret)
+    async def open(
+        cls,
+        data_dir: Path,
+        model: str,
+        threshold: float,
+        secret: bytes,
+        strategy: str = "best",
+        check_model: bool = True,
+    ) -> Gallery:
+        gallery = cls(data_dir / DB_FILE, model, threshold, secret, strategy)
         try:
-            await gallery._run(gallery._open_sync)
+            await gallery._run(gallery._open_sync, check_model)
         except BaseException:
             await gallery.close()
             raise
@@ -127,94 +196,142 @@ class Gallery:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, fn, *args)
 
-    def _open_sync(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None)
+    def _open_sync(self, check_model: bool) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate_v1()
         conn.executescript(_SCHEMA)
         conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
-        models = [r[0] for r in conn.execute("SELECT DISTINCT model FROM identities")]
-        others = [m for m in models if m != self.model]
-        if others:
-            count = conn.execute(
-                "SELECT COUNT(*) FROM identities WHERE model != ?", (self.model,)
-            ).fetchone()[0]
+        if check_model:
+            self._check_models_sync()
+        self._load_sync()
+
+    def _migrate_v1(self) -> None:
+        """Version 1 kept one embedding per identity, in the identities table."""
+        assert self._conn is not None
+        cols = [r[1] for r in self._conn.execute("PRAGMA table_info(identities)")]
+        if "embedding" not in cols:
+            return
+        c = self._conn
+        with c:
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("ALTER TABLE identities RENAME TO identities_v1")
+            c.execute("DROP INDEX IF EXISTS identities_email")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(
+                "INSERT INTO identities (hash, name, email_hmac, created_at, updated_at) "
+                "SELECT hash, name, email_hmac, created_at, updated_at FROM identities_v1"
+            )
+            c.execute(
+                "INSERT INTO samples (identity, model, dim, embedding, crop, source, created_at)"
+                " SELECT hash, model, dim, embedding, NULL, 'import', created_at "
+                "FROM identities_v1"
+            )
+            c.execute("DROP TABLE identities_v1")
+
+    def _check_models_sync(self) -> None:
+        assert self._conn is not None
+        rows = self._conn.execute(
+            "SELECT model, COUNT(*) FROM samples WHERE model != ? GROUP BY model", (self.model,)
+        ).fetchall()
+        if rows:
+            others = ", ".join(f"{count} by {model}" for model, count in rows)
             raise ModelMismatch(
-                f"the gallery {self.path} holds {count} identities embedded with "
-                f"{', '.join(others)} but recognition.model is {self.model}; embeddings of "
-                f"different models cannot be compared: set recognition.model = "
-                f"\"{others[0]}\" or use another storage.data_dir"
+                f"the gallery {self.path} holds embeddings made {others}, but "
+                f"recognition.model is {self.model}; embeddings of different models cannot be "
+                f"compared: run `python -m facestream reembed --model {self.model}` to rebuild "
+                f"them from the stored face crops, or set recognition.model = \"{rows[0][0]}\""
             )
-        for row in conn.execute(
-            "SELECT hash, name, model, created_at, email_hmac IS NOT NULL, embedding, dim "
-            "FROM identities ORDER BY created_at"
+
+    def _load_sync(self) -> tuple[dict[str, Identity], dict[int, Embedding], dict[int, str]]:
+        assert self._conn is not None
+        c = self._conn
+        self._data_version = c.execute("PRAGMA data_version").fetchone()[0]
+        samples: dict[str, list[Sample]] = {}
+        embeddings: dict[int, Embedding] = {}
+        owner: dict[int, str] = {}
+        for sid, ident, dim, blob, has_crop, source, created in c.execute(
+            "SELECT id, identity, dim, embedding, crop IS NOT NULL, source, created_at "
+            "FROM samples ORDER BY id"
         ):
-            ident = Identity(row[0], row[1], row[2], row[3], bool(row[4]))
-            self._identities[ident.hash] = ident
-            self._embeddings[ident.hash] = np.frombuffer(row[5], dtype="<f4").reshape(row[6])
-
-    def _insert_sync(self, ident: Identity, email_hmac: str | None, emb: Embedding) -> None:
-        assert self._conn is not None
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute(
-                "INSERT INTO identities (hash, name, email_hmac, model, dim, embedding, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ident.hash,
-                    ident.name,
-                    email_hmac,
-                    ident.model,
-                    int(emb.shape[0]),
-                    np.ascontiguousarray(emb, dtype="<f4").tobytes(),
-                    ident.created_at,
-                    ident.created_at,
-                ),
+            samples.setdefault(ident, []).append(Sample(sid, created, source, bool(has_crop)))
+            embeddings[sid] = np.frombuffer(blob, dtype="<f4").reshape(dim).astype(np.float32)
+            owner[sid] = ident
+        identities: dict[str, Identity] = {}
+        for face, name, created, has_email in c.execute(
+            "SELECT hash, name, created_at, email_hmac IS NOT NULL FROM identities "
+            "ORDER BY created_at"
+        ):
+            identities[face] = Identity(
+                face, name, self.model, created, bool(has_email), tuple(samples.get(face, ()))
             )
+        self._identities, self._embeddings, self._owner = identities, embeddings, owner
+        return identities, embeddings, owner
 
-    def _rename_sync(self, face: str, name: str) -> int:
+    def _changed_elsewhere_sync(self) -> bool:
         assert self._conn is not None
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        return bool(version != self._data_version)
+
+    def _write_sync(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Run statements in one IMMEDIATE transaction; return each one's lastrowid."""
+        assert self._conn is not None
+        ids = []
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            cur = self._conn.execute(
-                "UPDATE identities SET name = ?, updated_at = ? WHERE hash = ?",
-                (name, time.time(), face),
-            )
-            return cur.rowcount
+            for sql, params in statements:
+                cur = self._conn.execute(sql, params)
+                ids.append(int(cur.lastrowid or 0))
+        return ids
 
-    def _delete_sync(self, face: str) -> int:
+    def _read_sync(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         assert self._conn is not None
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            return self._conn.execute("DELETE FROM identities WHERE hash = ?", (face,)).rowcount
+        return list(self._conn.execute(sql, params))
 
     def _close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    # -- public API (event loop) -----------------------------------------------------------
+    # -- change notification ---------------------------------------------------------------
 
-    def on_change(self, listener: Callable[[str, Identity], None]) -> None:
+    def on_change(self, listener: Callable[[str, Identity | None], None]) -> None:
         """Call ``listener(event, identity)`` after each committed change."""
         self._listeners.append(listener)
 
-    def _changed(self, event: str, ident: Identity) -> None:
+    def _changed(self, event: str, ident: Identity | None) -> None:
         self._rebuild_index()
         for listener in self._listeners:
             listener(event, ident)
 
     def _rebuild_index(self) -> None:
-        hashes = list(self._identities)
-        if hashes:
-            matrix = np.stack([self._embeddings[h] for h in hashes]).astype(np.float32)
-        else:
-            matrix = np.zeros((0, 0), dtype=np.float32)
-        self.index = GalleryIndex(hashes, [self._identities[h].name for h in hashes], matrix)
+        per_identity: dict[str, list[Embedding]] = {}
+        for sid, face in self._owner.items():
+            per_identity.setdefault(face, []).append(self._embeddings[sid])
+        self.index = GalleryIndex.from_samples(
+            [(h, i.name, per_identity.get(h, [])) for h, i in self._identities.items()],
+            self.strategy,
+        )
+
+    async def reload_if_changed(self) -> bool:
+        """Pick up changes committed by another process; True if there were any."""
+        async with self._lock:
+            if not await self._run(self._changed_elsewhere_sync):
+                return False
+            await self._run(self._check_models_sync)
+            await self._run(self._load_sync)
+            self._changed("reloaded", None)
+            return True
+
+    # -- reading ---------------------------------------------------------------------------
 
     def list(self) -> list[Identity]:
         return list(self._identities.values())
@@ -222,18 +339,48 @@ class Gallery:
     def get(self, face: str) -> Identity | None:
         return self._identities.get(face)
 
-    async def add(
-        self,
-        name: str,
-        embedding: Sequence[float] | Embedding,
-        email: str | None = None,
-        face: str | None = None,
-        model: str | None = None,
-    ) -> Identity:
-        """Enroll a face. ``face`` keeps a given hash (the prototype's, on import); by default
-        the hash is derived from the embedding. Raises AlreadyEnrolled if the face matches an
-        enrolled identity, ModelMismatch if ``model`` differs from the gallery's."""
-        name = clean_name(name)
+    def sample_embeddings(self, face: str) -> dict[int, Embedding]:
+        return {sid: self._embeddings[sid] for sid, h in self._owner.items() if h == face}
+
+    async def find_by_email(self, email: str) -> list[Identity]:
+        digest = email_digest(self._secret, email)
+        rows = await self._run(
+            self._read_sync, "SELECT hash FROM identities WHERE email_hmac = ?", (digest,)
+        )
+        return [self._identities[r[0]] for r in rows if r[0] in self._identities]
+
+    async def crop(self, face: str, sample_id: int | None = None) -> bytes | None:
+        """A sample's aligned face crop (JPEG); without ``sample_id``, the first one."""
+        if sample_id is None:
+            sql, params = ("SELECT crop FROM samples WHERE identity = ? AND crop IS NOT NULL "
+                           "ORDER BY id LIMIT 1", (face,))
+        else:
+            sql, params = ("SELECT crop FROM samples WHERE identity = ? AND id = ?",
+                           (face, sample_id))
+        rows = await self._run(self._read_sync, sql, params)
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    async def records(self) -> list[tuple[Identity, str | None, list[SampleRecord]]]:
+        """Everything, for export and re-embedding: identity, email HMAC, samples."""
+        rows = await self._run(
+            self._read_sync,
+            "SELECT id, identity, dim, embedding, crop, source, created_at FROM samples "
+            "ORDER BY id", (),
+        )
+        by_identity: dict[str, list[SampleRecord]] = {}
+        for sid, face, dim, blob, crop, source, created in rows:
+            emb = np.frombuffer(blob, dtype="<f4").reshape(dim).astype(np.float32)
+            by_identity.setdefault(face, []).append(
+                SampleRecord(sid, face, emb, crop, source, created))
+        emails = dict(await self._run(
+            self._read_sync, "SELECT hash, email_hmac FROM identities", ()))
+        return [(i, emails.get(i.hash), by_identity.get(i.hash, []))
+                for i in self._identities.values()]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _check_embedding(self, embedding: Sequence[float] | Embedding,
+                         model: str | None) -> Embedding:
         if model is not None and model != self.model:
             raise ModelMismatch(
                 f"embedding made by {model} cannot join a gallery of {self.model} embeddings"
@@ -244,7 +391,35 @@ class Gallery:
                 f"embedding has {emb.shape[0]} dimensions; {self.model} embeddings in this "
                 f"gallery have {self.index.matrix.shape[1]}"
             )
-        digest = email_digest(self._secret, email) if email and email.strip() else None
+        return emb
+
+    def _sample_sql(self, face: str, emb: Embedding, crop: bytes | None, source: str,
+                    now: float) -> tuple[str, tuple[Any, ...]]:
+        if source not in SOURCES:
+            raise GalleryError(f"unknown sample source {source!r}")
+        return (
+            "INSERT INTO samples (identity, model, dim, embedding, crop, source, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (face, self.model, int(emb.shape[0]), _blob(emb), crop, source, now),
+        )
+
+    async def add(
+        self,
+        name: str,
+        embedding: Sequence[float] | Embedding,
+        email: str | None = None,
+        face: str | None = None,
+        model: str | None = None,
+        crop: bytes | None = None,
+        source: str = "upload",
+        email_hmac: str | None = None,
+    ) -> Identity:
+        """Enroll a face. ``face`` keeps a given hash (the prototype's, on import); by default
+        the hash is derived from the embedding. Raises AlreadyEnrolled if the face matches an
+        enrolled identity, ModelMismatch if ``model`` differs from the gallery's."""
+        name = clean_name(name)
+        emb = self._check_embedding(embedding, model)
+        digest = email_digest(self._secret, email) if email and email.strip() else email_hmac
         async with self._lock:
             face = face or face_hash(emb)
             if face in self._identities:
@@ -253,32 +428,150 @@ class Gallery:
             match = self.index.match(emb, self.threshold)
             if match is not None:
                 raise AlreadyEnrolled(match.hash, match.name, match.similarity)
-            ident = Identity(face, name, self.model, time.time(), digest is not None)
-            await self._run(self._insert_sync, ident, digest, emb)
+            now = time.time()
+            _, sid = await self._run(self._write_sync, [
+                ("INSERT INTO identities (hash, name, email_hmac, created_at, updated_at) "
+                 "VALUES (?, ?, ?, ?, ?)", (face, name, digest, now, now)),
+                self._sample_sql(face, emb, crop, source, now),
+            ])
+            ident = Identity(face, name, self.model, now, digest is not None,
+                             (Sample(sid, now, source, crop is not None),))
             self._identities[face] = ident
-            self._embeddings[face] = emb
+            self._embeddings[sid] = emb
+            self._owner[sid] = face
             self._changed("added", ident)
             return ident
+
+    async def add_sample(
+        self,
+        face: str,
+        embedding: Sequence[float] | Embedding,
+        crop: bytes | None = None,
+        source: str = "upload",
+        model: str | None = None,
+    ) -> Sample:
+        """Add another sample to an identity; it keeps its hash. Raises BelongsToOther if the
+        face matches a different identity better than this one."""
+        emb = self._check_embedding(embedding, model)
+        async with self._lock:
+            ident = self._identities.get(face)
+            if ident is None:
+                raise NotFound(f"no enrolled face with hash {face}")
+            best = self.index.match(emb, self.threshold)
+            if best is not None and best.hash != face:
+                raise BelongsToOther(best.hash, best.name, best.similarity)
+            now = time.time()
+            sid, _ = await self._run(self._write_sync, [
+                self._sample_sql(face, emb, crop, source, now),
+                ("UPDATE identities SET updated_at = ? WHERE hash = ?", (now, face)),
+            ])
+            sample = Sample(sid, now, source, crop is not None)
+            self._identities[face] = replace(ident, samples=(*ident.samples, sample))
+            self._embeddings[sid] = emb
+            self._owner[sid] = face
+            self._changed("sample_added", self._identities[face])
+            return sample
+
+    async def delete_sample(self, face: str, sample_id: int) -> Identity:
+        async with self._lock:
+            ident = self._identities.get(face)
+            if ident is None or all(s.id != sample_id for s in ident.samples):
+                raise NotFound(f"no sample {sample_id} of face {face}")
+            if len(ident.samples) == 1:
+                raise LastSample(
+                    f"sample {sample_id} is the only sample of {ident.name!r}; delete the "
+                    "identity instead"
+                )
+            await self._run(self._write_sync, [
+                ("DELETE FROM samples WHERE id = ? AND identity = ?", (sample_id, face)),
+                ("UPDATE identities SET updated_at = ? WHERE hash = ?", (time.time(), face)),
+            ])
+            self._embeddings.pop(sample_id, None)
+            self._owner.pop(sample_id, None)
+            ident = replace(ident, samples=tuple(s for s in ident.samples if s.id != sample_id))
+            self._identities[face] = ident
+            self._changed("sample_deleted", ident)
+            return ident
+
+    async def merge(self, target: str, source: str) -> Identity:
+        """"These are the same person": move ``source``'s samples to ``target`` (which keeps
+        its hash, name and email) and remove ``source``."""
+        if target == source:
+            raise GalleryError("cannot merge an identity into itself")
+        async with self._lock:
+            into, other = self._identities.get(target), self._identities.get(source)
+            if into is None or other is None:
+                missing = target if into is None else source
+                raise NotFound(f"no enrolled face with hash {missing}")
+            now = time.time()
+            await self._run(self._write_sync, [
+                ("UPDATE samples SET identity = ? WHERE identity = ?", (target, source)),
+                ("UPDATE identities SET updated_at = ?, email_hmac = "
+                 "COALESCE(email_hmac, (SELECT email_hmac FROM identities WHERE hash = ?)) "
+                 "WHERE hash = ?", (now, source, target)),
+                ("DELETE FROM identities WHERE hash = ?", (source,)),
+            ])
+            for sid, face in self._owner.items():
+                if face == source:
+                    self._owner[sid] = target
+            merged = replace(
+                into,
+                samples=tuple(sorted((*into.samples, *other.samples), key=lambda s: s.id)),
+                has_email=into.has_email or other.has_email,
+            )
+            del self._identities[source]
+            self._identities[target] = merged
+            self._changed("merged", merged)
+            return merged
 
     async def rename(self, face: str, name: str) -> Identity:
         name = clean_name(name)
         async with self._lock:
-            if face not in self._identities or not await self._run(self._rename_sync, face, name):
+            old = self._identities.get(face)
+            if old is None:
                 raise NotFound(f"no enrolled face with hash {face}")
-            old = self._identities[face]
-            ident = Identity(face, name, old.model, old.created_at, old.has_email)
+            await self._run(self._write_sync, [
+                ("UPDATE identities SET name = ?, updated_at = ? WHERE hash = ?",
+                 (name, time.time(), face)),
+            ])
+            ident = replace(old, name=name)
             self._identities[face] = ident
             self._changed("renamed", ident)
             return ident
 
     async def delete(self, face: str) -> Identity:
         async with self._lock:
-            if face not in self._identities or not await self._run(self._delete_sync, face):
+            ident = self._identities.get(face)
+            if ident is None:
                 raise NotFound(f"no enrolled face with hash {face}")
-            ident = self._identities.pop(face)
-            self._embeddings.pop(face, None)
+            await self._run(self._write_sync, [
+                ("DELETE FROM samples WHERE identity = ?", (face,)),
+                ("DELETE FROM identities WHERE hash = ?", (face,)),
+            ])
+            del self._identities[face]
+            for sid in [s for s, h in self._owner.items() if h == face]:
+                self._owner.pop(sid)
+                self._embeddings.pop(sid, None)
             self._changed("deleted", ident)
             return ident
+
+    async def replace_embeddings(self, model: str, embeddings: dict[int, Embedding],
+                                 drop: Sequence[int] = ()) -> None:
+        """Re-embedding: give every sample its embedding by ``model`` in one transaction
+        (samples in ``drop``, which have no crop to re-embed, are deleted)."""
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("UPDATE samples SET model = ?, dim = ?, embedding = ? WHERE id = ?",
+             (model, int(e.shape[0]), _blob(normalize(e)), sid))
+            for sid, e in embeddings.items()
+        ]
+        statements += [("DELETE FROM samples WHERE id = ?", (sid,)) for sid in drop]
+        statements.append(("DELETE FROM identities WHERE hash NOT IN "
+                           "(SELECT DISTINCT identity FROM samples)", ()))
+        async with self._lock:
+            await self._run(self._write_sync, statements)
+            self.model = model
+            await self._run(self._load_sync)
+            self._changed("reloaded", None)
 
     async def close(self) -> None:
         """Idempotent: close the connection on its own thread, then stop the thread."""

@@ -55,6 +55,9 @@ class Track:
     first_embedding: Embedding
     embeddings: deque[Embedding] = field(default_factory=lambda: deque(maxlen=EMBEDDINGS_KEPT))
     match: Match | None = None
+    #: Aligned crops (JPEG) of the first and of the latest embedding, for the gallery.
+    first_crop: bytes | None = None
+    last_crop: bytes | None = None
 
     def __post_init__(self) -> None:
         self.provisional_hash = face_hash(self.first_embedding)
@@ -160,6 +163,7 @@ class Tracker:
             if face.embedding is not None:
                 track.embeddings.append(face.embedding)
                 track.last_embedded = max(track.last_embedded, seen_at)
+                track.last_crop = face.crop_jpeg or track.last_crop
                 track.match = index.match(track.mean, self.threshold)
         for track in ended:
             self._end(track, seen_at)
@@ -174,6 +178,7 @@ class Tracker:
             revived.box = face.box
             revived.last_seen = revived.last_embedded = seen_at
             revived.embeddings.append(emb)
+            revived.last_crop = face.crop_jpeg or revived.last_crop
             revived.match = index.match(revived.mean, self.threshold)
             return revived
         track = Track(
@@ -183,6 +188,8 @@ class Tracker:
             last_seen=seen_at,
             last_embedded=seen_at,
             first_embedding=emb,
+            first_crop=face.crop_jpeg,
+            last_crop=face.crop_jpeg,
         )
         track.match = index.match(track.mean, self.threshold)
         return track
@@ -233,10 +240,18 @@ class Tracker:
     def tracks(self) -> Iterable[Track]:
         return tuple(self._tracks)
 
+    def largest(self) -> Track | None:
+        return max(self._tracks, key=lambda t: t.area, default=None)
+
+    def find(self, face_hash: str) -> Track | None:
+        """The track in view showing ``face_hash`` (largest if several)."""
+        by_size = sorted(self._tracks, key=lambda t: t.area, reverse=True)
+        return next((t for t in by_size if t.hash == face_hash), None)
+
     def enrollable(self, wanted_hash: str | None = None) -> Track | None:
         """The track to enroll from the live view: the one with ``wanted_hash``, else the
         largest unknown face."""
-        by_size = sorted(self._tracks, key=lambda t: t.area, reverse=True)
         if wanted_hash is not None:
-            return next((t for t in by_size if t.hash == wanted_hash), None)
+            return self.find(wanted_hash)
+        by_size = sorted(self._tracks, key=lambda t: t.area, reverse=True)
         return next((t for t in by_size if t.match is None), None)

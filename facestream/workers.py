@@ -87,6 +87,11 @@ def _analyze_image(data: bytes) -> list[Face]:
     return _recognizer.analyze_image(image)
 
 
+def _embed_crops(crops: Sequence[bytes]) -> list[NDArray[np.float32] | None]:
+    assert _recognizer is not None
+    return _recognizer.embed_crops(crops)
+
+
 @dataclass(frozen=True)
 class PoolSettings:
     model: str
@@ -183,6 +188,10 @@ class WorkerPool:
                 return await self._submit(_analyze_image, data)
         finally:
             self._pending_images -= 1
+
+    async def embed_crops(self, crops: Sequence[bytes]) -> list[NDArray[np.float32] | None]:
+        """Embed stored gallery crops with this pool's model (re-embedding)."""
+        return await self._submit(_embed_crops, list(crops))
 
     def close(self) -> None:
         if self._executor is not None:

@@ -36,7 +36,9 @@ async def test_enrollment_is_committed_before_add_returns(tmp_path: Path) -> Non
         assert ident.hash == face_hash(emb)
         # A separate connection (another process, a crash-restart) already sees the row.
         with sqlite3.connect(tmp_path / DB_FILE) as other:
-            rows = other.execute("SELECT hash, name, model FROM identities").fetchall()
+            rows = other.execute(
+                "SELECT hash, name, model FROM identities JOIN samples ON identity = hash"
+            ).fetchall()
         assert rows == [(ident.hash, "Ada", "Dlib")]
     finally:
         await g.close()
@@ -134,5 +136,7 @@ def test_import_pickle_keeps_prototype_hashes(tmp_path: Path) -> None:
     assert "imported 4 identities" in proc.stdout
     assert proc.returncode == 1  # one invalid entry was skipped and reported
     with sqlite3.connect(data / DB_FILE) as db:
-        rows = db.execute("SELECT hash, model FROM identities ORDER BY hash").fetchall()
+        rows = db.execute(
+            "SELECT hash, model FROM identities JOIN samples ON identity = hash ORDER BY hash"
+        ).fetchall()
     assert rows == sorted([(f"{i:064x}", "Facenet") for i in range(1, 4)] + [("f" * 64, "Facenet")])
