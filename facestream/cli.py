@@ -15,7 +15,7 @@ from typing import Any
 from . import __version__, weights
 from .config import MODELS, Config, ConfigError, load, override
 from .privacy import load_or_create_secret, redact_source
-from .storage import AlreadyEnrolled, Gallery, GalleryError, ModelMismatch
+from .storage import AlreadyEnrolled, Gallery, GalleryError
 
 log = logging.getLogger("facestream")
 
@@ -31,7 +31,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m facestream",
-        description="Live face-recognition streaming server. Subcommand: import-pickle.",
+        description="Live face-recognition streaming server. Other commands: faces "
+        "(list|add|enroll-dir|delete|export|import), reembed --model NAME, import-pickle FILE.",
     )
     p.add_argument("--version", action="version", version=f"facestream {__version__}")
     _common(p)
@@ -63,13 +64,72 @@ def _import_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config(args: argparse.Namespace, **extra: Any) -> Config:
+def _faces_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m facestream faces",
+        description="Manage the gallery from the command line (safe while the server runs).",
+    )
+    _common(p)
+    p.add_argument("--workers", type=int, help="worker processes for embedding")
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="list enrolled identities")
+    add = sub.add_parser("add", help="enroll NAME from one or more photos (or add samples)")
+    add.add_argument("name")
+    add.add_argument("images", nargs="+", type=Path)
+    enroll = sub.add_parser("enroll-dir", help="enroll DIR/Person_Name/*.jpg (LFW layout)")
+    enroll.add_argument("dir", type=Path)
+    delete = sub.add_parser("delete", help="delete an identity")
+    delete.add_argument("hash")
+    export = sub.add_parser("export", help="write the gallery to a JSON file")
+    export.add_argument("file", type=Path)
+    imp = sub.add_parser("import", help="add identities from an exported JSON file")
+    imp.add_argument("file", type=Path)
+    return p
+
+
+def _reembed_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m facestream reembed",
+        description="Rebuild every gallery embedding with another model from the stored face "
+        "crops (nobody re-enrolls; hashes stay). Stop the server first.",
+    )
+    p.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
+    p.add_argument("--data-dir", help="where the gallery and secret live")
+    p.add_argument("--model", required=True, choices=MODELS, help="the model to embed with")
+    p.add_argument("--workers", type=int, help="worker processes for embedding")
+    p.add_argument("--drop-uncropped", action="store_true",
+                   help="remove samples without a stored crop instead of refusing")
+    return p
+
+
+def manage(argv: list[str]) -> int:
+    from . import manage as m
+
+    out = sys.stdout
+    if argv[0] == "reembed":
+        args = _reembed_parser().parse_args(argv[1:])
+        config = _config(args, recognition__workers=args.workers, model=False)
+        return asyncio.run(m.cmd_reembed(config, args.model, args.drop_uncropped, out))
+    args = _faces_parser().parse_args(argv[1:])
+    config = _config(args, recognition__workers=args.workers)
+    commands = {
+        "list": lambda: m.cmd_list(config, out),
+        "add": lambda: m.cmd_add(config, args.name, args.images, out),
+        "enroll-dir": lambda: m.cmd_enroll_dir(config, args.dir, out),
+        "delete": lambda: m.cmd_delete(config, args.hash, out),
+        "export": lambda: m.cmd_export(config, args.file, out),
+        "import": lambda: m.cmd_import(config, args.file, out),
+    }
+    return asyncio.run(commands[args.action]())
+
+
+def _config(args: argparse.Namespace, model: bool = True, **extra: Any) -> Config:
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load(path)
     return override(
         config,
         storage__data_dir=args.data_dir,
-        recognition__model=args.model,
+        recognition__model=args.model if model else None,
         **extra,
     )
 
@@ -79,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == "import-pickle":
             return import_pickle(_import_parser().parse_args(argv[1:]))
+        if argv and argv[0] in ("faces", "reembed"):
+            return manage(argv)
         args = _serve_parser().parse_args(argv)
         config = _config(
             args,
@@ -91,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    except (weights.WeightsError, ModelMismatch) as exc:
+    except (weights.WeightsError, GalleryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,263 @@
+"""Face management: several samples per identity, merge, "not this person", email lookup,
+and changes showing everywhere without a restart. Real model, real photos, real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient
+
+from facestream.config import Config
+from facestream.server import create_app
+from facestream.storage import DB_FILE, Gallery
+
+from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3, TALKING_HEAD
+from .test_live import wait_for
+
+Client = TestClient[Any, Any]
+
+
+def form(field: str, path: Path, **fields: str) -> FormData:
+    f = FormData()
+    f.add_field(field, io.BytesIO(path.read_bytes()), filename=path.name)
+    for k, v in fields.items():
+        f.add_field(k, v)
+    return f
+
+
+async def enroll(client: Client, path: Path, name: str, **fields: str) -> str:
+    resp = await client.post("/faces", data=form("image", path, name=name, **fields))
+    assert resp.status == 201, await resp.text()
+    return str((await resp.json())["hash"])
+
+
+async def identify(client: Client, path: Path) -> dict[str, Any]:
+    resp = await client.post("/process-frame", data=form("frame", path))
+    assert resp.status == 200
+    return dict(await resp.json())
+
+
+async def test_samples_are_added_listed_served_and_removed(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    client = await aiohttp_client(create_app(config_factory()))
+    obama = await enroll(client, OBAMA, "Barack")
+    resp = await client.post(f"/faces/{obama}/samples", data=form("image", OBAMA2))
+    assert resp.status == 201
+    added = await resp.json()
+    assert added["hash"] == obama  # the identity keeps its hash
+
+    ident = await (await client.get(f"/faces/{obama}")).json()
+    assert [s["source"] for s in ident["samples"]] == ["upload", "upload"]
+    for url in (ident["thumbnail"], f"/faces/{obama}/samples/{added['id']}/crop"):
+        resp = await client.get(url)
+        assert resp.status == 200 and resp.content_type == "image/jpeg"
+        crop = cv2.imdecode(np.frombuffer(await resp.read(), np.uint8), cv2.IMREAD_COLOR)
+        assert crop.shape == (160, 160, 3)  # the aligned face crop kept for re-embedding
+
+    # Another person's face is refused as a sample, naming who it is.
+    biden = await enroll(client, BIDEN, "Joe")
+    resp = await client.post(f"/faces/{obama}/samples", data=form("image", BIDEN2))
+    assert resp.status == 409 and (await resp.json())["hash"] == biden
+
+    first = ident["samples"][0]["id"]
+    resp = await client.delete(f"/faces/{obama}/samples/{first}")
+    assert resp.status == 200
+    assert (await identify(client, OBAMA3))["hash"] == obama  # still recognised, same hash
+    resp = await client.delete(f"/faces/{obama}/samples/{added['id']}")
+    assert resp.status == 409  # the last sample: delete the identity instead
+    assert (await client.delete(f"/faces/{obama}/samples/999999")).status == 404
+    assert (await client.post(f"/faces/{'a' * 64}/samples", data=form("image", OBAMA2))).status == 404
+
+
+async def test_merge_moves_samples_and_changes_recognition(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    client = await aiohttp_client(create_app(config_factory()))
+    obama = await enroll(client, OBAMA, "Barack")
+    biden = await enroll(client, BIDEN, "Joe")
+    assert (await identify(client, BIDEN2))["hash"] == biden
+
+    resp = await client.post(f"/faces/{obama}/merge", json={"from": biden})
+    assert resp.status == 200
+    merged = await resp.json()
+    assert merged["hash"] == obama and merged["name"] == "Barack"
+    assert len(merged["samples"]) == 2
+    listing = await (await client.get("/faces")).json()
+    assert [f["hash"] for f in listing["faces"]] == [obama]
+    # The merged samples now recognise that face as the surviving identity.
+    assert (await identify(client, BIDEN2))["hash"] == obama
+    assert (await client.post(f"/faces/{obama}/merge", json={"from": biden})).status == 404
+    assert (await client.post(f"/faces/{obama}/merge", json={"from": obama})).status == 400
+    assert (await client.post(f"/faces/{obama}/merge", json={})).status == 400
+
+
+async def test_find_by_email_without_storing_it(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    client = await aiohttp_client(create_app(config_factory()))
+    joe = await enroll(client, BIDEN, "Joe", email="joe@example.org")
+    await enroll(client, OBAMA, "Barack")
+    found = await (await client.get("/faces", params={"email": " Joe@Example.org"})).json()
+    assert [f["hash"] for f in found["faces"]] == [joe]
+    none = await (await client.get("/faces", params={"email": "nobody@example.org"})).json()
+    assert none["faces"] == []
+
+
+async def test_not_this_person_removes_the_sample_behind_a_wrong_match(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    """A photo of somebody else was added to an identity by mistake; the live view then
+    names a stranger. "Not X" removes exactly that sample."""
+    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD, workers=2)))
+
+    async def live() -> dict[str, Any] | None:
+        body = await (await client.get("/hash")).json()
+        return body if body["hash"] else None
+
+    await wait_for(live, 20)
+    obama = await enroll(client, OBAMA, "Barack")
+    # The wrong sample: the stranger in view added to Barack.
+    resp = await client.post(f"/faces/{obama}/samples", json={"from_live": True})
+    assert resp.status == 201, await resp.text()
+    wrong = (await resp.json())["id"]
+
+    async def named_barack() -> dict[str, Any] | None:
+        body = await (await client.get("/hash")).json()
+        return body if body["name"] == "Barack" else None
+
+    shown = await wait_for(named_barack, 10)
+    resp = await client.post("/live/not", json={"hash": shown["hash"]})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["removed_sample"] == wrong
+    ident = await (await client.get(f"/faces/{obama}")).json()
+    assert [s["id"] for s in ident["samples"]] != [] and wrong not in [s["id"] for s in ident["samples"]]
+    body = await (await client.get("/hash")).json()
+    assert body["name"] != "Barack" and body["known"] is False
+    resp = await client.post("/live/not", json={"hash": body["hash"]})
+    assert resp.status == 422  # not a recognised face any more
+
+
+async def test_changes_from_the_command_line_reach_the_running_server(
+    aiohttp_client: Any, config_factory: Callable[..., Config], tmp_path: Path
+) -> None:
+    cfg = config_factory()
+    client = await aiohttp_client(create_app(cfg))
+    ws = await client.ws_connect("/ws")
+    await ws.receive_json(timeout=10)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "facestream", "faces", "--data-dir", cfg.storage.data_dir,
+        "--workers", "1", "add", "Joe Biden", str(BIDEN), str(BIDEN2),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert "2 samples added" in out.decode()
+    while True:
+        msg = await ws.receive_json(timeout=10)
+        if msg["type"] == "gallery":
+            assert msg["event"] == "reloaded"
+            break
+
+    async def both_samples() -> bool:
+        listing = await (await client.get("/faces")).json()
+        return [(f["name"], len(f["samples"])) for f in listing["faces"]] == [("Joe Biden", 2)]
+
+    await wait_for(both_samples, 5)  # the command commits each sample as it goes
+    body = await identify(client, BIDEN)
+    assert body["known"] and body["name"] == "Joe Biden"
+    await ws.close()
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "facestream", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes,
+                                              monkeypatch: Any) -> None:
+    people = tmp_path / "people"
+    for person, images in {"Barack_Obama": [OBAMA, OBAMA2, OBAMA3],
+                           "Joe_Biden": [BIDEN, BIDEN2]}.items():
+        (people / person).mkdir(parents=True)
+        for img in images:
+            (people / person / img.name).write_bytes(img.read_bytes())
+    (people / "Joe_Biden" / "flag.png").write_bytes(no_face_png)
+    (people / "Joe_Biden" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    data = tmp_path / "data"
+
+    proc = run_cli("faces", "--data-dir", str(data), "enroll-dir", str(people), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "flag.png: no face found" in proc.stdout
+    assert "broken.jpg: not an image" in proc.stdout
+    assert "2 people: 5 samples added, 2 images skipped" in proc.stdout
+
+    listing = run_cli("faces", "--data-dir", str(data), "list", cwd=tmp_path).stdout
+    assert "3 samples" in listing and "Barack Obama" in listing and "Joe Biden" in listing
+
+    export = tmp_path / "gallery.json"
+    assert run_cli("faces", "--data-dir", str(data), "export", str(export), cwd=tmp_path
+                   ).returncode == 0
+    other = tmp_path / "other"
+    proc = run_cli("faces", "--data-dir", str(other), "import", str(export), cwd=tmp_path)
+    assert "imported 2 identities" in proc.stdout
+    assert run_cli("faces", "--data-dir", str(other), "list", cwd=tmp_path).stdout == listing
+
+    # Re-embed for another model from the stored crops: a stand-in ONNX graph under
+    # Facenet's name (see test_weights.py), so this proves the wiring, not Facenet itself.
+    from .test_weights import build_standin_onnx
+
+    home = tmp_path / "home"
+    build_standin_onnx(home / ".deepface" / "weights" / "facenet_weights.onnx")
+    monkeypatch.setenv("DEEPFACE_HOME", str(home))
+    with sqlite3.connect(data / DB_FILE) as db:
+        before = db.execute("SELECT hash FROM identities ORDER BY hash").fetchall()
+    proc = run_cli("reembed", "--data-dir", str(data), "--model", "Facenet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "re-embedded 5 samples with Facenet" in proc.stdout
+    with sqlite3.connect(data / DB_FILE) as db:
+        assert db.execute("SELECT hash FROM identities ORDER BY hash").fetchall() == before
+        assert db.execute("SELECT DISTINCT model FROM samples").fetchall() == [("Facenet",)]
+
+    # Serving with the old model now says exactly what to run.
+    proc = run_cli("--data-dir", str(data), "--port", "0", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "python -m facestream reembed --model Dlib" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+async def test_version_1_gallery_is_migrated(tmp_path: Path) -> None:
+    emb = np.random.default_rng(1).normal(size=128).astype("<f4")
+    emb /= np.linalg.norm(emb)
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        db.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE identities (hash TEXT PRIMARY KEY, name TEXT NOT NULL, email_hmac "
+            "TEXT, model TEXT NOT NULL, dim INTEGER NOT NULL, embedding BLOB NOT NULL, "
+            "created_at REAL NOT NULL, updated_at REAL NOT NULL);"
+            "CREATE INDEX identities_email ON identities (email_hmac);"
+        )
+        db.execute("INSERT INTO identities VALUES ('h1', 'Ada', 'x', 'Dlib', 128, ?, 1, 1)",
+                   (emb.tobytes(),))
+    g = await Gallery.open(tmp_path, "Dlib", 0.905, b"s" * 32)
+    try:
+        (ident,) = g.list()
+        assert ident.hash == "h1" and ident.name == "Ada" and ident.has_email
+        assert len(ident.samples) == 1 and ident.samples[0].source == "import"
+        match = g.index.match(emb, 0.905)
+        assert match is not None and match.hash == "h1"
+    finally:
+        await g.close()
+
+
+
