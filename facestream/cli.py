@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, weights
-from .config import MODELS, Config, ConfigError, load, override
+from .config import DETECTORS, MODELS, Config, ConfigError, load, override
 from .privacy import load_or_create_secret, redact_source
 from .storage import AlreadyEnrolled, Gallery, GalleryError
 
@@ -32,7 +32,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m facestream",
         description="Live face-recognition streaming server. Other commands: faces "
-        "(list|add|enroll-dir|delete|export|import), reembed --model NAME, import-pickle FILE.",
+        "(list|add|enroll-dir|delete|export|import), reembed --model NAME, evaluate PATH, "
+        "import-pickle FILE.",
     )
     p.add_argument("--version", action="version", version=f"facestream {__version__}")
     _common(p)
@@ -102,6 +103,51 @@ def _reembed_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m facestream evaluate",
+        description="Measure verification accuracy on labelled faces (an LFW-format folder "
+        "with pairs.txt, or Person/*.jpg folders) with the server's own pipeline, and "
+        "suggest a threshold.",
+    )
+    p.add_argument("path", type=Path)
+    _common(p)
+    p.add_argument("--detector", choices=DETECTORS, help="face detector")
+    p.add_argument("--pairs", type=int, help="use at most this many pairs (half same, half "
+                   "different)")
+    p.add_argument("--out", type=Path, default=Path("evaluation"),
+                   help="folder for report.json, roc.png, histogram.png (default: evaluation)")
+    p.add_argument("--workers", type=int, help="worker processes")
+    p.add_argument("--seed", type=int, default=0, help="seed for pair sampling and folds")
+    p.add_argument("--apply", action="store_true",
+                   help="write the suggested threshold for this model into the config file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def evaluate(argv: list[str]) -> int:
+    from . import evaluate as ev
+
+    args = _evaluate_parser().parse_args(argv)
+    config = _config(args, recognition__workers=args.workers,
+                     recognition__detector=args.detector)
+    if args.pairs is not None and args.pairs < 2:
+        print("error: --pairs must be at least 2", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(ev.run(config, args.path, args.out, args.pairs, args.seed,
+                                    not args.quiet, sys.stdout))
+    except ev.DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.apply:
+        path = Path(args.config) if args.config else DEFAULT_CONFIG
+        ev.apply_threshold(path, config.recognition.model, report["best_threshold"])
+        print(f"set recognition.thresholds.{config.recognition.model} = "
+              f"{report['best_threshold']} in {path}")
+    return 0
+
+
 def manage(argv: list[str]) -> int:
     from . import manage as m
 
@@ -141,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return import_pickle(_import_parser().parse_args(argv[1:]))
         if argv and argv[0] in ("faces", "reembed"):
             return manage(argv)
+        if argv and argv[0] == "evaluate":
+            return evaluate(argv[1:])
         args = _serve_parser().parse_args(argv)
         config = _config(
             args,
@@ -166,7 +214,8 @@ def serve(config: Config, log_level: str = "INFO") -> int:
         level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     weights.provision()
-    weights.check(config.recognition.model)  # fail in one line before anything starts
+    # Fail in one line before anything starts.
+    weights.check(config.recognition.model, config.recognition.detector)
     try:
         import uvloop
 

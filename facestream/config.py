@@ -31,6 +31,8 @@ DEFAULT_THRESHOLDS: Final[Mapping[str, float]] = {
     "GhostFaceNet": 0.35,
 }
 MODELS: Final = tuple(DEFAULT_THRESHOLDS)
+#: Face detectors (see recognition.DETECTORS, which must match).
+DETECTORS: Final = ("hog", "cnn", "haar")
 
 
 class ConfigError(ValueError):
@@ -63,6 +65,8 @@ class CameraConfig:
 @dataclass(frozen=True)
 class RecognitionConfig:
     model: str = "Dlib"
+    #: Face detector: "hog" (dlib HOG), "cnn" (dlib MMOD CNN, slow on a CPU), "haar" (OpenCV).
+    detector: str = "hog"
     workers: int = 2
     #: Frames are scaled so their longest side is at most this before face detection.
     detect_max_side: int = 640
@@ -180,6 +184,11 @@ def validate(config: Config) -> Config:
         (
             r.model in DEFAULT_THRESHOLDS,
             f"recognition.model: unknown model {r.model!r} (known: {', '.join(MODELS)})",
+        ),
+        (
+            r.detector in DETECTORS,
+            f"recognition.detector: unknown detector {r.detector!r} "
+            f"(known: {', '.join(DETECTORS)})",
         ),
         (1 <= r.workers <= 64, f"recognition.workers: expected 1-64, got {r.workers}"),
         (

@@ -55,12 +55,10 @@ async def gallery_of(config: Config, check_model: bool = True) -> AsyncIterator[
 
 @asynccontextmanager
 async def pool_for(config: Config, model: str | None = None) -> AsyncIterator[WorkerPool]:
-    r = config.recognition
-    model = model or r.model
+    settings = PoolSettings.from_config(config, model)
     weights.provision()
-    weights.check(model)
-    pool = WorkerPool(PoolSettings(model, r.workers, r.detect_max_side, r.detect_upsample,
-                                   config.server.max_image_pixels))
+    weights.check(settings.model, settings.detector)
+    pool = WorkerPool(settings)
     await pool.start()
     try:
         yield pool

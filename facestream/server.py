@@ -532,16 +532,8 @@ async def _watch_gallery(gallery: Gallery) -> None:
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     weights.provision()
-    weights.check(cfg.recognition.model)
-    pool = WorkerPool(
-        PoolSettings(
-            model=cfg.recognition.model,
-            workers=cfg.recognition.workers,
-            detect_max_side=cfg.recognition.detect_max_side,
-            detect_upsample=cfg.recognition.detect_upsample,
-            max_image_pixels=cfg.server.max_image_pixels,
-        )
-    )
+    weights.check(cfg.recognition.model, cfg.recognition.detector)
+    pool = WorkerPool(PoolSettings.from_config(cfg))
     await pool.start()
     app[POOL] = pool
     yield

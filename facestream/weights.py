@@ -35,7 +35,14 @@ LANDMARKS_FILE: Final = "shape_predictor_5_face_landmarks.dat"
 _DLIB_PACKAGED: Final = (
     "dlib_face_recognition_resnet_model_v1.dat",
     "shape_predictor_5_face_landmarks.dat",
+    "mmod_human_face_detector.dat",
 )
+#: Files each face detector needs besides the landmarks (see recognition.DETECTORS).
+DETECTOR_FILES: Final[dict[str, str | None]] = {
+    "hog": None,  # built into dlib
+    "cnn": "mmod_human_face_detector.dat",
+    "haar": "haarcascade_frontalface_default.xml",
+}
 _CASCADES: Final = ("haarcascade_frontalface_default.xml", "haarcascade_eye.xml")
 
 
@@ -97,13 +104,16 @@ def provision() -> list[Path]:
     return written
 
 
-def check(model: str) -> None:
-    """Raise WeightsError unless every file ``model`` needs is in the weights folder."""
+def check(model: str, detector: str = "hog") -> None:
+    """Raise WeightsError unless every file ``model`` and ``detector`` need is in the
+    weights folder."""
     folder = weights_dir()
-    for name in (*MODEL_FILES[model], LANDMARKS_FILE):
+    extra = DETECTOR_FILES.get(detector)
+    for name in (*MODEL_FILES[model], LANDMARKS_FILE, *((extra,) if extra else ())):
         if not (folder / name).is_file():
+            who = f"detector {detector}" if name == extra else f"model {model}"
             raise WeightsError(
-                f"model {model} needs the weight file {name} in {folder}: this machine cannot "
+                f"{who} needs the weight file {name} in {folder}: this machine cannot "
                 f"download it, so copy it there (or choose recognition.model = \"Dlib\", whose "
                 f"weights come with the face-recognition-models package)"
             )
@@ -111,3 +121,9 @@ def check(model: str) -> None:
 
 def landmarks_path() -> Path:
     return weights_dir() / LANDMARKS_FILE
+
+
+def detector_path(detector: str) -> Path:
+    name = DETECTOR_FILES[detector]
+    assert name is not None, f"{detector} needs no weight file"
+    return weights_dir() / name

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import recognition
+from .config import Config
 from .recognition import Box, Face, FrameResult, ImageError
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,9 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="facestream-parent-watch", daemon=True).start()
 
 
-def _init_worker(model: str, detect_max_side: int, upsample: int, max_pixels: int) -> None:
+def _init_worker(
+    model: str, detect_max_side: int, upsample: int, max_pixels: int, detector: str
+) -> None:
     global _recognizer, _max_pixels
     _exit_with_parent()
     recognition.configure_environment()
@@ -66,7 +69,7 @@ def _init_worker(model: str, detect_max_side: int, upsample: int, max_pixels: in
 
     cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
     _max_pixels = max_pixels
-    _recognizer = recognition.Recognizer(model, detect_max_side, upsample)
+    _recognizer = recognition.Recognizer(model, detect_max_side, upsample, detector)
 
 
 def _ready() -> int:
@@ -99,6 +102,13 @@ class PoolSettings:
     detect_max_side: int
     detect_upsample: int
     max_image_pixels: int
+    detector: str = "hog"
+
+    @classmethod
+    def from_config(cls, config: Config, model: str | None = None) -> PoolSettings:
+        r = config.recognition
+        return cls(model or r.model, r.workers, r.detect_max_side, r.detect_upsample,
+                   config.server.max_image_pixels, r.detector)
 
 
 class WorkerPool:
@@ -127,7 +137,8 @@ class WorkerPool:
             max_workers=s.workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(s.model, s.detect_max_side, s.detect_upsample, s.max_image_pixels),
+            initargs=(s.model, s.detect_max_side, s.detect_upsample, s.max_image_pixels,
+                      s.detector),
         )
         loop = asyncio.get_running_loop()
         try:
