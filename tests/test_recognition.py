@@ -75,7 +75,7 @@ def test_live_frames_skip_embedding_of_tracked_faces(recognizer: Recognizer) -> 
 
 def test_lfw_slice_verification_accuracy(recognizer: Recognizer) -> None:
     """40 matched + 40 mismatched pairs of the shared LFW subset at the default threshold.
-    (The full 360 pairs are measured by bench/lfw_accuracy.py; see the README.)"""
+    (`python -m facestream evaluate` measures all 360 pairs; see the README.)"""
     root = FACES / "lfw"
     lines = (root / "pairs.txt").read_text().strip().splitlines()[1:]
     pairs = lines[:40] + lines[180:220]
