@@ -67,6 +67,9 @@ class RecognitionConfig:
     model: str = "Dlib"
     #: Face detector: "hog" (dlib HOG), "cnn" (dlib MMOD CNN, slow on a CPU), "haar" (OpenCV).
     detector: str = "hog"
+    #: How an identity with several samples is matched: "centroid" (the normalised mean of
+    #: its samples) or "best" (its most similar sample). See the README for the measurement.
+    matching: str = "centroid"
     workers: int = 2
     #: Frames are scaled so their longest side is at most this before face detection.
     detect_max_side: int = 640
@@ -189,6 +192,10 @@ def validate(config: Config) -> Config:
             r.detector in DETECTORS,
             f"recognition.detector: unknown detector {r.detector!r} "
             f"(known: {', '.join(DETECTORS)})",
+        ),
+        (
+            r.matching in ("centroid", "best"),
+            f"recognition.matching: expected \"centroid\" or \"best\", got {r.matching!r}",
         ),
         (1 <= r.workers <= 64, f"recognition.workers: expected 1-64, got {r.workers}"),
         (

@@ -45,7 +45,7 @@ async def gallery_of(config: Config, check_model: bool = True) -> AsyncIterator[
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = load_or_create_secret(data_dir, config.storage.secret)
     r = config.recognition
-    gallery = await Gallery.open(data_dir, r.model, r.threshold(), secret,
+    gallery = await Gallery.open(data_dir, r.model, r.threshold(), secret, r.matching,
                                  check_model=check_model)
     try:
         yield gallery

@@ -505,9 +505,8 @@ async def _gallery_ctx(app: web.Application) -> AsyncIterator[None]:
     data_dir = cfg.data_path
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     app[SECRET] = load_or_create_secret(data_dir, cfg.storage.secret)
-    gallery = await Gallery.open(
-        data_dir, cfg.recognition.model, cfg.recognition.threshold(), app[SECRET]
-    )
+    r = cfg.recognition
+    gallery = await Gallery.open(data_dir, r.model, r.threshold(), app[SECRET], r.matching)
     app[GALLERY] = gallery
     watcher = asyncio.create_task(_watch_gallery(gallery))
     yield

@@ -153,7 +153,8 @@ class Gallery:
     """Enrolled identities for one model. Create with ``await Gallery.open(...)``."""
 
     def __init__(
-        self, path: Path, model: str, threshold: float, secret: bytes, strategy: str = "best"
+        self, path: Path, model: str, threshold: float, secret: bytes,
+        strategy: str = "centroid",
     ) -> None:
         self.path = path
         self.model = model
@@ -178,7 +179,7 @@ class Gallery:
         model: str,
         threshold: float,
         secret: bytes,
-        strategy: str = "best",
+        strategy: str = "centroid",
         check_model: bool = True,
     ) -> Gallery:
         gallery = cls(data_dir / DB_FILE, model, threshold, secret, strategy)
