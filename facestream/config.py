@@ -190,8 +190,8 @@ def validate(config: Config) -> Config:
         ),
         (
             r.detector in DETECTORS,
-            f"recognition.detector: unknown detector {r.detector!r} "
-            f"(known: {', '.join(DETECTORS)})",
+            (f"recognition.detector: unknown detector {r.detector!r} "
+            f"(known: {', '.join(DETECTORS)})"),
         ),
         (
             r.matching in ("centroid", "best"),

@@ -353,8 +353,8 @@ class Gallery:
     async def crop(self, face: str, sample_id: int | None = None) -> bytes | None:
         """A sample's aligned face crop (JPEG); without ``sample_id``, the first one."""
         if sample_id is None:
-            sql, params = ("SELECT crop FROM samples WHERE identity = ? AND crop IS NOT NULL "
-                           "ORDER BY id LIMIT 1", (face,))
+            sql, params = (("SELECT crop FROM samples WHERE identity = ? AND crop IS NOT NULL "
+                           "ORDER BY id LIMIT 1"), (face,))
         else:
             sql, params = ("SELECT crop FROM samples WHERE identity = ? AND id = ?",
                            (face, sample_id))
@@ -399,8 +399,8 @@ class Gallery:
         if source not in SOURCES:
             raise GalleryError(f"unknown sample source {source!r}")
         return (
-            "INSERT INTO samples (identity, model, dim, embedding, crop, source, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("INSERT INTO samples (identity, model, dim, embedding, crop, source, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)"),
             (face, self.model, int(emb.shape[0]), _blob(emb), crop, source, now),
         )
 
@@ -431,8 +431,8 @@ class Gallery:
                 raise AlreadyEnrolled(match.hash, match.name, match.similarity)
             now = time.time()
             _, sid = await self._run(self._write_sync, [
-                ("INSERT INTO identities (hash, name, email_hmac, created_at, updated_at) "
-                 "VALUES (?, ?, ?, ?, ?)", (face, name, digest, now, now)),
+                (("INSERT INTO identities (hash, name, email_hmac, created_at, updated_at) "
+                 "VALUES (?, ?, ?, ?, ?)"), (face, name, digest, now, now)),
                 self._sample_sql(face, emb, crop, source, now),
             ])
             ident = Identity(face, name, self.model, now, digest is not None,
@@ -507,9 +507,9 @@ class Gallery:
             now = time.time()
             await self._run(self._write_sync, [
                 ("UPDATE samples SET identity = ? WHERE identity = ?", (target, source)),
-                ("UPDATE identities SET updated_at = ?, email_hmac = "
+                (("UPDATE identities SET updated_at = ?, email_hmac = "
                  "COALESCE(email_hmac, (SELECT email_hmac FROM identities WHERE hash = ?)) "
-                 "WHERE hash = ?", (now, source, target)),
+                 "WHERE hash = ?"), (now, source, target)),
                 ("DELETE FROM identities WHERE hash = ?", (source,)),
             ])
             for sid, face in self._owner.items():
@@ -566,8 +566,8 @@ class Gallery:
             for sid, e in embeddings.items()
         ]
         statements += [("DELETE FROM samples WHERE id = ?", (sid,)) for sid in drop]
-        statements.append(("DELETE FROM identities WHERE hash NOT IN "
-                           "(SELECT DISTINCT identity FROM samples)", ()))
+        statements.append((("DELETE FROM identities WHERE hash NOT IN "
+                           "(SELECT DISTINCT identity FROM samples)"), ()))
         async with self._lock:
             await self._run(self._write_sync, statements)
             self.model = model
