@@ -126,6 +126,10 @@ async def test_websocket_pushes_arrivals_departures_and_live_enrollment(
     # Back in view: the same unknown person gets the same provisional hash back.
     again = await next_hash_message()
     assert again["hash"] == arrived["hash"]
+    log = (await (await client.get("/events")).json())["events"]
+    kinds = [(e["event"], e["hash"]) for e in log]
+    assert ("arrived", arrived["hash"]) in kinds and ("left", arrived["hash"]) in kinds
+    assert [e["at"] for e in log] == sorted((e["at"] for e in log), reverse=True)
 
     resp = await client.post("/faces", json={"from_live": True, "name": "Alexandria"})
     assert resp.status == 201, await resp.text()
