@@ -70,13 +70,22 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every error answers JSON ``{"error": ...}``; unexpected ones are logged, not leaked."""
+    """Every error answers JSON ``{"error": ...}``: gallery refusals map to their statuses
+    here, in one place; unexpected errors are logged, not leaked."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return _error(exc.status, exc.text or exc.reason or "error")
+    except AlreadyEnrolled as exc:  # also BelongsToOther: the face is somebody else
+        return _error(409, str(exc), hash=exc.hash, name=exc.name)
+    except NotFound as exc:
+        return _error(404, str(exc))
+    except LastSample as exc:
+        return _error(409, str(exc))
+    except GalleryError as exc:
+        return _error(400, str(exc))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
@@ -373,12 +382,7 @@ async def enroll(request: web.Request) -> web.Response:
         face = await _uploaded_face(request, data)
         embedding, crop, source = face.embedding, face.crop_jpeg, "upload"
     assert embedding is not None
-    try:
-        ident = await gallery.add(name, embedding, email=email, crop=crop, source=source)
-    except AlreadyEnrolled as exc:
-        return _error(409, str(exc), hash=exc.hash, name=exc.name)
-    except GalleryError as exc:
-        return _error(400, str(exc))
+    ident = await gallery.add(name, embedding, email=email, crop=crop, source=source)
     return web.json_response({"hash": ident.hash, "name": ident.name}, status=201)
 
 
@@ -406,12 +410,7 @@ async def add_sample(request: web.Request) -> web.Response:
         uploaded = await _uploaded_face(request, data)
         embedding, crop, source = uploaded.embedding, uploaded.crop_jpeg, "upload"
     assert embedding is not None
-    try:
-        sample = await gallery.add_sample(face, embedding, crop=crop, source=source)
-    except AlreadyEnrolled as exc:
-        return _error(409, str(exc), hash=exc.hash, name=exc.name)
-    except NotFound as exc:
-        return _error(404, str(exc))
+    sample = await gallery.add_sample(face, embedding, crop=crop, source=source)
     return web.json_response({"hash": face, "id": sample.id}, status=201)
 
 
@@ -421,12 +420,7 @@ async def delete_sample(request: web.Request) -> web.Response:
         sample_id = int(request.match_info["sample"])
     except ValueError:
         return _error(404, "sample ids are integers")
-    try:
-        await request.app[GALLERY].delete_sample(face, sample_id)
-    except NotFound as exc:
-        return _error(404, str(exc))
-    except LastSample as exc:
-        return _error(409, str(exc))
+    await request.app[GALLERY].delete_sample(face, sample_id)
     return web.json_response({"deleted": sample_id, "hash": face})
 
 
@@ -437,12 +431,7 @@ async def merge_faces(request: web.Request) -> web.Response:
     source = body.get("from")
     if not isinstance(source, str) or not source:
         return _error(400, 'send {"from": <hash of the identity to merge in>}')
-    try:
-        merged = await request.app[GALLERY].merge(target, source)
-    except NotFound as exc:
-        return _error(404, str(exc))
-    except GalleryError as exc:
-        return _error(400, str(exc))
+    merged = await request.app[GALLERY].merge(target, source)
     return web.json_response(merged.to_json())
 
 
@@ -476,20 +465,12 @@ async def rename_face(request: web.Request) -> web.Response:
     body = await _json_body(request, '{"name": "..."}')
     if "name" not in body:
         return _error(400, 'send JSON {"name": "..."}')
-    try:
-        ident = await request.app[GALLERY].rename(face, body["name"])
-    except NotFound as exc:
-        return _error(404, str(exc))
-    except GalleryError as exc:
-        return _error(400, str(exc))
+    ident = await request.app[GALLERY].rename(face, body["name"])
     return web.json_response(ident.to_json())
 
 
 async def delete_face(request: web.Request) -> web.Response:
-    try:
-        ident = await request.app[GALLERY].delete(_face_param(request))
-    except NotFound as exc:
-        return _error(404, str(exc))
+    ident = await request.app[GALLERY].delete(_face_param(request))
     return web.json_response({"deleted": ident.hash, "name": ident.name})
 
 
