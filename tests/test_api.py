@@ -33,6 +33,15 @@ async def client(aiohttp_client: Any, config_factory: Callable[..., Config]) -> 
     return await aiohttp_client(create_app(cfg))
 
 
+def huge_canvas_png() -> bytes:
+    """An 80 KB PNG whose canvas is 81 megapixels: refused before it is decoded."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def upload(field: str, data: bytes, filename: str = "face.jpg", **fields: str) -> FormData:
     form = FormData()
     form.add_field(field, io.BytesIO(data), filename=filename,
@@ -84,6 +93,7 @@ async def test_bad_uploads_get_clear_errors_and_the_server_keeps_serving(
         (upload("image", OBAMA.read_bytes()), 400, "missing form field 'frame'"),
         ({"frame": "!!!not base64!!!"}, 400, "base64"),
         (upload("frame", b"\xff" * (3 * 1024 * 1024)), 413, ""),
+        (upload("frame", huge_canvas_png()), 413, "9000x9000"),
     ]
     for data, status, text in cases:
         resp = await client.post("/process-frame", data=data)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from .conftest import OBAMA, OBAMA3, free_port
+from .conftest import OBAMA, OBAMA3, TALKING_HEAD, free_port
 from .test_live import read_part
 
 
@@ -185,5 +185,27 @@ async def test_workers_exit_when_the_server_is_killed(
         while time.monotonic() < deadline and any(_alive(p) for p in workers):
             await asyncio.sleep(0.1)
         assert not any(_alive(p) for p in workers)
+    finally:
+        server.stop()
+
+
+async def test_sigterm_closes_websockets_with_going_away_and_ends_streams(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    server = Server(TALKING_HEAD, tmp_path / "data", tmp_path, workers=1)
+    try:
+        await server.wait_ready(session)
+        async with session.ws_connect(server.url + "/ws") as ws, \
+                session.get(server.url + "/streaming") as stream:
+            assert (await ws.receive_json(timeout=10))["type"] == "snapshot"
+            await read_part(stream)
+            server.proc.send_signal(signal.SIGTERM)
+            while True:
+                msg = await ws.receive(timeout=15)
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    break
+            assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
+            await asyncio.wait_for(stream.content.read(), 15)  # the stream ends too
+        assert server.proc.wait(15) == 0
     finally:
         server.stop()

@@ -202,3 +202,4 @@ async def test_slow_viewer_does_not_slow_the_others(
     assert await metric(client, "facestream_frames_encoded_total") <= captured + 1
     fast.close()
     writer.close()
+
