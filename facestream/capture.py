@@ -13,6 +13,7 @@ results over through ``deliver`` (thread-safe, e.g. ``loop.call_soon_threadsafe`
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,12 @@ from .privacy import redact_source
 from .tracking import FaceView
 
 log = logging.getLogger(__name__)
+
+# OpenCV and FFmpeg would print a warning of their own at every reconnection attempt (and
+# FFmpeg's messages can quote the source); facestream logs each attempt itself, once, with the
+# credentials redacted. Errors still come through.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 NO_SIGNAL_SIZE: Final = (640, 360)
 #: How often a "no signal" frame is sent while the source is down.
