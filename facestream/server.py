@@ -344,12 +344,15 @@ async def thumbnail(request: web.Request) -> web.Response:
     return await _jpeg(await request.app[GALLERY].crop(face), f"no face crop stored for {face}")
 
 
-async def sample_crop(request: web.Request) -> web.Response:
-    face = _face_param(request)
+def _sample_param(request: web.Request) -> int:
     try:
-        sample_id = int(request.match_info["sample"])
+        return int(request.match_info["sample"])
     except ValueError:
-        return _error(404, "sample ids are integers")
+        raise _http(404, "sample ids are integers") from None
+
+
+async def sample_crop(request: web.Request) -> web.Response:
+    face, sample_id = _face_param(request), _sample_param(request)
     crop = await request.app[GALLERY].crop(face, sample_id)
     return await _jpeg(crop, f"no crop stored for sample {sample_id} of {face}")
 
@@ -415,11 +418,7 @@ async def add_sample(request: web.Request) -> web.Response:
 
 
 async def delete_sample(request: web.Request) -> web.Response:
-    face = _face_param(request)
-    try:
-        sample_id = int(request.match_info["sample"])
-    except ValueError:
-        return _error(404, "sample ids are integers")
+    face, sample_id = _face_param(request), _sample_param(request)
     await request.app[GALLERY].delete_sample(face, sample_id)
     return web.json_response({"deleted": sample_id, "hash": face})
 

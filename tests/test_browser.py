@@ -119,13 +119,8 @@ async def talking_head(
 ) -> AsyncIterator[Server]:
     """The server on an 8 s clip of one person talking, looping: a face is always in view."""
     tmp = tmp_path_factory.mktemp("browser")
-    server = Server(TALKING_HEAD, tmp / "data", tmp)
-    try:
-        await server.wait_ready(session)
+    async for server in _serving(session, Server(TALKING_HEAD, tmp / "data", tmp)):
         yield server
-    finally:
-        code = server.stop()
-    assert code == 0, server.log.read_text()[-3000:]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -137,6 +132,12 @@ async def coming_and_going(
     """The server on 3 s of a face, then 3 s of nobody, looping."""
     tmp = tmp_path_factory.mktemp("browser-events")
     server = Server(face_then_empty_video, tmp / "data", tmp, workers=1)
+    async for running in _serving(session, server):
+        yield running
+
+
+async def _serving(session: aiohttp.ClientSession, server: Server) -> AsyncIterator[Server]:
+    """Yield ``server`` once it answers; afterwards it must have shut down cleanly."""
     try:
         await server.wait_ready(session)
         yield server
