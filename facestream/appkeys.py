@@ -15,7 +15,6 @@ from .workers import WorkerPool
 
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
-SECRET = web.AppKey("secret", bytes)
 GALLERY = web.AppKey("gallery", Gallery)
 POOL = web.AppKey("pool", WorkerPool)
 HUB = web.AppKey("hub", FrameHub)

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__, weights
 from .config import DETECTORS, MODELS, Config, ConfigError, load, override
-from .privacy import load_or_create_secret, redact_source
+from .privacy import redact_source
 from .storage import AlreadyEnrolled, Gallery, GalleryError
 
 log = logging.getLogger("facestream")
@@ -282,10 +282,7 @@ def import_pickle(args: argparse.Namespace) -> int:
 
 
 async def _import_entries(config: Config, model: str, entries: list[Any], prefix: str) -> int:
-    data_dir = config.data_path
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    secret = load_or_create_secret(data_dir, config.storage.secret)
-    gallery = await Gallery.open(data_dir, model, config.recognition.threshold(model), secret)
+    gallery = await Gallery.for_config(config, model)
     added = duplicates = invalid = 0
     try:
         for i, entry in enumerate(entries, 1):
@@ -300,6 +297,6 @@ async def _import_entries(config: Config, model: str, entries: list[Any], prefix
                 invalid += 1
     finally:
         await gallery.close()
-    print(f"imported {added} identities into {data_dir} ({model}); "
+    print(f"imported {added} identities into {config.data_path} ({model}); "
           f"{duplicates} already enrolled, {invalid} invalid entries skipped")
     return 0 if invalid == 0 else 1

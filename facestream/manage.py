@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from . import weights
 from .config import Config
-from .privacy import load_or_create_secret
 from .recognition import Face, ImageError
 from .storage import AlreadyEnrolled, Gallery, GalleryError, Identity, NotFound
 from .workers import PoolSettings, WorkerPool
@@ -41,12 +40,7 @@ IMAGE_SUFFIXES: Final = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tif
 
 @asynccontextmanager
 async def gallery_of(config: Config, check_model: bool = True) -> AsyncIterator[Gallery]:
-    data_dir = config.data_path
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    secret = load_or_create_secret(data_dir, config.storage.secret)
-    r = config.recognition
-    gallery = await Gallery.open(data_dir, r.model, r.threshold(), secret, r.matching,
-                                 check_model=check_model)
+    gallery = await Gallery.for_config(config, check_model=check_model)
     try:
         yield gallery
     finally:

@@ -29,7 +29,6 @@ from .appkeys import (
     METRICS,
     PIPELINE,
     POOL,
-    SECRET,
     STATE,
 )
 from .capture import Capture
@@ -38,7 +37,6 @@ from .hub import FrameHub
 from .identity import face_hash
 from .metrics import CONTENT_TYPE, Metrics
 from .pipeline import LivePipeline
-from .privacy import load_or_create_secret
 from .recognition import Face, ImageError
 from .state import LiveState
 from .storage import (
@@ -481,12 +479,7 @@ async def events(request: web.Request) -> web.Response:
 
 
 async def _gallery_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[CONFIG]
-    data_dir = cfg.data_path
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    app[SECRET] = load_or_create_secret(data_dir, cfg.storage.secret)
-    r = cfg.recognition
-    gallery = await Gallery.open(data_dir, r.model, r.threshold(), app[SECRET], r.matching)
+    gallery = await Gallery.for_config(app[CONFIG])
     app[GALLERY] = gallery
     watcher = asyncio.create_task(_watch_gallery(gallery))
     yield

@@ -27,8 +27,9 @@ from typing import Any, Final, TypeVar
 
 import numpy as np
 
+from .config import Config
 from .identity import Embedding, GalleryIndex, face_hash, normalize
-from .privacy import email_digest
+from .privacy import email_digest, load_or_create_secret
 
 T = TypeVar("T")
 
@@ -190,6 +191,20 @@ class Gallery:
             raise
         gallery._rebuild_index()
         return gallery
+
+    @classmethod
+    async def for_config(
+        cls, config: Config, model: str | None = None, check_model: bool = True
+    ) -> Gallery:
+        """The gallery in ``config``'s data dir (created private, with its secret) for
+        ``model`` (default: the configured one), with that model's threshold."""
+        data_dir = config.data_path
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = load_or_create_secret(data_dir, config.storage.secret)
+        r = config.recognition
+        model = model or r.model
+        return await cls.open(data_dir, model, r.threshold(model), secret, r.matching,
+                              check_model=check_model)
 
     # -- writer thread ---------------------------------------------------------------------
 
