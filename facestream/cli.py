@@ -213,8 +213,9 @@ def serve(config: Config, log_level: str = "INFO") -> int:
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The worker pool checks its weights too, but only after the gallery is open: fail in
+    # one line here before anything starts (or is created in the data dir).
     weights.provision()
-    # Fail in one line before anything starts.
     weights.check(config.recognition.model, config.recognition.detector)
     try:
         import uvloop

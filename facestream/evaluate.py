@@ -30,12 +30,10 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from . import weights
 from .config import Config
-from .recognition import ImageError
-from .workers import PoolSettings, WorkerPool
+from .manage import faces_in, pool_for
+from .workers import WorkerPool
 
-IMAGE_SUFFIXES: Final = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 FOLDS: Final = 10
 FARS: Final = (1e-2, 1e-3)
 
@@ -121,18 +119,11 @@ async def embed_images(
 
     async def one(i: int, path: Path) -> None:
         async with sem:
-            try:
-                faces = await pool.analyze_image(path.read_bytes())
-            except OSError as exc:
-                failures[str(path)] = f"cannot read ({exc.strerror})"
-                faces = []
-            except ImageError as exc:
-                failures[str(path)] = exc.message
-                faces = []
-        if faces:
+            faces = await faces_in(pool, path)
+        if isinstance(faces, str):
+            failures[str(path)] = faces
+        else:
             out[i] = faces[0].embedding
-        elif str(path) not in failures:
-            failures[str(path)] = "no face found"
         bar.update(1)
 
     t0 = time.perf_counter()
@@ -257,15 +248,8 @@ async def run(config: Config, root: Path, out_dir: Path, limit: int | None, seed
               show_progress: bool, stream: TextIO) -> dict[str, Any]:
     r = config.recognition
     data = load_dataset(root, limit, seed)
-    settings = PoolSettings.from_config(config)
-    weights.provision()
-    weights.check(settings.model, settings.detector)
-    pool = WorkerPool(settings)
-    await pool.start()
-    try:
+    async with pool_for(config) as pool:
         embs, failures, seconds = await embed_images(pool, data.images, show_progress)
-    finally:
-        pool.close()
     sims, same = similarities(embs, data.pairs)
     configured = r.threshold()
     suggested = best_threshold(sims, same)
@@ -295,7 +279,7 @@ async def run(config: Config, root: Path, out_dir: Path, limit: int | None, seed
         "images_failed": failures,
         "seconds": seconds,
         "seconds_per_image": seconds / max(1, len(data.images)),
-        "workers": settings.workers,
+        "workers": r.workers,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -27,7 +27,6 @@ from typing import Any, Final, TextIO
 import numpy as np
 from tqdm import tqdm
 
-from . import weights
 from .config import Config
 from .recognition import Face, ImageError
 from .storage import AlreadyEnrolled, Gallery, GalleryError, Identity, NotFound
@@ -49,10 +48,7 @@ async def gallery_of(config: Config, check_model: bool = True) -> AsyncIterator[
 
 @asynccontextmanager
 async def pool_for(config: Config, model: str | None = None) -> AsyncIterator[WorkerPool]:
-    settings = PoolSettings.from_config(config, model)
-    weights.provision()
-    weights.check(settings.model, settings.detector)
-    pool = WorkerPool(settings)
+    pool = WorkerPool(PoolSettings.from_config(config, model))
     await pool.start()
     try:
         yield pool
@@ -65,7 +61,7 @@ def _progress(total: int, what: str) -> tqdm[Any]:
                 disable=total < 2, leave=False)
 
 
-async def _faces_in(pool: WorkerPool, path: Path) -> list[Face] | str:
+async def faces_in(pool: WorkerPool, path: Path) -> list[Face] | str:
     """The faces in an image file, or a reason it could not be used."""
     try:
         data = path.read_bytes()
@@ -85,7 +81,7 @@ async def enroll_images(gallery: Gallery, pool: WorkerPool, name: str, images: I
     target: Identity | None = next((i for i in gallery.list() if i.name == name), None)
     added = skipped = 0
     for path in images:
-        faces = await _faces_in(pool, path)
+        faces = await faces_in(pool, path)
         if bar is not None:
             bar.update(1)
         if isinstance(faces, str):

@@ -20,7 +20,6 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from . import weights
 from .appkeys import (
     CAPTURE,
     CONFIG,
@@ -503,8 +502,6 @@ async def _watch_gallery(gallery: Gallery) -> None:
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    weights.provision()
-    weights.check(cfg.recognition.model, cfg.recognition.detector)
     pool = WorkerPool(PoolSettings.from_config(cfg))
     await pool.start()
     app[POOL] = pool

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from . import recognition
+from . import recognition, weights
 from .config import Config
 from .recognition import Box, Face, FrameResult, ImageError
 
@@ -129,8 +129,13 @@ class WorkerPool:
         return self.settings.workers
 
     async def start(self) -> None:
-        """Start the workers and wait until each has loaded the model."""
+        """Start the workers and wait until each has loaded the model.
+
+        The weights are provisioned and checked here first, in this process, so a missing
+        file is a WeightsError naming it, not a worker dying in its initializer."""
         s = self.settings
+        weights.provision()
+        weights.check(s.model, s.detector)
         # spawn, not fork: the parent has threads (camera, sqlite) that fork would copy mid-state.
         ctx = multiprocessing.get_context("spawn")
         executor = ProcessPoolExecutor(
