@@ -22,10 +22,20 @@ log = logging.getLogger("facestream")
 DEFAULT_CONFIG = Path("config.toml")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(
+    parser: argparse.ArgumentParser,
+    *,
+    workers: bool = True,
+    model_required: bool = False,
+    model_help: str = "recognition model",
+) -> None:
+    """Options every command shares."""
     parser.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
     parser.add_argument("--data-dir", help="where the gallery and secret live")
-    parser.add_argument("--model", choices=MODELS, help="recognition model")
+    parser.add_argument("--model", choices=MODELS, required=model_required, help=model_help)
+    if workers:
+        parser.add_argument("--workers", type=int,
+                            help="worker processes for detection and embedding")
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -40,7 +50,6 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="webcam index, video file, or rtsp/http(s) MJPEG URL")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    p.add_argument("--workers", type=int, help="recognition worker processes")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -53,7 +62,7 @@ def _import_parser() -> argparse.ArgumentParser:
         "files you made yourself.",
     )
     p.add_argument("file", type=Path)
-    _common(p)
+    _common(p, workers=False)
     p.set_defaults(model=None)
     p.add_argument(
         "--from-model",
@@ -71,7 +80,6 @@ def _faces_parser() -> argparse.ArgumentParser:
         description="Manage the gallery from the command line (safe while the server runs).",
     )
     _common(p)
-    p.add_argument("--workers", type=int, help="worker processes for embedding")
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="list enrolled identities")
     add = sub.add_parser("add", help="enroll NAME from one or more photos (or add samples)")
@@ -94,10 +102,7 @@ def _reembed_parser() -> argparse.ArgumentParser:
         description="Rebuild every gallery embedding with another model from the stored face "
         "crops (nobody re-enrolls; hashes stay). Stop the server first.",
     )
-    p.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
-    p.add_argument("--data-dir", help="where the gallery and secret live")
-    p.add_argument("--model", required=True, choices=MODELS, help="the model to embed with")
-    p.add_argument("--workers", type=int, help="worker processes for embedding")
+    _common(p, model_required=True, model_help="the model to embed with")
     p.add_argument("--drop-uncropped", action="store_true",
                    help="remove samples without a stored crop instead of refusing")
     return p
@@ -117,7 +122,6 @@ def _evaluate_parser() -> argparse.ArgumentParser:
                    "different)")
     p.add_argument("--out", type=Path, default=Path("evaluation"),
                    help="folder for report.json, roc.png, histogram.png (default: evaluation)")
-    p.add_argument("--workers", type=int, help="worker processes")
     p.add_argument("--seed", type=int, default=0, help="seed for pair sampling and folds")
     p.add_argument("--apply", action="store_true",
                    help="write the suggested threshold for this model into the config file")

@@ -31,8 +31,11 @@ DEFAULT_THRESHOLDS: Final[Mapping[str, float]] = {
     "GhostFaceNet": 0.35,
 }
 MODELS: Final = tuple(DEFAULT_THRESHOLDS)
-#: Face detectors (see recognition.DETECTORS, which must match).
+#: Face detectors, each followed by 5-point alignment: dlib HOG (default), dlib's CNN (MMOD;
+#: more robust, much slower on a CPU), OpenCV's Haar cascade (the original prototype's).
 DETECTORS: Final = ("hog", "cnn", "haar")
+#: How an identity with several samples is matched (see identity.GalleryIndex.from_samples).
+MATCHING: Final = ("centroid", "best")
 
 
 class ConfigError(ValueError):
@@ -194,8 +197,8 @@ def validate(config: Config) -> Config:
             f"(known: {', '.join(DETECTORS)})"),
         ),
         (
-            r.matching in ("centroid", "best"),
-            f"recognition.matching: expected \"centroid\" or \"best\", got {r.matching!r}",
+            r.matching in MATCHING,
+            f"recognition.matching: expected one of {', '.join(MATCHING)}, got {r.matching!r}",
         ),
         (1 <= r.workers <= 64, f"recognition.workers: expected 1-64, got {r.workers}"),
         (

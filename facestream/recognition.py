@@ -1,8 +1,9 @@
 """Face detection, alignment and embedding: the CPU-heavy work, run in worker processes.
 
 Pipeline: dlib's HOG detector (or, by config, dlib's CNN detector or OpenCV's Haar cascade)
-finds faces on a downscaled copy of the image; dlib's 5-point landmarks align each face into a chip (dlib's own alignment, which measured 98.3% on the shared
-LFW pairs where plain Haar crops give 90%); DeepFace embeds the chips with the configured model.
+finds faces on a downscaled copy of the image; dlib's 5-point landmarks align each face into a
+chip (dlib's own alignment, which measured 98.3% on the shared LFW pairs where plain Haar crops
+give 90%); DeepFace embeds the chips with the configured model.
 Nothing here touches the event loop: ``workers.py`` calls it inside the process pool.
 """
 
@@ -40,10 +41,6 @@ CHIP_PADDING: Final = 0.25
 #: Aligned crops kept in the gallery (for thumbnails and re-embedding with another model).
 CROP_SIZE: Final = 160
 CROP_QUALITY: Final = 90
-#: Face detectors: dlib HOG (default), dlib's CNN (MMOD; more robust, ~10x slower on a
-#: CPU), OpenCV's Haar cascade (the original prototype's). Each is followed by 5-point
-#: alignment.
-DETECTORS: Final = ("hog", "cnn", "haar")
 #: Box overlap (intersection over union) at or above which a detection continues a track.
 TRACK_IOU: Final = 0.3
 #: DeepFace's input normalisation matching how each model was trained.

@@ -20,7 +20,6 @@ import numpy as np
 from .identity import Embedding, GalleryIndex, Match, face_hash, normalize
 from .recognition import TRACK_IOU, Box, Face, iou
 
-MIN_IOU = TRACK_IOU
 #: Embeddings kept per track for its running mean.
 EMBEDDINGS_KEPT = 10
 
@@ -144,7 +143,7 @@ class Tracker:
         used_faces: set[int] = set()
         ended: list[Track] = []
         for overlap, ti, fi in pairs:
-            if overlap < MIN_IOU:
+            if overlap < TRACK_IOU:
                 break
             if ti in used_tracks or fi in used_faces:
                 continue

@@ -37,7 +37,7 @@ _DLIB_PACKAGED: Final = (
     "shape_predictor_5_face_landmarks.dat",
     "mmod_human_face_detector.dat",
 )
-#: Files each face detector needs besides the landmarks (see recognition.DETECTORS).
+#: Files each face detector needs besides the landmarks (see config.DETECTORS).
 DETECTOR_FILES: Final[dict[str, str | None]] = {
     "hog": None,  # built into dlib
     "cnn": "mmod_human_face_detector.dat",
