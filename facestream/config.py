@@ -14,16 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-#: Recognition models DeepFace can run here, with the cosine-similarity threshold at or above
-#: which two faces are the same person. Dlib's is measured on the shared LFW pairs with
-#: facestream's own alignment (98.3% there; DeepFace's 0.07 distance, i.e. 0.93, gives 92.8%).
-#: The others are DeepFace's cosine-distance thresholds turned into similarities (1 - d).
+from .identity import Calibration, OpenSetPolicy
+
+#: Recognition models DeepFace can run here, with the cosine similarity at or above which two
+#: faces are the same person when two faces are compared (1:1). SFace's is OpenCV Zoo's
+#: published threshold for it (not tuned here); Dlib's was measured on the shared LFW pairs
+#: with facestream's alignment. The others are DeepFace's cosine-distance thresholds turned
+#: into similarities (1 - d). Who a face is among everybody enrolled (1:N) is decided by the
+#: open-set policy instead (identity.OpenSetPolicy).
 DEFAULT_THRESHOLDS: Final[Mapping[str, float]] = {
+    "SFace": 0.363,
     "Dlib": 0.905,
     "Facenet": 0.60,
     "Facenet512": 0.70,
     "ArcFace": 0.32,
-    "SFace": 0.407,
     "VGG-Face": 0.32,
     "OpenFace": 0.90,
     "DeepFace": 0.77,
@@ -31,9 +35,18 @@ DEFAULT_THRESHOLDS: Final[Mapping[str, float]] = {
     "GhostFaceNet": 0.35,
 }
 MODELS: Final = tuple(DEFAULT_THRESHOLDS)
-#: Face detectors, each followed by 5-point alignment: dlib HOG (default), dlib's CNN (MMOD;
-#: more robust, much slower on a CPU), OpenCV's Haar cascade (the original prototype's).
-DETECTORS: Final = ("hog", "cnn", "haar")
+#: Where each model puts the similarities of two different people (the normal fit to the
+#: upper tail of the 160,045 different-person pairs of the shared LFW subset, measured with
+#: facestream's detection and alignment: ``python bench/open_set.py --calibrate``). Models
+#: without one use their pairwise threshold for every gallery size; ``evaluate --open-set
+#: --apply`` measures one on your own data.
+DEFAULT_CALIBRATIONS: Final[Mapping[str, Calibration]] = {
+    "SFace": Calibration(mean=0.0833, std=0.09064),
+    "Dlib": Calibration(mean=0.85292, std=0.0234),
+}
+#: Face detectors: YuNet (OpenCV Zoo; five landmarks, finds small and turned faces), dlib HOG,
+#: dlib's CNN (MMOD; much slower on a CPU), OpenCV's Haar cascade (the original prototype's).
+DETECTORS: Final = ("yunet", "hog", "cnn", "haar")
 #: How an identity with several samples is matched (see identity.GalleryIndex.from_samples).
 MATCHING: Final = ("centroid", "best")
 
@@ -67,27 +80,54 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class RecognitionConfig:
-    model: str = "Dlib"
-    #: Face detector: "hog" (dlib HOG), "cnn" (dlib MMOD CNN, slow on a CPU), "haar" (OpenCV).
-    detector: str = "hog"
-    #: How an identity with several samples is matched: "centroid" (the normalised mean of
-    #: its samples) or "best" (its most similar sample). See the README for the measurement.
+    model: str = "SFace"
+    #: Face detector: "yunet" (OpenCV Zoo's YuNet), "hog" (dlib HOG), "cnn" (dlib MMOD CNN,
+    #: slow on a CPU), "haar" (OpenCV's Haar cascade).
+    detector: str = "yunet"
+    #: YuNet confidence (0-1) a face needs; charts and drawings score 0.
+    min_face_score: float = 0.7
+    #: How an identity with several samples is matched: "centroid" (the mean of its
+    #: samples) or "best" (its most similar sample). See the README for the measurement.
     matching: str = "centroid"
+    #: The chance a stranger is named as somebody enrolled, kept whatever the gallery size.
+    stranger_far: float = 0.01
+    #: How far the best identity must lead the second best to be named.
+    margin: float = 0.0
+    #: The chance, per enrollment, that a new person is refused as "already enrolled"
+    #: although they are somebody else: only near-certain duplicates are refused. Far below
+    #: stranger_far because real lookalikes are more common than the normal tail says (the
+    #: closest two different people of the shared LFW subset score 0.573 with SFace, which
+    #: 1e-4 would refuse and 1e-6 does not).
+    duplicate_far: float = 1e-6
     workers: int = 2
     #: Frames are scaled so their longest side is at most this before face detection.
     detect_max_side: int = 640
-    #: dlib HOG upsampling: 0 finds faces of about 80 px and up, 1 about 40 px (4x slower).
+    #: dlib HOG/CNN upsampling: 0 finds faces of about 80 px and up, 1 about 40 px (4x slower).
     detect_upsample: int = 0
-    #: A tracked face is re-embedded this often to confirm who it is.
+    #: A tracked face is re-embedded this often to confirm who it is (and at once when its
+    #: look changes).
     reembed_interval_s: float = 1.0
     #: A track not seen for this long is gone (the face left).
     track_timeout_s: float = 0.35
-    #: Per-model cosine-similarity thresholds; models not listed use DEFAULT_THRESHOLDS.
+    #: Per-model cosine-similarity thresholds for 1:1 comparisons; models not listed use
+    #: DEFAULT_THRESHOLDS.
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    #: Per-model calibration of different-person similarities (mean, std); models not listed
+    #: use DEFAULT_CALIBRATIONS.
+    calibration: Mapping[str, Calibration] = field(default_factory=dict)
 
     def threshold(self, model: str | None = None) -> float:
         name = model or self.model
         return float(self.thresholds.get(name, DEFAULT_THRESHOLDS[name]))
+
+    def calibrated(self, model: str | None = None) -> Calibration | None:
+        name = model or self.model
+        return self.calibration.get(name, DEFAULT_CALIBRATIONS.get(name))
+
+    def policy(self, model: str | None = None) -> OpenSetPolicy:
+        """The open-set decision for ``model`` (default: the configured one)."""
+        return OpenSetPolicy(self.threshold(model), self.calibrated(model), self.stranger_far,
+                             self.margin)
 
 
 @dataclass(frozen=True)
@@ -152,6 +192,8 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
             raise ConfigError(f"{full}: unknown key (known: {', '.join(sorted(known))})")
         if key == "thresholds":
             values[key] = _thresholds(full, value)
+        elif key == "calibration":
+            values[key] = _calibrations(full, value)
         else:
             values[key] = _check_value(full, value, getattr(defaults, key))
     return cls(**values)
@@ -168,6 +210,26 @@ def _thresholds(key: str, raw: Any) -> dict[str, float]:
         if not -1.0 <= number <= 1.0:
             raise ConfigError(f"{key}.{model}: a cosine similarity between -1 and 1, got {value!r}")
         out[model] = number
+    return out
+
+
+def _calibrations(key: str, raw: Any) -> dict[str, Calibration]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key}: expected a table of model = {{ mean = ..., std = ... }}")
+    out: dict[str, Calibration] = {}
+    for model, value in raw.items():
+        where = f"{key}.{model}"
+        if model not in DEFAULT_THRESHOLDS:
+            raise ConfigError(f"{where}: unknown model (known: {', '.join(MODELS)})")
+        if not isinstance(value, dict) or set(value) != {"mean", "std"}:
+            raise ConfigError(f"{where}: expected {{ mean = ..., std = ... }}, got {value!r}")
+        mean = _check_value(f"{where}.mean", value["mean"], 0.0)
+        std = _check_value(f"{where}.std", value["std"], 0.0)
+        if not -1.0 <= mean <= 1.0:
+            raise ConfigError(f"{where}.mean: a cosine similarity between -1 and 1, got {mean}")
+        if not 0.0 < std <= 1.0:
+            raise ConfigError(f"{where}.std: expected a number in (0, 1], got {std}")
+        out[model] = Calibration(mean, std)
     return out
 
 
@@ -199,6 +261,19 @@ def validate(config: Config) -> Config:
         (
             r.matching in MATCHING,
             f"recognition.matching: expected one of {', '.join(MATCHING)}, got {r.matching!r}",
+        ),
+        (
+            0.0 < r.stranger_far < 1.0,
+            f"recognition.stranger_far: expected a probability in (0, 1), got {r.stranger_far}",
+        ),
+        (
+            0.0 < r.duplicate_far < 1.0,
+            f"recognition.duplicate_far: expected a probability in (0, 1), got {r.duplicate_far}",
+        ),
+        (0.0 <= r.margin < 1.0, f"recognition.margin: expected 0 to 1, got {r.margin}"),
+        (
+            0.0 < r.min_face_score < 1.0,
+            f"recognition.min_face_score: expected 0 to 1, got {r.min_face_score}",
         ),
         (1 <= r.workers <= 64, f"recognition.workers: expected 1-64, got {r.workers}"),
         (

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from facestream.config import DEFAULT_THRESHOLDS, Config, ConfigError, from_mapping, load
+from facestream.config import (
+    DEFAULT_CALIBRATIONS,
+    DEFAULT_THRESHOLDS,
+    Config,
+    ConfigError,
+    from_mapping,
+    load,
+)
+from facestream.identity import Calibration
 
 from .conftest import ROOT
 
@@ -18,11 +26,26 @@ def test_shipped_config_toml_documents_the_builtin_defaults() -> None:
 
 
 def test_thresholds_are_per_model_and_overridable() -> None:
-    cfg = from_mapping({"recognition": {"thresholds": {"Dlib": 0.93}}})
+    cfg = from_mapping({"recognition": {"model": "Dlib", "thresholds": {"Dlib": 0.93}}})
     assert cfg.recognition.threshold() == 0.93
     assert cfg.recognition.threshold("Facenet") == DEFAULT_THRESHOLDS["Facenet"]
     # The prototype's single 0.70 would accept most strangers with Dlib; ours is stricter.
-    assert Config().recognition.threshold("Dlib") > 0.9
+    assert Config().recognition.threshold("Dlib") == 0.905
+    assert Config().recognition.threshold() == 0.363  # SFace, OpenCV Zoo's
+
+
+def test_calibration_is_per_model_and_sets_the_open_set_policy() -> None:
+    cfg = from_mapping({"recognition": {"stranger_far": 0.001,
+                                        "calibration": {"SFace": {"mean": 0.1, "std": 0.1}}}})
+    policy = cfg.recognition.policy()
+    assert policy.calibration == Calibration(0.1, 0.1) and policy.stranger_far == 0.001
+    # 1 - (1 - 0.001) ** (1 / 10) = 1.0005e-4 per comparison: 3.7189 std above the mean.
+    assert policy.identify_threshold(10) == pytest.approx(0.1 + 0.1 * 3.7189, abs=1e-4)
+    assert Config().recognition.policy("Dlib").calibration == DEFAULT_CALIBRATIONS["Dlib"]
+    # A model nobody calibrated falls back to its pairwise threshold.
+    facenet = Config().recognition.policy("Facenet")
+    assert facenet.calibration is None
+    assert facenet.identify_threshold(500) == DEFAULT_THRESHOLDS["Facenet"]
 
 
 @pytest.mark.parametrize(
@@ -35,6 +58,13 @@ def test_thresholds_are_per_model_and_overridable() -> None:
         ({"recognition": {"model": "Facenet9000"}}, "recognition.model"),
         ({"recognition": {"thresholds": {"Dlib": 3}}}, "recognition.thresholds.Dlib"),
         ({"recognition": {"thresholds": {"Nope": 0.5}}}, "recognition.thresholds.Nope"),
+        ({"recognition": {"stranger_far": 0}}, "recognition.stranger_far"),
+        ({"recognition": {"stranger_far": "1%"}}, "recognition.stranger_far"),
+        ({"recognition": {"detector": "mtcnn"}}, "recognition.detector"),
+        ({"recognition": {"calibration": {"SFace": {"mean": 0.1}}}},
+         "recognition.calibration.SFace"),
+        ({"recognition": {"calibration": {"SFace": {"mean": 0.1, "std": -1}}}},
+         "recognition.calibration.SFace.std"),
         ({"server": {"port": 70000}}, "server.port"),
         ({"camera": {"jpeg_quality": 0}}, "camera.jpeg_quality"),
     ],
