@@ -1,8 +1,10 @@
 """The face gallery: SQLite in the data dir, one writer thread, an in-memory index for matching.
 
 An identity has a fixed hash (from its first embedding), a name, an optional email HMAC, and
-one or more samples: an embedding plus the aligned face crop it was computed from (a small
-JPEG), so the whole gallery can be re-embedded for another model without re-enrolling anyone.
+one or more samples: an embedding plus the images of the face it was computed from (a
+thumbnail, and a context square with the face's box and landmarks in it: small JPEGs), so the
+whole gallery can be re-embedded for another model, each with its own alignment, without
+re-enrolling anyone.
 
 Every database call runs on one dedicated thread that owns the connection, so SQLite never
 blocks the event loop and writes never race. A write is committed (WAL, synchronous=FULL)
@@ -17,6 +19,7 @@ The gallery records which model made each embedding and refuses to mix models.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -28,13 +31,14 @@ from typing import Any, Final, TypeVar
 import numpy as np
 
 from .config import Config
-from .identity import Embedding, GalleryIndex, face_hash, normalize
+from .identity import Embedding, GalleryIndex, OpenSetPolicy, face_hash, normalize
 from .privacy import email_digest, load_or_create_secret
+from .recognition import SampleImages
 
 T = TypeVar("T")
 
 DB_FILE: Final = "gallery.sqlite3"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 MAX_NAME_LENGTH: Final = 200
 SOURCES: Final = ("upload", "live", "import")
 
@@ -55,6 +59,8 @@ CREATE TABLE IF NOT EXISTS samples (
     dim         INTEGER NOT NULL,
     embedding   BLOB NOT NULL,
     crop        BLOB,
+    context     BLOB,
+    geometry    TEXT,
     source      TEXT NOT NULL,
     created_at  REAL NOT NULL
 );
@@ -135,6 +141,28 @@ class SampleRecord:
     crop: bytes | None
     source: str
     created_at: float
+    context: bytes | None = None
+    geometry: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StoredImages:
+    """A sample's images: the thumbnail (``crop``), and the context square with the face's
+    ``geometry`` in it (box and landmarks) that re-embedding aligns from."""
+
+    crop: bytes | None = None
+    context: bytes | None = None
+    geometry: dict[str, Any] | None = None
+
+
+    @classmethod
+    def of(cls, images: SampleImages | None) -> StoredImages:
+        if images is None:
+            return NO_IMAGES
+        return cls(images.crop, images.context, images.geometry())
+
+
+NO_IMAGES: Final = StoredImages()
 
 
 def clean_name(name: Any) -> str:
@@ -154,20 +182,21 @@ class Gallery:
     """Enrolled identities for one model. Create with ``await Gallery.open(...)``."""
 
     def __init__(
-        self, path: Path, model: str, threshold: float, secret: bytes,
-        strategy: str = "centroid",
+        self, path: Path, model: str, policy: OpenSetPolicy, secret: bytes,
+        strategy: str = "centroid", duplicate_far: float = 1e-6,
     ) -> None:
         self.path = path
         self.model = model
-        self.threshold = threshold
+        self.policy = policy
         self.strategy = strategy
+        self.duplicate_far = duplicate_far
         self._secret = secret
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facestream-db")
         self._conn: sqlite3.Connection | None = None
         self._identities: dict[str, Identity] = {}
         self._embeddings: dict[int, Embedding] = {}  # sample id -> embedding
         self._owner: dict[int, str] = {}  # sample id -> identity hash
-        self.index = GalleryIndex.empty()
+        self.index = GalleryIndex.empty(policy)
         self._lock = asyncio.Lock()
         self._listeners: list[Callable[[str, Identity | None], None]] = []
         self._data_version = 0
@@ -178,12 +207,13 @@ class Gallery:
         cls,
         data_dir: Path,
         model: str,
-        threshold: float,
+        policy: OpenSetPolicy,
         secret: bytes,
         strategy: str = "centroid",
         check_model: bool = True,
+        duplicate_far: float = 1e-6,
     ) -> Gallery:
-        gallery = cls(data_dir / DB_FILE, model, threshold, secret, strategy)
+        gallery = cls(data_dir / DB_FILE, model, policy, secret, strategy, duplicate_far)
         try:
             await gallery._run(gallery._open_sync, check_model)
         except BaseException:
@@ -197,14 +227,14 @@ class Gallery:
         cls, config: Config, model: str | None = None, check_model: bool = True
     ) -> Gallery:
         """The gallery in ``config``'s data dir (created private, with its secret) for
-        ``model`` (default: the configured one), with that model's threshold."""
+        ``model`` (default: the configured one), with that model's open-set policy."""
         data_dir = config.data_path
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = load_or_create_secret(data_dir, config.storage.secret)
         r = config.recognition
         model = model or r.model
-        return await cls.open(data_dir, model, r.threshold(model), secret, r.matching,
-                              check_model=check_model)
+        return await cls.open(data_dir, model, r.policy(model), secret, r.matching,
+                              check_model=check_model, duplicate_far=r.duplicate_far)
 
     # -- writer thread ---------------------------------------------------------------------
 
@@ -220,6 +250,7 @@ class Gallery:
         conn.execute("PRAGMA foreign_keys=ON")
         self._migrate_v1()
         conn.executescript(_SCHEMA)
+        self._migrate_v2()
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -252,6 +283,16 @@ class Gallery:
                 "FROM identities_v1"
             )
             c.execute("DROP TABLE identities_v1")
+
+    def _migrate_v2(self) -> None:
+        """Version 2 kept only a sample's thumbnail (a dlib chip); version 3 adds the context
+        square and the face's geometry in it. Old samples keep working without them."""
+        assert self._conn is not None
+        cols = [r[1] for r in self._conn.execute("PRAGMA table_info(samples)")]
+        with self._conn:
+            for col, kind in (("context", "BLOB"), ("geometry", "TEXT")):
+                if col not in cols:
+                    self._conn.execute(f"ALTER TABLE samples ADD COLUMN {col} {kind}")
 
     def _check_models_sync(self) -> None:
         assert self._conn is not None
@@ -334,7 +375,7 @@ class Gallery:
             per_identity.setdefault(face, []).append(self._embeddings[sid])
         self.index = GalleryIndex.from_samples(
             [(h, i.name, per_identity.get(h, [])) for h, i in self._identities.items()],
-            self.strategy,
+            self.strategy, self.policy,
         )
 
     async def reload_if_changed(self) -> bool:
@@ -380,14 +421,15 @@ class Gallery:
         """Everything, for export and re-embedding: identity, email HMAC, samples."""
         rows = await self._run(
             self._read_sync,
-            "SELECT id, identity, dim, embedding, crop, source, created_at FROM samples "
-            "ORDER BY id", (),
+            "SELECT id, identity, dim, embedding, crop, source, created_at, context, geometry "
+            "FROM samples ORDER BY id", (),
         )
         by_identity: dict[str, list[SampleRecord]] = {}
-        for sid, face, dim, blob, crop, source, created in rows:
+        for sid, face, dim, blob, crop, source, created, context, geometry in rows:
             emb = np.frombuffer(blob, dtype="<f4").reshape(dim).astype(np.float32)
-            by_identity.setdefault(face, []).append(
-                SampleRecord(sid, face, emb, crop, source, created))
+            by_identity.setdefault(face, []).append(SampleRecord(
+                sid, face, emb, crop, source, created, context,
+                json.loads(geometry) if geometry else None))
         emails = dict(await self._run(
             self._read_sync, "SELECT hash, email_hmac FROM identities", ()))
         return [(i, emails.get(i.hash), by_identity.get(i.hash, []))
@@ -409,14 +451,16 @@ class Gallery:
             )
         return emb
 
-    def _sample_sql(self, face: str, emb: Embedding, crop: bytes | None, source: str,
+    def _sample_sql(self, face: str, emb: Embedding, images: StoredImages, source: str,
                     now: float) -> tuple[str, tuple[Any, ...]]:
         if source not in SOURCES:
             raise GalleryError(f"unknown sample source {source!r}")
+        geometry = json.dumps(images.geometry) if images.geometry is not None else None
         return (
-            ("INSERT INTO samples (identity, model, dim, embedding, crop, source, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)"),
-            (face, self.model, int(emb.shape[0]), _blob(emb), crop, source, now),
+            ("INSERT INTO samples (identity, model, dim, embedding, crop, context, geometry, "
+             "source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            (face, self.model, int(emb.shape[0]), _blob(emb), images.crop, images.context,
+             geometry, source, now),
         )
 
     async def add(
@@ -426,13 +470,16 @@ class Gallery:
         email: str | None = None,
         face: str | None = None,
         model: str | None = None,
-        crop: bytes | None = None,
+        images: StoredImages = NO_IMAGES,
         source: str = "upload",
         email_hmac: str | None = None,
+        force: bool = False,
     ) -> Identity:
         """Enroll a face. ``face`` keeps a given hash (the prototype's, on import); by default
-        the hash is derived from the embedding. Raises AlreadyEnrolled if the face matches an
-        enrolled identity, ModelMismatch if ``model`` differs from the gallery's."""
+        the hash is derived from the embedding. Raises AlreadyEnrolled if the face is
+        near-certainly an enrolled identity (a chance of at most ``duplicate_far`` that it is
+        somebody else) unless ``force``, ModelMismatch if ``model`` differs from the
+        gallery's."""
         name = clean_name(name)
         emb = self._check_embedding(embedding, model)
         digest = email_digest(self._secret, email) if email and email.strip() else email_hmac
@@ -441,17 +488,17 @@ class Gallery:
             if face in self._identities:
                 existing = self._identities[face]
                 raise AlreadyEnrolled(face, existing.name, 1.0)
-            match = self.index.match(emb, self.threshold)
+            match = None if force else self.index.near_certain(emb, self.duplicate_far)
             if match is not None:
                 raise AlreadyEnrolled(match.hash, match.name, match.similarity)
             now = time.time()
             _, sid = await self._run(self._write_sync, [
                 (("INSERT INTO identities (hash, name, email_hmac, created_at, updated_at) "
                  "VALUES (?, ?, ?, ?, ?)"), (face, name, digest, now, now)),
-                self._sample_sql(face, emb, crop, source, now),
+                self._sample_sql(face, emb, images, source, now),
             ])
             ident = Identity(face, name, self.model, now, digest is not None,
-                             (Sample(sid, now, source, crop is not None),))
+                             (Sample(sid, now, source, images.crop is not None),))
             self._identities[face] = ident
             self._embeddings[sid] = emb
             self._owner[sid] = face
@@ -462,26 +509,30 @@ class Gallery:
         self,
         face: str,
         embedding: Sequence[float] | Embedding,
-        crop: bytes | None = None,
+        images: StoredImages = NO_IMAGES,
         source: str = "upload",
         model: str | None = None,
+        force: bool = False,
     ) -> Sample:
         """Add another sample to an identity; it keeps its hash. Raises BelongsToOther if the
-        face matches a different identity better than this one."""
+        face is near-certainly a different identity, and more like it than like this one
+        (unless ``force``)."""
         emb = self._check_embedding(embedding, model)
         async with self._lock:
             ident = self._identities.get(face)
             if ident is None:
                 raise NotFound(f"no enrolled face with hash {face}")
-            best = self.index.match(emb, self.threshold)
-            if best is not None and best.hash != face:
-                raise BelongsToOther(best.hash, best.name, best.similarity)
+            other = None if force else self.index.near_certain(emb, self.duplicate_far)
+            if other is not None and other.hash != face:
+                own = self.index.score(emb, face)
+                if own is None or other.similarity > own:
+                    raise BelongsToOther(other.hash, other.name, other.similarity)
             now = time.time()
             sid, _ = await self._run(self._write_sync, [
-                self._sample_sql(face, emb, crop, source, now),
+                self._sample_sql(face, emb, images, source, now),
                 ("UPDATE identities SET updated_at = ? WHERE hash = ?", (now, face)),
             ])
-            sample = Sample(sid, now, source, crop is not None)
+            sample = Sample(sid, now, source, images.crop is not None)
             self._identities[face] = replace(ident, samples=(*ident.samples, sample))
             self._embeddings[sid] = emb
             self._owner[sid] = face

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facestream.config import Config
 from facestream.identity import face_hash, normalize
 from facestream.privacy import email_digest, load_or_create_secret, redact_source
 from facestream.storage import DB_FILE, AlreadyEnrolled, Gallery, ModelMismatch, NotFound
@@ -25,7 +26,7 @@ def unit(seed: int, dim: int = 128) -> np.ndarray:
 
 
 async def open_gallery(path: Path, model: str = "Dlib") -> Gallery:
-    return await Gallery.open(path, model, 0.905, SECRET)
+    return await Gallery.open(path, model, Config().recognition.policy(model), SECRET)
 
 
 async def test_enrollment_is_committed_before_add_returns(tmp_path: Path) -> None:
@@ -50,14 +51,14 @@ async def test_changes_survive_reopen_and_index_follows(tmp_path: Path) -> None:
     b = await g.add("Bob", unit(2))
     await g.rename(a.hash, "Ada Lovelace")
     await g.delete(b.hash)
-    assert g.index.match(unit(2), 0.905) is None
+    assert g.index.identify(unit(2)) is None
     await g.close()
     await g.close()  # idempotent
 
     g = await open_gallery(tmp_path)
     try:
         assert [(i.hash, i.name) for i in g.list()] == [(a.hash, "Ada Lovelace")]
-        match = g.index.match(unit(1), 0.905)
+        match = g.index.identify(unit(1))
         assert match is not None and match.hash == a.hash and match.name == "Ada Lovelace"
         with pytest.raises(NotFound):
             await g.delete(b.hash)
