@@ -69,13 +69,13 @@ class LivePipeline:
             if not packet.signal or packet.image is None:
                 self._no_signal(packet)
                 continue
-            skip, due = self.tracker.plan(packet.captured_at)
+            tracked = self.tracker.plan(packet.captured_at)
             # Only one lane at a time embeds faces that are not tracked yet.
             embed_new = not self._new_claimed
             self._new_claimed = self._new_claimed or embed_new
             t0 = time.perf_counter()
             try:
-                result = await self.pool.analyze_frame(packet.image, skip, due, embed_new)
+                result = await self.pool.analyze_frame(packet.image, tracked, embed_new)
             except asyncio.CancelledError:
                 raise
             except WorkerCrashed:
@@ -105,7 +105,10 @@ class LivePipeline:
         now = time.monotonic()
         self.tracker.expire(now)
         m.stage_seconds.labels("latency").observe(now - packet.captured_at)
-        self.state.publish(self.tracker.views(), packet.captured_at, packet.position)
+        if stale:  # who is in view may have changed (its embeddings); its frame is old news
+            self.state.publish(self.tracker.views(), signal=True)
+        else:
+            self.state.publish(self.tracker.views(), packet.captured_at, packet.position)
 
     def _no_signal(self, packet: Packet) -> None:
         self.metrics.camera_up.set(0)

