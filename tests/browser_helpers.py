@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from facestream.capture import KNOWN_COLOR, UNKNOWN_COLOR
+from facestream.capture import KNOWN_COLOR, UNKNOWN_COLOR, label_font_size, label_patch
 
 try:
     from playwright.async_api import (
@@ -105,10 +105,7 @@ def label_width(frame: NDArray[np.uint8], color: tuple[int, int, int],
 
 def expected_label_width(label: str, frame_width: int) -> int:
     """The width annotate() gives the label of ``label`` on a frame ``frame_width`` wide."""
-    scale = max(0.45, min(1.2, frame_width / 1000))
-    thick = max(1, round(scale * 2))
-    (tw, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    return tw + 7  # cv2.rectangle(x .. x + tw + 6), both ends drawn
+    return int(label_patch(label, KNOWN_COLOR, label_font_size(frame_width)).shape[1])
 
 
 async def natural_width(image: Locator) -> int:
