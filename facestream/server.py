@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -45,6 +46,7 @@ from .storage import (
     LastSample,
     ModelMismatch,
     NotFound,
+    StoredImages,
 )
 from .tracking import FaceView, Tracker
 from .workers import PoolBusy, PoolSettings, WorkerCrashed, WorkerPool
@@ -152,7 +154,11 @@ async def healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "camera": camera,
             "model": cfg.recognition.model,
+            "detector": cfg.recognition.detector,
             "threshold": cfg.recognition.threshold(),
+            "identify_threshold": _finite(app[GALLERY].index.policy.identify_threshold(
+                app[GALLERY].index.comparisons)),
+            "stranger_far": cfg.recognition.stranger_far,
             "workers": app[POOL].size,
             "worker_restarts": app[POOL].restarts,
             "gallery": len(app[GALLERY].list()),
@@ -228,9 +234,13 @@ async def _analyze(request: web.Request, data: bytes) -> list[Face]:
     return faces
 
 
+def _finite(value: float) -> float | None:
+    return round(value, 4) if math.isfinite(value) else None
+
+
 def _view(app: web.Application, face: Face) -> FaceView:
     assert face.embedding is not None
-    match = app[GALLERY].index.match(face.embedding, app[CONFIG].recognition.threshold())
+    match = app[GALLERY].index.identify(face.embedding)
     return FaceView(
         hash=match.hash if match else face_hash(face.embedding),
         name=match.name if match else None,
@@ -259,7 +269,9 @@ async def process_frame(request: web.Request) -> web.Response:
             "coords": list(primary.box),
             # float32 values exactly: np.float32(embedding) re-hashes to `hash`.
             "embedding": [float(v) for v in faces[0].embedding],
-            "faces": [v.to_json() for v in views],
+            "score": round(faces[0].score, 4),
+            # Each face with the detector's confidence that it is a face.
+            "faces": [{**v.to_json(), "score": round(f.score, 4)} for v, f in zip(views, faces)],
         }
     )
 
@@ -371,7 +383,7 @@ async def enroll(request: web.Request) -> web.Response:
                           hash=track.match.hash, name=track.match.name)
         name, email = body.get("name"), _check_email(body.get("email"))
         # The first embedding, so the identity keeps the hash the face already had in view.
-        embedding, crop, source = track.first_embedding, track.first_crop, "live"
+        embedding, images, source = track.first_embedding, track.first_images, "live"
     else:
         data, fields = await _image_field(request, "image")
         if data is None:
@@ -380,9 +392,10 @@ async def enroll(request: web.Request) -> web.Response:
         if not isinstance(name, str) or not name.strip():
             return _error(400, "missing form field 'name'")
         face = await _uploaded_face(request, data)
-        embedding, crop, source = face.embedding, face.crop_jpeg, "upload"
+        embedding, images, source = face.embedding, face.images, "upload"
     assert embedding is not None
-    ident = await gallery.add(name, embedding, email=email, crop=crop, source=source)
+    ident = await gallery.add(name, embedding, email=email, images=StoredImages.of(images),
+                              source=source)
     return web.json_response({"hash": ident.hash, "name": ident.name}, status=201)
 
 
@@ -401,16 +414,17 @@ async def add_sample(request: web.Request) -> web.Response:
         track = pipeline.tracker.find(wanted) if wanted else pipeline.tracker.largest()
         if track is None:
             return _error(422, "no such face in the live view")
-        embedding, crop = track.embeddings[-1], track.last_crop
+        embedding, images = track.embeddings[-1], track.last_images
         source = "live"
     else:
         data, _ = await _image_field(request, "image")
         if data is None:
             return _error(400, "missing form field 'image'")
         uploaded = await _uploaded_face(request, data)
-        embedding, crop, source = uploaded.embedding, uploaded.crop_jpeg, "upload"
+        embedding, images, source = uploaded.embedding, uploaded.images, "upload"
     assert embedding is not None
-    sample = await gallery.add_sample(face, embedding, crop=crop, source=source)
+    sample = await gallery.add_sample(face, embedding, images=StoredImages.of(images),
+                                      source=source)
     return web.json_response({"hash": face, "id": sample.id}, status=201)
 
 

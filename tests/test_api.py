@@ -64,6 +64,31 @@ async def test_process_frame_returns_hash_coords_and_embedding(client: Client) -
     assert body["faces"][0]["hash"] == body["hash"] and body["known"] is False
 
 
+async def test_process_frame_answers_each_face_detection_score(client: Client) -> None:
+    body = await (await client.post("/process-frame",
+                                    data=upload("frame", GROUP.read_bytes()))).json()
+    scores = [f["score"] for f in body["faces"]]
+    assert len(scores) >= 3 and all(0.7 <= s <= 1.0 for s in scores)
+    assert body["score"] == scores[0]
+
+
+async def test_a_chart_is_not_a_face(client: Client) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.pie([3, 2, 1])
+    ax.plot([0.2, 0.5, 0.8], [0.3, 0.6, 0.1])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    resp = await client.post("/process-frame", data=upload("frame", buf.getvalue(), "c.png"))
+    assert resp.status == 422
+    assert (await resp.json()) == {"error": "no face found in the image"}
+
+
 async def test_process_frame_accepts_base64_bare_and_data_url(client: Client) -> None:
     raw = OBAMA.read_bytes()
     first = await (await client.post("/process-frame", data=upload("frame", raw))).json()
@@ -118,7 +143,7 @@ async def test_enroll_list_rename_delete(client: Client) -> None:
     body = await (await client.post("/process-frame",
                                     data=upload("frame", OBAMA3.read_bytes()))).json()
     assert body["hash"] == enrolled["hash"] and body["known"] and body["name"] == "Barack"
-    assert body["similarity"] >= 0.905
+    assert body["similarity"] >= Config().recognition.policy().identify_threshold(1)
     # ...and a different person is not.
     body = await (await client.post("/process-frame",
                                     data=upload("frame", BIDEN.read_bytes()))).json()
@@ -190,7 +215,9 @@ async def test_metrics_and_health(client: Client) -> None:
     ):
         assert name in text
     health = await (await client.get("/healthz")).json()
-    assert health["status"] == "ok" and health["model"] == "Dlib"
+    assert health["status"] == "ok" and health["model"] == "SFace"
+    assert health["detector"] == "yunet" and health["stranger_far"] == 0.01
+    assert health["identify_threshold"] is None  # nobody enrolled: nobody can be named
 
 
 async def test_unknown_routes_and_methods_answer_json(client: Client) -> None:

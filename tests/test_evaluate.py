@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from facestream.evaluate import best_threshold, cross_validated, roc, tar_at_far
 
@@ -44,13 +45,46 @@ def test_lfw_slice_report_plots_and_apply(tmp_path: Path) -> None:
         assert image is not None and image.shape[0] > 200 and image.shape[1] > 200
     assert "cross-validated accuracy" in proc.stdout and "TAR at FAR 0.01" in proc.stdout
 
-    # --apply changed the Dlib threshold and nothing else, comments included.
+    # --apply changed the SFace threshold and nothing else, comments included.
     before, after = tomllib.loads(before_text), tomllib.loads(config.read_text())
-    assert after["recognition"].pop("thresholds") == {"Dlib": report["best_threshold"]}
+    assert after["recognition"].pop("thresholds") == {"SFace": report["best_threshold"]}
     before["recognition"].pop("thresholds", None)
     assert before == after
     kept = [line for line in before_text.splitlines() if line.startswith("#")]
     assert all(line in config.read_text() for line in kept)
+
+
+def test_open_set_on_lfw_identities_reports_and_applies_a_calibration(tmp_path: Path) -> None:
+    """The issue's protocol at a smaller gallery: 60 of the LFW people with several photos
+    enrolled (one photo each), their other photos as probes, everybody else a stranger."""
+    config = tmp_path / "config.toml"
+    shutil.copy(ROOT / "config.toml", config)
+    before_text = config.read_text()
+    out = tmp_path / "eval"
+    proc = run_cli(str(FACES / "lfw"), "--open-set", "--gallery-size", "60", "--out",
+                   str(out), "--config", str(config), "--apply", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "open_set.json").read_text())
+    assert (report["gallery"], report["strangers"]) == (60, 342 - 60)
+    assert report["probes"] > 100
+    # The configured policy at 60 people: about 1% of strangers named, and nobody named as
+    # somebody else.
+    assert report["strangers_named"] <= 0.015 and report["identified"] >= 0.95
+    assert report["misidentified"] == 0.0
+    assert report["strangers_refused_as_enrolled"] == 0.0
+    assert report["probes_caught_as_enrolled"] >= 0.5
+    assert set(report["at_stranger_far"]) == {"0.01", "0.001"}
+    assert report["at_stranger_far"]["0.001"]["coarse"] is True  # 282 strangers < 1000
+    assert "strangers named as somebody" in proc.stdout
+    # --apply wrote this data's calibration for SFace, and nothing else.
+    measured = report["calibration_measured"]
+    assert measured == {"mean": pytest.approx(0.0833, abs=0.01),
+                        "std": pytest.approx(0.0906, abs=0.01)}
+    before, after = tomllib.loads(before_text), tomllib.loads(config.read_text())
+    assert after["recognition"].pop("calibration") == {"SFace": measured}
+    before["recognition"].pop("calibration", None)
+    assert before == after
+    assert "set recognition.calibration.SFace" in proc.stdout
 
 
 def test_folder_of_identities_with_bad_files_is_reported_not_a_crash(

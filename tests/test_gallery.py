@@ -4,6 +4,7 @@ and changes showing everywhere without a restart. Real model, real photos, real 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import sqlite3
 import subprocess
@@ -14,12 +15,14 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from facestream.config import Config
+from facestream.config import Config, StorageConfig
+from facestream.recognition import Recognizer
 from facestream.server import create_app
-from facestream.storage import DB_FILE, Gallery
+from facestream.storage import DB_FILE, Gallery, ModelMismatch
 
 from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3, TALKING_HEAD
 from .test_live import wait_for
@@ -200,7 +203,8 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
     assert proc.returncode == 0, proc.stderr
     assert "flag.png: no face found" in proc.stdout
     assert "broken.jpg: not an image" in proc.stdout
-    assert "2 people: 5 samples added, 2 images skipped" in proc.stdout
+    assert ("2 people: 2 enrolled as new identities, 5 samples added, 2 images skipped; the "
+            "gallery has 2 identities") in proc.stdout
 
     listing = run_cli("faces", "--data-dir", str(data), "list", cwd=tmp_path).stdout
     assert "3 samples" in listing and "Barack Obama" in listing and "Joe Biden" in listing
@@ -232,8 +236,88 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
     # Serving with the old model now says exactly what to run.
     proc = run_cli("--data-dir", str(data), "--port", "0", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "python -m facestream reembed --model Dlib" in proc.stderr
+    assert "python -m facestream reembed --model SFace" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_enroll_dir_refuses_only_a_near_certain_duplicate_and_says_who(tmp_path: Path) -> None:
+    people = tmp_path / "people"
+    for person, images in {"Barack_Obama": [OBAMA, OBAMA2], "Joe_Biden": [BIDEN],
+                           "Obama_Again": [OBAMA3]}.items():
+        (people / person).mkdir(parents=True)
+        for img in images:
+            (people / person / img.name).write_bytes(img.read_bytes())
+    data = tmp_path / "data"
+    proc = run_cli("faces", "--data-dir", str(data), "enroll-dir", str(people), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-2] == ("3 people: 2 enrolled as new identities, 3 samples added, 1 images "
+                         "skipped; the gallery has 2 identities")
+    assert lines[-1].startswith("not enrolled: Obama Again: the face is near-certainly "
+                                "'Barack Obama'")
+    assert "--on-match sample adds it to them" in lines[-1]
+
+    # On request, the refused photo becomes a sample of the person it matched ...
+    again = tmp_path / "again"
+    (again / "Obama_Again").mkdir(parents=True)
+    (again / "Obama_Again" / OBAMA3.name).write_bytes(OBAMA3.read_bytes())
+    proc = run_cli("faces", "--data-dir", str(data), "enroll-dir", str(again),
+                   "--on-match", "sample", cwd=tmp_path)
+    assert "added" in proc.stdout and "to 'Barack Obama'" in proc.stdout
+    listing = run_cli("faces", "--data-dir", str(data), "list", cwd=tmp_path).stdout
+    assert "3 samples" in listing and "Obama Again" not in listing
+    # ... or a new person, if the user knows better.
+    proc = run_cli("faces", "--data-dir", str(data), "enroll-dir", str(again),
+                   "--on-match", "new", cwd=tmp_path)
+    assert "1 people: 1 enrolled as new identities" in proc.stdout
+    listing = run_cli("faces", "--data-dir", str(data), "list", cwd=tmp_path).stdout
+    assert "Obama Again" in listing and listing.rstrip().endswith("3 identities (SFace)")
+
+
+async def test_version_2_dlib_gallery_moves_to_sface_and_still_recognises(
+    tmp_path: Path, dlib_recognizer: Recognizer, recognizer: Recognizer
+) -> None:
+    """A gallery from before this release: Dlib embeddings and 160 px dlib chips only."""
+    import dlib
+
+    def chip(path: Path) -> bytes:
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        rect = dlib.get_frontal_face_detector()(rgb, 1)[0]
+        aligned = dlib.get_face_chip(rgb, dlib_recognizer._shape(rgb, rect), size=160,
+                                     padding=0.25)
+        return cv2.imencode(".jpg", np.ascontiguousarray(aligned[:, :, ::-1]))[1].tobytes()
+
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        db.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE identities (hash TEXT PRIMARY KEY, name TEXT NOT NULL, email_hmac "
+            "TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL);"
+            "CREATE TABLE samples (id INTEGER PRIMARY KEY AUTOINCREMENT, identity TEXT NOT "
+            "NULL, model TEXT NOT NULL, dim INTEGER NOT NULL, embedding BLOB NOT NULL, crop "
+            "BLOB, source TEXT NOT NULL, created_at REAL NOT NULL);"
+        )
+        for name, path in (("Barack", OBAMA), ("Joe", BIDEN)):
+            (face,) = dlib_recognizer.analyze_image(cv2.imread(str(path)))
+            db.execute("INSERT INTO identities VALUES (?, ?, NULL, 1, 1)", (name, name))
+            db.execute("INSERT INTO samples (identity, model, dim, embedding, crop, source, "
+                       "created_at) VALUES (?, 'Dlib', 128, ?, ?, 'upload', 1)",
+                       (name, face.embedding.astype("<f4").tobytes(), chip(path)))
+    cfg = Config(storage=StorageConfig(data_dir=str(tmp_path)))
+    with pytest.raises(ModelMismatch, match="reembed --model SFace"):
+        await Gallery.for_config(cfg)
+    from facestream.manage import cmd_reembed
+
+    assert await cmd_reembed(dataclasses.replace(
+        cfg, recognition=dataclasses.replace(cfg.recognition, workers=1)), "SFace", False,
+        io.StringIO()) == 0
+    g = await Gallery.for_config(cfg)
+    try:
+        for name, probe in (("Barack", OBAMA3), ("Joe", BIDEN2)):
+            (face,) = recognizer.analyze_image(cv2.imread(str(probe)))
+            match = g.index.identify(face.embedding)
+            assert match is not None and match.name == name
+    finally:
+        await g.close()
 
 
 async def test_version_1_gallery_is_migrated(tmp_path: Path) -> None:
@@ -249,12 +333,12 @@ async def test_version_1_gallery_is_migrated(tmp_path: Path) -> None:
         )
         db.execute("INSERT INTO identities VALUES ('h1', 'Ada', 'x', 'Dlib', 128, ?, 1, 1)",
                    (emb.tobytes(),))
-    g = await Gallery.open(tmp_path, "Dlib", 0.905, b"s" * 32)
+    g = await Gallery.open(tmp_path, "Dlib", Config().recognition.policy("Dlib"), b"s" * 32)
     try:
         (ident,) = g.list()
         assert ident.hash == "h1" and ident.name == "Ada" and ident.has_email
         assert len(ident.samples) == 1 and ident.samples[0].source == "import"
-        match = g.index.match(emb, 0.905)
+        match = g.index.identify(emb)
         assert match is not None and match.hash == "h1"
     finally:
         await g.close()
