@@ -540,6 +540,19 @@ class Recognizer:
         return faces
 
 
+#: A photo whose second-largest face has at least this share of the largest one's area shows
+#: no single person: which one to enroll is ambiguous.
+SIMILAR_SIZE: Final = 0.6
+
+
+def ambiguous(faces: Sequence[Face]) -> bool:
+    """Several faces of similar size (largest first): the photo does not say who it shows."""
+    def area(face: Face) -> int:
+        return face.box[2] * face.box[3]
+
+    return len(faces) > 1 and area(faces[1]) >= SIMILAR_SIZE * area(faces[0])
+
+
 def _changed_look(now: NDArray[np.float32] | None, before: NDArray[np.float32] | None) -> bool:
     return now is not None and before is not None and float(now @ before) < LOOK_SAME
 

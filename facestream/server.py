@@ -37,7 +37,7 @@ from .hub import FrameHub
 from .identity import face_hash
 from .metrics import CONTENT_TYPE, Metrics
 from .pipeline import LivePipeline
-from .recognition import Face, ImageError
+from .recognition import Face, ImageError, ambiguous
 from .state import LiveState
 from .storage import (
     AlreadyEnrolled,
@@ -308,13 +308,9 @@ async def _uploaded_face(request: web.Request, data: bytes) -> Face:
     faces = await _analyze(request, data)
     if not faces:
         raise _http(422, "no face found in the image")
-    if len(faces) > 1 and _area(faces[1]) >= 0.6 * _area(faces[0]):
+    if ambiguous(faces):
         raise _http(422, f"{len(faces)} faces of similar size found; send a photo of one person")
     return faces[0]
-
-
-def _area(face: Face) -> int:
-    return face.box[2] * face.box[3]
 
 
 def _check_email(email: Any) -> str | None:
