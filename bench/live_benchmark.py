@@ -21,6 +21,9 @@ Method: this script is the network camera, so the ground truth is exact.
   ``hash: null``; reads of C as known; /hash latency; the server's own frame rates and stage
   means from ``GET /metrics`` (deltas over the run). ``--runs N`` reports medians.
 
+``--load N`` runs N CPU-bound processes (busy loops) beside the server for the whole run, as a
+loaded machine would.
+
 ``--baseline`` instead times the original synchronous design in-process: one loop doing read
 (decode the frame on air) -> detect -> embed -> draw + encode with
 ``facestream.recognition.Recognizer``, and reports the fps it sustains.
@@ -425,9 +428,16 @@ async def live_runs(args: argparse.Namespace, prog: Program) -> list[dict[str, A
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     runs = []
-    for i in range(args.runs):
-        async with asyncio.timeout(args.startup_timeout + args.duration + 120):
-            runs.append(await live_run(args, prog, i))
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(args.load)]
+    try:
+        for i in range(args.runs):
+            async with asyncio.timeout(args.startup_timeout + args.duration + 120):
+                runs.append(await live_run(args, prog, i))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
     return runs
 
 
@@ -437,7 +447,7 @@ def baseline(prog: Program, duration: float) -> dict[str, Any]:
 
     recognition.configure_environment()
     weights.provision()
-    rec = recognition.Recognizer("Dlib")
+    rec = recognition.Recognizer("SFace")
     stages: dict[str, list[float]] = {"read": [], "detect": [], "embed": [], "encode": []}
     faces, face_s, t0 = 0, 0.0, time.monotonic()
     while (now := time.monotonic()) - t0 < duration:
@@ -482,6 +492,8 @@ def main() -> int:
     p.add_argument("--gap-s", type=float, default=2.0)
     p.add_argument("--poll-ms", type=float, default=20.0)
     p.add_argument("--startup-timeout", type=float, default=180.0)
+    p.add_argument("--load", type=int, default=0,
+                   help="CPU-bound processes to run beside the server")
     p.add_argument("--baseline", action="store_true", help="time the synchronous design")
     p.add_argument("--out", type=Path, help="JSON results (default bench/results/live.json, "
                    "or baseline.json with --baseline)")

@@ -274,6 +274,24 @@ def test_enroll_dir_refuses_only_a_near_certain_duplicate_and_says_who(tmp_path:
     assert "Obama Again" in listing and listing.rstrip().endswith("3 identities (SFace)")
 
 
+def test_enroll_dir_of_all_lfw_people_enrolls_every_one(tmp_path: Path) -> None:
+    """342 people, 567 photos: nobody is refused as somebody else (one pairwise threshold
+    refused 335 photos as 'Anthony Fauci' and enrolled 133 people); the six photos with a
+    second face about as large are enrolled by their centred face, and said so."""
+    from .conftest import FACES
+
+    data = tmp_path / "data"
+    proc = run_cli("faces", "--data-dir", str(data), "--workers", "2", "enroll-dir",
+                   str(FACES / "lfw"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == ("342 people: 342 enrolled as new identities, 567 samples added, 0 "
+                         "images skipped; the gallery has 342 identities")
+    notes = [line for line in lines if line.startswith("note: ")]
+    assert len(notes) == 6 and all("enrolled the one nearest its centre" in n for n in notes)
+    assert not any(line.startswith(("skipped", "not enrolled")) for line in lines)
+
+
 async def test_version_2_dlib_gallery_moves_to_sface_and_still_recognises(
     tmp_path: Path, dlib_recognizer: Recognizer, recognizer: Recognizer
 ) -> None:
