@@ -103,9 +103,15 @@ class ImageError(Exception):
 
 @dataclass(frozen=True)
 class Detection:
+    """A face as the detector found it; ``box`` may reach outside the image (``clipped``
+    is the part inside, which the API shows)."""
+
     box: Box
     score: float
     landmarks: Landmarks | None = None
+
+    def clipped(self, shape: tuple[int, ...]) -> Box:
+        return _clip_box(*self.box, shape)
 
 
 @dataclass(frozen=True)
@@ -333,19 +339,25 @@ class Recognizer:
                         i = int(np.argmax(scores))
                         found = [(rects[i], scores[i])]
             found = [
-                Detection((r.left(), r.top(), r.width(), r.height()), float(s))
+                Detection((r.left(), r.top(), r.right() - r.left(), r.bottom() - r.top()),
+                          float(s))
                 for r, s in found
             ]
         out = []
         for d in found:
-            x, y, w, h = (v / scale for v in d.box)
-            box = _clip_box(x, y, w, h, bgr.shape)
-            if box[2] < 2 or box[3] < 2:
+            # The box as detected, which may reach outside the image: alignment wants it so.
+            x, y, w, h = (round(v / scale) for v in d.box)
+            clipped = _clip_box(x, y, w, h, bgr.shape)
+            if clipped[2] < 2 or clipped[3] < 2:
                 continue
             marks = (None if d.landmarks is None
                      else tuple(float(v) / scale for v in d.landmarks))
-            out.append(Detection(box, d.score, marks))
-        out.sort(key=lambda d: d.box[2] * d.box[3], reverse=True)
+            out.append(Detection((x, y, w, h), d.score, marks))
+        def shown_area(d: Detection) -> int:
+            _, _, w, h = d.clipped(bgr.shape)
+            return w * h
+
+        out.sort(key=shown_area, reverse=True)
         return out
 
     def _yunet_detect(self, bgr: NDArray[np.uint8]) -> list[Detection]:
@@ -510,7 +522,8 @@ class Recognizer:
         t0 = time.perf_counter()
         dets = self.detect(bgr, self.detect_max_side, self.detect_upsample)
         t1 = time.perf_counter()
-        faces = [Face(d.box, score=d.score, look=look(bgr, d.box)) for d in dets]
+        faces = [Face(box := d.clipped(bgr.shape), score=d.score, look=look(bgr, box))
+                 for d in dets]
         todo = []
         for i, face in enumerate(faces):
             hint = max(tracked, key=lambda t: iou(face.box, t.box), default=None)
@@ -535,7 +548,7 @@ class Recognizer:
         for det, (emb, images) in zip(dets, self._embed(work, dets, True)):
             if emb is None:
                 continue
-            box = tuple(round(v * scale_back) for v in det.box)
+            box = tuple(round(v * scale_back) for v in det.clipped(work.shape))
             faces.append(Face(box, emb, images, det.score))  # type: ignore[arg-type]
         return faces
 
