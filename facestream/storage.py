@@ -248,6 +248,8 @@ class Gallery:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Deleted faces are overwritten, not left in free pages until a VACUUM.
+        conn.execute("PRAGMA secure_delete=ON")
         self._migrate_v1()
         conn.executescript(_SCHEMA)
         self._migrate_v2()
@@ -348,6 +350,13 @@ class Gallery:
                 cur = self._conn.execute(sql, params)
                 ids.append(int(cur.lastrowid or 0))
         return ids
+
+    def _forget_sync(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Delete face data for good: secure_delete zeroes it in the database file, and a
+        truncating checkpoint drops the write-ahead log that still holds the old pages."""
+        assert self._conn is not None
+        self._write_sync(statements)
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _read_sync(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         assert self._conn is not None
@@ -549,7 +558,7 @@ class Gallery:
                     f"sample {sample_id} is the only sample of {ident.name!r}; delete the "
                     "identity instead"
                 )
-            await self._run(self._write_sync, [
+            await self._run(self._forget_sync, [
                 ("DELETE FROM samples WHERE id = ? AND identity = ?", (sample_id, face)),
                 ("UPDATE identities SET updated_at = ? WHERE hash = ?", (time.time(), face)),
             ])
@@ -611,7 +620,7 @@ class Gallery:
             ident = self._identities.get(face)
             if ident is None:
                 raise NotFound(f"no enrolled face with hash {face}")
-            await self._run(self._write_sync, [
+            await self._run(self._forget_sync, [
                 ("DELETE FROM samples WHERE identity = ?", (face,)),
                 ("DELETE FROM identities WHERE hash = ?", (face,)),
             ])

@@ -16,7 +16,14 @@ import pytest
 from facestream.config import Config
 from facestream.identity import face_hash, normalize
 from facestream.privacy import email_digest, load_or_create_secret, redact_source
-from facestream.storage import DB_FILE, AlreadyEnrolled, Gallery, ModelMismatch, NotFound
+from facestream.storage import (
+    DB_FILE,
+    AlreadyEnrolled,
+    Gallery,
+    ModelMismatch,
+    NotFound,
+    StoredImages,
+)
 
 SECRET = b"k" * 32
 
@@ -141,3 +148,26 @@ def test_import_pickle_keeps_prototype_hashes(tmp_path: Path) -> None:
             "SELECT hash, model FROM identities JOIN samples ON identity = hash ORDER BY hash"
         ).fetchall()
     assert rows == sorted([(f"{i:064x}", "Facenet") for i in range(1, 4)] + [("f" * 64, "Facenet")])
+
+
+async def test_a_deleted_face_leaves_no_trace_in_the_files(tmp_path: Path) -> None:
+    """Face images are biometric data: deleting an identity or a sample overwrites them in
+    the database and its write-ahead log, not only unlinks the rows."""
+    marker = b"FACE-IMAGE-" + os.urandom(16).hex().encode()
+    g = await open_gallery(tmp_path)
+    try:
+        keep = await g.add("Keep", unit(1))
+        gone = await g.add("Gone", unit(2), images=StoredImages(crop=marker * 50,
+                                                                context=marker * 200))
+        sample = await g.add_sample(keep.hash, unit(1) + 0.001 * unit(3),
+                                    images=StoredImages(crop=marker[::-1] * 50))
+
+        def on_disk() -> bytes:
+            return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+
+        assert marker in on_disk() and marker[::-1] in on_disk()
+        await g.delete(gone.hash)
+        await g.delete_sample(keep.hash, sample.id)
+        assert marker not in on_disk() and marker[::-1] not in on_disk()
+    finally:
+        await g.close()
