@@ -297,16 +297,23 @@ async def run(config: Config, root: Path, out_dir: Path, limit: int | None, seed
         "tar_at_far": {f"{far:g}": tar_at_far(fpr, tpr, far) for far in FARS},
         "far_resolution": 1.0 / negatives if negatives else None,
         "pairs_unverifiable": int((~np.isfinite(sims)).sum()),
-        "images_failed": failures,
-        "seconds": seconds,
-        "seconds_per_image": seconds / max(1, len(data.images)),
-        "workers": r.workers,
+        **_run_facts(failures, seconds, len(data.images), r.workers),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    _write(out_dir / "report.json", report)
     plot(out_dir, sims, same, fpr, tpr, configured, suggested, f"{r.model} + {r.detector}")
     print_report(report, out_dir, stream)
     return report
+
+
+def _run_facts(failures: dict[str, str], seconds: float, images: int, workers: int
+               ) -> dict[str, Any]:
+    return {"images_failed": failures, "seconds": seconds,
+            "seconds_per_image": seconds / max(1, images), "workers": workers}
+
+
+def _write(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
 
 
 def print_report(rep: dict[str, Any], out_dir: Path, stream: TextIO) -> None:
@@ -445,13 +452,9 @@ async def run_open_set(config: Config, root: Path, out_dir: Path, gallery_size: 
         {"mean": policy.calibration.mean, "std": policy.calibration.std},
         "calibration_measured": None if fitted is None else
         {"mean": fitted.mean, "std": fitted.std},
-        "images_failed": failures,
-        "seconds": seconds,
-        "seconds_per_image": seconds / max(1, len(data.images)),
-        "workers": r.workers,
+        **_run_facts(failures, seconds, len(data.images), r.workers),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "open_set.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    _write(out_dir / "open_set.json", report)
     print_open_set(report, out_dir, stream)
     return report
 

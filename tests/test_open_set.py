@@ -11,9 +11,7 @@ be named; nobody may be refused as "already enrolled" as somebody else.
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import FormData
@@ -22,18 +20,11 @@ from facestream.config import Config
 from facestream.server import create_app
 
 from .conftest import FACES
+from .test_gallery import form
 
 LFW = FACES / "lfw"
 #: First photos with another face about as large as the person's (the API answers 422).
 AMBIGUOUS = ["Bertrand_Bonello", "Charles_Grassley", "Jimmy_Carter", "Kate_Winslet"]
-
-
-def _form(field: str, path: Path, **fields: str) -> FormData:
-    form = FormData()
-    form.add_field(field, io.BytesIO(path.read_bytes()), filename=path.name)
-    for key, value in fields.items():
-        form.add_field(key, value)
-    return form
 
 
 async def test_with_123_people_enrolled_strangers_stay_strangers(
@@ -51,7 +42,7 @@ async def test_with_123_people_enrolled_strangers_stay_strangers(
             resp = await client.post(path, data=form)
             return resp.status, await resp.json()
 
-    enrolled = await asyncio.gather(*(post("/faces", _form("image", files[0], name=name))
+    enrolled = await asyncio.gather(*(post("/faces", form("image", files[0], name=name))
                                       for name, files in several.items()))
     # Nobody is refused as "already enrolled" as somebody else. A few photos show other
     # people's faces about as large as the person's: those are refused as ambiguous.
@@ -63,13 +54,13 @@ async def test_with_123_people_enrolled_strangers_stay_strangers(
     hashes = {n: body["hash"] for n, (status, body) in outcome.items() if status == 201}
 
     probes = [(name, f) for name, files in several.items() for f in files[1:] if name in hashes]
-    answers = await asyncio.gather(*(post("/process-frame", _form("frame", f))
+    answers = await asyncio.gather(*(post("/process-frame", form("frame", f))
                                      for _, f in probes))
     right = sum(body["known"] and body["hash"] == hashes[name]
                 for (name, _), (_, body) in zip(probes, answers))
     wrong = sum(body["known"] and body["hash"] != hashes[name]
                 for (name, _), (_, body) in zip(probes, answers))
-    answers = await asyncio.gather(*(post("/process-frame", _form("frame", f))
+    answers = await asyncio.gather(*(post("/process-frame", form("frame", f))
                                      for f in strangers))
     named = [body["name"] for _, body in answers if body["known"]]
 
