@@ -6,10 +6,11 @@ from aiohttp import web
 
 from .capture import Capture
 from .config import Config
+from .fanout import Broadcaster
+from .history import History
 from .hub import FrameHub
 from .metrics import Metrics
-from .pipeline import LivePipeline
-from .state import LiveState
+from .presence import Presence
 from .storage import Gallery
 from .workers import WorkerPool
 
@@ -18,6 +19,7 @@ METRICS = web.AppKey("metrics", Metrics)
 GALLERY = web.AppKey("gallery", Gallery)
 POOL = web.AppKey("pool", WorkerPool)
 HUB = web.AppKey("hub", FrameHub)
-STATE = web.AppKey("state", LiveState)
-PIPELINE = web.AppKey("pipeline", LivePipeline)
+PRESENCE = web.AppKey("presence", Presence)
+BROADCASTER = web.AppKey("broadcaster", Broadcaster)
+HISTORY = web.AppKey("history", History)
 CAPTURE = web.AppKey("capture", Capture)

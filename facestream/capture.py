@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .config import CameraConfig
 from .hub import Packet
 from .metrics import Metrics
+from .presence import Snapshot
 from .privacy import redact_source
 from .tracking import FaceView
 
@@ -63,6 +64,13 @@ LABEL_PAD_Y: Final = 2
 LABEL_PX_PER_SCALE: Final = 30
 
 LabelFont: TypeAlias = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+class InView(Protocol):
+    """Who is in view, to draw (presence.Presence): an immutable snapshot, read each frame."""
+
+    @property
+    def snapshot(self) -> Snapshot: ...
 
 
 @dataclass(frozen=True)
@@ -256,13 +264,13 @@ class Capture:
         self,
         config: CameraConfig,
         deliver: Callable[[Packet], Any],
-        overlay: Callable[[], Sequence[FaceView]],
+        in_view: InView,
         metrics: Metrics,
     ) -> None:
         self.config = config
         self.spec = SourceSpec.parse(config.source)
         self._deliver = deliver
-        self._overlay = overlay
+        self._in_view = in_view
         self._metrics = metrics
         self._stop = threading.Event()
         self._cond = threading.Condition()
@@ -397,7 +405,7 @@ class Capture:
                 if clean is frame:
                     clean = frame.copy()  # the reader may hand the same buffer back
                 shown = clean.copy()
-                annotate(shown, self._overlay())
+                annotate(shown, self._in_view.snapshot.faces)
                 ok, jpeg = cv2.imencode(".jpg", shown, quality)
                 self._metrics.stage_seconds.labels("encode").observe(time.perf_counter() - t0)
                 if ok:

@@ -131,6 +131,24 @@ class RecognitionConfig:
 
 
 @dataclass(frozen=True)
+class PresenceConfig:
+    #: A person out of view this long has left: their visit ends, with one "left" event.
+    depart_after_s: float = 3.0
+    #: An unknown face is announced ("arrived") once it has stayed unknown this long, so a
+    #: face recognised on its second look arrives once, by name.
+    unknown_grace_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    #: Visits (with their face crop and frame snapshot) older than this are deleted.
+    retention_days: float = 30.0
+    #: Snapshots of a visit's best moment are scaled to this longest side.
+    snapshot_max_side: int = 640
+    snapshot_quality: int = 75
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     data_dir: str = "facestream-data"
     #: Secret for the HMAC of enrollment emails. Empty: generated into the data dir.
@@ -142,6 +160,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
@@ -153,6 +173,8 @@ _SECTIONS: Final = {
     "server": ServerConfig,
     "camera": CameraConfig,
     "recognition": RecognitionConfig,
+    "presence": PresenceConfig,
+    "history": HistoryConfig,
     "storage": StorageConfig,
 }
 
@@ -236,6 +258,7 @@ def _calibrations(key: str, raw: Any) -> dict[str, Calibration]:
 def validate(config: Config) -> Config:
     """Check ranges and cross-field rules; return the config unchanged or raise ConfigError."""
     s, c, r = config.server, config.camera, config.recognition
+    p, h = config.presence, config.history
     checks: list[tuple[bool, str]] = [
         (0 <= s.port <= 65535, f"server.port: expected 0-65535, got {s.port}"),
         (s.max_upload_mb > 0, f"server.max_upload_mb: must be > 0, got {s.max_upload_mb}"),
@@ -291,6 +314,22 @@ def validate(config: Config) -> Config:
         (
             r.track_timeout_s > 0,
             f"recognition.track_timeout_s: must be > 0, got {r.track_timeout_s}",
+        ),
+        (
+            p.depart_after_s >= r.track_timeout_s,
+            (f"presence.depart_after_s: must be >= recognition.track_timeout_s "
+             f"({r.track_timeout_s}), got {p.depart_after_s}"),
+        ),
+        (p.unknown_grace_s >= 0,
+         f"presence.unknown_grace_s: must be >= 0, got {p.unknown_grace_s}"),
+        (h.retention_days > 0, f"history.retention_days: must be > 0, got {h.retention_days}"),
+        (
+            h.snapshot_max_side >= 64,
+            f"history.snapshot_max_side: must be >= 64, got {h.snapshot_max_side}",
+        ),
+        (
+            1 <= h.snapshot_quality <= 100,
+            f"history.snapshot_quality: expected 1-100, got {h.snapshot_quality}",
         ),
         (config.storage.data_dir.strip() != "", "storage.data_dir: must not be empty"),
     ]

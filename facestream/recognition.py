@@ -34,9 +34,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import weights
+from .geometry import TRACK_IOU, Box, area, iou
 from .identity import normalize
 
-Box = tuple[int, int, int, int]  # x, y, w, h
 #: Five (x, y) points, flattened: right eye, left eye, nose tip, right and left mouth corner.
 Landmarks = tuple[float, ...]
 
@@ -62,8 +62,6 @@ CROP_SCALE: Final = 1.4
 CONTEXT_SIZE: Final = 224
 CONTEXT_SCALE: Final = 2.0
 JPEG_QUALITY: Final = 90
-#: Box overlap (intersection over union) at or above which a detection continues a track.
-TRACK_IOU: Final = 0.3
 #: DeepFace's input normalisation matching how each model was trained.
 NORMALIZATION: Final[dict[str, str]] = {
     "Facenet": "Facenet",
@@ -169,16 +167,6 @@ class FrameResult:
     embed_s: float
     embedded: int = 0
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _resize_to(image: NDArray[Any], max_side: int) -> tuple[NDArray[Any], float]:
@@ -353,11 +341,7 @@ class Recognizer:
             marks = (None if d.landmarks is None
                      else tuple(float(v) / scale for v in d.landmarks))
             out.append(Detection((x, y, w, h), d.score, marks))
-        def shown_area(d: Detection) -> int:
-            _, _, w, h = d.clipped(bgr.shape)
-            return w * h
-
-        out.sort(key=shown_area, reverse=True)
+        out.sort(key=lambda d: area(d.clipped(bgr.shape)), reverse=True)
         return out
 
     def _yunet_detect(self, bgr: NDArray[np.uint8]) -> list[Detection]:
@@ -560,10 +544,7 @@ SIMILAR_SIZE: Final = 0.6
 
 def ambiguous(faces: Sequence[Face]) -> bool:
     """Several faces of similar size (largest first): the photo does not say who it shows."""
-    def area(face: Face) -> int:
-        return face.box[2] * face.box[3]
-
-    return len(faces) > 1 and area(faces[1]) >= SIMILAR_SIZE * area(faces[0])
+    return len(faces) > 1 and area(faces[1].box) >= SIMILAR_SIZE * area(faces[0].box)
 
 
 def _changed_look(now: NDArray[np.float32] | None, before: NDArray[np.float32] | None) -> bool:

@@ -15,81 +15,56 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any, Final
 
 from aiohttp import web
 
+from . import history_views
 from .appkeys import (
+    BROADCASTER,
     CAPTURE,
     CONFIG,
     GALLERY,
+    HISTORY,
     HUB,
     METRICS,
-    PIPELINE,
     POOL,
-    STATE,
+    PRESENCE,
 )
 from .capture import Capture
 from .config import Config
+from .fanout import Broadcaster
+from .history import History
 from .hub import FrameHub
 from .identity import face_hash
 from .metrics import CONTENT_TYPE, Metrics
 from .pipeline import LivePipeline
+from .presence import Presence
+from .privacy import redact_source
 from .recognition import Face, ImageError, ambiguous
-from .state import LiveState
 from .storage import (
-    AlreadyEnrolled,
     Gallery,
     GalleryError,
+    Identity,
     LastSample,
     ModelMismatch,
-    NotFound,
     StoredImages,
 )
-from .tracking import FaceView, Tracker
+from .tracking import FaceView
+from .webutil import HASH_RE, error, hash_field, http_error, json_body, json_errors
 from .workers import PoolBusy, PoolSettings, WorkerCrashed, WorkerPool
 
 log = logging.getLogger(__name__)
 
 BOUNDARY: Final = "facestreamframe"
 STREAM_WRITE_TIMEOUT_S: Final = 10.0
+#: A websocket handshake that does not complete in this long is dropped.
+PREPARE_TIMEOUT_S: Final = 10.0
 #: How often the gallery file is checked for changes made by other processes.
 GALLERY_POLL_S: Final = 1.0
-HASH_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 _DATA_URL_RE: Final = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
-
-
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
-
-
-@web.middleware
-async def json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every error answers JSON ``{"error": ...}``: gallery refusals map to their statuses
-    here, in one place; unexpected errors are logged, not leaked."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
-            raise
-        return _error(exc.status, exc.text or exc.reason or "error")
-    except AlreadyEnrolled as exc:  # also BelongsToOther: the face is somebody else
-        return _error(409, str(exc), hash=exc.hash, name=exc.name)
-    except NotFound as exc:
-        return _error(404, str(exc))
-    except LastSample as exc:
-        return _error(409, str(exc))
-    except GalleryError as exc:
-        return _error(400, str(exc))
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return _error(500, "internal error; see the server log")
 
 
 # -- pages and live state -------------------------------------------------------------------
@@ -135,20 +110,22 @@ async def streaming(request: web.Request) -> web.StreamResponse:
 
 
 async def hash_state(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE].snapshot())
+    return web.json_response(request.app[PRESENCE].snapshot.to_json())
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0)
-    await ws.prepare(request)
-    await request.app[STATE].serve(ws)
+    async with asyncio.timeout(PREPARE_TIMEOUT_S):
+        await ws.prepare(request)
+    presence = request.app[PRESENCE]
+    await request.app[BROADCASTER].serve(ws, lambda: presence.snapshot)
     return ws
 
 
 async def healthz(request: web.Request) -> web.Response:
     app = request.app
     cfg = app[CONFIG]
-    camera = app[CAPTURE].status()
+    camera = app[CAPTURE].status() if CAPTURE in app else None
     return web.json_response(
         {
             "status": "ok",
@@ -180,7 +157,7 @@ async def _image_field(request: web.Request, field: str) -> tuple[bytes | None, 
     plus the form's other text fields. Raises HTTP 400/413 as JSON on bad input."""
     ctype = request.content_type
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        raise _http(400, f"send a multipart/form-data or urlencoded form with a {field!r} field")
+        raise http_error(400, f"send a multipart/form-data or urlencoded form with a {field!r} field")
     form = await request.post()
     texts = {k: v for k, v in form.items() if isinstance(v, str)}
     value = form.get(field)
@@ -192,7 +169,7 @@ async def _image_field(request: web.Request, field: str) -> tuple[bytes | None, 
     else:
         data = _from_base64(str(value), field)
     if len(data) > limit:
-        raise _http(413, f"{field} is larger than {limit} bytes")
+        raise http_error(413, f"{field} is larger than {limit} bytes")
     return data, texts
 
 
@@ -202,16 +179,7 @@ def _from_base64(text: str, field: str) -> bytes:
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise _http(400, f"{field} is neither an image file nor a base64 image") from None
-
-
-def _http(status: int, message: str, **extra: Any) -> web.HTTPException:
-    exc = web.HTTPException(text=None)
-    exc.set_status(status)
-    resp = _error(status, message, **extra)
-    exc.text = resp.text
-    exc.content_type = "application/json"
-    return exc
+        raise http_error(400, f"{field} is neither an image file nor a base64 image") from None
 
 
 def _upload_limit(config: Config) -> int:
@@ -226,9 +194,9 @@ async def _analyze(request: web.Request, data: bytes) -> list[Face]:
     try:
         faces = await pool.analyze_image(data)
     except ImageError as exc:
-        raise _http(exc.status, exc.message) from None
+        raise http_error(exc.status, exc.message) from None
     except (PoolBusy, WorkerCrashed) as exc:
-        raise _http(503, str(exc)) from None
+        raise http_error(503, str(exc)) from None
     metrics.stage_seconds.labels("upload").observe(loop.time() - t0)
     metrics.faces_embedded.inc(len(faces))
     return faces
@@ -253,10 +221,10 @@ def _view(app: web.Application, face: Face) -> FaceView:
 async def process_frame(request: web.Request) -> web.Response:
     data, _ = await _image_field(request, "frame")
     if data is None:
-        return _error(400, "missing form field 'frame' (an image file or a base64 string)")
+        return error(400, "missing form field 'frame' (an image file or a base64 string)")
     faces = await _analyze(request, data)
     if not faces:
-        return _error(422, "no face found in the image")
+        return error(422, "no face found in the image")
     views = [_view(request.app, f) for f in faces]
     primary = views[0]
     assert faces[0].embedding is not None
@@ -282,34 +250,17 @@ async def process_frame(request: web.Request) -> web.Response:
 def _face_param(request: web.Request) -> str:
     face = request.match_info["hash"]
     if not HASH_RE.match(face) and request.app[GALLERY].get(face) is None:
-        raise _http(404, f"no enrolled face with hash {face}")
+        raise http_error(404, f"no enrolled face with hash {face}")
     return face
-
-
-async def _json_body(request: web.Request, hint: str) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise _http(400, f"request body is not valid JSON; send {hint}") from None
-    if not isinstance(body, dict):
-        raise _http(400, f"send {hint}")
-    return body
-
-
-def _wanted_hash(body: dict[str, Any]) -> str | None:
-    wanted = body.get("hash")
-    if wanted is not None and not (isinstance(wanted, str) and HASH_RE.match(wanted)):
-        raise _http(400, "hash must be a 64-character hex string")
-    return wanted
 
 
 async def _uploaded_face(request: web.Request, data: bytes) -> Face:
     """The one face of an uploaded photo (the largest, unless several are of similar size)."""
     faces = await _analyze(request, data)
     if not faces:
-        raise _http(422, "no face found in the image")
+        raise http_error(422, "no face found in the image")
     if ambiguous(faces):
-        raise _http(422, f"{len(faces)} faces of similar size found; send a photo of one person")
+        raise http_error(422, f"{len(faces)} faces of similar size found; send a photo of one person")
     return faces[0]
 
 
@@ -317,29 +268,54 @@ def _check_email(email: Any) -> str | None:
     if email is None or email == "":
         return None
     if not isinstance(email, str):
-        raise _http(400, "email must be a string")
+        raise http_error(400, "email must be a string")
     if "@" not in email or len(email) > 320:
-        raise _http(400, "email is not a valid address")
+        raise http_error(400, "email is not a valid address")
     return email
 
 
+def _identity(app: web.Application, ident: Identity) -> dict[str, Any]:
+    """An identity as the API shows it: with when it was last seen (from its visits)."""
+    return {**ident.to_json(), "last_seen": app[HISTORY].last_seen(ident.hash)}
+
+
 async def list_faces(request: web.Request) -> web.Response:
+    """Everybody enrolled (oldest first), a page of them (``limit``, ``offset``), or whoever
+    was enrolled with ``email``."""
     gallery = request.app[GALLERY]
     email = request.query.get("email")
     faces = gallery.list() if email is None else await gallery.find_by_email(email)
-    return web.json_response({"faces": [i.to_json() for i in faces]})
+    total = len(faces)
+    offset = _int_query(request, "offset", 0)
+    limit = _int_query(request, "limit", total)
+    page = faces[offset:offset + limit]
+    return web.json_response({"faces": [_identity(request.app, i) for i in page],
+                              "total": total})
+
+
+def _int_query(request: web.Request, key: str, default: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise http_error(400, f"{key} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise http_error(400, f"{key} must not be negative")
+    return value
 
 
 async def get_face(request: web.Request) -> web.Response:
     ident = request.app[GALLERY].get(_face_param(request))
     if ident is None:
-        return _error(404, f"no enrolled face with hash {request.match_info['hash']}")
-    return web.json_response(ident.to_json())
+        return error(404, f"no enrolled face with hash {request.match_info['hash']}")
+    return web.json_response(_identity(request.app, ident))
 
 
 async def _jpeg(crop: bytes | None, missing: str) -> web.Response:
     if crop is None:
-        return _error(404, missing)
+        return error(404, missing)
     return web.Response(body=crop, content_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=60"})
 
@@ -353,7 +329,7 @@ def _sample_param(request: web.Request) -> int:
     try:
         return int(request.match_info["sample"])
     except ValueError:
-        raise _http(404, "sample ids are integers") from None
+        raise http_error(404, "sample ids are integers") from None
 
 
 async def sample_crop(request: web.Request) -> web.Response:
@@ -363,35 +339,41 @@ async def sample_crop(request: web.Request) -> web.Response:
 
 
 async def enroll(request: web.Request) -> web.Response:
+    """Enroll: an uploaded photo, the face in the live view, or a stranger from history."""
     gallery = request.app[GALLERY]
     if request.content_type == "application/json":
-        body = await _json_body(request, '{"from_live": true, "name": ...}')
-        if body.get("from_live") is not True:
-            return _error(400, 'JSON enrollment needs {"from_live": true, "name": ...}; '
-                               "to enroll an image, send multipart with 'image' and 'name'")
-        wanted = _wanted_hash(body)
-        track = request.app[PIPELINE].enrollable(wanted)
-        if track is None:
-            what = f"face {wanted}" if wanted else "unknown face"
-            return _error(422, f"no {what} in the live view to enroll")
-        if track.match is not None:
-            return _error(409, f"the face in view is already enrolled as {track.match.name!r}",
-                          hash=track.match.hash, name=track.match.name)
+        body = await json_body(request, '{"from_live": true, "name": ...}')
         name, email = body.get("name"), _check_email(body.get("email"))
-        # The first embedding, so the identity keeps the hash the face already had in view.
-        embedding, images, source = track.first_embedding, track.first_images, "live"
+        if body.get("from_visit") is not None or body.get("from_unknown") is not None:
+            return await history_views.enroll_from_history(request, body, name, email)
+        if body.get("from_live") is not True:
+            return error(400, 'JSON enrollment needs {"from_live": true, "name": ...} (or '
+                              '"from_visit": <visit id> or "from_unknown": <hash>); to enroll '
+                              "an image, send multipart with 'image' and 'name'")
+        wanted = hash_field(body.get("hash"))
+        live = request.app[PRESENCE].live_face(wanted, unknown_only=wanted is None)
+        if live is None:
+            what = f"face {wanted}" if wanted else "unknown face"
+            return error(422, f"no {what} in the live view to enroll")
+        if live.match is not None:
+            return error(409, f"the face in view is already enrolled as {live.match.name!r}",
+                         hash=live.match.hash, name=live.match.name)
+        # The first embedding, so the identity keeps the hash the face already had in view
+        # (a stranger seen before keeps their group's hash, and their visits).
+        embedding, images, source = live.first_embedding, live.first_images, "live"
+        face_hash_: str | None = live.view.hash
     else:
         data, fields = await _image_field(request, "image")
         if data is None:
-            return _error(400, "missing form field 'image'")
+            return error(400, "missing form field 'image'")
         name, email = fields.get("name"), _check_email(fields.get("email"))
         if not isinstance(name, str) or not name.strip():
-            return _error(400, "missing form field 'name'")
+            return error(400, "missing form field 'name'")
         face = await _uploaded_face(request, data)
-        embedding, images, source = face.embedding, face.images, "upload"
+        embedding, images, source, face_hash_ = face.embedding, face.images, "upload", None
     assert embedding is not None
     ident = await gallery.add(name, embedding, email=email, images=StoredImages.of(images),
-                              source=source)
+                              source=source, face=face_hash_)
     return web.json_response({"hash": ident.hash, "name": ident.name}, status=201)
 
 
@@ -400,22 +382,24 @@ async def add_sample(request: web.Request) -> web.Response:
     face = _face_param(request)
     gallery = request.app[GALLERY]
     if gallery.get(face) is None:
-        return _error(404, f"no enrolled face with hash {face}")
+        return error(404, f"no enrolled face with hash {face}")
     if request.content_type == "application/json":
-        body = await _json_body(request, '{"from_live": true, "hash": <face in view>}')
+        body = await json_body(request, '{"from_live": true, "hash": <face in view>}')
+        if body.get("from_visit") is not None:
+            return await history_views.sample_from_visit(request, face, body["from_visit"])
         if body.get("from_live") is not True:
-            return _error(400, 'send {"from_live": true} or a multipart "image"')
-        wanted = _wanted_hash(body)
-        pipeline = request.app[PIPELINE]
-        track = pipeline.tracker.find(wanted) if wanted else pipeline.tracker.largest()
-        if track is None:
-            return _error(422, "no such face in the live view")
-        embedding, images = track.embeddings[-1], track.last_images
+            return error(400, 'send {"from_live": true}, {"from_visit": <visit id>} or a '
+                              'multipart "image"')
+        wanted = hash_field(body.get("hash"))
+        live = request.app[PRESENCE].live_face(wanted)
+        if live is None:
+            return error(422, "no such face in the live view")
+        embedding, images = live.latest_embedding, live.latest_images
         source = "live"
     else:
         data, _ = await _image_field(request, "image")
         if data is None:
-            return _error(400, "missing form field 'image'")
+            return error(400, "missing form field 'image'")
         uploaded = await _uploaded_face(request, data)
         embedding, images, source = uploaded.embedding, uploaded.images, "upload"
     assert embedding is not None
@@ -433,33 +417,33 @@ async def delete_sample(request: web.Request) -> web.Response:
 async def merge_faces(request: web.Request) -> web.Response:
     """"These are the same person": the identity in the path absorbs ``from``."""
     target = _face_param(request)
-    body = await _json_body(request, '{"from": <hash of the identity to merge in>}')
+    body = await json_body(request, '{"from": <hash of the identity to merge in>}')
     source = body.get("from")
     if not isinstance(source, str) or not source:
-        return _error(400, 'send {"from": <hash of the identity to merge in>}')
+        return error(400, 'send {"from": <hash of the identity to merge in>}')
     merged = await request.app[GALLERY].merge(target, source)
     return web.json_response(merged.to_json())
 
 
 async def not_this_person(request: web.Request) -> web.Response:
     """"This is not X", from the live view: remove X's sample that made the wrong match."""
-    body = await _json_body(request, '{"hash": <hash of a known face in view>}')
-    wanted = _wanted_hash(body)
+    body = await json_body(request, '{"hash": <hash of a known face in view>}')
+    wanted = hash_field(body.get("hash"))
     if wanted is None:
-        return _error(400, 'send {"hash": <hash of a known face in view>}')
+        return error(400, 'send {"hash": <hash of a known face in view>}')
     gallery = request.app[GALLERY]
-    track = request.app[PIPELINE].tracker.find(wanted)
-    if track is None or track.match is None:
-        return _error(422, f"no recognised face {wanted} in the live view")
-    ident = gallery.get(track.match.hash)
+    live = request.app[PRESENCE].live_face(wanted)
+    if live is None or live.match is None:
+        return error(422, f"no recognised face {wanted} in the live view")
+    ident = gallery.get(live.match.hash)
     if ident is None:
-        return _error(422, "that identity was deleted meanwhile")
+        return error(422, "that identity was deleted meanwhile")
     samples = gallery.sample_embeddings(ident.hash)
-    culprit = max(samples, key=lambda sid: float(samples[sid] @ track.mean))
+    culprit = max(samples, key=lambda sid: float(samples[sid] @ live.mean))
     try:
         await gallery.delete_sample(ident.hash, culprit)
     except LastSample:
-        return _error(409, f"{ident.name!r} has only this one sample, so every match comes "
+        return error(409, f"{ident.name!r} has only this one sample, so every match comes "
                            "from it: delete the identity or enroll better photos",
                       hash=ident.hash)
     return web.json_response({"identity": ident.hash, "name": ident.name,
@@ -468,9 +452,9 @@ async def not_this_person(request: web.Request) -> web.Response:
 
 async def rename_face(request: web.Request) -> web.Response:
     face = _face_param(request)
-    body = await _json_body(request, '{"name": "..."}')
+    body = await json_body(request, '{"name": "..."}')
     if "name" not in body:
-        return _error(400, 'send JSON {"name": "..."}')
+        return error(400, 'send JSON {"name": "..."}')
     ident = await request.app[GALLERY].rename(face, body["name"])
     return web.json_response(ident.to_json())
 
@@ -481,7 +465,7 @@ async def delete_face(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.Response:
-    return web.json_response({"events": request.app[STATE].recent_events()})
+    return web.json_response({"events": request.app[PRESENCE].recent_events()})
 
 
 # -- lifecycle ------------------------------------------------------------------------------
@@ -510,6 +494,16 @@ async def _watch_gallery(gallery: Gallery) -> None:
             log.exception("checking the gallery for outside changes failed")
 
 
+async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
+    history = History(app[GALLERY], app[CONFIG].history)
+    await history.start()
+    app[HISTORY] = history
+    app[GALLERY].on_change(history.gallery_changed)
+    app[PRESENCE].on_visit(history.visit_event)
+    yield
+    await history.close(app[PRESENCE].open_visits())
+
+
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     pool = WorkerPool(PoolSettings.from_config(cfg))
@@ -520,22 +514,17 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The camera and the recognition lanes: frames flow capture -> hub -> pool -> Presence."""
     cfg = app[CONFIG]
     loop = asyncio.get_running_loop()
-    hub, state = app[HUB], app[STATE]
-    r = cfg.recognition
-    tracker = Tracker(r.threshold(), r.reembed_interval_s, r.track_timeout_s)
-    pipeline = LivePipeline(hub, app[POOL], app[GALLERY], state, tracker, app[METRICS])
-    app[PIPELINE] = pipeline
-    app[GALLERY].on_change(
-        lambda event, ident: state.gallery_changed(event, ident.to_json() if ident else None)
-    )
+    hub, presence = app[HUB], app[PRESENCE]
+    pipeline = LivePipeline(hub, app[POOL], presence, app[METRICS])
 
     def deliver(packet: Any) -> None:
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             loop.call_soon_threadsafe(hub.publish, packet)
 
-    capture = Capture(cfg.camera, deliver, lambda: state.faces, app[METRICS])
+    capture = Capture(cfg.camera, deliver, presence, app[METRICS])
     app[CAPTURE] = capture
     capture.start()
     task = asyncio.create_task(pipeline.run())
@@ -547,12 +536,30 @@ async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(capture.stop)
 
 
+def _wire_gallery(app: web.Application) -> None:
+    """Gallery changes reach the live view and the websocket (called once it is open)."""
+    broadcaster, presence = app[BROADCASTER], app[PRESENCE]
+
+    def changed(event: str, ident: Any) -> None:
+        presence.gallery_changed()
+        broadcaster.gallery_changed(event, ident.to_json() if ident else None)
+
+    app[GALLERY].on_change(changed)
+
+
+async def _wiring_ctx(app: web.Application) -> AsyncIterator[None]:
+    _wire_gallery(app)
+    yield
+
+
 async def _on_shutdown(app: web.Application) -> None:
     app[HUB].close()  # ends every MJPEG response
-    await app[STATE].close_all()
+    await app[BROADCASTER].close_all()
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, live: bool = True) -> web.Application:
+    """The application. ``live=False`` leaves the camera and recognition lanes out (the
+    REST API, the gallery and history work; nobody is ever in view): for tests and tools."""
     # Base64 bodies are 4/3 of the image; the exact limit is checked after decoding.
     max_body = int(_upload_limit(config) * 4 / 3) + 64 * 1024
     app = web.Application(client_max_size=max_body, middlewares=[json_errors])
@@ -560,8 +567,20 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = metrics_
     app[HUB] = FrameHub()
-    app[STATE] = LiveState(metrics_)
-    app.cleanup_ctx.extend([_gallery_ctx, _pool_ctx, _live_ctx])
+    r, p = config.recognition, config.presence
+    presence = Presence(
+        redact_source(config.camera.source), r.threshold(), r.reembed_interval_s,
+        r.track_timeout_s, p.depart_after_s, p.unknown_grace_s,
+        gallery=lambda: app[GALLERY].index,
+        unknowns=lambda: app[HISTORY].unknown_index if HISTORY in app else None,
+    )
+    broadcaster = Broadcaster(metrics_)
+    presence.on_snapshot(broadcaster.snapshot_changed)
+    presence.on_visit(broadcaster.visit_event)
+    app[PRESENCE] = presence
+    app[BROADCASTER] = broadcaster
+    contexts = [_gallery_ctx, _wiring_ctx, _history_ctx, _pool_ctx]
+    app.cleanup_ctx.extend([*contexts, _live_ctx] if live else contexts)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/", index)
     app.router.add_get("/streaming", streaming)
@@ -581,6 +600,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post("/faces/{hash}/merge", merge_faces)
     app.router.add_post("/live/not", not_this_person)
     app.router.add_get("/events", events)
+    history_views.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -38,9 +38,9 @@ from .recognition import SampleImages
 T = TypeVar("T")
 
 DB_FILE: Final = "gallery.sqlite3"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 MAX_NAME_LENGTH: Final = 200
-SOURCES: Final = ("upload", "live", "import")
+SOURCES: Final = ("upload", "live", "import", "history")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +65,33 @@ CREATE TABLE IF NOT EXISTS samples (
     created_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_identity ON samples (identity);
+CREATE TABLE IF NOT EXISTS visits (
+    id          TEXT PRIMARY KEY,
+    person      TEXT NOT NULL,
+    known       INTEGER NOT NULL,
+    name        TEXT,
+    camera      TEXT NOT NULL,
+    arrived_at  REAL NOT NULL,
+    left_at     REAL,
+    quality     REAL
+);
+CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at, id);
+CREATE INDEX IF NOT EXISTS visits_person ON visits (person, arrived_at);
+CREATE TABLE IF NOT EXISTS visit_images (
+    visit       TEXT PRIMARY KEY REFERENCES visits (id) ON DELETE CASCADE,
+    crop        BLOB,
+    context     BLOB,
+    geometry    TEXT,
+    snapshot    BLOB
+);
+CREATE TABLE IF NOT EXISTS unknowns (
+    hash        TEXT PRIMARY KEY,
+    model       TEXT NOT NULL,
+    dim         INTEGER NOT NULL,
+    embedding   BLOB NOT NULL,
+    count       INTEGER NOT NULL,
+    created_at  REAL NOT NULL
+);
 """
 
 
@@ -193,6 +220,10 @@ class Gallery:
         self._secret = secret
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facestream-db")
         self._conn: sqlite3.Connection | None = None
+        # Reads run on a read-only connection of their own (WAL lets it read while the
+        # writer writes), so a history page never waits behind a write.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facestream-db-r")
+        self._rconn: sqlite3.Connection | None = None
         self._identities: dict[str, Identity] = {}
         self._embeddings: dict[int, Embedding] = {}  # sample id -> embedding
         self._owner: dict[int, str] = {}  # sample id -> identity hash
@@ -359,8 +390,28 @@ class Gallery:
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _read_sync(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        assert self._conn is not None
-        return list(self._conn.execute(sql, params))
+        if self._rconn is None:
+            self._rconn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0)
+            self._rconn.execute("PRAGMA query_only=ON")
+        return list(self._rconn.execute(sql, params))
+
+    def _close_reader_sync(self) -> None:
+        if self._rconn is not None:
+            self._rconn.close()
+            self._rconn = None
+
+    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query, from the reader connection (never behind a write)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._read_sync, sql, params)
+
+    async def write(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Run statements in one transaction on the writer; each one's lastrowid."""
+        return await self._run(self._write_sync, statements)
+
+    async def forget(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Like ``write``, for deletions of face data: nothing of it stays on disk."""
+        await self._run(self._forget_sync, statements)
 
     def _close_sync(self) -> None:
         if self._conn is not None:
@@ -410,9 +461,7 @@ class Gallery:
 
     async def find_by_email(self, email: str) -> list[Identity]:
         digest = email_digest(self._secret, email)
-        rows = await self._run(
-            self._read_sync, "SELECT hash FROM identities WHERE email_hmac = ?", (digest,)
-        )
+        rows = await self.query("SELECT hash FROM identities WHERE email_hmac = ?", (digest,))
         return [self._identities[r[0]] for r in rows if r[0] in self._identities]
 
     async def crop(self, face: str, sample_id: int | None = None) -> bytes | None:
@@ -423,24 +472,21 @@ class Gallery:
         else:
             sql, params = ("SELECT crop FROM samples WHERE identity = ? AND id = ?",
                            (face, sample_id))
-        rows = await self._run(self._read_sync, sql, params)
+        rows = await self.query(sql, params)
         return rows[0][0] if rows and rows[0][0] is not None else None
 
     async def records(self) -> list[tuple[Identity, str | None, list[SampleRecord]]]:
         """Everything, for export and re-embedding: identity, email HMAC, samples."""
-        rows = await self._run(
-            self._read_sync,
+        rows = await self.query(
             "SELECT id, identity, dim, embedding, crop, source, created_at, context, geometry "
-            "FROM samples ORDER BY id", (),
-        )
+            "FROM samples ORDER BY id")
         by_identity: dict[str, list[SampleRecord]] = {}
         for sid, face, dim, blob, crop, source, created, context, geometry in rows:
             emb = np.frombuffer(blob, dtype="<f4").reshape(dim).astype(np.float32)
             by_identity.setdefault(face, []).append(SampleRecord(
                 sid, face, emb, crop, source, created, context,
                 json.loads(geometry) if geometry else None))
-        emails = dict(await self._run(
-            self._read_sync, "SELECT hash, email_hmac FROM identities", ()))
+        emails = dict(await self.query("SELECT hash, email_hmac FROM identities"))
         return [(i, emails.get(i.hash), by_identity.get(i.hash, []))
                 for i in self._identities.values()]
 
@@ -501,10 +547,14 @@ class Gallery:
             if match is not None:
                 raise AlreadyEnrolled(match.hash, match.name, match.similarity)
             now = time.time()
-            _, sid = await self._run(self._write_sync, [
+            _, sid, _, _ = await self._run(self._write_sync, [
                 (("INSERT INTO identities (hash, name, email_hmac, created_at, updated_at) "
                  "VALUES (?, ?, ?, ?, ?)"), (face, name, digest, now, now)),
                 self._sample_sql(face, emb, images, source, now),
+                # A stranger seen before (enrolled from the live view or from history):
+                # their visits are this person's now.
+                ("UPDATE visits SET known = 1, name = ? WHERE person = ?", (name, face)),
+                ("DELETE FROM unknowns WHERE hash = ?", (face,)),
             ])
             ident = Identity(face, name, self.model, now, digest is not None,
                              (Sample(sid, now, source, images.crop is not None),))
@@ -586,6 +636,8 @@ class Gallery:
                  "COALESCE(email_hmac, (SELECT email_hmac FROM identities WHERE hash = ?)) "
                  "WHERE hash = ?"), (now, source, target)),
                 ("DELETE FROM identities WHERE hash = ?", (source,)),
+                ("UPDATE visits SET person = ?, name = ? WHERE person = ?",
+                 (target, into.name, source)),
             ])
             for sid, face in self._owner.items():
                 if face == source:
@@ -609,6 +661,7 @@ class Gallery:
             await self._run(self._write_sync, [
                 ("UPDATE identities SET name = ?, updated_at = ? WHERE hash = ?",
                  (name, time.time(), face)),
+                ("UPDATE visits SET name = ? WHERE person = ?", (name, face)),
             ])
             ident = replace(old, name=name)
             self._identities[face] = ident
@@ -620,9 +673,11 @@ class Gallery:
             ident = self._identities.get(face)
             if ident is None:
                 raise NotFound(f"no enrolled face with hash {face}")
+            # Their history goes with them: visits, face crops and snapshots.
             await self._run(self._forget_sync, [
                 ("DELETE FROM samples WHERE identity = ?", (face,)),
                 ("DELETE FROM identities WHERE hash = ?", (face,)),
+                ("DELETE FROM visits WHERE person = ?", (face,)),
             ])
             del self._identities[face]
             for sid in [s for s, h in self._owner.items() if h == face]:
@@ -655,6 +710,9 @@ class Gallery:
             return
         self._closed = True
         try:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._reader, self._close_reader_sync)
             await self._run(self._close_sync)
         finally:
+            self._reader.shutdown(wait=True)
             self._writer.shutdown(wait=True)

@@ -21,11 +21,25 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .geometry import TRACK_IOU, Box, iou
 from .identity import Embedding, GalleryIndex, Match, face_hash, normalize
-from .recognition import TRACK_IOU, Box, Face, SampleImages, TrackHint, iou
+from .recognition import Face, SampleImages, TrackHint
 
 #: Embeddings kept per track for its running mean.
 EMBEDDINGS_KEPT = 10
+#: A face this many pixels wide or more counts as fully sharp for its best view.
+BEST_SIDE = 112
+
+
+@dataclass(frozen=True)
+class BestView:
+    """A face's best embedded view: how good it was, its embedding and gallery images, and
+    when (the frame's capture time)."""
+
+    quality: float
+    embedding: Embedding
+    images: SampleImages
+    captured_at: float
 
 
 @dataclass(frozen=True)
@@ -63,11 +77,24 @@ class Track:
     last_images: SampleImages | None = None
     #: The face's look at its latest embedding (see recognition.look).
     look: NDArray[np.float32] | None = None
+    #: The hash an unknown face shows: its unknown group's (a stranger seen before), else
+    #: the hash of its first embedding.
+    provisional_hash: str = ""
+    #: The best view of the face so far (detector score times size), for its visit.
+    best: BestView | None = None
 
     def __post_init__(self) -> None:
-        self.provisional_hash = face_hash(self.first_embedding)
+        self.provisional_hash = self.provisional_hash or face_hash(self.first_embedding)
         if not self.embeddings:
             self.embeddings.append(self.first_embedding)
+
+    def offer(self, face: Face, seen_at: float) -> None:
+        """Keep ``face`` as the track's best view if it is better than the one kept."""
+        if face.embedding is None or face.images is None:
+            return
+        quality = face.score * min(1.0, (face.box[2] * face.box[3]) ** 0.5 / BEST_SIDE)
+        if self.best is None or quality > self.best.quality:
+            self.best = BestView(quality, face.embedding, face.images, seen_at)
 
     @property
     def mean(self) -> Embedding:
@@ -125,7 +152,8 @@ class Tracker:
     # -- updates -------------------------------------------------------------------------
 
     def update(
-        self, faces: Sequence[Face], seen_at: float, index: GalleryIndex, stale: bool = False
+        self, faces: Sequence[Face], seen_at: float, index: GalleryIndex, stale: bool = False,
+        unknowns: GalleryIndex | None = None,
     ) -> None:
         """Apply one frame's detections, captured at ``seen_at`` (monotonic seconds).
 
@@ -170,14 +198,16 @@ class Tracker:
                 track.last_images = face.images or track.last_images
                 track.look = face.look if face.look is not None else track.look
                 track.match = index.identify(track.mean)
+                track.offer(face, seen_at)
         for track in ended:
             self._end(track, seen_at)
         for fi, face in enumerate(faces):
             if fi in used_faces or face.embedding is None:
                 continue  # a face without an embedding waits for the next frame
-            self._tracks.append(self._new_track(face, face.embedding, seen_at, index))
+            self._tracks.append(self._new_track(face, face.embedding, seen_at, index, unknowns))
 
-    def _new_track(self, face: Face, emb: Embedding, seen_at: float, index: GalleryIndex) -> Track:
+    def _new_track(self, face: Face, emb: Embedding, seen_at: float, index: GalleryIndex,
+                   unknowns: GalleryIndex | None) -> Track:
         revived = self._revive(emb, seen_at)
         if revived is not None:
             revived.box = face.box
@@ -186,7 +216,9 @@ class Tracker:
             revived.last_images = face.images or revived.last_images
             revived.look = face.look
             revived.match = index.identify(revived.mean)
+            revived.offer(face, seen_at)
             return revived
+        seen_before = unknowns.identify(emb) if unknowns is not None else None
         track = Track(
             id=next(self._ids),
             box=face.box,
@@ -197,8 +229,10 @@ class Tracker:
             first_images=face.images,
             last_images=face.images,
             look=face.look,
+            provisional_hash=seen_before.hash if seen_before is not None else "",
         )
         track.match = index.identify(track.mean)
+        track.offer(face, seen_at)
         return track
 
     def _revive(self, emb: Embedding, now: float) -> Track | None:
@@ -221,7 +255,9 @@ class Tracker:
             self._lost.append((now, track))
 
     def expire(self, now: float) -> bool:
-        """Drop tracks not seen for ``timeout``; True if any was dropped."""
+        """Drop tracks not seen for ``timeout`` before ``now`` (the capture time of the
+        newest analysed frame: absence is judged on frames, not the wall clock); True if
+        any was dropped."""
         gone = [t for t in self._tracks if now - t.last_seen > self.timeout]
         for track in gone:
             self._end(track, now)

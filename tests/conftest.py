@@ -36,6 +36,7 @@ os.environ["FACESTREAM_CACHE"] = tempfile.mkdtemp(prefix="facestream-cache-")
 from facestream.config import (
     CameraConfig,
     Config,
+    PresenceConfig,
     RecognitionConfig,
     ServerConfig,
     StorageConfig,
@@ -76,20 +77,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_config(tmp_path: Path, source: str | Path = TALKING_HEAD, **recognition: Any) -> Config:
+def make_config(tmp_path: Path, source: str | Path = TALKING_HEAD,
+                presence: dict[str, float] | None = None, **recognition: Any) -> Config:
     return Config(
         server=ServerConfig(host="127.0.0.1", port=0),
         camera=CameraConfig(source=str(source), reconnect_min_s=0.2, reconnect_max_s=0.5,
                             read_timeout_s=2.0),
         recognition=dataclasses.replace(RecognitionConfig(workers=1), **recognition),
+        presence=PresenceConfig(**(presence or {})),
         storage=StorageConfig(data_dir=str(tmp_path / "data")),
     )
 
 
 @pytest.fixture
 def config_factory(tmp_path: Path) -> Callable[..., Config]:
-    def factory(source: str | Path = TALKING_HEAD, **recognition: Any) -> Config:
-        return make_config(tmp_path, source, **recognition)
+    def factory(source: str | Path = TALKING_HEAD, presence: dict[str, float] | None = None,
+                **recognition: Any) -> Config:
+        return make_config(tmp_path, source, presence, **recognition)
 
     return factory
 

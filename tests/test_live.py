@@ -103,7 +103,9 @@ async def test_tracked_face_keeps_its_hash_and_is_not_reembedded_every_frame(
 async def test_websocket_pushes_arrivals_departures_and_live_enrollment(
     aiohttp_client: Any, config_factory: Callable[..., Config], face_then_empty_video: Path
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory(face_then_empty_video)))
+    # Departures confirmed after 1 s, so the clip's 3 s without a face ends each visit.
+    cfg = config_factory(face_then_empty_video, presence={"depart_after_s": 1.0})
+    client = await aiohttp_client(create_app(cfg))
     ws = await client.ws_connect("/ws")
     snapshot = await ws.receive_json(timeout=10)
     assert snapshot["type"] == "snapshot" and "faces" in snapshot
@@ -130,6 +132,9 @@ async def test_websocket_pushes_arrivals_departures_and_live_enrollment(
     kinds = [(e["event"], e["hash"]) for e in log]
     assert ("arrived", arrived["hash"]) in kinds and ("left", arrived["hash"]) in kinds
     assert [e["at"] for e in log] == sorted((e["at"] for e in log), reverse=True)
+    # Each appearance is one visit: an arrival and a departure with the same visit id.
+    first_left = next(e for e in reversed(log) if e["event"] == "left")
+    assert [e["event"] for e in log if e["visit"] == first_left["visit"]] == ["left", "arrived"]
 
     resp = await client.post("/faces", json={"from_live": True, "name": "Alexandria"})
     assert resp.status == 201, await resp.text()

@@ -1,0 +1,384 @@
+"""Visit history: who came by, when, with their best face and a snapshot, kept for a while.
+
+Presence announces visits (``arrived`` / ``left``); History stores them in the gallery
+database through its one writer: the visit row when it begins, its end and its best face crop,
+context square and frame snapshot (JPEG blobs beside it, see README for the measurement) when
+it ends. Encoding runs in a thread; the queue in between is bounded.
+
+Strangers are grouped across visits and restarts: each unknown visit's person is an unknown
+group (its hash is the provisional hash the live view shows), whose mean embedding is kept in
+the ``unknowns`` table; Presence matches new unknown faces against ``unknown_index`` so the
+same stranger keeps the same hash ("unknown f7d0, 5 visits"). Naming a group (or a visit)
+enrolls the stranger with the best crops of their visits as samples and keeps the hash, so
+their past visits become the person's.
+
+Visits older than ``history.retention_days`` are deleted, with their images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from .config import HistoryConfig
+from .identity import Embedding, GalleryIndex, normalize
+from .presence import VisitEvent, VisitRecord
+from .recognition import StoredFace
+from .storage import Gallery, GalleryError, Identity, NotFound, StoredImages
+from .workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+#: Visit events waiting to be stored; beyond this the oldest waiting one is dropped (logged).
+MAX_PENDING: Final = 512
+PRUNE_INTERVAL_S: Final = 3600.0
+MAX_PAGE: Final = 200
+#: Samples an identity gets when it is named from history: its best visits' faces.
+SAMPLES_FROM_HISTORY: Final = 3
+
+_VISIT_COLUMNS: Final = "id, person, known, name, camera, arrived_at, left_at"
+
+
+@dataclass(frozen=True)
+class Visit:
+    id: str
+    person: str
+    known: bool
+    name: str | None
+    camera: str
+    arrived_at: float
+    left_at: float | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Visit:
+        vid, person, known, name, camera, arrived, left = row
+        return cls(vid, person, bool(known), name, camera, arrived, left)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "hash": self.person, "known": self.known, "name": self.name,
+                "camera": self.camera, "arrived_at": self.arrived_at, "left_at": self.left_at,
+                "crop": f"/visits/{self.id}/crop", "snapshot": f"/visits/{self.id}/snapshot"}
+
+
+class History:
+    def __init__(self, gallery: Gallery, config: HistoryConfig) -> None:
+        self.gallery = gallery
+        self.config = config
+        self.unknown_index: GalleryIndex = GalleryIndex.empty(gallery.policy)
+        self._unknowns: dict[str, tuple[Embedding, int]] = {}  # hash -> mean, visits
+        self._last_seen: dict[str, float] = {}
+        self._stored_quality: dict[str, float] = {}  # open visits: quality of stored images
+        self._queue: asyncio.Queue[VisitEvent] = asyncio.Queue(MAX_PENDING)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load unknown groups and last-seen times; close visits a crash left open; start
+        the writer and the pruning."""
+        model = self.gallery.model
+        for face, dim, blob, count in await self.gallery.query(
+                "SELECT hash, dim, embedding, count FROM unknowns WHERE model = ?", (model,)):
+            self._unknowns[face] = (np.frombuffer(blob, "<f4").reshape(dim).copy(), count)
+        self._rebuild_unknowns()
+        for person, last in await self.gallery.query(
+                "SELECT person, MAX(COALESCE(left_at, arrived_at)) FROM visits GROUP BY person"):
+            self._last_seen[person] = last
+        await self.gallery.write([
+            ("UPDATE visits SET left_at = arrived_at WHERE left_at IS NULL", ()),
+        ])
+        self._tasks = [asyncio.create_task(self._store_forever()),
+                       asyncio.create_task(self._prune_forever())]
+
+    async def close(self, open_visits: list[VisitRecord]) -> None:
+        """Store what is queued and end the visits still open (the server is stopping)."""
+        now = time.time()
+        for record in open_visits:
+            self.visit_event(VisitEvent("left", VisitRecord(
+                record.id, record.person, record.name, record.known, record.camera,
+                record.arrived_at, now, record.best, record.frame)))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10.0):
+                await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- storing visits ------------------------------------------------------------------
+
+    def visit_event(self, event: VisitEvent) -> None:
+        """Presence's listener (event loop): queue the event for storing."""
+        if self._queue.full():
+            dropped = self._queue.get_nowait()
+            self._queue.task_done()
+            log.warning("history writer is behind; visit %s (%s) not stored",
+                        dropped.visit.id, dropped.kind)
+        self._queue.put_nowait(event)
+        v = event.visit
+        self._last_seen[v.person] = v.left_at if v.left_at is not None else v.arrived_at
+
+    async def _store_forever(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self._store(event)
+            except Exception:
+                log.exception("storing visit %s failed", event.visit.id)
+            finally:
+                self._queue.task_done()
+
+    async def _store(self, event: VisitEvent) -> None:
+        v = event.visit
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        quality = v.best.quality if v.best is not None else None
+        if event.kind == "arrived":
+            statements.append((
+                (f"INSERT OR IGNORE INTO visits ({_VISIT_COLUMNS}, quality) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                (v.id, v.person, int(v.known), v.name, v.camera, v.arrived_at, None, quality)))
+        else:
+            statements.append((
+                "UPDATE visits SET left_at = ?, known = ?, name = ?, quality = ? WHERE id = ?",
+                (v.left_at, int(v.known), v.name, quality, v.id)))
+        stored = self._stored_quality.get(v.id)
+        if v.best is not None and (stored is None or v.best.quality > stored):
+            crop, context, geometry, snapshot = await asyncio.to_thread(self._encode, v)
+            statements.append((
+                ("INSERT OR REPLACE INTO visit_images (visit, crop, context, geometry, "
+                 "snapshot) VALUES (?, ?, ?, ?, ?)"), (v.id, crop, context, geometry, snapshot)))
+            self._stored_quality[v.id] = v.best.quality
+        if event.kind == "left" and not v.known and v.best is not None:
+            statements.append(self._grouped(v.person, v.best.embedding))
+        if event.kind == "left":
+            self._stored_quality.pop(v.id, None)
+        await self.gallery.write(statements)
+
+    def _encode(self, v: VisitRecord) -> tuple[bytes, bytes, str, bytes | None]:
+        import cv2
+
+        assert v.best is not None
+        images = v.best.images
+        snapshot = None
+        if v.frame is not None:
+            frame = v.frame
+            h, w = frame.shape[:2]
+            scale = min(1.0, self.config.snapshot_max_side / max(h, w))
+            if scale < 1.0:
+                frame = cv2.resize(frame, (round(w * scale), round(h * scale)),
+                                   interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", frame,
+                                   [cv2.IMWRITE_JPEG_QUALITY, self.config.snapshot_quality])
+            snapshot = buf.tobytes() if ok else None
+        return images.crop, images.context, json.dumps(images.geometry()), snapshot
+
+    def _grouped(self, person: str, embedding: Embedding) -> tuple[str, tuple[Any, ...]]:
+        """Add an unknown visit's face to its group (a new group for a new stranger)."""
+        mean, count = self._unknowns.get(person, (np.zeros_like(embedding), 0))
+        mean = normalize((mean * count + embedding) / (count + 1))
+        self._unknowns[person] = (mean, count + 1)
+        self._rebuild_unknowns()
+        return (("INSERT OR REPLACE INTO unknowns (hash, model, dim, embedding, count, "
+                 "created_at) VALUES (?, ?, ?, ?, ?, COALESCE((SELECT created_at FROM unknowns "
+                 "WHERE hash = ?), ?))"), (person, self.gallery.model, int(mean.shape[0]),
+                         np.ascontiguousarray(mean, "<f4").tobytes(), count + 1, person,
+                         time.time()))
+
+    def _rebuild_unknowns(self) -> None:
+        self.unknown_index = GalleryIndex.from_samples(
+            [(h, h, [m]) for h, (m, _) in self._unknowns.items()], "centroid",
+            self.gallery.policy)
+
+    def gallery_changed(self, event: str, identity: Identity | None) -> None:
+        """An enrolled stranger is no longer unknown (Gallery.add removed the group's row);
+        a deleted person's visits went with them."""
+        if identity is None:
+            return
+        if identity.hash in self._unknowns:
+            del self._unknowns[identity.hash]
+            self._rebuild_unknowns()
+        if event == "deleted":
+            self._last_seen.pop(identity.hash, None)
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("deleting old visits failed")
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
+    async def prune(self, now: float | None = None) -> int:
+        """Delete visits older than the retention, and stranger groups left without
+        visits. Returns the number of visits deleted."""
+        cutoff = (now or time.time()) - self.config.retention_days * 86400
+        old = await self.gallery.query(
+            "SELECT COUNT(*) FROM visits WHERE COALESCE(left_at, arrived_at) < ?", (cutoff,))
+        if not old[0][0]:
+            return 0
+        await self.gallery.forget([
+            ("DELETE FROM visits WHERE COALESCE(left_at, arrived_at) < ?", (cutoff,)),
+            ("DELETE FROM unknowns WHERE hash NOT IN (SELECT DISTINCT person FROM visits)",
+             ()),
+        ])
+        await self._reload_unknowns()
+        return int(old[0][0])
+
+    async def _reload_unknowns(self) -> None:
+        alive = {r[0] for r in await self.gallery.query("SELECT hash FROM unknowns")}
+        self._unknowns = {h: v for h, v in self._unknowns.items() if h in alive}
+        self._rebuild_unknowns()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def last_seen(self, person: str) -> float | None:
+        return self._last_seen.get(person)
+
+    async def visits(self, person: str | None = None, known: bool | None = None,
+                     since: float | None = None, until: float | None = None,
+                     cursor: str | None = None, limit: int = 50
+                     ) -> tuple[list[Visit], str | None]:
+        """Visits, newest first, filtered; and the cursor of the next page (None at the end).
+        Keyset paging on (arrived_at, id): a page costs the same at any depth."""
+        where, params = [], []
+        if person is not None:
+            where.append("person = ?")
+            params.append(person)
+        if known is not None:
+            where.append("known = ?")
+            params.append(int(known))
+        if since is not None:
+            where.append("COALESCE(left_at, arrived_at) >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("arrived_at < ?")
+            params.append(until)
+        if cursor is not None:
+            at, vid = _parse_cursor(cursor)
+            where.append("(arrived_at < ? OR (arrived_at = ? AND id < ?))")
+            params += [at, at, vid]
+        limit = max(1, min(limit, MAX_PAGE))
+        sql = (f"SELECT {_VISIT_COLUMNS} FROM visits "
+               f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+               "ORDER BY arrived_at DESC, id DESC LIMIT ?")
+        rows = await self.gallery.query(sql, (*params, limit + 1))
+        page = [Visit.from_row(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return page, (f"{page[-1].arrived_at!r}_{page[-1].id}" if more and page else None)
+
+    async def visit(self, vid: str) -> Visit:
+        rows = await self.gallery.query(f"SELECT {_VISIT_COLUMNS} FROM visits WHERE id = ?",
+                                        (vid,))
+        if not rows:
+            raise NotFound(f"no visit {vid}")
+        return Visit.from_row(rows[0])
+
+    async def image(self, vid: str, which: str) -> bytes | None:
+        column = {"crop": "crop", "snapshot": "snapshot"}[which]
+        rows = await self.gallery.query(
+            f"SELECT {column} FROM visit_images WHERE visit = ?", (vid,))
+        return rows[0][0] if rows else None
+
+    async def unknown_groups(self, limit: int = 50, offset: int = 0
+                             ) -> tuple[list[dict[str, Any]], int]:
+        """Strangers seen, most recently seen first: hash, visits, first and last seen."""
+        rows = await self.gallery.query(
+            "SELECT person, COUNT(*), MIN(arrived_at), MAX(COALESCE(left_at, arrived_at)) "
+            "FROM visits WHERE known = 0 GROUP BY person ORDER BY 4 DESC LIMIT ? OFFSET ?",
+            (max(1, min(limit, MAX_PAGE)), max(0, offset)))
+        total = await self.gallery.query(
+            "SELECT COUNT(DISTINCT person) FROM visits WHERE known = 0")
+        return [{"hash": p, "visits": n, "first_seen": first, "last_seen": last,
+                 "crop": f"/unknowns/{p}/crop"} for p, n, first, last in rows], total[0][0]
+
+    async def best_crop(self, person: str) -> bytes | None:
+        rows = await self.gallery.query(
+            "SELECT i.crop FROM visits v JOIN visit_images i ON i.visit = v.id "
+            "WHERE v.person = ? ORDER BY v.quality DESC LIMIT 1", (person,))
+        return rows[0][0] if rows else None
+
+    # -- changing ------------------------------------------------------------------------
+
+    async def delete_visit(self, vid: str) -> Visit:
+        visit = await self.visit(vid)
+        await self.gallery.forget([("DELETE FROM visits WHERE id = ?", (vid,))])
+        await self._forgotten(visit.person)
+        return visit
+
+    async def forget(self, person: str) -> int:
+        """Delete every visit of ``person`` (a hash, enrolled or not), images included."""
+        rows = await self.gallery.query("SELECT COUNT(*) FROM visits WHERE person = ?",
+                                        (person,))
+        await self.gallery.forget([
+            ("DELETE FROM visits WHERE person = ?", (person,)),
+            ("DELETE FROM unknowns WHERE hash = ?", (person,)),
+        ])
+        await self._forgotten(person)
+        return int(rows[0][0])
+
+    async def _forgotten(self, person: str) -> None:
+        left = await self.gallery.query(
+            "SELECT MAX(COALESCE(left_at, arrived_at)) FROM visits WHERE person = ?", (person,))
+        if left[0][0] is None:
+            self._last_seen.pop(person, None)
+            if person in self._unknowns:
+                await self.gallery.forget([("DELETE FROM unknowns WHERE hash = ?", (person,))])
+                del self._unknowns[person]
+                self._rebuild_unknowns()
+        else:
+            self._last_seen[person] = left[0][0]
+
+    async def stored_faces(self, person: str | None = None, visit: str | None = None,
+                           limit: int = SAMPLES_FROM_HISTORY) -> list[StoredFace]:
+        """The best stored faces of a person's visits (or of one visit), best first."""
+        if visit is not None:
+            sql, params = (("SELECT i.context, i.geometry, i.crop FROM visit_images i "
+                            "WHERE i.visit = ?"), (visit,))
+        else:
+            sql, params = (("SELECT i.context, i.geometry, i.crop FROM visits v JOIN "
+                            "visit_images i ON i.visit = v.id WHERE v.person = ? "
+                            "ORDER BY v.quality DESC LIMIT ?"), (person, limit))
+        return [StoredFace(context, json.loads(geometry) if geometry else None, crop)
+                for context, geometry, crop in await self.gallery.query(sql, params)]
+
+    async def enroll(self, pool: WorkerPool, person: str, name: str,
+                     email: str | None = None, visit: str | None = None) -> Identity:
+        """Name a stranger from history: their best visit faces (or one visit's) become the
+        samples of a new identity that keeps the stranger's hash, so their visits are the
+        person's from now on."""
+        if self.gallery.get(person) is not None:
+            raise GalleryError(f"{person} is enrolled already")
+        faces = await self.stored_faces(person=None if visit else person, visit=visit)
+        if not faces:
+            raise NotFound(f"no stored face of {visit or person} to enroll from")
+        embeddings = await pool.embed_stored(faces)
+        usable = [(f, e) for f, e in zip(faces, embeddings) if e is not None]
+        if not usable:
+            raise GalleryError("no face could be embedded from the stored images")
+        (first, emb), rest = usable[0], usable[1:]
+        ident = await self.gallery.add(name, emb, email=email, face=person,
+                                       images=images_of(first), source="history")
+        for face, emb in rest:
+            await self.gallery.add_sample(ident.hash, emb, images=images_of(face),
+                                          source="history", force=True)
+        return self.gallery.get(ident.hash) or ident
+
+
+def images_of(face: StoredFace) -> StoredImages:
+    return StoredImages(face.crop, face.context, face.geometry)
+
+
+def _parse_cursor(cursor: str) -> tuple[float, str]:
+    at, _, vid = cursor.partition("_")
+    try:
+        return float(at), vid
+    except ValueError:
+        raise GalleryError(f"not a visits cursor: {cursor!r}") from None

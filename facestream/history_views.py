@@ -1,0 +1,168 @@
+"""HTTP handlers of the visit history: list and filter visits, their images, strangers seen
+more than once, naming a stranger from history, and forgetting.
+
+    GET    /visits?person=&known=&since=&until=&cursor=&limit=   newest first, keyset-paged
+    GET    /visits/{id}                  one visit
+    GET    /visits/{id}/crop, /snapshot  its best face crop, its frame snapshot (JPEG)
+    DELETE /visits/{id}                  forget one visit (images included)
+    GET    /unknowns?limit=&offset=      strangers seen, most recent first, with visit counts
+    GET    /unknowns/{hash}/crop         a stranger's best face crop
+    DELETE /people/{hash}/visits         forget a person's (or a stranger's) whole history
+    POST   /faces {"from_unknown" | "from_visit", "name"}      (see server.enroll)
+    POST   /faces/{hash}/samples {"from_visit": id}            (see server.add_sample)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiohttp import web
+
+from .appkeys import GALLERY, HISTORY, POOL
+from .history import images_of
+from .storage import AlreadyEnrolled
+from .webutil import error, hash_field, http_error
+from .workers import PoolBusy, WorkerCrashed
+
+
+def _float_query(request: web.Request, key: str) -> float | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise http_error(400, f"{key} must be a time in seconds since 1970, got {raw!r}") \
+            from None
+    if not math.isfinite(value):
+        raise http_error(400, f"{key} must be a finite number")
+    return value
+
+
+async def list_visits(request: web.Request) -> web.Response:
+    q = request.query
+    known = {"true": True, "false": False, None: None, "": None}.get(q.get("known"), "bad")
+    if known == "bad":
+        return error(400, "known must be true or false")
+    try:
+        limit = int(q.get("limit", "50"))
+    except ValueError:
+        return error(400, f"limit must be a whole number, got {q.get('limit')!r}")
+    person = hash_field(q.get("person") or None, "person")
+    visits, cursor = await request.app[HISTORY].visits(
+        person, known, _float_query(request, "since"), _float_query(request, "until"),  # type: ignore[arg-type]
+        q.get("cursor") or None, limit)
+    return web.json_response({"visits": [v.to_json() for v in visits], "next": cursor})
+
+
+async def get_visit(request: web.Request) -> web.Response:
+    visit = await request.app[HISTORY].visit(request.match_info["id"])
+    return web.json_response(visit.to_json())
+
+
+async def visit_image(request: web.Request) -> web.Response:
+    vid, which = request.match_info["id"], request.match_info["which"]
+    data = await request.app[HISTORY].image(vid, which)
+    if data is None:
+        await request.app[HISTORY].visit(vid)  # 404 for an unknown visit
+        return error(404, f"no {which} stored for visit {vid}")
+    return web.Response(body=data, content_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def delete_visit(request: web.Request) -> web.Response:
+    visit = await request.app[HISTORY].delete_visit(request.match_info["id"])
+    return web.json_response({"deleted": visit.id})
+
+
+async def list_unknowns(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "50"))
+        offset = int(request.query.get("offset", "0"))
+    except ValueError:
+        return error(400, "limit and offset must be whole numbers")
+    groups, total = await request.app[HISTORY].unknown_groups(limit, offset)
+    return web.json_response({"unknowns": groups, "total": total})
+
+
+async def unknown_crop(request: web.Request) -> web.Response:
+    person = hash_field(request.match_info["hash"])
+    assert person is not None
+    data = await request.app[HISTORY].best_crop(person)
+    if data is None:
+        return error(404, f"no stored face of {person}")
+    return web.Response(body=data, content_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=60"})
+
+
+async def forget_person(request: web.Request) -> web.Response:
+    person = hash_field(request.match_info["hash"])
+    assert person is not None
+    deleted = await request.app[HISTORY].forget(person)
+    return web.json_response({"hash": person, "deleted_visits": deleted})
+
+
+async def enroll_from_history(request: web.Request, body: dict[str, Any], name: Any,
+                              email: str | None) -> web.Response:
+    """``POST /faces`` with ``from_unknown`` (a stranger's hash: their best visits' faces)
+    or ``from_visit`` (one visit's face): the identity keeps the stranger's hash."""
+    history = request.app[HISTORY]
+    visit_id = body.get("from_visit")
+    if visit_id is not None:
+        if not isinstance(visit_id, str):
+            return error(400, "from_visit must be a visit id")
+        visit = await history.visit(visit_id)
+        if visit.known:
+            ident = request.app[GALLERY].get(visit.person)
+            return error(409, f"that visit is of {visit.name!r}, already enrolled",
+                         hash=visit.person, name=ident.name if ident else visit.name)
+        person = visit.person
+    else:
+        person = hash_field(body.get("from_unknown"), "from_unknown")  # type: ignore[assignment]
+        assert person is not None
+    if request.app[GALLERY].get(person) is not None:
+        ident = request.app[GALLERY].get(person)
+        return error(409, f"{person} is already enrolled as {ident.name!r}",  # type: ignore[union-attr]
+                     hash=person, name=ident.name)  # type: ignore[union-attr]
+    if not isinstance(name, str) or not name.strip():
+        return error(400, "name is required")
+    try:
+        ident = await history.enroll(request.app[POOL], person, name, email, visit=visit_id)
+    except (PoolBusy, WorkerCrashed) as exc:
+        return error(503, str(exc))
+    except AlreadyEnrolled:
+        raise
+    return web.json_response({"hash": ident.hash, "name": ident.name,
+                              "samples": len(ident.samples)}, status=201)
+
+
+async def sample_from_visit(request: web.Request, face: str, visit_id: Any) -> web.Response:
+    """``POST /faces/{hash}/samples`` with ``from_visit``: that visit's face as a sample."""
+    if not isinstance(visit_id, str):
+        return error(400, "from_visit must be a visit id")
+    history = request.app[HISTORY]
+    await history.visit(visit_id)
+    faces = await history.stored_faces(visit=visit_id)
+    if not faces:
+        return error(422, f"no face stored for visit {visit_id}")
+    try:
+        (embedding,) = await request.app[POOL].embed_stored(faces[:1])
+    except (PoolBusy, WorkerCrashed) as exc:
+        return error(503, str(exc))
+    if embedding is None:
+        return error(422, f"the face stored for visit {visit_id} cannot be embedded")
+    sample = await request.app[GALLERY].add_sample(face, embedding, images=images_of(faces[0]),
+                                                   source="history")
+    return web.json_response({"hash": face, "id": sample.id}, status=201)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/visits", list_visits)
+    app.router.add_get("/visits/{id}", get_visit)
+    app.router.add_get("/visits/{id}/{which:crop|snapshot}", visit_image)
+    app.router.add_delete("/visits/{id}", delete_visit)
+    app.router.add_get("/unknowns", list_unknowns)
+    app.router.add_get("/unknowns/{hash}/crop", unknown_crop)
+    app.router.add_delete("/unknowns/{hash}", forget_person)
+    app.router.add_delete("/people/{hash}/visits", forget_person)
