@@ -64,7 +64,9 @@ FPS = 25
 SIZE = (640, 480)
 BOUNDARY = "camframe"
 WARMUP_S = 0.3  # identity reads in a segment's first 0.3 s are not scored
-TAIL_S = 1.5  # idle frames after the program, so the last face's departure is measured
+#: Idle frames after the program, so the last face's departure (and its visit's end, after
+#: presence.depart_after_s, 3 s) is measured.
+TAIL_S = 4.5
 
 Read = tuple[float, float, str | None, bool]  # monotonic time answered, latency, hash, known
 
@@ -211,6 +213,38 @@ async def viewer(session: ClientSession, url: str, arrivals: list[float]) -> Non
                 arrivals.append(time.monotonic())
 
 
+async def listener(session: ClientSession, url: str, events: list[dict[str, Any]]) -> None:
+    """Record the websocket's visit events, with the monotonic time each arrived."""
+    async with session.ws_connect(url) as ws:
+        async for msg in ws:
+            data = msg.json()
+            if data.get("type") == "event":
+                events.append({**data, "received": time.monotonic()})
+
+
+def score_visits(segments: list[Segment], events: list[dict[str, Any]],
+                 hashes: dict[str, str], wall_offset: float) -> dict[str, float]:
+    """Each appearance of a person should be exactly one visit: one ``arrived`` dated within
+    it and one ``left`` dated at its end; any other event is an extra."""
+    def person(label: str, ev: dict[str, Any]) -> bool:
+        return ev["hash"] == hashes[label] if label in hashes else not ev["known"]
+
+    used: set[int] = set()
+    exact = 0
+    appearances = [s for s in segments if s.label]
+    for s in appearances:
+        start, end = s.start + wall_offset, s.end + wall_offset
+        arrived = [i for i, e in enumerate(events) if e["event"] == "arrived" and person(
+            s.label, e) and start - 0.2 <= e["at"] <= end]
+        left = [i for i, e in enumerate(events) if e["event"] == "left" and person(
+            s.label, e) and end - 1.0 <= e["at"] <= end + 0.5]
+        exact += len(arrived) == 1 and len(left) == 1
+        used.update(arrived + left)
+    return {"visits_exact_share": exact / len(appearances) if appearances else math.nan,
+            "visit_events_extra": float(len(events) - len(used)),
+            "visit_events": float(len(events))}
+
+
 async def poller(session: ClientSession, url: str, period: float, reads: list[Read],
                  errors: list[str]) -> None:
     due = time.monotonic()
@@ -322,7 +356,8 @@ async def camera_server(idle: bytes) -> AsyncIterator[tuple[Camera, str]]:
 
 
 @contextlib.asynccontextmanager
-async def facestream_server(source: str, log_path: Path, timeout: float) -> AsyncIterator[str]:
+async def facestream_server(source: str, log_path: Path, timeout: float,
+                            extra: tuple[str, ...] = ()) -> AsyncIterator[str]:
     """``python -m facestream`` on a free port with a fresh data dir; yields its base URL
     once /healthz reports the camera live. Always terminated (then killed) on exit."""
     with tempfile.TemporaryDirectory(prefix="facestream-bench-") as tmp:
@@ -331,7 +366,7 @@ async def facestream_server(source: str, log_path: Path, timeout: float) -> Asyn
             port = s.getsockname()[1]
         base = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "facestream", "--source", source, "--port", str(port),
-               "--data-dir", f"{tmp}/data"]
+               "--data-dir", f"{tmp}/data", *extra]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEEPFACE_HOME": tmp},
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -372,11 +407,13 @@ async def live_run(args: argparse.Namespace, prog: Program, run: int) -> dict[st
     reads: list[Read] = []
     errors: list[str] = []
     arrivals: list[list[float]] = [[] for _ in range(args.viewers)]
+    events: list[dict[str, Any]] = []
     async with camera_server(prog.empties[-1]) as (camera, cam_url):
         probe = await asyncio.to_thread(probe_camera, cam_url)
         if probe["frames"] == 0:
             raise RuntimeError(f"OpenCV's FFMPEG backend cannot read {cam_url}: {probe}")
-        async with facestream_server(cam_url, log_path, args.startup_timeout) as base, \
+        extra = ("--model", args.model) if args.model else ()
+        async with facestream_server(cam_url, log_path, args.startup_timeout, extra) as base, \
                 ClientSession() as session:
             hashes: dict[str, str] = {}
             for label, image in prog.enroll.items():
@@ -394,6 +431,7 @@ async def live_run(args: argparse.Namespace, prog: Program, run: int) -> dict[st
                          for a in arrivals]
                 tasks.append(asyncio.create_task(
                     poller(session, base + "/hash", args.poll_ms / 1000, reads, errors)))
+                tasks.append(asyncio.create_task(listener(session, base + "/ws", events)))
                 await asyncio.sleep(1.5)  # viewers connected, identity back to null
                 load0, cpu0, t0 = os.getloadavg()[0], time.process_time(), time.monotonic()
                 before = await scrape(session, base)
@@ -412,6 +450,9 @@ async def live_run(args: argparse.Namespace, prog: Program, run: int) -> dict[st
     segs = [*segs, Segment("", len(sent), segs[-1].end, segs[-1].end + TAIL_S)]
     summary, details = analyze(segs, reads, arrivals, hashes)
     summary |= server_rates(before, after, secs)
+    program = [s for s in segs if s.start >= segs[0].start]
+    summary |= score_visits(program, [e for e in events if e["received"] >= segs[0].start],
+                            hashes, time.time() - time.monotonic())
     summary |= {"camera_fps": (len(sent) - 1) / (sent[-1] - sent[0]),
                 "camera_late_ms_max": 1000 * max(camera.late), "bench_cpu_share": cpu / secs}
     return {"summary": summary, "ffmpeg_probe": probe, "camera_url": cam_url,
@@ -479,6 +520,8 @@ TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "appear_s_max": ("<= 0.3", lambda v: v <= 0.3),
     "leave_s_max": ("<= 0.5", lambda v: v <= 0.5),
     "stranger_reads_as_enrolled": ("== 0", lambda v: v == 0),
+    "visits_exact_share": ("== 1", lambda v: v == 1),
+    "visit_events_extra": ("== 0", lambda v: v == 0),
     "hash_p99_ms": ("< 20", lambda v: v < 20),
 }
 
@@ -492,6 +535,7 @@ def main() -> int:
     p.add_argument("--gap-s", type=float, default=2.0)
     p.add_argument("--poll-ms", type=float, default=20.0)
     p.add_argument("--startup-timeout", type=float, default=180.0)
+    p.add_argument("--model", help="serve with this model (default: the server's, SFace)")
     p.add_argument("--load", type=int, default=0,
                    help="CPU-bound processes to run beside the server")
     p.add_argument("--baseline", action="store_true", help="time the synchronous design")

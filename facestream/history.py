@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -101,9 +101,7 @@ class History:
         """Store what is queued and end the visits still open (the server is stopping)."""
         now = time.time()
         for record in open_visits:
-            self.visit_event(VisitEvent("left", VisitRecord(
-                record.id, record.person, record.name, record.known, record.camera,
-                record.arrived_at, now, record.best, record.frame)))
+            self.visit_event(VisitEvent("left", replace(record, left_at=now)))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10.0):
                 await self._queue.join()
@@ -166,8 +164,8 @@ class History:
         assert v.best is not None
         images = v.best.images
         snapshot = None
-        if v.frame is not None:
-            frame = v.frame
+        if v.best.frame is not None:
+            frame = v.best.frame
             h, w = frame.shape[:2]
             scale = min(1.0, self.config.snapshot_max_side / max(h, w))
             if scale < 1.0:

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -101,8 +101,7 @@ class FramePlan:
 @dataclass(frozen=True)
 class VisitRecord:
     """One visit as it stands: who, where, from when to when (wall-clock seconds; ``left_at``
-    None while they are in view), and the best view of their face with the frame it was
-    in (``frame``: BGR, for the snapshot)."""
+    None while they are in view), and the best view of their face (with its frame)."""
 
     id: str
     person: str
@@ -112,7 +111,6 @@ class VisitRecord:
     arrived_at: float
     left_at: float | None
     best: BestView | None
-    frame: NDArray[np.uint8] | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "hash": self.person, "name": self.name, "known": self.known,
@@ -147,11 +145,10 @@ class _Visit:
     arrived_at: float  # wall clock
     announced: bool = False
     best: BestView | None = None
-    frame: NDArray[np.uint8] | None = None
 
     def record(self, camera: str, left_at: float | None = None) -> VisitRecord:
         return VisitRecord(self.id, self.person, self.name, self.known, camera,
-                           self.arrived_at, left_at, self.best, self.frame)
+                           self.arrived_at, left_at, self.best)
 
 
 class Presence:
@@ -245,13 +242,13 @@ class Presence:
         stale = seq < self._applied_seq
         self._applied_seq = max(self._applied_seq, seq)
         self._tracker.update(result.faces, captured_at, self._gallery(), stale=stale,
-                             unknowns=self._unknowns())
+                             unknowns=self._unknowns(), frame=image)
         if stale:
             self._publish(self._snapshot.signal, None, None, -1)
             return True
         self._tracker.expire(captured_at)
         wall = self._clock() - (time.monotonic() - captured_at)
-        self._update_visits(captured_at, wall, image)
+        self._update_visits(captured_at, wall)
         self._publish(True, captured_at, wall, frame_position)
         return False
 
@@ -265,7 +262,7 @@ class Presence:
         """Called periodically (monotonic ``now``): without a signal there are no frames to
         judge departures by, so the wall clock confirms them."""
         if not self._snapshot.signal:
-            self._update_visits(now, self._clock(), None)
+            self._update_visits(now, self._clock())
 
     def gallery_changed(self) -> None:
         """Enrolled, renamed, merged or deleted: who the faces in view are may have changed."""
@@ -279,8 +276,7 @@ class Presence:
 
     # -- visits --------------------------------------------------------------------------
 
-    def _update_visits(self, frame_time: float, wall: float,
-                       image: NDArray[np.uint8] | None) -> None:
+    def _update_visits(self, frame_time: float, wall: float) -> None:
         in_view: dict[str, list[Track]] = {}
         for track in self._tracker.tracks():
             in_view.setdefault(track.hash, []).append(track)
@@ -298,8 +294,6 @@ class Presence:
                 if track.best is not None and (visit.best is None
                                                or track.best.quality > visit.best.quality):
                     visit.best = track.best
-                    if image is not None and track.best.captured_at == frame_time:
-                        visit.frame = image
             if not visit.announced and (visit.known or
                                         frame_time - visit.first_seen >= self.unknown_grace_s):
                 visit.announced = True

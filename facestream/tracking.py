@@ -33,13 +33,14 @@ BEST_SIDE = 112
 
 @dataclass(frozen=True)
 class BestView:
-    """A face's best embedded view: how good it was, its embedding and gallery images, and
-    when (the frame's capture time)."""
+    """A face's best embedded view: how good it was, its embedding and gallery images, when
+    (the frame's capture time) and the frame itself (BGR, for a snapshot)."""
 
     quality: float
     embedding: Embedding
     images: SampleImages
     captured_at: float
+    frame: NDArray[np.uint8] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,13 @@ class Track:
         if not self.embeddings:
             self.embeddings.append(self.first_embedding)
 
-    def offer(self, face: Face, seen_at: float) -> None:
-        """Keep ``face`` as the track's best view if it is better than the one kept."""
+    def offer(self, face: Face, seen_at: float, frame: NDArray[np.uint8] | None) -> None:
+        """Keep ``face`` (in ``frame``) as the track's best view if it is better."""
         if face.embedding is None or face.images is None:
             return
         quality = face.score * min(1.0, (face.box[2] * face.box[3]) ** 0.5 / BEST_SIDE)
         if self.best is None or quality > self.best.quality:
-            self.best = BestView(quality, face.embedding, face.images, seen_at)
+            self.best = BestView(quality, face.embedding, face.images, seen_at, frame)
 
     @property
     def mean(self) -> Embedding:
@@ -153,7 +154,7 @@ class Tracker:
 
     def update(
         self, faces: Sequence[Face], seen_at: float, index: GalleryIndex, stale: bool = False,
-        unknowns: GalleryIndex | None = None,
+        unknowns: GalleryIndex | None = None, frame: NDArray[np.uint8] | None = None,
     ) -> None:
         """Apply one frame's detections, captured at ``seen_at`` (monotonic seconds).
 
@@ -198,13 +199,15 @@ class Tracker:
                 track.last_images = face.images or track.last_images
                 track.look = face.look if face.look is not None else track.look
                 track.match = index.identify(track.mean)
-                track.offer(face, seen_at)
+                track.offer(face, seen_at, frame)
         for track in ended:
             self._end(track, seen_at)
         for fi, face in enumerate(faces):
             if fi in used_faces or face.embedding is None:
                 continue  # a face without an embedding waits for the next frame
-            self._tracks.append(self._new_track(face, face.embedding, seen_at, index, unknowns))
+            track = self._new_track(face, face.embedding, seen_at, index, unknowns)
+            track.offer(face, seen_at, frame)
+            self._tracks.append(track)
 
     def _new_track(self, face: Face, emb: Embedding, seen_at: float, index: GalleryIndex,
                    unknowns: GalleryIndex | None) -> Track:
@@ -216,7 +219,6 @@ class Tracker:
             revived.last_images = face.images or revived.last_images
             revived.look = face.look
             revived.match = index.identify(revived.mean)
-            revived.offer(face, seen_at)
             return revived
         seen_before = unknowns.identify(emb) if unknowns is not None else None
         track = Track(
@@ -232,7 +234,6 @@ class Tracker:
             provisional_hash=seen_before.hash if seen_before is not None else "",
         )
         track.match = index.identify(track.mean)
-        track.offer(face, seen_at)
         return track
 
     def _revive(self, emb: Embedding, now: float) -> Track | None:

@@ -1,0 +1,219 @@
+"""Visit history through the API: stored visits with their faces, strangers grouped across
+visits and restarts, naming a stranger from history, paging, filters and forgetting.
+
+The live test runs the real camera pipeline on a real clip; the others store visits through
+the same path Presence uses (History.visit_event) on an app without a camera.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient
+
+from facestream.appkeys import HISTORY
+from facestream.config import Config
+from facestream.identity import face_hash
+from facestream.presence import VisitEvent, VisitRecord
+from facestream.recognition import Recognizer, decode_image
+from facestream.server import create_app
+from facestream.tracking import BestView
+
+from .conftest import BIDEN, OBAMA, OBAMA2
+from .test_gallery import form
+from .test_live import wait_for
+
+Client = TestClient[Any, Any]
+
+
+def jpeg_ok(data: bytes) -> tuple[int, ...]:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return tuple(image.shape)
+
+
+async def test_live_visits_are_stored_and_a_stranger_named_from_history(
+    aiohttp_client: Any, config_factory: Callable[..., Config], face_then_empty_video: Path
+) -> None:
+    """The clip shows a stranger 3 s, nobody 3 s, and loops: two visits of one stranger,
+    each with a face crop and a snapshot, grouped under one hash; after a restart the same
+    stranger still has that hash; naming them from history keeps it."""
+    cfg = config_factory(face_then_empty_video, presence={"depart_after_s": 1.0})
+    client = await aiohttp_client(create_app(cfg))
+
+    async def finished_visits() -> list[dict[str, Any]]:
+        body = await (await client.get("/visits")).json()
+        return [v for v in body["visits"] if v["left_at"] is not None]
+
+    visits = await wait_for(lambda: _at_least(finished_visits, 2), 25, 0.5)
+    stranger = visits[0]["hash"]
+    assert {v["hash"] for v in visits} == {stranger}
+    assert all(not v["known"] and v["name"] is None for v in visits)
+    assert len({v["id"] for v in visits}) == len(visits)
+    for v in visits[:2]:
+        assert v["left_at"] > v["arrived_at"]
+        assert jpeg_ok(await (await client.get(v["crop"])).read())[:2] == (160, 160)
+        h, w, _ = jpeg_ok(await (await client.get(v["snapshot"])).read())
+        assert max(h, w) <= 640
+    unknowns = (await (await client.get("/unknowns")).json())["unknowns"]
+    assert [(u["hash"], u["visits"] >= 2) for u in unknowns] == [(stranger, True)]
+    await client.close()
+
+    # Restarted: the history is there, and the stranger is recognised as seen before.
+    client = await aiohttp_client(create_app(cfg))
+
+    async def live_hash() -> str | None:
+        return (await (await client.get("/hash")).json())["hash"]
+
+    assert await wait_for(live_hash, 15) == stranger
+    resp = await client.post("/faces", json={"from_unknown": stranger, "name": "Alexandria"})
+    assert resp.status == 201, await resp.text()
+    enrolled = await resp.json()
+    assert enrolled["hash"] == stranger and enrolled["samples"] >= 2
+    body = await (await client.get(f"/visits?person={stranger}")).json()
+    assert body["visits"] and all(v["known"] and v["name"] == "Alexandria"
+                                  for v in body["visits"])
+    assert (await (await client.get("/unknowns")).json())["unknowns"] == []
+
+    async def named() -> bool:
+        return (await (await client.get("/hash")).json())["name"] == "Alexandria"
+
+    await wait_for(named, 10)
+    face = await (await client.get(f"/faces/{stranger}")).json()
+    assert face["last_seen"] is not None and face["last_seen"] <= time.time() + 1
+
+
+async def _at_least(get: Callable[[], Any], n: int) -> Any:
+    items = await get()
+    return items if len(items) >= n else None
+
+
+# -- stored visits without a camera ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def views(recognizer: Recognizer) -> dict[str, BestView]:
+    out = {}
+    for key, path in {"obama": OBAMA, "obama2": OBAMA2, "biden": BIDEN}.items():
+        image = decode_image(path.read_bytes(), 10**8)
+        (face,) = recognizer.analyze_image(image)[:1]
+        out[key] = BestView(0.9, face.embedding, face.images, 0.0, image)
+    return out
+
+
+@pytest.fixture
+async def app_client(aiohttp_client: Any, config_factory: Callable[..., Config]) -> Client:
+    return await aiohttp_client(create_app(config_factory(), live=False))
+
+
+async def store(client: Client, person: str, best: BestView | None, arrived: float,
+                left: float, known: bool = False, name: str | None = None) -> str:
+    """A visit as Presence reports it (arrived, then left), stored by the app's History."""
+    history = client.server.app[HISTORY]
+    vid = uuid.uuid4().hex
+    record = VisitRecord(vid, person, name, known, "cam", arrived, None, best)
+    history.visit_event(VisitEvent("arrived", record))
+    history.visit_event(VisitEvent("left", replace(record, left_at=left)))
+    await asyncio.wait_for(history._queue.join(), 10)
+    return vid
+
+
+async def test_visits_page_newest_first_with_filters(app_client: Client, views: dict) -> None:
+    a, b = face_hash(views["obama"].embedding), face_hash(views["biden"].embedding)
+    t0 = 1_700_000_000.0
+    ids = [await store(app_client, a if i % 3 else b, None, t0 + 60 * i, t0 + 60 * i + 30)
+           for i in range(120)]
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        url = "/visits?limit=50" + (f"&cursor={cursor}" if cursor else "")
+        body = await (await app_client.get(url)).json()
+        seen += [v["id"] for v in body["visits"]]
+        pages += 1
+        cursor = body["next"]
+        if cursor is None:
+            break
+    assert pages == 3 and seen == ids[::-1]
+    only_b = (await (await app_client.get(f"/visits?person={b}&limit=200")).json())["visits"]
+    assert [v["id"] for v in only_b] == ids[::3][::-1]
+    window = (await (await app_client.get(
+        f"/visits?since={t0 + 60 * 10}&until={t0 + 60 * 20}")).json())["visits"]
+    assert [v["id"] for v in window] == ids[19:9:-1]
+    for query, message in (("known=maybe", "known must be true or false"),
+                           ("since=yesterday", "since must be a time"),
+                           ("person=nope", "person must be a 64-character hex string"),
+                           ("cursor=zzz", "not a visits cursor")):
+        resp = await app_client.get(f"/visits?{query}")
+        assert resp.status == 400 and message in (await resp.json())["error"]
+
+
+async def test_forgetting_deletes_visits_and_their_images(
+    app_client: Client, views: dict, tmp_path: Path
+) -> None:
+    stranger = "ab" * 32
+    now = time.time()
+    keep = await store(app_client, stranger, views["biden"], now - 100, now - 90)
+    drop = await store(app_client, stranger, views["biden"], now - 50, now - 40)
+    snapshot = await (await app_client.get(f"/visits/{drop}/snapshot")).read()
+    data_dir = tmp_path / "data"
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in data_dir.iterdir() if p.is_file())
+
+    assert snapshot[100:164] in on_disk()
+    resp = await app_client.delete(f"/visits/{drop}")
+    assert resp.status == 200 and await resp.json() == {"deleted": drop}
+    assert (await app_client.get(f"/visits/{drop}")).status == 404
+    assert (await app_client.get(f"/visits/{keep}")).status == 200
+    resp = await app_client.delete(f"/people/{stranger}/visits")
+    assert await resp.json() == {"hash": stranger, "deleted_visits": 1}
+    assert (await (await app_client.get("/visits")).json())["visits"] == []
+    assert snapshot[100:164] not in on_disk()
+
+
+async def test_a_person_deleted_takes_their_history_and_old_visits_expire(
+    app_client: Client, views: dict
+) -> None:
+    resp = await app_client.post("/faces", data=form("image", OBAMA, name="Barack"))
+    obama = (await resp.json())["hash"]
+    now = time.time()
+    await store(app_client, obama, views["obama2"], now - 10, now - 5, True, "Barack")
+    old = await store(app_client, "cd" * 32, views["biden"], now - 40 * 86400,
+                      now - 40 * 86400 + 5)
+    face = await (await app_client.get(f"/faces/{obama}")).json()
+    assert face["last_seen"] == pytest.approx(now - 5)
+    history = app_client.server.app[HISTORY]
+    assert await history.prune() == 1  # 40 days old; the retention is 30
+    assert (await app_client.get(f"/visits/{old}")).status == 404
+    assert (await app_client.delete(f"/faces/{obama}")).status == 200
+    assert (await (await app_client.get("/visits")).json())["visits"] == []
+
+
+async def test_a_visit_face_becomes_a_sample_or_a_new_person(
+    app_client: Client, views: dict
+) -> None:
+    resp = await app_client.post("/faces", data=form("image", OBAMA, name="Barack"))
+    obama = (await resp.json())["hash"]
+    stranger = "ef" * 32
+    vid = await store(app_client, stranger, views["obama2"], time.time() - 20, time.time())
+    resp = await app_client.post(f"/faces/{obama}/samples", json={"from_visit": vid})
+    assert resp.status == 201, await resp.text()
+    face = await (await app_client.get(f"/faces/{obama}")).json()
+    assert [s["source"] for s in face["samples"]] == ["upload", "history"]
+    other = await store(app_client, "12" * 32, views["biden"], time.time() - 9, time.time())
+    resp = await app_client.post("/faces", json={"from_visit": other, "name": "Joe"})
+    assert resp.status == 201 and (await resp.json())["hash"] == "12" * 32
+    resp = await app_client.post("/faces", json={"from_visit": other, "name": "Joe again"})
+    assert resp.status == 409
+    resp = await app_client.post("/faces", json={"from_visit": "nope", "name": "x"})
+    assert resp.status == 404
