@@ -418,8 +418,8 @@ class Capture:
                 if ok:
                     self._emit(None, jpeg.tobytes(), now, False, -1)
 
-    def _emit(self, image: NDArray[np.uint8] | None, jpeg: bytes, at: float, signal: bool,
-              position: int) -> None:
+    def _emit(self, image: NDArray[np.uint8] | None, jpeg: bytes, captured_at: float,
+              signal: bool, frame_position: int) -> None:
         self._seq += 1
         self._metrics.frames_encoded.inc()
-        self._deliver(Packet(self._seq, at, image, jpeg, signal, position))
+        self._deliver(Packet(self._seq, captured_at, image, jpeg, signal, frame_position))

@@ -24,7 +24,7 @@ class Packet:
     image: NDArray[np.uint8] | None  # None for a "no signal" frame
     jpeg: bytes
     signal: bool
-    position: int = -1  # frame index within a file source, -1 for live sources
+    frame_position: int = -1  # frame index within a file source, -1 for live sources
 
 
 class FrameHub:

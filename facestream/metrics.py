@@ -32,7 +32,7 @@ class Metrics:
             "facestream_frames_processed", "Frames analysed by the recognition workers.",
             registry=r,
         )
-        self.frames_dropped = Counter(
+        self.results_stale = Counter(
             "facestream_results_stale", "Recognition results that came back after a newer "
             "frame's result (only their embeddings are used).", registry=r,
         )

@@ -75,9 +75,9 @@ class LivePipeline:
                 continue
             self.metrics.stage_seconds.labels("analyze").observe(time.perf_counter() - t0)
             self._count(packet, result)
-            if self.presence.observe(plan, packet.seq, packet.captured_at, packet.position,
+            if self.presence.observe(plan, packet.seq, packet.captured_at, packet.frame_position,
                                      packet.image, result):
-                self.metrics.frames_dropped.inc()
+                self.metrics.results_stale.inc()
 
     def _count(self, packet: Packet, result: FrameResult) -> None:
         m = self.metrics

@@ -49,12 +49,28 @@ async def test_live_visits_are_stored_and_a_stranger_named_from_history(
     stranger still has that hash; naming them from history keeps it."""
     cfg = config_factory(face_then_empty_video, presence={"depart_after_s": 1.0})
     client = await aiohttp_client(create_app(cfg))
+    ws = await client.ws_connect("/ws")
+    events: list[dict[str, Any]] = []
 
     async def finished_visits() -> list[dict[str, Any]]:
+        while (msg := await _next_message(ws)) is not None:
+            if msg["type"] == "event":
+                events.append(msg)
         body = await (await client.get("/visits")).json()
         return [v for v in body["visits"] if v["left_at"] is not None]
 
     visits = await wait_for(lambda: _at_least(finished_visits, 2), 25, 0.5)
+    # The events a script received are the stored visits: same ids, same times.
+    stored = {v["id"]: v for v in (await (await client.get("/visits")).json())["visits"]}
+    for event in events:
+        visit = stored[event["visit"]]
+        assert event["hash"] == visit["hash"]
+        assert event["at"] == pytest.approx(
+            visit["arrived_at"] if event["event"] == "arrived" else visit["left_at"])
+    ended = [e["visit"] for e in events if e["event"] == "left"]
+    assert ended and all([e["event"] for e in events if e["visit"] == v] == ["arrived", "left"]
+                         for v in ended)
+    await ws.close()
     stranger = visits[0]["hash"]
     assert {v["hash"] for v in visits} == {stranger}
     assert all(not v["known"] and v["name"] is None for v in visits)
@@ -90,6 +106,13 @@ async def test_live_visits_are_stored_and_a_stranger_named_from_history(
     await wait_for(named, 10)
     face = await (await client.get(f"/faces/{stranger}")).json()
     assert face["last_seen"] is not None and face["last_seen"] <= time.time() + 1
+
+
+async def _next_message(ws: Any) -> dict[str, Any] | None:
+    try:
+        return await ws.receive_json(timeout=0.01)
+    except TimeoutError:
+        return None
 
 
 async def _at_least(get: Callable[[], Any], n: int) -> Any:
