@@ -136,15 +136,14 @@ class History:
         v = event.visit
         statements: list[tuple[str, tuple[Any, ...]]] = []
         quality = v.best.quality if v.best is not None else None
-        if event.kind == "arrived":
-            statements.append((
-                (f"INSERT OR IGNORE INTO visits ({_VISIT_COLUMNS}, quality) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                (v.id, v.person, int(v.known), v.name, v.camera, v.arrived_at, None, quality)))
-        else:
-            statements.append((
-                "UPDATE visits SET left_at = ?, known = ?, name = ?, quality = ? WHERE id = ?",
-                (v.left_at, int(v.known), v.name, quality, v.id)))
+        # An upsert either way: a departure whose arrival was never stored (the queue
+        # overflowed) still records the whole visit.
+        statements.append((
+            (f"INSERT INTO visits ({_VISIT_COLUMNS}, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+             "ON CONFLICT (id) DO UPDATE SET left_at = excluded.left_at, "
+             "known = excluded.known, name = excluded.name, quality = excluded.quality"),
+            (v.id, v.person, int(v.known), v.name, v.camera, v.arrived_at, v.left_at,
+             quality)))
         stored = self._stored_quality.get(v.id)
         if v.best is not None and (stored is None or v.best.quality > stored):
             crop, context, geometry, snapshot = await asyncio.to_thread(self._encode, v)
