@@ -139,9 +139,12 @@ class History:
         # An upsert either way: a departure whose arrival was never stored (the queue
         # overflowed) still records the whole visit.
         statements.append((
+            # A person enrolled meanwhile (a stranger named from history while this event
+            # waited) stays known: an older event never makes them a stranger again.
             (f"INSERT INTO visits ({_VISIT_COLUMNS}, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
              "ON CONFLICT (id) DO UPDATE SET left_at = excluded.left_at, "
-             "known = excluded.known, name = excluded.name, quality = excluded.quality"),
+             "name = CASE WHEN known = 1 AND excluded.known = 0 THEN name ELSE excluded.name "
+             "END, known = MAX(known, excluded.known), quality = excluded.quality"),
             (v.id, v.person, int(v.known), v.name, v.camera, v.arrived_at, v.left_at,
              quality)))
         stored = self._stored_quality.get(v.id)
@@ -151,7 +154,8 @@ class History:
                 ("INSERT OR REPLACE INTO visit_images (visit, crop, context, geometry, "
                  "snapshot) VALUES (?, ?, ?, ?, ?)"), (v.id, crop, context, geometry, snapshot)))
             self._stored_quality[v.id] = v.best.quality
-        if event.kind == "left" and not v.known and v.best is not None:
+        if (event.kind == "left" and not v.known and v.best is not None
+                and self.gallery.get(v.person) is None):
             statements.append(self._grouped(v.person, v.best.embedding))
         if event.kind == "left":
             self._stored_quality.pop(v.id, None)

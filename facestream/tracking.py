@@ -67,7 +67,7 @@ class FaceView:
 class Track:
     id: int
     box: Box
-    first_seen: float
+    first_seen: float  # capture time of the frame the face first appeared in
     last_seen: float
     last_embedded: float
     first_embedding: Embedding
@@ -214,7 +214,8 @@ class Tracker:
         revived = self._revive(emb, seen_at)
         if revived is not None:
             revived.box = face.box
-            revived.last_seen = revived.last_embedded = seen_at
+            # Back in view: this appearance starts now (its earlier one may be a past visit).
+            revived.first_seen = revived.last_seen = revived.last_embedded = seen_at
             revived.embeddings.append(emb)
             revived.last_images = face.images or revived.last_images
             revived.look = face.look

@@ -240,3 +240,26 @@ async def test_a_visit_face_becomes_a_sample_or_a_new_person(
     assert resp.status == 409
     resp = await app_client.post("/faces", json={"from_visit": "nope", "name": "x"})
     assert resp.status == 404
+
+
+async def test_naming_a_stranger_is_not_undone_by_a_late_departure(
+    app_client: Client, views: dict
+) -> None:
+    """The stranger's visit ends (its "left" waits in the writer's queue) while they are
+    named from history: they stay known and do not come back as a stranger."""
+    stranger = "9a" * 32
+    history = app_client.server.app[HISTORY]
+    now = time.time()
+    vid = await store(app_client, stranger, views["biden"], now - 60, now - 50)
+    late = uuid.uuid4().hex
+    record = VisitRecord(late, stranger, None, False, "cam", now - 20, None, views["biden"])
+    history.visit_event(VisitEvent("arrived", record))
+    await asyncio.wait_for(history._queue.join(), 10)
+    resp = await app_client.post("/faces", json={"from_visit": vid, "name": "Joe"})
+    assert resp.status == 201
+    history.visit_event(VisitEvent("left", replace(record, left_at=now - 10)))
+    await asyncio.wait_for(history._queue.join(), 10)
+    visits = (await (await app_client.get(f"/visits?person={stranger}")).json())["visits"]
+    assert [(v["id"], v["known"], v["name"]) for v in visits] == [
+        (late, True, "Joe"), (vid, True, "Joe")]
+    assert (await (await app_client.get("/unknowns")).json())["unknowns"] == []

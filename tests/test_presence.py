@@ -163,3 +163,20 @@ def test_a_stranger_seen_before_keeps_their_group_hash(faces: dict) -> None:
     feed.frame(seen(faces["o1"], (400, 0, 90, 90)))
     hashes = {f.hash for f in feed.presence.snapshot.faces}
     assert face_hash(faces["o1"].embedding) in hashes  # somebody new gets their own
+
+
+def test_a_face_back_after_its_visit_ended_starts_a_new_visit_dated_now(faces: dict) -> None:
+    """Back after 4 s (its visit ended at 3 s; the tracker still remembers the face for 5 s):
+    a second visit, arriving when the face came back, not when it first did."""
+    feed = Feed(presence(depart_after_s=3.0, unknown_grace_s=0.0))
+    for _ in range(25):
+        feed.frame(seen(faces["b1"]))
+    for _ in range(100):  # 4 s away
+        feed.frame()
+    for _ in range(25):
+        feed.frame(seen(faces["b2"]))
+    kinds = [k for k, _ in feed.kinds()]
+    assert kinds == ["arrived", "left", "arrived"]
+    first, left, second = feed.events
+    assert second.visit.id != first.visit.id
+    assert second.visit.arrived_at - left.visit.left_at == pytest.approx(4.0, abs=0.1)
