@@ -71,8 +71,15 @@ _DATA_URL_RE: Final = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNO
 
 
 async def index(request: web.Request) -> web.Response:
+    """The dashboard page. Its stylesheet and script are linked with a hash of their content
+    (``?v=...``), so a browser never runs a cached script against a newer server."""
     html = resources.files("facestream").joinpath("static/index.html").read_text("utf-8")
-    return web.Response(text=html, content_type="text/html")
+    static = request.app.router["static"]
+    for name in ("style.css", "app.js"):
+        versioned = static.url_for(filename=name, append_version=True)
+        html = html.replace(f'"/static/{name}"', f'"{versioned}"')
+    return web.Response(text=html, content_type="text/html",
+                        headers={"Cache-Control": "no-cache"})
 
 
 async def streaming(request: web.Request) -> web.StreamResponse:
@@ -583,6 +590,9 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     app.cleanup_ctx.extend([*contexts, _live_ctx] if live else contexts)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/", index)
+    # The dashboard's stylesheet and script (index.html links them).
+    app.router.add_static("/static/", str(resources.files("facestream").joinpath("static")),
+                          name="static")
     app.router.add_get("/streaming", streaming)
     app.router.add_get("/hash", hash_state)
     app.router.add_get("/ws", websocket)

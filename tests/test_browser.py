@@ -1,5 +1,8 @@
-"""The dashboard at GET / in a real headless Chromium, against `python -m facestream` on a
-real video: what a person curating the gallery sees and clicks.
+"""The dashboard at GET / in a real headless Chromium, against `python -m facestream` on real
+videos: what a person curating the gallery and the visit history sees and clicks.
+
+Two servers run for the whole module: one on a talking head that never leaves the view, one
+on real photos of four people taking turns in front of the camera (a visit every 1.8 s).
 
 Needs the `playwright` package and Debian's Chromium (see tests/browser_helpers.py). A missing
 one fails the run instead of skipping it.
@@ -10,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import cv2
@@ -23,6 +29,7 @@ import pytest_asyncio
 from .browser_helpers import (
     DESKTOP,
     KNOWN_COLOR,
+    PHONE,
     UNKNOWN_COLOR,
     Browser,
     Locator,
@@ -36,10 +43,10 @@ from .browser_helpers import (
     natural_width,
     stream_frame,
 )
-from .conftest import BIDEN, OBAMA, OBAMA2, TALKING_HEAD
+from .conftest import BIDEN, FACES, OBAMA, OBAMA2, TALKING_HEAD, write_video
 from .test_e2e import Server
 
-# One server and one browser for the module; every test gets a fresh page and empty gallery.
+# Two servers and one browser for the module; every test gets a fresh page and empty gallery.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -56,6 +63,35 @@ CLIP_FRAMES, CLIP_FPS = _clip_length(TALKING_HEAD)
 TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)
 
+LFW = FACES / "lfw"
+#: People whose first LFW photo shows one face (Jimmy Carter's, say, shows two).
+VISITORS = ("Angela_Bassett", "Hugo_Chavez", "Ann_Veneman", "Jacques_Rogge")
+#: Each visitor is in view this long, then nobody for the gap: a visit every 1.8 s, and each
+#: person is back 6.2 s after leaving (beyond the tracker's 5 s memory of a lost face).
+VISITOR_S, GAP_S, VISITORS_FPS = 1.0, 0.8, 25.0
+#: A visit ends 0.4 s after its face is gone; a stranger is announced after 0.3 s in view.
+VISITORS_CONFIG = """\
+[presence]
+depart_after_s = 0.4
+unknown_grace_s = 0.3
+"""
+#: What the dashboard shows per page: gallery cards, and visits in the history.
+CARDS_PER_PAGE = 24
+VISITS_PER_PAGE = 20
+#: From a face's arrival until its visit is stored, at most (grace, analysis, the writer).
+ARRIVAL_LAG_S = 1.5
+
+
+def lfw_photo(person: str) -> Path:
+    return min((LFW / person).glob("*.jpg"))
+
+
+def js_iso(seconds: float) -> str:
+    """``new Date(seconds * 1000).toISOString()``: UTC, milliseconds truncated."""
+    ms = int(seconds * 1000)
+    at = datetime.fromtimestamp(ms // 1000, UTC)
+    return f"{at:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
 
 class Api:
     """Direct HTTP calls, to arrange state and to check what the page did."""
@@ -69,8 +105,47 @@ class Api:
             assert resp.status == 200, await resp.text()
             return await resp.json()
 
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.session.request(method, self.url + path, **kwargs) as resp:
+            return resp.status, await resp.json()
+
     async def faces(self) -> list[dict]:
         return (await self.get("/faces"))["faces"]
+
+    async def enroll_photo(self, photo: Path, name: str) -> tuple[int, dict]:
+        form = aiohttp.FormData()
+        form.add_field("image", photo.read_bytes(), filename=photo.name,
+                       content_type="image/jpeg")
+        form.add_field("name", name)
+        return await self.call("POST", "/faces", data=form)
+
+    async def enroll(self, photo: Path, name: str) -> str:
+        status, body = await self.enroll_photo(photo, name)
+        assert status == 201, body
+        return str(body["hash"])
+
+    async def visits(self, **query: str) -> list[dict]:
+        """Visits, newest first (up to 200: more than any test makes)."""
+        return (await self.get("/visits?" + urlencode({**query, "limit": 200})))["visits"]
+
+    async def wait_for(self, check: Callable[[], Awaitable[Any]], what: str,
+                       timeout: float = 30) -> Any:
+        """Poll ``check`` until it returns something true."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if result := await check():
+                return result
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def finished_visit(self, person: str) -> dict:
+        """The newest visit of ``person`` that has ended (waiting for one)."""
+
+        async def ended() -> dict | None:
+            return next((v for v in await self.visits(person=person)
+                         if v["left_at"] is not None), None)
+
+        return await self.wait_for(ended, f"a finished visit of {person}")
 
     async def enroll_live(self, name: str) -> str:
         async with self.session.post(self.url + "/faces",
@@ -113,37 +188,50 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def talking_head(
-    session: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Server]:
-    """The server on an 8 s clip of one person talking, looping: a face is always in view."""
-    tmp = tmp_path_factory.mktemp("browser")
-    async for server in _serving(session, Server(TALKING_HEAD, tmp / "data", tmp)):
-        yield server
+@pytest.fixture(scope="module")
+def visitors_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four VISITORS' photos in turn, VISITOR_S each with GAP_S of nobody after each."""
+    frames = []
+    for person in VISITORS:
+        photo = cv2.imread(str(lfw_photo(person)))
+        frames += [photo] * round(VISITOR_S * VISITORS_FPS)
+        frames += [np.full_like(photo, 90)] * round(GAP_S * VISITORS_FPS)
+    return write_video(tmp_path_factory.mktemp("video") / "visitors.mp4", frames, VISITORS_FPS)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def coming_and_going(
-    session: aiohttp.ClientSession,
-    tmp_path_factory: pytest.TempPathFactory,
-    face_then_empty_video: Path,
-) -> AsyncIterator[Server]:
-    """The server on 3 s of a face, then 3 s of nobody, looping."""
-    tmp = tmp_path_factory.mktemp("browser-events")
-    server = Server(face_then_empty_video, tmp / "data", tmp, workers=1)
-    async for running in _serving(session, server):
-        yield running
-
-
-async def _serving(session: aiohttp.ClientSession, server: Server) -> AsyncIterator[Server]:
-    """Yield ``server`` once it answers; afterwards it must have shut down cleanly."""
+async def servers(
+    session: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory,
+    visitors_video: Path,
+) -> AsyncIterator[tuple[Server, Server]]:
+    """The module's two servers, started together (so the visitors' history builds up while
+    the first tests run): an 8 s clip of one person talking, looping, so a face is always in
+    view; and the visitors, with the presence settings of VISITORS_CONFIG. Afterwards each
+    must have shut down cleanly."""
+    head = tmp_path_factory.mktemp("browser")
+    visits = tmp_path_factory.mktemp("browser-visits")
+    (visits / "config.toml").write_text(VISITORS_CONFIG)  # read from the server's cwd
+    started: list[Server] = []
     try:
-        await server.wait_ready(session)
-        yield server
+        started.append(Server(TALKING_HEAD, head / "data", head))
+        started.append(Server(visitors_video, visits / "data", visits, workers=1))
+        for server in started:
+            await server.wait_ready(session)
+        yield started[0], started[1]
     finally:
-        code = server.stop()
-    assert code == 0, server.log.read_text()[-3000:]
+        codes = [server.stop() for server in started]
+    for server, code in zip(started, codes):
+        assert code == 0, server.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def talking_head(servers: tuple[Server, Server]) -> Server:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def visitors(servers: tuple[Server, Server]) -> Server:
+    return servers[1]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -170,14 +258,35 @@ async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def page(browser: Browser, api: Api) -> AsyncIterator[Page]:
-    """The dashboard, opened after the gallery was emptied. Fails on any uncaught JS error."""
+async def visitors_api(visitors: Server, session: aiohttp.ClientSession) -> Api:
+    """The visitors' server with nobody enrolled (strangers' visits stay)."""
+    api = Api(visitors, session)
+    await api.clear_gallery()
+    return api
+
+
+async def dashboard(browser: Browser, api: Api) -> AsyncIterator[Page]:
+    """The dashboard of ``api``'s server. Fails on any uncaught JS error."""
     errors: list[str] = []
     page = await open_page(browser, api.url + "/", errors)
     await expect(page.get_by_test_id("connection")).to_have_text("live")
     yield page
     await page.context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser, api: Api) -> AsyncIterator[Page]:
+    """The talking head's dashboard, opened after the gallery was emptied."""
+    async for opened in dashboard(browser, api):
+        yield opened
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def visitors_page(browser: Browser, visitors_api: Api) -> AsyncIterator[Page]:
+    """The visitors' dashboard, opened after the gallery was emptied."""
+    async for opened in dashboard(browser, visitors_api):
+        yield opened
 
 
 def message(page: Page) -> Locator:
@@ -486,35 +595,457 @@ async def test_email_search_finds_the_identity(page: Page, api: Api) -> None:
     await expect(cards.filter(visible=True).get_by_test_id("face-name")).to_have_text("Barack")
 
 
+async def test_gallery_is_paged(page: Page, api: Api) -> None:
+    """30 people enrolled: the gallery shows the first 24 (in the order GET /faces lists
+    them), says "page 1 of 2", and the next page has the other 6; the page stays short, and
+    no wider than a phone on a phone."""
+    hashes: list[str] = []
+    for person in sorted(LFW.iterdir()):  # different people; a few photos show two faces
+        if len(hashes) == 30:
+            break
+        status, body = await api.enroll_photo(lfw_photo(person.name), person.name)
+        assert status in (201, 422), body
+        if status == 201:
+            hashes.append(body["hash"])
+    assert len(hashes) == 30
+    assert [f["hash"] for f in await api.faces()] == hashes  # enrollment order
+
+    cards = page.get_by_test_id("face-card")
+    shown = page.get_by_test_id("gallery-page")
+    await expect(page.get_by_test_id("gallery-count")).to_have_text("(30)")
+    await expect(shown).to_have_text("page 1 of 2")
+    await expect(cards).to_have_count(CARDS_PER_PAGE)
+    shown_hashes = "els => els.map(e => e.dataset.hash)"
+    assert await cards.evaluate_all(shown_hashes) == hashes[:CARDS_PER_PAGE]
+    await expect(page.get_by_test_id("gallery-prev")).to_be_disabled()
+    # All 133 cards of a gallery on one page made it 9,000 px long; 24 are 4 rows here.
+    assert await page.evaluate("document.scrollingElement.scrollHeight") < 3000
+
+    await page.get_by_test_id("gallery-next").click()
+    await expect(shown).to_have_text("page 2 of 2")
+    await expect(cards).to_have_count(6)
+    assert await cards.evaluate_all(shown_hashes) == hashes[CARDS_PER_PAGE:]
+    await expect(page.get_by_test_id("gallery-next")).to_be_disabled()
+    for thumb in await cards.get_by_test_id("face-thumb").all():
+        assert await natural_width(thumb) > 0
+
+    await page.set_viewport_size(PHONE)
+    await page.get_by_test_id("gallery-prev").click()
+    await expect(shown).to_have_text("page 1 of 2")
+    await expect(cards).to_have_count(CARDS_PER_PAGE)
+    assert await page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+
+
 async def test_event_log_shows_arrivals_and_departures(
-    browser: Browser, coming_and_going: Server
+    visitors_page: Page, visitors_api: Api
 ) -> None:
-    """The face in the clip arrives and leaves every 6 s: the log gets both, newest first,
-    with times, as they happen."""
-    errors: list[str] = []
-    page = await open_page(browser, coming_and_going.url + "/", errors)
-    try:
-        events = page.get_by_test_id("event")
-        # Wait for an arrival and a departure pushed while the page is open.
-        opened = time.time()
-        deadline = time.monotonic() + 20
-        seen: list[tuple[str, float]] = []
-        while time.monotonic() < deadline:
-            seen = await events.evaluate_all(
-                "els => els.map(e => [e.dataset.event, Date.parse(e.querySelector('time')"
-                ".getAttribute('datetime')) / 1000])")
-            fresh = {kind for kind, at in seen if at >= opened - 1}
-            if {"arrived", "left"} <= fresh:
-                break
-            await asyncio.sleep(0.2)
-        kinds = [kind for kind, _ in seen]
-        assert "arrived" in kinds and "left" in kinds, seen
-        times = [at for _, at in seen]
-        assert times == sorted(times, reverse=True), "the log is not newest first"
-        newest = events.first
-        await expect(newest.locator("time")).to_have_text(re.compile(r"\d{1,2}:\d{2}:\d{2}"))
-        await expect(newest).to_contain_text(re.compile(r"unknown [0-9a-f]{8} (arrived|left)"))
-        assert await events.count() <= 200
-    finally:
-        await page.context.close()
-    assert not errors, errors
+    """Somebody arrives and leaves every 1.8 s: the log gets both, newest first, with times,
+    as they happen."""
+    page = visitors_page
+    events = page.get_by_test_id("event")
+    # Wait for an arrival and a departure pushed while the page is open.
+    opened = time.time()
+    deadline = time.monotonic() + 20
+    seen: list[tuple[str, float]] = []
+    while time.monotonic() < deadline:
+        seen = await events.evaluate_all(
+            "els => els.map(e => [e.dataset.event, Date.parse(e.querySelector('time')"
+            ".getAttribute('datetime')) / 1000])")
+        fresh = {kind for kind, at in seen if at >= opened - 1}
+        if {"arrived", "left"} <= fresh:
+            break
+        await asyncio.sleep(0.2)
+    kinds = [kind for kind, _ in seen]
+    assert "arrived" in kinds and "left" in kinds, seen
+    times = [at for _, at in seen]
+    assert times == sorted(times, reverse=True), "the log is not newest first"
+    newest = events.first
+    await expect(newest.locator("time")).to_have_text(re.compile(r"\d{1,2}:\d{2}:\d{2}"))
+    await expect(newest).to_contain_text(re.compile(r"unknown [0-9a-f]{8} (arrived|left)"))
+    assert await events.count() <= 200
+
+
+# -- visit history ----------------------------------------------------------------------------
+
+
+def visit_rows(page: Page) -> Locator:
+    return page.get_by_test_id("visit")
+
+
+def visit_row(page: Page, visit_id: str) -> Locator:
+    return page.locator(f'[data-testid=visit][data-id="{visit_id}"]')
+
+
+async def shown_visits(page: Page) -> list[str]:
+    """The ids of the visits the history shows, once it has loaded."""
+    await expect(page.get_by_test_id("visits")).to_have_attribute("aria-busy", "false")
+    return await visit_rows(page).evaluate_all("els => els.map(e => e.dataset.id)")
+
+
+async def listed(api: Api, shown: list[str], loaded: float, **query: str) -> list[str]:
+    """What GET /visits (with ``query``) lists from the page's first visit on: a page of
+    them. Visits listed before that one must have arrived after the page loaded (at
+    ``loaded``): the page showed the newest."""
+    everything = await api.visits(**query)
+    ids = [v["id"] for v in everything]
+    start = ids.index(shown[0])
+    assert all(v["arrived_at"] > loaded - ARRIVAL_LAG_S for v in everything[:start]), \
+        "the page does not start with the newest visit"
+    return ids[start:start + VISITS_PER_PAGE]
+
+
+async def open_history(page: Page) -> float:
+    """Switch to the history; returns when (before it loaded)."""
+    loaded = time.time()
+    await page.get_by_test_id("tab-history").click()
+    await expect(page.get_by_test_id("tab-history")).to_have_attribute("aria-selected", "true")
+    return loaded
+
+
+async def test_history_lists_filters_and_pages_visits(
+    visitors_page: Page, visitors_api: Api
+) -> None:
+    """The history lists visits newest first, 20 at a time, each with its face; "Older"
+    shows the next 20 and "Newest" comes back; known / unknown, a person and a date range
+    each narrow the list to exactly what GET /visits lists for them."""
+    page, api = visitors_page, visitors_api
+    angela = await api.enroll(lfw_photo(VISITORS[0]), "Angela")
+    await api.finished_visit(angela)
+
+    async def enough() -> bool:
+        return len(await api.visits()) > VISITS_PER_PAGE
+
+    await api.wait_for(enough, f"more than {VISITS_PER_PAGE} visits", timeout=60)
+
+    loaded = await open_history(page)
+    first = await shown_visits(page)
+    assert len(first) == VISITS_PER_PAGE
+    assert first == await listed(api, first, loaded)
+    await expect(page.get_by_test_id("visits-page")).to_have_text("visits 1–20")
+    await expect(page.get_by_test_id("visits-newest")).to_be_disabled()
+    finished = visit_rows(page).locator(":scope:not([data-left=''])")
+    assert await finished.count() >= VISITS_PER_PAGE - 2  # at most one in view (and leaving)
+    for crop in await finished.get_by_test_id("visit-crop").all():
+        assert await natural_width(crop) == 160  # the stored face crop
+    for row in await finished.all():
+        await expect(row.get_by_test_id("visit-duration")).to_have_text(re.compile(r"^\d+ s$"))
+
+    # Older: the next 20 after the last one shown; Newest: back to the start.
+    await page.get_by_test_id("visits-older").click()
+    older = await shown_visits(page)
+    ids = [v["id"] for v in await api.visits()]
+    after = ids.index(first[-1]) + 1
+    assert older == ids[after:after + VISITS_PER_PAGE]
+    await expect(page.get_by_test_id("visits-page")).to_have_text(
+        f"visits 21–{20 + len(older)}")
+    await page.get_by_test_id("visits-newest").click()
+    await expect(page.get_by_test_id("visits-page")).to_have_text("visits 1–20")
+    await expect(page.get_by_test_id("visits-newest")).to_be_disabled()
+
+    # Known people only: Angela's visits; unknown only: strangers'.
+    loaded = time.time()
+    await page.get_by_test_id("history-known").check()
+    known = await shown_visits(page)
+    assert known and known == await listed(api, known, loaded, known="true")
+    await expect(visit_rows(page).get_by_test_id("visit-name")).to_have_text(
+        ["Angela"] * len(known))
+    loaded = time.time()
+    await page.get_by_test_id("history-unknown").check()
+    unknown = await shown_visits(page)
+    assert unknown == await listed(api, unknown, loaded, known="false")
+    assert not set(unknown) & set(known)
+    for name in await visit_rows(page).get_by_test_id("visit-name").all_text_contents():
+        assert re.fullmatch(r"unknown [0-9a-f]{8}", name), name
+
+    # One person: everybody again, then Angela from the list of people.
+    await page.get_by_test_id("history-all").check()
+    loaded = time.time()
+    await page.get_by_test_id("history-person").select_option(angela)
+    person = await shown_visits(page)
+    assert person == await listed(api, person, loaded, person=angela)
+    assert set(await visit_rows(page).evaluate_all("els => els.map(e => e.dataset.hash)")) \
+        == {angela}
+    await expect(page.get_by_test_id("person-name")).to_have_text("Angela: every visit")
+
+    # Dates, in the browser's time zone: up to yesterday, nothing; from today, all of them.
+    today, yesterday, midnight = await page.evaluate("""() => {
+        const day = new Date();
+        day.setHours(0, 0, 0, 0);
+        const before = new Date(day);
+        before.setDate(day.getDate() - 1);
+        const iso = (d) => [d.getFullYear(), d.getMonth() + 1, d.getDate()]
+            .map((n) => String(n).padStart(2, "0")).join("-");
+        return [iso(day), iso(before), day.getTime() / 1000];
+    }""")
+    await page.get_by_test_id("history-reset").click()
+    async with page.expect_request(lambda r: "/visits?" in r.url) as request:
+        await page.get_by_test_id("history-to").fill(yesterday)
+    query = parse_qs(urlsplit((await request.value).url).query)
+    assert float(query["until"][0]) == midnight and "since" not in query
+    assert await shown_visits(page) == []
+    await expect(page.get_by_test_id("visits-status")).to_have_text(
+        "No visits match these filters.")
+    await page.get_by_test_id("history-to").fill("")
+    loaded = time.time()
+    async with page.expect_request(lambda r: "/visits?" in r.url) as request:
+        await page.get_by_test_id("history-from").fill(today)
+    query = parse_qs(urlsplit((await request.value).url).query)
+    assert float(query["since"][0]) == midnight and "until" not in query
+    today_ids = await shown_visits(page)
+    assert today_ids == await listed(api, today_ids, loaded, since=str(midnight))
+
+
+async def test_a_visit_opens_its_snapshot(visitors_page: Page, visitors_api: Api) -> None:
+    """Clicking a visit in the history, or an arrival in the log, shows the visit's
+    snapshot: the camera's frame, at its own size."""
+    page, api = visitors_page, visitors_api
+    visit = (await api.visits())[1]  # the newest may not be stored yet
+    await open_history(page)
+    row = visit_row(page, visit["id"])
+    await row.get_by_test_id("visit-open").click()
+    viewer = page.get_by_test_id("viewer")
+    await expect(viewer).to_be_visible()
+    await expect(page.get_by_test_id("viewer-title")).to_have_text(
+        await row.get_by_test_id("visit-name").inner_text())
+    snapshot = viewer.get_by_test_id("visit-snapshot")
+    await expect(snapshot).to_have_attribute("src", f"/visits/{visit['id']}/snapshot")
+    assert await natural_width(snapshot) == cv2.imread(str(lfw_photo(VISITORS[0]))).shape[1]
+    await page.get_by_test_id("viewer-close").click()
+    await expect(viewer).to_be_hidden()
+
+    visit_id = await page.locator("[data-testid=event][data-event=arrived]").first \
+        .get_attribute("data-visit")
+    arrival = page.locator(f'[data-testid=event][data-event=arrived][data-visit="{visit_id}"]')
+    await arrival.get_by_test_id("event-visit").click()
+    await expect(viewer).to_be_visible()
+    await expect(snapshot).to_have_attribute("src", f"/visits/{visit_id}/snapshot")
+    assert await natural_width(snapshot) > 0
+
+
+async def test_cards_say_when_each_person_was_last_seen(
+    visitors_page: Page, visitors_api: Api
+) -> None:
+    """A person in view is "in view now"; once they leave their card says when, to the
+    millisecond of their departure; somebody never in view is "never seen"."""
+    page, api = visitors_page, visitors_api
+    hugo = await api.enroll(lfw_photo(VISITORS[1]), "Hugo")
+    barack = await api.enroll(OBAMA, "Barack")
+    await expect(card(page, barack).get_by_test_id("face-seen")).to_have_text("never seen")
+    seen = card(page, hugo).get_by_test_id("face-seen")
+    await expect(seen).to_have_text("in view now")
+    await expect(seen).to_have_text("last seen just now")
+    left = await api.finished_visit(hugo)
+    assert (await api.get(f"/faces/{hugo}"))["last_seen"] == left["left_at"]
+    await expect(seen.locator("time")).to_have_attribute("datetime", js_iso(left["left_at"]))
+
+    # A page opened now gets it from GET /faces.
+    await page.reload()
+    await expect(seen.locator("time")).to_have_attribute("datetime", js_iso(left["left_at"]))
+    await expect(card(page, barack).get_by_test_id("face-seen")).to_have_text("never seen")
+
+
+async def quiet_stranger(api: Api) -> str:
+    """A stranger who left 1.5-4 s ago: their departure is stored, and they are not back
+    for another 2 s (each visitor is away 6.2 s)."""
+
+    async def quiet() -> str | None:
+        now = time.time()
+        return next((u["hash"] for u in (await api.get("/unknowns"))["unknowns"]
+                     if 1.5 <= now - u["last_seen"] <= 4), None)
+
+    return await api.wait_for(quiet, "a stranger who left a moment ago")
+
+
+async def stranger_groups(api: Api) -> list[str]:
+    """The strangers seen, once every visitor has been one (a fresh server: in 7.2 s)."""
+
+    async def everyone() -> list[str] | None:
+        groups = [u["hash"] for u in (await api.get("/unknowns"))["unknowns"]]
+        return groups if len(groups) >= len(VISITORS) else None
+
+    return await api.wait_for(everyone, "every visitor seen as a stranger")
+
+
+async def test_naming_somebody_already_enrolled_shows_the_conflict(
+    visitors_page: Page, visitors_api: Api
+) -> None:
+    """A stranger who is near-certainly somebody enrolled since cannot be named: the 409's
+    message is shown, with a button to that person's card, and the stranger stays."""
+    page, api = visitors_page, visitors_api
+    groups = await stranger_groups(api)
+    jacques = await api.enroll(lfw_photo(VISITORS[3]), "Jacques")
+    # Which stranger was Jacques: his visits' snapshots are recognised as him now.
+    group = None
+    for stranger in groups:
+        visit = (await api.visits(person=stranger))[-1]
+        async with api.session.get(api.url + visit["snapshot"]) as resp:
+            snapshot = await resp.read()
+        form = aiohttp.FormData()
+        form.add_field("frame", snapshot, filename="snapshot.jpg", content_type="image/jpeg")
+        status, body = await api.call("POST", "/process-frame", data=form)
+        if status == 200 and body["hash"] == jacques:
+            group = stranger
+    assert group is not None, "Jacques was never a stranger"
+
+    await page.get_by_test_id("tab-unknowns").click()
+    unknown = page.locator(f'[data-testid=unknown-card][data-hash="{group}"]')
+    await unknown.get_by_role("button", name="Name this person").click()
+    await page.get_by_test_id("dialog").get_by_label("Name").fill("Jacques Again")
+    await page.get_by_test_id("dialog").get_by_label("Name").press("Enter")
+    await expect(error_message(page)).to_have_text(
+        f"Could not add unknown {group[:8]}: this face is already enrolled as 'Jacques'")
+    assert [f["name"] for f in await api.faces()] == ["Jacques"]
+    await expect(unknown).to_have_count(1)
+    await page.get_by_test_id("error").get_by_role("button", name="Show Jacques").click()
+    await expect(page.get_by_test_id("tab-gallery")).to_have_attribute("aria-selected", "true")
+    await expect(card(page, jacques)).to_have_class(re.compile(r"\bflash\b"))
+
+
+async def test_an_unknown_visitor_is_named(visitors_page: Page, visitors_api: Api) -> None:
+    """A stranger seen before is a card under Unknown visitors; "Name this person" enrolls
+    them under the name given, with the hash they had: the card moves to the gallery."""
+    page, api = visitors_page, visitors_api
+    # Named while away: a departure stored after the naming would make them a stranger
+    # again (the history writer records a visit's "known" as it was when they left).
+    stranger = await quiet_stranger(api)
+    await page.get_by_test_id("tab-unknowns").click()
+    unknown = page.locator(f'[data-testid=unknown-card][data-hash="{stranger}"]')
+    await expect(unknown.get_by_test_id("unknown-name")).to_have_text(f"unknown {stranger[:8]}")
+    await expect(unknown.get_by_test_id("unknown-meta")).to_have_text(
+        re.compile(r"^\d+ visits? · last seen "))
+    assert await natural_width(unknown.get_by_test_id("unknown-crop")) == 160
+
+    await unknown.get_by_role("button", name="Name this person").click()
+    dialog = page.get_by_test_id("dialog")
+    await expect(dialog).to_contain_text(f"Name unknown {stranger[:8]}")
+    await expect(page.get_by_test_id("dialog-confirm")).to_be_disabled()  # no name yet
+    await dialog.get_by_label("Name").fill("Vera Visitor")
+    await dialog.get_by_label("Email").fill("vera@example.org")
+    await page.get_by_test_id("dialog-confirm").click()
+    await expect(message(page)).to_have_text(re.compile(
+        rf"^Added Vera Visitor to the gallery \(\d+ samples? from unknown {stranger[:8]}'s"))
+    await expect(unknown).to_have_count(0)
+    assert stranger not in {u["hash"] for u in (await api.get("/unknowns"))["unknowns"]}
+    assert [(f["hash"], f["name"], f["has_email"]) for f in await api.faces()] == [
+        (stranger, "Vera Visitor", True)]
+
+    await page.get_by_test_id("tab-gallery").click()
+    await expect(card(page, stranger).get_by_test_id("face-name")).to_have_text("Vera Visitor")
+
+
+async def test_a_visit_names_a_stranger_and_adds_a_sample(
+    visitors_page: Page, visitors_api: Api
+) -> None:
+    """In the history, "Name…" on a stranger's visit enrolls them from that visit's face (they
+    keep their hash; their visits become the person's), and "Add to…" on another of their
+    visits adds that face to them as a sample."""
+    page, api = visitors_page, visitors_api
+    stranger = await quiet_stranger(api)  # away for now (see test_an_unknown_visitor_is_named)
+
+    async def two() -> list[dict] | None:
+        done = [v for v in await api.visits(person=stranger) if v["left_at"] is not None]
+        return done if len(done) >= 2 else None
+
+    newest, older = (await api.wait_for(two, "two visits of one stranger"))[:2]
+    await open_history(page)
+    await shown_visits(page)
+    await visit_row(page, newest["id"]).get_by_test_id("visit-enroll").click()
+    dialog = page.get_by_test_id("dialog")
+    await dialog.get_by_label("Name").fill("Nina Named")
+    await page.get_by_test_id("dialog-confirm").click()
+    await expect(message(page)).to_have_text(
+        "Added Nina Named to the gallery (1 sample from this visit).")
+    faces = await api.faces()
+    assert [(f["hash"], f["name"], [x["source"] for x in f["samples"]]) for f in faces] == [
+        (stranger, "Nina Named", ["history"])]
+    row = visit_row(page, older["id"])
+    await expect(row.get_by_test_id("visit-name")).to_have_text("Nina Named")
+    await expect(row.get_by_test_id("visit-enroll")).to_have_count(0)  # known now
+
+    await row.get_by_test_id("visit-add-sample").click()
+    await expect(page.get_by_test_id("sample-target")).to_have_value(stranger)  # their own
+    await page.get_by_test_id("dialog-confirm").click()
+    await expect(message(page)).to_have_text("Added the face of this visit to Nina Named.")
+    (face,) = await api.faces()
+    assert face["hash"] == stranger and [x["source"] for x in face["samples"]] == [
+        "history", "history"]
+
+
+async def test_forget_history_keeps_the_person(visitors_page: Page, visitors_api: Api) -> None:
+    """A card's History shows that person's timeline (day, time, duration, face); "Forget
+    history" deletes every visit of theirs and leaves them enrolled."""
+    page, api = visitors_page, visitors_api
+    hugo = await api.enroll(lfw_photo(VISITORS[1]), "Hugo")
+    await api.finished_visit(hugo)
+    loaded = time.time()
+    await card(page, hugo).get_by_test_id("face-history").click()
+    await expect(page.get_by_test_id("tab-history")).to_have_attribute("aria-selected", "true")
+    await expect(page.get_by_test_id("history-person")).to_have_value(hugo)
+    await expect(page.get_by_test_id("person-name")).to_have_text("Hugo: every visit")
+    timeline = await shown_visits(page)
+    assert timeline and timeline == await listed(api, timeline, loaded, person=hugo)
+    await expect(page.get_by_test_id("visits-day").first).to_have_text(
+        await page.evaluate("() => new Date().toLocaleDateString([], "
+                            "{weekday: 'long', year: 'numeric', month: 'long', day: 'numeric'})"))
+    done = visit_rows(page).locator(":scope:not([data-left=''])").first
+    await expect(done.get_by_test_id("visit-duration")).to_have_text(re.compile(r"^\d+ s$"))
+    assert await natural_width(done.get_by_test_id("visit-crop")) == 160
+
+    await page.get_by_test_id("forget-history").click()
+    await expect(page.get_by_test_id("dialog")).to_contain_text("Forget Hugo's history?")
+    async with page.expect_response(lambda r: r.request.method == "DELETE") as response:
+        forgot_at = time.time()
+        await page.get_by_test_id("dialog-confirm").click()
+    body = await (await response.value).json()
+    assert body["hash"] == hugo and body["deleted_visits"] >= len(timeline)
+    await expect(message(page)).to_have_text(
+        f"Forgot {body['deleted_visits']} visit{'' if body['deleted_visits'] == 1 else 's'} "
+        "of Hugo.")
+    for visit_id in timeline:
+        await expect(visit_row(page, visit_id)).to_have_count(0)
+    assert all(v["arrived_at"] > forgot_at - ARRIVAL_LAG_S  # only visits begun since
+               for v in await api.visits(person=hugo))
+    assert [f["hash"] for f in await api.faces()] == [hugo]
+    await page.get_by_test_id("tab-gallery").click()
+    await expect(card(page, hugo).get_by_test_id("face-name")).to_have_text("Hugo")
+
+
+async def test_deleting_a_visit_removes_its_row(visitors_page: Page, visitors_api: Api) -> None:
+    """Delete on a visit asks first, then the visit is gone from the list and the server."""
+    page, api = visitors_page, visitors_api
+    await open_history(page)
+    await shown_visits(page)
+    row = visit_rows(page).locator(":scope:not([data-left=''])").first
+    visit_id = await row.get_attribute("data-id")
+    who = await row.get_by_test_id("visit-name").inner_text()
+    await row.get_by_test_id("visit-delete").click()
+    await expect(page.get_by_test_id("dialog")).to_contain_text(f"Delete this visit of {who}?")
+    await page.get_by_test_id("dialog-confirm").click()
+    await expect(message(page)).to_have_text(re.compile(rf"^Deleted the visit of {who} at "))
+    await expect(visit_row(page, visit_id)).to_have_count(0)
+    assert (await api.call("GET", f"/visits/{visit_id}"))[0] == 404
+
+
+async def within_phone_width(control: Locator) -> None:
+    box = await control.bounding_box()
+    assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= PHONE["width"]
+
+
+async def test_the_views_fit_a_phone(visitors_page: Page, visitors_api: Api) -> None:
+    """At 390 px wide nothing sticks out sideways, and the controls of the history and of
+    the unknown visitors are within the screen's width."""
+    page, api = visitors_page, visitors_api
+    await quiet_stranger(api)
+    await page.set_viewport_size(PHONE)
+    await open_history(page)
+    assert await shown_visits(page)
+    for control in ("history-person", "history-from", "history-to", "visits-older"):
+        await within_phone_width(page.get_by_test_id(control))
+    await within_phone_width(visit_rows(page).first.get_by_test_id("visit-delete"))
+    assert await page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+
+    await page.get_by_test_id("tab-unknowns").click()
+    stranger = page.get_by_test_id("unknown-card").first
+    await within_phone_width(stranger.get_by_test_id("unknown-enroll"))
+    await within_phone_width(stranger.get_by_test_id("unknown-forget"))
+    assert await page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
