@@ -98,8 +98,10 @@ class Enrolled:
     added: int = 0
     #: Photo -> why it was not used.
     skipped: dict[Path, str] = field(default_factory=dict)
-    #: Photos added to, or refused as, someone enrolled under another name.
+    #: Photos refused as someone enrolled under another name.
     matched: dict[Path, Identity] = field(default_factory=dict)
+    #: Photos added, on request, as samples of someone enrolled under another name.
+    given: dict[Path, Identity] = field(default_factory=dict)
 
 
 async def enroll_images(gallery: Gallery, pool: WorkerPool, name: str, images: Iterable[Path],
@@ -190,7 +192,7 @@ async def _enroll_face(gallery: Gallery, result: Enrolled, path: Path, face: Fac
         other = gallery.get(exc.hash)
         if on_match == "sample" and other is not None:
             await gallery.add_sample(other.hash, face.embedding, images=images_, force=True)
-            result.matched[path] = other
+            result.given[path] = other
             print(f"added {path} to {exc.name!r} ({exc.hash[:12]}): the face is "
                   f"near-certainly theirs (similarity {exc.similarity:.3f})", file=out)
             return
@@ -243,14 +245,16 @@ async def cmd_enroll_dir(config: Config, root: Path, out: TextIO, on_match: str 
         new_people = sum(1 for r in results if r.identity is not None
                          and r.identity.hash not in before)
         count = len(gallery.list())
-    samples = sum(r.added for r in results)
+    samples = sum(r.added + len(r.given) for r in results)
     skipped = sum(len(r.skipped) for r in results)
     print(f"{len(jobs)} people: {new_people} enrolled as new identities, {samples} samples "
           f"added, {skipped} images skipped; the gallery has {count} identities", file=out)
     missing = [r for r in results if r.identity is None]
     for r in missing:
-        reasons = sorted(set(r.skipped.values())) or ["no images"]
-        print(f"not enrolled: {r.name}: {'; '.join(reasons)}", file=out)
+        reasons = sorted(set(r.skipped.values()))
+        reasons += sorted({f"added to {i.name!r} as asked (--on-match sample)"
+                           for i in r.given.values()})
+        print(f"not enrolled: {r.name}: {'; '.join(reasons) or 'no images'}", file=out)
     return 0
 
 
@@ -336,9 +340,11 @@ async def cmd_import(config: Config, path: Path, out: TextIO) -> int:
                 samples = entry["samples"]
                 embs = [np.frombuffer(base64.b64decode(s["embedding"]), "<f4") for s in samples]
                 images = [_imported_images(s) for s in samples]
+                # The export's identities were distinct there (maybe on purpose: enroll-dir
+                # --on-match new): keep them so; only the same hash is the same identity.
                 first = await gallery.add(entry["name"], embs[0], face=entry["hash"],
                                           images=images[0], source="import",
-                                          email_hmac=entry.get("email_hmac"))
+                                          email_hmac=entry.get("email_hmac"), force=True)
                 for emb, imgs in zip(embs[1:], images[1:]):
                     await gallery.add_sample(first.hash, emb, images=imgs, source="import",
                                              force=True)

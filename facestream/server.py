@@ -53,7 +53,15 @@ from .storage import (
     StoredImages,
 )
 from .tracking import FaceView
-from .webutil import HASH_RE, error, hash_field, http_error, json_body, json_errors
+from .webutil import (
+    HASH_RE,
+    error,
+    hash_field,
+    http_error,
+    json_body,
+    json_errors,
+    upload_limit,
+)
 from .workers import PoolBusy, PoolSettings, WorkerCrashed, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -176,7 +184,7 @@ async def _image_field(request: web.Request, field: str) -> tuple[bytes | None, 
     else:
         data = _from_base64(str(value), field)
     if len(data) > limit:
-        raise http_error(413, f"{field} is larger than {limit} bytes")
+        raise http_error(413, f"{field} is larger than {upload_limit(request)}")
     return data, texts
 
 
@@ -429,7 +437,7 @@ async def merge_faces(request: web.Request) -> web.Response:
     if not isinstance(source, str) or not source:
         return error(400, 'send {"from": <hash of the identity to merge in>}')
     merged = await request.app[GALLERY].merge(target, source)
-    return web.json_response(merged.to_json())
+    return web.json_response(_identity(request.app, merged))
 
 
 async def not_this_person(request: web.Request) -> web.Response:
@@ -463,7 +471,7 @@ async def rename_face(request: web.Request) -> web.Response:
     if "name" not in body:
         return error(400, 'send JSON {"name": "..."}')
     ident = await request.app[GALLERY].rename(face, body["name"])
-    return web.json_response(ident.to_json())
+    return web.json_response(_identity(request.app, ident))
 
 
 async def delete_face(request: web.Request) -> web.Response:

@@ -39,6 +39,10 @@ async def json_errors(
     here, in one place; unexpected errors are logged, not leaked."""
     try:
         return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        # aiohttp's own limit (on the raw body, which base64 makes 4/3 larger) names a size
+        # nobody configured; say which setting it is.
+        return error(413, f"the request is larger than {upload_limit(request)}")
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
@@ -56,6 +60,13 @@ async def json_errors(
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error(500, "internal error; see the server log")
+
+
+def upload_limit(request: web.Request) -> str:
+    """The upload limit, as users configure it: ``server.max_upload_mb (N MiB)``."""
+    from .appkeys import CONFIG
+
+    return f"server.max_upload_mb ({request.app[CONFIG].server.max_upload_mb:g} MiB)"
 
 
 async def json_body(request: web.Request, hint: str) -> dict[str, Any]:
