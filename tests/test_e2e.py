@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,12 @@ class Server:
         return self.proc.returncode
 
 
+def metric_values(text: str) -> dict[str, float]:
+    """Prometheus text format as {name with labels: value}."""
+    return {name: float(value) for name, value in
+            (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))}
+
+
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
@@ -80,8 +87,12 @@ async def test_server_end_to_end(
             page = await resp.text()
         assert 'src="/streaming"' in page and "Add face" in page
         async with session.get(url + "/streaming") as resp:
-            jpeg = await read_part(resp)
-        assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
+            for _ in range(50):  # a "no signal" card may come first while the file opens
+                jpeg = await read_part(resp)
+                shape = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape
+                if shape != (360, 640, 3):
+                    break
+        assert shape == (512, 512, 3)  # the clip's own frames
 
         # Websocket: a snapshot, then the face in the clip arrives.
         async with session.ws_connect(url + "/ws") as ws:
@@ -120,9 +131,16 @@ async def test_server_end_to_end(
         form = aiohttp.FormData()
         form.add_field("frame", io.BytesIO(b"garbage"), filename="x.jpg")
         async with session.post(url + "/process-frame", data=form) as resp:
-            assert resp.status == 400
+            assert (resp.status, await resp.json()) == (400, {
+                "error": "not an image that can be decoded (JPEG, PNG, WEBP, BMP, TIFF)"})
         async with session.get(url + "/metrics") as resp:
-            assert "facestream_frames_processed_total" in await resp.text()
+            metrics = metric_values(await resp.text())
+        # Exactly the two uploads that reached a worker (the live enrollment used no upload);
+        # the camera's frames were analysed and its face embedded.
+        assert metrics['facestream_stage_seconds_count{stage="upload"}'] == 2
+        assert metrics["facestream_frames_processed_total"] > 0
+        assert metrics["facestream_faces_embedded_total"] > 2
+        assert metrics["facestream_gallery_identities"] == 2
     finally:
         code = server.stop()
     assert code == 0, server.log.read_text()[-2000:]
@@ -177,14 +195,15 @@ async def test_workers_exit_when_the_server_is_killed(
     server = Server(Path(os.devnull), tmp_path / "data", tmp_path)
     try:
         await server.wait_ready(session)
-        workers = _children(server.proc.pid)
-        assert workers, "no worker processes found"
+        children = _children(server.proc.pid)  # the two workers and multiprocessing's tracker
+        workers = [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(workers) == 2
         server.proc.kill()
         server.proc.wait()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        while time.monotonic() < deadline and any(_alive(p) for p in children):
             await asyncio.sleep(0.1)
-        assert not any(_alive(p) for p in workers)
+        assert [p for p in children if _alive(p)] == []
     finally:
         server.stop()
 
@@ -214,13 +233,15 @@ async def test_sigterm_closes_websockets_with_going_away_and_ends_streams(
 async def test_camera_credentials_never_reach_logs_or_the_api(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    secret_url = f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/stream1"
+    port = free_port()
+    secret_url = f"rtsp://admin:hunter2@127.0.0.1:{port}/stream1"
     server = Server(secret_url, tmp_path / "data", tmp_path, workers=1)
     try:
         await server.wait_ready(session)
         async with session.get(server.url + "/healthz") as resp:
             health = await resp.text()
-        assert "hunter2" not in health and "***@127.0.0.1" in health
+        assert "hunter2" not in health and "admin" not in health
+        assert json.loads(health)["camera"]["source"] == f"rtsp://***@127.0.0.1:{port}/stream1"
         await asyncio.sleep(2)  # a few failed connection attempts get logged
     finally:
         assert server.stop() == 0

@@ -53,7 +53,7 @@ async def identify(client: Client, path: Path) -> dict[str, Any]:
 async def test_samples_are_added_listed_served_and_removed(
     aiohttp_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory()))
+    client = await aiohttp_client(create_app(config_factory(), live=False))
     obama = await enroll(client, OBAMA, "Barack")
     resp = await client.post(f"/faces/{obama}/samples", data=form("image", OBAMA2))
     assert resp.status == 201
@@ -71,22 +71,31 @@ async def test_samples_are_added_listed_served_and_removed(
     # Another person's face is refused as a sample, naming who it is.
     biden = await enroll(client, BIDEN, "Joe")
     resp = await client.post(f"/faces/{obama}/samples", data=form("image", BIDEN2))
-    assert resp.status == 409 and (await resp.json())["hash"] == biden
+    assert (resp.status, await resp.json()) == (409, {
+        "error": "this face matches another identity, 'Joe'", "hash": biden, "name": "Joe"})
 
     first = ident["samples"][0]["id"]
     resp = await client.delete(f"/faces/{obama}/samples/{first}")
-    assert resp.status == 200
+    assert (resp.status, await resp.json()) == (200, {"deleted": first, "hash": obama})
     assert (await identify(client, OBAMA3))["hash"] == obama  # still recognised, same hash
     resp = await client.delete(f"/faces/{obama}/samples/{added['id']}")
-    assert resp.status == 409  # the last sample: delete the identity instead
-    assert (await client.delete(f"/faces/{obama}/samples/999999")).status == 404
-    assert (await client.post(f"/faces/{'a' * 64}/samples", data=form("image", OBAMA2))).status == 404
+    assert (resp.status, await resp.json()) == (409, {  # delete the identity instead
+        "error": f"sample {added['id']} is the only sample of 'Barack'; delete the identity "
+                 "instead"})
+    resp = await client.delete(f"/faces/{obama}/samples/999999")
+    assert (resp.status, await resp.json()) == (
+        404, {"error": f"no sample 999999 of face {obama}"})
+    resp = await client.post(f"/faces/{'a' * 64}/samples", data=form("image", OBAMA2))
+    assert (resp.status, await resp.json()) == (
+        404, {"error": f"no enrolled face with hash {'a' * 64}"})
+    samples = (await (await client.get(f"/faces/{obama}")).json())["samples"]
+    assert [s["id"] for s in samples] == [added["id"]]
 
 
 async def test_merge_moves_samples_and_changes_recognition(
     aiohttp_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory()))
+    client = await aiohttp_client(create_app(config_factory(), live=False))
     obama = await enroll(client, OBAMA, "Barack")
     biden = await enroll(client, BIDEN, "Joe")
     assert (await identify(client, BIDEN2))["hash"] == biden
@@ -100,21 +109,27 @@ async def test_merge_moves_samples_and_changes_recognition(
     assert [f["hash"] for f in listing["faces"]] == [obama]
     # The merged samples now recognise that face as the surviving identity.
     assert (await identify(client, BIDEN2))["hash"] == obama
-    assert (await client.post(f"/faces/{obama}/merge", json={"from": biden})).status == 404
-    assert (await client.post(f"/faces/{obama}/merge", json={"from": obama})).status == 400
-    assert (await client.post(f"/faces/{obama}/merge", json={})).status == 400
+    resp = await client.post(f"/faces/{obama}/merge", json={"from": biden})
+    assert (resp.status, await resp.json()) == (
+        404, {"error": f"no enrolled face with hash {biden}"})
+    resp = await client.post(f"/faces/{obama}/merge", json={"from": obama})
+    assert (resp.status, await resp.json()) == (
+        400, {"error": "cannot merge an identity into itself"})
+    resp = await client.post(f"/faces/{obama}/merge", json={})
+    assert (resp.status, await resp.json()) == (
+        400, {"error": 'send {"from": <hash of the identity to merge in>}'})
 
 
 async def test_find_by_email_without_storing_it(
     aiohttp_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory()))
+    client = await aiohttp_client(create_app(config_factory(), live=False))
     joe = await enroll(client, BIDEN, "Joe", email="joe@example.org")
     await enroll(client, OBAMA, "Barack")
     found = await (await client.get("/faces", params={"email": " Joe@Example.org"})).json()
     assert [f["hash"] for f in found["faces"]] == [joe]
     none = await (await client.get("/faces", params={"email": "nobody@example.org"})).json()
-    assert none["faces"] == []
+    assert none == {"faces": [], "total": 0}
 
 
 async def test_not_this_person_removes_the_sample_behind_a_wrong_match(
@@ -130,6 +145,7 @@ async def test_not_this_person_removes_the_sample_behind_a_wrong_match(
 
     await wait_for(live, 20)
     obama = await enroll(client, OBAMA, "Barack")
+    (own,) = [s["id"] for s in (await (await client.get(f"/faces/{obama}")).json())["samples"]]
     # The wrong sample: the stranger in view added to Barack.
     resp = await client.post(f"/faces/{obama}/samples", json={"from_live": True})
     assert resp.status == 201, await resp.text()
@@ -144,18 +160,19 @@ async def test_not_this_person_removes_the_sample_behind_a_wrong_match(
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["removed_sample"] == wrong
     ident = await (await client.get(f"/faces/{obama}")).json()
-    assert [s["id"] for s in ident["samples"]] != [] and wrong not in [s["id"] for s in ident["samples"]]
+    assert [s["id"] for s in ident["samples"]] == [own]
     body = await (await client.get("/hash")).json()
-    assert body["name"] != "Barack" and body["known"] is False
+    assert (body["name"], body["known"]) == (None, False)
     resp = await client.post("/live/not", json={"hash": body["hash"]})
-    assert resp.status == 422  # not a recognised face any more
+    assert (resp.status, await resp.json()) == (  # not a recognised face any more
+        422, {"error": f"no recognised face {body['hash']} in the live view"})
 
 
 async def test_changes_from_the_command_line_reach_the_running_server(
     aiohttp_client: Any, config_factory: Callable[..., Config], tmp_path: Path
 ) -> None:
     cfg = config_factory()
-    client = await aiohttp_client(create_app(cfg))
+    client = await aiohttp_client(create_app(cfg, live=False))
     ws = await client.ws_connect("/ws")
     await ws.receive_json(timeout=10)
     proc = await asyncio.create_subprocess_exec(
@@ -165,11 +182,11 @@ async def test_changes_from_the_command_line_reach_the_running_server(
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()
-    assert "2 samples added" in out.decode()
+    assert out.decode() == "Joe Biden: 2 samples added, 0 images skipped\n"
     while True:
         msg = await ws.receive_json(timeout=10)
         if msg["type"] == "gallery":
-            assert msg["event"] == "reloaded"
+            assert msg == {"type": "gallery", "event": "reloaded", "face": None}
             break
 
     async def both_samples() -> bool:
@@ -187,6 +204,17 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
+def listed(stdout: str) -> tuple[dict[str, tuple[str, int]], str]:
+    """``faces list`` output as {name: (hash, samples)} and its closing line."""
+    *rows, last = stdout.strip().splitlines()
+    people = {}
+    for row in rows:
+        face, count, unit, email, name = row.split(None, 4)
+        assert (unit, email) == ("samples", "-"), row
+        people[name] = (face, int(count))
+    return people, last
+
+
 def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes,
                                               monkeypatch: Any) -> None:
     people = tmp_path / "people"
@@ -201,20 +229,26 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
 
     proc = run_cli("faces", "--data-dir", str(data), "enroll-dir", str(people), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "flag.png: no face found" in proc.stdout
-    assert "broken.jpg: not an image" in proc.stdout
-    assert ("2 people: 2 enrolled as new identities, 5 samples added, 2 images skipped; the "
-            "gallery has 2 identities") in proc.stdout
+    assert proc.stdout.splitlines() == [
+        (f"skipped {people}/Joe_Biden/broken.jpg: not an image that can be decoded (JPEG, "
+         "PNG, WEBP, BMP, TIFF)"),
+        f"skipped {people}/Joe_Biden/flag.png: no face found",
+        ("2 people: 2 enrolled as new identities, 5 samples added, 2 images skipped; the "
+         "gallery has 2 identities"),
+    ]
 
     listing = run_cli("faces", "--data-dir", str(data), "list", cwd=tmp_path).stdout
-    assert "3 samples" in listing and "Barack Obama" in listing and "Joe Biden" in listing
+    people_listed, last = listed(listing)
+    assert {name: n for name, (_, n) in people_listed.items()} == {"Barack Obama": 3,
+                                                                  "Joe Biden": 2}
+    assert last == "2 identities (SFace)"
 
     export = tmp_path / "gallery.json"
-    assert run_cli("faces", "--data-dir", str(data), "export", str(export), cwd=tmp_path
-                   ).returncode == 0
+    proc = run_cli("faces", "--data-dir", str(data), "export", str(export), cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, f"exported 2 identities to {export}\n")
     other = tmp_path / "other"
     proc = run_cli("faces", "--data-dir", str(other), "import", str(export), cwd=tmp_path)
-    assert "imported 2 identities" in proc.stdout
+    assert (proc.returncode, proc.stdout) == (0, "imported 2 identities, skipped 0\n")
     assert run_cli("faces", "--data-dir", str(other), "list", cwd=tmp_path).stdout == listing
 
     # Re-embed for another model from the stored crops: a stand-in ONNX graph under
@@ -228,16 +262,19 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
         before = db.execute("SELECT hash FROM identities ORDER BY hash").fetchall()
     proc = run_cli("reembed", "--data-dir", str(data), "--model", "Facenet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "re-embedded 5 samples with Facenet" in proc.stdout
+    assert proc.stdout == ("re-embedded 5 samples with Facenet; 0 dropped; 2 identities. Set "
+                           'recognition.model = "Facenet" (or --model Facenet) to serve with it.\n')
     with sqlite3.connect(data / DB_FILE) as db:
         assert db.execute("SELECT hash FROM identities ORDER BY hash").fetchall() == before
         assert db.execute("SELECT DISTINCT model FROM samples").fetchall() == [("Facenet",)]
 
     # Serving with the old model now says exactly what to run.
     proc = run_cli("--data-dir", str(data), "--port", "0", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "python -m facestream reembed --model SFace" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (proc.returncode, proc.stderr) == (2, (
+        f"error: the gallery {data / DB_FILE} holds embeddings made 5 by Facenet, but "
+        "recognition.model is SFace; embeddings of different models cannot be compared: run "
+        "`python -m facestream reembed --model SFace` to rebuild them from the stored face "
+        'crops, or set recognition.model = "Facenet"\n'))
 
 
 def test_enroll_dir_refuses_only_a_near_certain_duplicate_and_says_who(tmp_path: Path) -> None:
@@ -250,12 +287,17 @@ def test_enroll_dir_refuses_only_a_near_certain_duplicate_and_says_who(tmp_path:
     data = tmp_path / "data"
     proc = run_cli("faces", "--data-dir", str(data), "enroll-dir", str(people), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert lines[-2] == ("3 people: 2 enrolled as new identities, 3 samples added, 1 images "
-                         "skipped; the gallery has 2 identities")
-    assert lines[-1].startswith("not enrolled: Obama Again: the face is near-certainly "
-                                "'Barack Obama'")
-    assert "--on-match sample adds it to them" in lines[-1]
+    people_listed, _ = listed(run_cli("faces", "--data-dir", str(data), "list", cwd=tmp_path
+                                      ).stdout)
+    barack = people_listed["Barack Obama"][0][:12]
+    refusal = (f"the face is near-certainly 'Barack Obama' ({barack}, similarity 0.735); "
+               "--on-match sample adds it to them, --on-match new enrolls it anyway")
+    assert proc.stdout.splitlines() == [
+        f"skipped {people}/Obama_Again/{OBAMA3.name}: {refusal}",
+        ("3 people: 2 enrolled as new identities, 3 samples added, 1 images skipped; the "
+         "gallery has 2 identities"),
+        f"not enrolled: Obama Again: {refusal}",
+    ]
 
     # On request, the refused photo becomes a sample of the person it matched ...
     again = tmp_path / "again"
@@ -263,15 +305,33 @@ def test_enroll_dir_refuses_only_a_near_certain_duplicate_and_says_who(tmp_path:
     (again / "Obama_Again" / OBAMA3.name).write_bytes(OBAMA3.read_bytes())
     proc = run_cli("faces", "--data-dir", str(data), "enroll-dir", str(again),
                    "--on-match", "sample", cwd=tmp_path)
-    assert "added" in proc.stdout and "to 'Barack Obama'" in proc.stdout
-    listing = run_cli("faces", "--data-dir", str(data), "list", cwd=tmp_path).stdout
-    assert "3 samples" in listing and "Obama Again" not in listing
+    assert proc.stdout.splitlines() == [
+        (f"added {again}/Obama_Again/{OBAMA3.name} to 'Barack Obama' ({barack}): the face is "
+         "near-certainly theirs (similarity 0.735)"),
+        ("1 people: 0 enrolled as new identities, 1 samples added, 0 images skipped; the "
+         "gallery has 2 identities"),
+        "not enrolled: Obama Again: added to 'Barack Obama' as asked (--on-match sample)",
+    ]
+    people_listed, last = listed(run_cli("faces", "--data-dir", str(data), "list",
+                                         cwd=tmp_path).stdout)
+    assert {name: n for name, (_, n) in people_listed.items()} == {"Barack Obama": 3,
+                                                                  "Joe Biden": 1}
     # ... or a new person, if the user knows better.
     proc = run_cli("faces", "--data-dir", str(data), "enroll-dir", str(again),
                    "--on-match", "new", cwd=tmp_path)
-    assert "1 people: 1 enrolled as new identities" in proc.stdout
-    listing = run_cli("faces", "--data-dir", str(data), "list", cwd=tmp_path).stdout
-    assert "Obama Again" in listing and listing.rstrip().endswith("3 identities (SFace)")
+    assert proc.stdout == ("1 people: 1 enrolled as new identities, 1 samples added, 0 images "
+                           "skipped; the gallery has 3 identities\n")
+    people_listed, last = listed(run_cli("faces", "--data-dir", str(data), "list",
+                                         cwd=tmp_path).stdout)
+    assert {name: n for name, (_, n) in people_listed.items()} == {
+        "Barack Obama": 3, "Joe Biden": 1, "Obama Again": 1}
+    assert last == "3 identities (SFace)"
+    # An export holds the deliberate near-duplicate, and an import keeps it.
+    export, other = tmp_path / "gallery.json", tmp_path / "other"
+    assert run_cli("faces", "--data-dir", str(data), "export", str(export), cwd=tmp_path
+                   ).returncode == 0
+    proc = run_cli("faces", "--data-dir", str(other), "import", str(export), cwd=tmp_path)
+    assert proc.stdout == "imported 3 identities, skipped 0\n"
 
 
 def test_enroll_dir_of_all_lfw_people_enrolls_every_one(tmp_path: Path) -> None:

@@ -108,7 +108,10 @@ async def test_websocket_pushes_arrivals_departures_and_live_enrollment(
     client = await aiohttp_client(create_app(cfg))
     ws = await client.ws_connect("/ws")
     snapshot = await ws.receive_json(timeout=10)
-    assert snapshot["type"] == "snapshot" and "faces" in snapshot
+    # First the whole GET /hash document, whatever is in view at that moment.
+    assert snapshot["type"] == "snapshot"
+    assert set(snapshot) == {"type", "hash", "name", "known", "similarity", "faces", "signal",
+                             "updated_at", "frame_position"}
 
     async def next_hash_message() -> dict[str, Any]:
         while True:
@@ -148,9 +151,18 @@ async def test_websocket_pushes_arrivals_departures_and_live_enrollment(
     body = await (await client.get("/hash")).json()
     assert body["hash"] == enrolled["hash"] and body["known"] and body["name"] == "Alexandria"
 
-    # Enrolling again from the live view: nobody unknown is left.
+    # Enrolling the face in view by its hash again: refused, naming who it is.
+    resp = await client.post("/faces", json={"from_live": True, "name": "Again",
+                                             "hash": enrolled["hash"]})
+    assert (resp.status, await resp.json()) == (409, {
+        "error": "the face in view is already enrolled as 'Alexandria'",
+        "hash": enrolled["hash"], "name": "Alexandria"})
+    # Enrolling "the unknown face" again: nobody unknown is left.
     resp = await client.post("/faces", json={"from_live": True, "name": "Again"})
-    assert resp.status in (409, 422)
+    assert (resp.status, await resp.json()) == (
+        422, {"error": "no unknown face in the live view to enroll"})
+    assert [f["name"] for f in (await (await client.get("/faces")).json())["faces"]] == [
+        "Alexandria"]
     await ws.close()
 
 

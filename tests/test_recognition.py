@@ -40,6 +40,7 @@ from .conftest import (
 
 THRESHOLD = Config().recognition.threshold()
 MAX_PIXELS = 40_000_000
+NOT_AN_IMAGE = "not an image that can be decoded (JPEG, PNG, WEBP, BMP, TIFF)"
 
 
 def embed(recognizer: Recognizer, path: Path) -> np.ndarray:
@@ -80,7 +81,7 @@ def test_multi_face_photo_gives_every_face_largest_first_with_scores(
     recognizer: Recognizer,
 ) -> None:
     faces = recognizer.analyze_image(decode_image(GROUP.read_bytes(), MAX_PIXELS))
-    assert len(faces) >= 3
+    assert len(faces) == 6
     areas = [f.box[2] * f.box[3] for f in faces]
     assert areas == sorted(areas, reverse=True)
     assert all(f.embedding is not None for f in faces)
@@ -128,7 +129,7 @@ def test_the_same_person_moving_keeps_the_look_of_a_tracked_face(
         result = recognizer.analyze_frame(frame, [hint], embed_new=False)
         embedded += result.embedded
         hint = TrackHint(result.faces[0].box, hint.look, False)
-    assert embedded <= 2  # of 29 analysed frames
+    assert embedded == 0  # of 29 analysed frames
 
 
 def test_stored_samples_embed_again_for_another_model(
@@ -201,7 +202,7 @@ def test_lfw_slice_verification_accuracy(recognizer: Recognizer) -> None:
         # An image without a detected face cannot be verified: it counts as "different".
         predicted_same = a is not None and b is not None and float(a @ b) >= THRESHOLD
         correct += predicted_same == same
-    assert correct / len(pairs) >= 0.95
+    assert correct == len(pairs) == 80  # SFace gets every one of these right
 
 
 # -- decoding uploads ---------------------------------------------------------------------
@@ -209,22 +210,26 @@ def test_lfw_slice_verification_accuracy(recognizer: Recognizer) -> None:
 
 def test_decodes_webp_named_jpg_and_rgba_png(recognizer: Recognizer) -> None:
     webp = decode_image(WEBP_AS_JPG.read_bytes(), MAX_PIXELS)
-    assert webp.ndim == 3 and webp.shape[2] == 3
+    assert webp.shape == (1800, 1350, 3) and webp.dtype == np.uint8
     rgba = decode_image(RGBA_PNG.read_bytes(), MAX_PIXELS)
-    assert rgba.shape[2] == 3
+    assert rgba.shape == (1200, 626, 3)  # alpha dropped
     assert len(recognizer.analyze_image(rgba)) == 1
 
 
 def test_rejects_non_images_and_truncated_jpegs() -> None:
-    with pytest.raises(ImageError) as exc:
-        decode_image(b"this is not an image", MAX_PIXELS)
-    assert exc.value.status == 400
-    for truncated in (OBAMA.read_bytes()[:300], OBAMA.read_bytes()[:-4000]):
+    cases = [
+        (b"this is not an image", NOT_AN_IMAGE),
+        # 300 bytes: the JPEG markers without even the frame header.
+        (OBAMA.read_bytes()[:300], NOT_AN_IMAGE),
+        # A header and part of the data: would otherwise decode to a half-grey picture.
+        (OBAMA.read_bytes()[:-4000],
+         "the image data is corrupt or truncated and cannot be decoded"),
+        (b"", "the image is empty"),
+    ]
+    for data, message in cases:
         with pytest.raises(ImageError) as exc:
-            decode_image(truncated, MAX_PIXELS)
-        assert exc.value.status == 400
-    with pytest.raises(ImageError):
-        decode_image(b"", MAX_PIXELS)
+            decode_image(data, MAX_PIXELS)
+        assert (exc.value.status, exc.value.message) == (400, message)
 
 
 def test_rejects_huge_canvas_before_decoding() -> None:
@@ -232,5 +237,5 @@ def test_rejects_huge_canvas_before_decoding() -> None:
     Image.new("L", (9000, 9000)).save(buf, format="PNG")  # ~80 KB file, 81 Mpx canvas
     with pytest.raises(ImageError) as exc:
         decode_image(buf.getvalue(), MAX_PIXELS)
-    assert exc.value.status == 413
-    assert "9000x9000" in exc.value.message
+    assert (exc.value.status, exc.value.message) == (
+        413, "image is 9000x9000 pixels; the limit is 40000000 pixels")

@@ -41,7 +41,8 @@ async def test_a_killed_worker_is_replaced_and_serving_continues(
         statuses.append(resp.status)
         if resp.status == 200:
             break
-        assert resp.status == 503 and "restarted" in (await resp.json())["error"]
+        assert (resp.status, await resp.json()) == (
+            503, {"error": "a recognition worker died and was restarted; retry"})
     assert statuses[-1] == 200
     health = await (await client.get("/healthz")).json()
     assert health["worker_restarts"] == 1
@@ -131,4 +132,5 @@ async def test_network_camera_drop_out_shows_no_signal_and_reconnects(
     await camera.start()
     await wait_for(face, 30)
     health = await (await client.get("/healthz")).json()
-    assert health["camera"]["signal"] is True and health["camera"]["reconnects"] >= 1
+    # One drop-out: lost once (failed attempts to open while it was down do not count).
+    assert health["camera"]["signal"] is True and health["camera"]["reconnects"] == 1

