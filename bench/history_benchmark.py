@@ -7,7 +7,8 @@
    as files under a data dir (write + fsync each, as a crash-safe file store would); then
    read back at random, and one person's share deleted. Times are medians/p99 per visit.
 2. The API. A facestream app without a camera (``create_app(config, live=False)``) serves a
-   gallery holding 10,000 visits of 200 people (stored as blobs), and GET /visits is timed
+   gallery holding 10,000 visits of 250 people over 25 days (stored as blobs; a quarter of
+   them of 50 strangers), and GET /visits is timed
    over HTTP on loopback: the newest page of 50, deep pages (following ``next`` cursors),
    one person's visits, unknown visitors only, and a day's window; plus GET /unknowns and a
    visit's snapshot.
@@ -133,14 +134,16 @@ async def api_latency(n: int, requests: int, tmp: Path) -> dict[str, Any]:
     cfg = Config(server=ServerConfig(port=0),
                  storage=StorageConfig(data_dir=str(tmp / "api")))
     gallery = await Gallery.for_config(cfg)
-    t_start = time.time() - n * 600  # one visit every 10 minutes, up to now
+    # Spread over the last 25 days (the default retention keeps 30), up to now.
+    step = 25 * 86400 / n
+    t_start = time.time() - n * step
     rows = []
     for i in range(n):
         vid = uuid.uuid4().hex
         known = i % 4 != 0
         person = (f"{i % PEOPLE:064x}" if known else f"{PEOPLE + i % 50:064x}")
         rows.append(vid)
-        arrived = t_start + i * 600
+        arrived = t_start + i * step
         await gallery.write([
             ("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, quality)"
              " VALUES (?, ?, ?, ?, 'cam', ?, ?, ?)",

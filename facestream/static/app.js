@@ -545,6 +545,16 @@ async function allFaces() {
   return everybody.loading;
 }
 
+/** Everybody enrolled, or null after telling the user the gallery could not be loaded. */
+async function allFacesOrSay() {
+  try {
+    return await allFaces();
+  } catch (err) {
+    notify(`Could not load the gallery: ${err.message}`, "error");
+    return null;
+  }
+}
+
 const matches = (face, filter) =>
   filter.hashes ? filter.hashes.has(face.hash) : face.name.toLowerCase().includes(filter.text);
 
@@ -690,13 +700,8 @@ function monogram(name) {
 /** Show somebody's card: on the page it is on (leaving a search it is not part of). */
 async function showCard(hash, scroll = false) {
   if (!gallery.cards.has(hash)) {
-    let faces;
-    try {
-      faces = await allFaces();
-    } catch (err) {
-      notify(`Could not load the gallery: ${err.message}`, "error");
-      return;
-    }
+    const faces = await allFacesOrSay();
+    if (!faces) return;
     if (gallery.filter && !faces.some((f) => f.hash === hash && matches(f, gallery.filter))) clearSearch(false);
     const index = (gallery.filter ? faces.filter((f) => matches(f, gallery.filter)) : faces).findIndex((f) => f.hash === hash);
     if (index < 0) return;
@@ -779,13 +784,9 @@ async function deleteFace(card, button) {
 
 async function mergeInto(card, button) {
   const face = card.face;
-  let others;
-  try {
-    others = (await allFaces()).filter((f) => f.hash !== face.hash);
-  } catch (err) {
-    notify(`Could not load the gallery: ${err.message}`, "error");
-    return;
-  }
+  const everyone = await allFacesOrSay();
+  if (!everyone) return;
+  const others = everyone.filter((f) => f.hash !== face.hash);
   if (!others.length) {
     notify(`Merge: there is nobody else in the gallery to merge ${face.name} into.`, "error");
     return;
@@ -1128,12 +1129,7 @@ $("visits-fresh").addEventListener("click", () => {
 /** The person filter: everybody enrolled by name, and the stranger chosen, if one is. */
 async function fillPersonFilter() {
   const select = $("history-person");
-  let faces = [];
-  try {
-    faces = await allFaces();
-  } catch (err) {
-    notify(`Could not load the gallery: ${err.message}`, "error");
-  }
+  const faces = (await allFacesOrSay()) || [];
   const chosen = visits.filter.person;
   const names = new Map();
   for (const f of faces) names.set(f.name, (names.get(f.name) || 0) + 1);
@@ -1259,13 +1255,8 @@ async function nameFromVisit(v, button) {
 }
 
 async function addVisitAsSample(v, button) {
-  let faces;
-  try {
-    faces = await allFaces();
-  } catch (err) {
-    notify(`Could not load the gallery: ${err.message}`, "error");
-    return;
-  }
+  const faces = await allFacesOrSay();
+  if (!faces) return;
   if (!faces.length) {
     notify("Add to: nobody is enrolled yet; use Name… to enroll this face.", "error");
     return;
