@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -75,10 +74,11 @@ async def storage_choice(n: int, tmp: Path) -> dict[str, Any]:
     for i, vid in enumerate(ids):
         t0 = time.perf_counter()
         await gallery.write([
-            ("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, quality)"
-             " VALUES (?, ?, 0, NULL, 'cam', ?, ?, 0.5)", (vid, f"p{i % PEOPLE}", i, i + 1)),
-            ("INSERT INTO visit_images (visit, crop, context, geometry, snapshot) VALUES "
-             "(?, ?, ?, '{}', ?)", (vid, crop, context, snapshot)),
+            (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
+              "quality) VALUES (?, ?, 0, NULL, 'cam', ?, ?, 0.5)"),
+             (vid, f"p{i % PEOPLE}", i, i + 1)),
+            (("INSERT INTO visit_images (visit, crop, context, geometry, snapshot) VALUES "
+              "(?, ?, ?, '{}', ?)"), (vid, crop, context, snapshot)),
         ])
         writes.append(time.perf_counter() - t0)
     reads = []
@@ -145,12 +145,12 @@ async def api_latency(n: int, requests: int, tmp: Path) -> dict[str, Any]:
         rows.append(vid)
         arrived = t_start + i * step
         await gallery.write([
-            ("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, quality)"
-             " VALUES (?, ?, ?, ?, 'cam', ?, ?, ?)",
+            (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
+              "quality) VALUES (?, ?, ?, ?, 'cam', ?, ?, ?)"),
              (vid, person, int(known), f"person {i % PEOPLE}" if known else None,
               arrived, arrived + 60, random.random())),
-            ("INSERT INTO visit_images (visit, crop, context, geometry, snapshot) VALUES "
-             "(?, ?, ?, '{}', ?)", (vid, crop, context, snapshot)),
+            (("INSERT INTO visit_images (visit, crop, context, geometry, snapshot) VALUES "
+              "(?, ?, ?, '{}', ?)"), (vid, crop, context, snapshot)),
         ])
     await gallery.close()
     app = create_app(cfg, live=False)

@@ -366,7 +366,7 @@ async def facestream_server(source: str, log_path: Path, timeout: float,
             port = s.getsockname()[1]
         base = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "facestream", "--source", source, "--port", str(port),
-               "--data-dir", f"{tmp}/data", *extra]
+               "--data-dir", f"{tmp}/data", "--no-auth", *extra]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEEPFACE_HOME": tmp},
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

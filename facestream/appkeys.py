@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .auth import Auth
 from .capture import Capture
 from .config import Config
 from .fanout import Broadcaster
@@ -23,3 +24,4 @@ PRESENCE = web.AppKey("presence", Presence)
 BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 HISTORY = web.AppKey("history", History)
 CAPTURE = web.AppKey("capture", Capture)
+AUTH = web.AppKey("auth", Auth)

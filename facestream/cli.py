@@ -8,6 +8,7 @@ import logging
 import pickle
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog="python -m facestream",
         description="Live face-recognition streaming server. Other commands: faces "
         "(list|add|enroll-dir|delete|export|import), reembed --model NAME, evaluate PATH, "
-        "weights, import-pickle FILE.",
+        "gallery (check|backup FILE|restore FILE), weights, import-pickle FILE.",
     )
     p.add_argument("--version", action="version", version=f"facestream {__version__}")
     _common(p)
@@ -51,6 +52,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8080)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--no-auth", action="store_true",
+                   help="no accounts or tokens (auth.enabled = false; loopback only)")
     return p
 
 
@@ -202,6 +205,37 @@ def manage(argv: list[str]) -> int:
     return asyncio.run(commands[args.action]())
 
 
+def _gallery_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m facestream gallery",
+        description="Check, back up and restore the gallery file (DATA_DIR/gallery.sqlite3).",
+    )
+    _common(p, workers=False)
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("check", help="SQLite's integrity and foreign-key checks, read-only; "
+                   "exit 1 on problems")
+    backup = sub.add_parser("backup", help="copy the gallery to FILE (or into a folder); "
+                            "safe while the server runs")
+    backup.add_argument("file", type=Path)
+    restore = sub.add_parser("restore", help="put the backup FILE in place of the gallery "
+                             "(stop the server first); the current file is kept beside it")
+    restore.add_argument("file", type=Path)
+    return p
+
+
+def gallery_file(argv: list[str]) -> int:
+    """``gallery check|backup|restore``: the gallery file itself (see backup.py)."""
+    from . import backup as b
+
+    args = _gallery_parser().parse_args(argv)
+    config = _config(args, model=False)
+    if args.action == "check":
+        return b.cmd_check(config, sys.stdout)
+    if args.action == "backup":
+        return b.cmd_backup(config, args.file, sys.stdout)
+    return b.cmd_restore(config, args.file, sys.stdout)
+
+
 def _config(args: argparse.Namespace, model: bool = True, **extra: Any) -> Config:
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load(path)
@@ -220,10 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return import_pickle(_import_parser().parse_args(argv[1:]))
         if argv and argv[0] in ("faces", "reembed"):
             return manage(argv)
+        if argv and argv[0] == "gallery":
+            return gallery_file(argv[1:])
         if argv and argv[0] == "evaluate":
             return evaluate(argv[1:])
         if argv and argv[0] == "weights":
             return provision_weights(argv[1:])
+        if argv and argv[0] in ("users", "tokens"):
+            return accounts(argv)
         args = _serve_parser().parse_args(argv)
         config = _config(
             args,
@@ -231,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server__host=args.host,
             server__port=args.port,
             recognition__workers=args.workers,
+            auth__enabled=False if args.no_auth else None,
         )
         return serve(config, args.log_level)
     except ConfigError as exc:
@@ -239,6 +278,91 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (weights.WeightsError, GalleryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _accounts_parser(kind: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m facestream {kind}",
+        description="Dashboard accounts (users) and API tokens (tokens), kept in the gallery "
+        "database; safe while the server runs.")
+    _common(p, workers=False)
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help=f"list {kind}")
+    if kind == "users":
+        add = sub.add_parser("add", help="add a user (asks for the password)")
+        add.add_argument("name")
+        add.add_argument("--role", choices=("viewer", "admin"), default="viewer")
+        add.add_argument("--password-stdin", action="store_true",
+                         help="read the password from standard input (for scripts)")
+        pw = sub.add_parser("passwd", help="set a user's password (ends their sessions)")
+        pw.add_argument("name")
+        pw.add_argument("--password-stdin", action="store_true")
+        delete = sub.add_parser("delete", help="delete a user")
+        delete.add_argument("name")
+    else:
+        create = sub.add_parser("create", help="print a new API token (shown only once)")
+        create.add_argument("--role", choices=("viewer", "admin"), required=True)
+        create.add_argument("--name", default="", help="what it is for")
+        revoke = sub.add_parser("revoke", help="revoke a token by its id")
+        revoke.add_argument("id")
+    return p
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise GalleryError("the two passwords differ")
+    return first
+
+
+def accounts(argv: list[str]) -> int:
+    """``users list|add|passwd|delete`` and ``tokens list|create|revoke``."""
+    from .auth import Auth
+
+    kind = argv[0]
+    args = _accounts_parser(kind).parse_args(argv[1:])
+    config = _config(args, model=False)
+
+    async def run() -> int:
+        gallery = await Gallery.for_config(config, check_model=False)
+        try:
+            auth = Auth(gallery, config.auth.session_days)
+            await auth.ensure_schema()
+            if kind == "users":
+                if args.action == "list":
+                    for name, role, _ in await auth.users():
+                        print(f"{name}  {role}")
+                elif args.action == "add":
+                    await auth.add_user(args.name, args.role, _password(args.password_stdin))
+                    print(f"added {args.role} {args.name}")
+                elif args.action == "passwd":
+                    await auth.set_password(args.name, _password(args.password_stdin))
+                    print(f"password of {args.name} changed; their sessions ended")
+                else:
+                    await auth.delete_user(args.name)
+                    print(f"deleted user {args.name}")
+            elif args.action == "list":
+                for tid, name, role, created in await auth.tokens():
+                    print(f"{tid}  {role:<6}  {time.strftime('%Y-%m-%d', time.localtime(created))}"
+                          f"  {name}")
+            elif args.action == "create":
+                tid, token = await auth.create_token(args.role, args.name)
+                print(token)
+                print(f"token {tid} ({args.role}): shown only now; send it as "
+                      "'Authorization: Bearer <token>'", file=sys.stderr)
+            else:
+                await auth.revoke(args.id)
+                print(f"revoked token {args.id}")
+            await auth.audit("cli", f"{kind} {args.action}", None)
+        finally:
+            await gallery.close()
+        return 0
+
+    return asyncio.run(run())
 
 
 def provision_weights(argv: list[str]) -> int:
@@ -279,16 +403,35 @@ def serve(config: Config, log_level: str = "INFO") -> int:
         return runner.run(_serve(config))
 
 
+def _tls_context(cert: str, key: str) -> Any:
+    """The server's TLS context, or ConfigError naming the file that cannot be used."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"server.tls_cert / server.tls_key: cannot load {cert} with {key} "
+                          f"({getattr(exc, 'strerror', None) or exc})") from None
+    return context
+
+
 async def _serve(config: Config) -> int:
     from aiohttp import web
 
+    from .netguard import ConnectionLimiter, GuardedSite
     from .server import create_app
 
+    s = config.server
+    tls = _tls_context(s.tls_cert, s.tls_key) if s.tls_cert else None
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    # keepalive_timeout also closes connections whose headers never finish (aiohttp arms
+    # it when a connection opens).
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=s.keepalive_timeout_s)
     await runner.setup()  # gallery, workers, camera: a failure here is reported in one line
-    host, port = config.server.host, config.server.port
-    site = web.TCPSite(runner, host, port)
+    host, port = s.host, s.port
+    site = GuardedSite(runner, host, port, ConnectionLimiter(s.max_connections_per_client),
+                       ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
@@ -300,8 +443,8 @@ async def _serve(config: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "facestream %s serving http://%s:%d (source %s, model %s, %d workers)",
-        __version__, host, port, redact_source(config.camera.source),
+        "facestream %s serving %s://%s:%d (source %s, model %s, %d workers)",
+        __version__, "https" if tls else "http", host, port, redact_source(config.camera.source),
         config.recognition.model, config.recognition.workers,
     )
     await stop.wait()

@@ -62,6 +62,15 @@ class ServerConfig:
     max_upload_mb: float = 10.0
     #: Largest accepted image, in pixels (width * height), for uploads.
     max_image_pixels: int = 40_000_000
+    #: Open connections one client address may hold (a viewer needs a few).
+    max_connections_per_client: int = 64
+    #: Unfinished request headers, and idle keep-alive connections, are closed after this.
+    keepalive_timeout_s: float = 10.0
+    #: A request with a body (an upload, a change) must arrive and be answered within this.
+    request_timeout_s: float = 30.0
+    #: HTTPS: a PEM certificate (chain) and its private key; empty: plain HTTP.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,16 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    #: Accounts and tokens. false is refused unless server.host is a loopback address.
+    enabled: bool = True
+    #: GET /metrics without logging in (for a Prometheus scraper on a trusted network).
+    metrics_open: bool = False
+    #: A dashboard login lasts this long.
+    session_days: float = 7.0
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     data_dir: str = "facestream-data"
     #: Secret for the HMAC of enrollment emails. Empty: generated into the data dir.
@@ -162,6 +181,7 @@ class Config:
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
@@ -175,6 +195,7 @@ _SECTIONS: Final = {
     "recognition": RecognitionConfig,
     "presence": PresenceConfig,
     "history": HistoryConfig,
+    "auth": AuthConfig,
     "storage": StorageConfig,
 }
 
@@ -255,6 +276,17 @@ def _calibrations(key: str, raw: Any) -> dict[str, Calibration]:
     return out
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def validate(config: Config) -> Config:
     """Check ranges and cross-field rules; return the config unchanged or raise ConfigError."""
     s, c, r = config.server, config.camera, config.recognition
@@ -263,6 +295,14 @@ def validate(config: Config) -> Config:
         (0 <= s.port <= 65535, f"server.port: expected 0-65535, got {s.port}"),
         (s.max_upload_mb > 0, f"server.max_upload_mb: must be > 0, got {s.max_upload_mb}"),
         (s.max_image_pixels > 0, f"server.max_image_pixels: must be > 0, got {s.max_image_pixels}"),
+        (s.max_connections_per_client >= 4,
+         f"server.max_connections_per_client: must be >= 4, got {s.max_connections_per_client}"),
+        (s.keepalive_timeout_s > 0,
+         f"server.keepalive_timeout_s: must be > 0, got {s.keepalive_timeout_s}"),
+        (s.request_timeout_s > 0,
+         f"server.request_timeout_s: must be > 0, got {s.request_timeout_s}"),
+        (bool(s.tls_cert) == bool(s.tls_key),
+         "server.tls_cert and server.tls_key: give both (HTTPS) or neither (HTTP)"),
         (c.source.strip() != "", "camera.source: must not be empty"),
         (c.max_side >= 64, f"camera.max_side: must be >= 64, got {c.max_side}"),
         (1 <= c.jpeg_quality <= 100, f"camera.jpeg_quality: expected 1-100, got {c.jpeg_quality}"),
@@ -331,6 +371,13 @@ def validate(config: Config) -> Config:
             1 <= h.snapshot_quality <= 100,
             f"history.snapshot_quality: expected 1-100, got {h.snapshot_quality}",
         ),
+        (
+            config.auth.enabled or is_loopback(s.host),
+            (f"auth.enabled: false is only allowed when server.host is a loopback address "
+             f"(127.0.0.1, ::1, localhost); it is {s.host!r}"),
+        ),
+        (config.auth.session_days > 0,
+         f"auth.session_days: must be > 0, got {config.auth.session_days}"),
         (config.storage.data_dir.strip() != "", "storage.data_dir: must not be empty"),
     ]
     for ok, message in checks:

@@ -31,7 +31,7 @@ from .config import HistoryConfig
 from .identity import Embedding, GalleryIndex, normalize
 from .presence import VisitEvent, VisitRecord
 from .recognition import StoredFace
-from .storage import Gallery, GalleryError, Identity, NotFound, StoredImages
+from .storage import Gallery, GalleryError, Identity, NotFound, StorageError, StoredImages
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,8 @@ class History:
             event = await self._queue.get()
             try:
                 await self._store(event)
+            except StorageError as exc:  # a full or failing disk: one line, not a traceback
+                log.error("visit %s not stored: %s", event.visit.id, exc)
             except Exception:
                 log.exception("storing visit %s failed", event.visit.id)
             finally:

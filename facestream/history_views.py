@@ -15,15 +15,29 @@ more than once, naming a stranger from history, and forgetting.
 from __future__ import annotations
 
 import math
-from typing import Any
+import re
+from typing import Any, Final
 
 from aiohttp import web
 
 from .appkeys import GALLERY, HISTORY, POOL
 from .history import images_of
 from .storage import AlreadyEnrolled
-from .webutil import error, hash_field, http_error
+from .webutil import error, hash_field, http_error, int_query, shown
 from .workers import PoolBusy, WorkerCrashed
+
+#: A cursor as ``History.visits`` makes one: ``repr(arrived_at)``, "_", the visit's id.
+_CURSOR_RE: Final = re.compile(r"[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?_[0-9A-Za-z-]{1,64}")
+
+
+def _cursor_query(request: web.Request) -> str | None:
+    """The ``cursor`` a previous page answered as ``next``, or HTTP 400."""
+    raw = request.query.get("cursor") or None
+    if raw is not None and not (_CURSOR_RE.fullmatch(raw)
+                                and math.isfinite(float(raw.partition("_")[0]))):
+        raise http_error(400, f"not a visits cursor: {shown(raw)}; send the \"next\" of "
+                              "the previous page")
+    return raw
 
 
 def _float_query(request: web.Request, key: str) -> float | None:
@@ -45,14 +59,11 @@ async def list_visits(request: web.Request) -> web.Response:
     known = {"true": True, "false": False, None: None, "": None}.get(q.get("known"), "bad")
     if known == "bad":
         return error(400, "known must be true or false")
-    try:
-        limit = int(q.get("limit", "50"))
-    except ValueError:
-        return error(400, f"limit must be a whole number, got {q.get('limit')!r}")
+    limit = int_query(request, "limit", 50)  # History caps it at its page maximum
     person = hash_field(q.get("person") or None, "person")
     visits, cursor = await request.app[HISTORY].visits(
         person, known, _float_query(request, "since"), _float_query(request, "until"),  # type: ignore[arg-type]
-        q.get("cursor") or None, limit)
+        _cursor_query(request), limit)
     return web.json_response({"visits": [v.to_json() for v in visits], "next": cursor})
 
 
@@ -77,11 +88,7 @@ async def delete_visit(request: web.Request) -> web.Response:
 
 
 async def list_unknowns(request: web.Request) -> web.Response:
-    try:
-        limit = int(request.query.get("limit", "50"))
-        offset = int(request.query.get("offset", "0"))
-    except ValueError:
-        return error(400, "limit and offset must be whole numbers")
+    limit, offset = int_query(request, "limit", 50), int_query(request, "offset", 0)
     groups, total = await request.app[HISTORY].unknown_groups(limit, offset)
     return web.json_response({"unknowns": groups, "total": total})
 

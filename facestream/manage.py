@@ -19,6 +19,7 @@ import base64
 import json
 import sys
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from .storage import (
     Identity,
     NotFound,
     SampleRecord,
+    StorageError,
     StoredImages,
 )
 from .workers import PoolSettings, WorkerPool
@@ -205,13 +207,28 @@ async def _enroll_face(gallery: Gallery, result: Enrolled, path: Path, face: Fac
         print(f"skipped {path}: {why}", file=out)
 
 
+#: Bidi embeddings, overrides and isolates: printed raw they reorder the rest of the line.
+_BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _for_terminal(text: str) -> str:
+    """``text`` with control characters (ESC sequences, NUL, newlines), line separators,
+    unpaired surrogates and bidi overrides escaped as Python would (``\\x1b``), so a name
+    stored by an older version cannot drive the terminal or forge lines."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI_CONTROLS
+        or ch == "\\" else ch
+        for ch in text)
+
+
 async def cmd_list(config: Config, out: TextIO) -> int:
     async with gallery_of(config) as gallery:
         faces = gallery.list()
         for ident in faces:
             email = "email" if ident.has_email else "-"
-            print(f"{ident.hash}  {len(ident.samples):3d} samples  {email:5s}  {ident.name}",
-                  file=out)
+            print(f"{ident.hash}  {len(ident.samples):3d} samples  {email:5s}  "
+                  f"{_for_terminal(ident.name)}", file=out)
         print(f"{len(faces)} identities ({gallery.model})", file=out)
     return 0
 
@@ -353,6 +370,8 @@ async def cmd_import(config: Config, path: Path, out: TextIO) -> int:
                 print(f"skipped {entry.get('name')!r}: already enrolled as {exc.name!r}",
                       file=out)
                 skipped += 1
+            except StorageError:
+                raise  # the disk failed, not the entry: stop with its one line
             except (GalleryError, KeyError, IndexError, TypeError, ValueError) as exc:
                 print(f"skipped an invalid entry: {exc}", file=out)
                 skipped += 1

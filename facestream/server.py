@@ -15,14 +15,19 @@ import contextlib
 import logging
 import math
 import re
+import sys
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader
 
+from . import auth as access
 from . import history_views
 from .appkeys import (
+    AUTH,
     BROADCASTER,
     CAPTURE,
     CONFIG,
@@ -40,6 +45,7 @@ from .history import History
 from .hub import FrameHub
 from .identity import face_hash
 from .metrics import CONTENT_TYPE, Metrics
+from .netguard import body_deadline
 from .pipeline import LivePipeline
 from .presence import Presence
 from .privacy import redact_source
@@ -55,11 +61,14 @@ from .storage import (
 from .tracking import FaceView
 from .webutil import (
     HASH_RE,
+    MAX_QUERY_INT,
     error,
     hash_field,
     http_error,
+    int_query,
     json_body,
     json_errors,
+    shown,
     upload_limit,
 )
 from .workers import PoolBusy, PoolSettings, WorkerCrashed, WorkerPool
@@ -78,16 +87,75 @@ _DATA_URL_RE: Final = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNO
 # -- pages and live state -------------------------------------------------------------------
 
 
-async def index(request: web.Request) -> web.Response:
-    """The dashboard page. Its stylesheet and script are linked with a hash of their content
+def _page(request: web.Request, page: str, assets: tuple[str, ...]) -> web.Response:
+    """A static page whose stylesheet and script are linked with a hash of their content
     (``?v=...``), so a browser never runs a cached script against a newer server."""
-    html = resources.files("facestream").joinpath("static/index.html").read_text("utf-8")
+    html = resources.files("facestream").joinpath(f"static/{page}").read_text("utf-8")
     static = request.app.router["static"]
-    for name in ("style.css", "app.js"):
+    for name in assets:
         versioned = static.url_for(filename=name, append_version=True)
         html = html.replace(f'"/static/{name}"', f'"{versioned}"')
     return web.Response(text=html, content_type="text/html",
                         headers={"Cache-Control": "no-cache"})
+
+
+async def index(request: web.Request) -> web.Response:
+    """The dashboard."""
+    return _page(request, "index.html", ("style.css", "app.js"))
+
+
+# -- accounts -------------------------------------------------------------------------------
+
+
+async def login_page(request: web.Request) -> web.Response:
+    return _page(request, "login.html", ("style.css", "login.js"))
+
+
+async def login(request: web.Request) -> web.Response:
+    """``{"username", "password"}`` -> a session cookie (HttpOnly, SameSite=Strict, Secure
+    over TLS) and ``{"user", "role"}``; 401 wrong, 429 too many failures (Retry-After)."""
+    body = await json_body(request, '{"username": ..., "password": ...}')
+    name, password = body.get("username"), body.get("password")
+    if not isinstance(name, str) or not isinstance(password, str):
+        return error(400, 'send {"username": ..., "password": ...}')
+    if not request.app[CONFIG].auth.enabled:
+        return error(400, "authentication is off (auth.enabled = false): nothing to log in to")
+    client = request.remote or "?"
+    try:
+        session, who = await request.app[AUTH].login(name, password, client)
+    except access.LoginRefused as exc:
+        if exc.retry_after > 0:
+            wait = max(1, round(exc.retry_after))
+            refused = error(429, str(exc), retry_after=wait)
+            refused.headers["Retry-After"] = str(wait)
+            return refused
+        return error(401, str(exc))
+    resp = web.json_response({"user": who.name, "role": who.role})
+    resp.set_cookie(access.COOKIE, session, httponly=True, samesite="Strict",
+                    secure=request.secure, path="/",
+                    max_age=int(request.app[CONFIG].auth.session_days * 86400))
+    await request.app[AUTH].audit(who.label, "login", 200)
+    return resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    session = request.cookies.get(access.COOKIE)
+    if session:
+        await request.app[AUTH].logout(session)
+    resp = web.json_response({"logged_out": True})
+    resp.del_cookie(access.COOKIE, path="/")
+    return resp
+
+
+async def me(request: web.Request) -> web.Response:
+    who = request[access.PRINCIPAL]
+    return web.json_response({"user": who.name, "kind": who.kind, "role": who.role,
+                              "auth": request.app[CONFIG].auth.enabled})
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    """The latest changes made through the API (or by logins), newest first."""
+    return web.json_response({"audit": await request.app[AUTH].audit_log()})
 
 
 async def streaming(request: web.Request) -> web.StreamResponse:
@@ -124,8 +192,16 @@ async def streaming(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def _recognizer(app: web.Application) -> str:
+    """"ok", or "restarting" while the worker pool is replaced after a crash (who is in
+    view is then not being updated)."""
+    pool = app.get(POOL)
+    return "restarting" if pool is not None and pool.restarting else "ok"
+
+
 async def hash_state(request: web.Request) -> web.Response:
-    return web.json_response(request.app[PRESENCE].snapshot.to_json())
+    return web.json_response({**request.app[PRESENCE].snapshot.to_json(),
+                              "recognizer": _recognizer(request.app)})
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -141,9 +217,11 @@ async def healthz(request: web.Request) -> web.Response:
     app = request.app
     cfg = app[CONFIG]
     camera = app[CAPTURE].status() if CAPTURE in app else None
+    recognizer = _recognizer(app)
     return web.json_response(
         {
-            "status": "ok",
+            "status": "ok" if recognizer == "ok" else "degraded",
+            "recognizer": recognizer,
             "camera": camera,
             "model": cfg.recognition.model,
             "detector": cfg.recognition.detector,
@@ -167,22 +245,106 @@ async def metrics(request: web.Request) -> web.Response:
 # -- uploads --------------------------------------------------------------------------------
 
 
+_NAMELESS_PART: Final = ("a part of the multipart form has no name (Content-Disposition: "
+                         "form-data; name=...), or the body is truncated")
+#: aiohttp's words for a broken multipart body (the start of its message), and ours.
+_FORM_ERRORS: Final = (
+    ("Reading after EOF", ("the multipart form is truncated: the body ends inside a part, "
+                           "before the closing boundary")),
+    ("Could not find starting boundary", ("the body does not start with the boundary that "
+                                          "its Content-Type names")),
+)
+#: Our forms have two or three fields (the image, name, email); more parts are refused.
+MAX_FORM_PARTS: Final = 16
+
+
+async def _multipart_form(request: web.Request, field: str) -> tuple[dict[str, str], bytes | None]:
+    """A multipart form's text fields, and ``field`` as bytes when it came as a file or any
+    part with a non-text type (a part with a text type is base64, left among the texts).
+
+    Read part by part into memory (``client_max_size`` bounds the body), not with
+    ``request.post()``: on a truncated body that leaves its temporary file open, and its
+    errors cannot say which field is wrong. Text is decoded strictly, in the part's charset
+    (UTF-8 unless it names another); every malformed body answers 400 saying what is wrong."""
+    if not parse_mimetype(request.headers.get("Content-Type", "")).parameters.get("boundary"):
+        raise http_error(400, "multipart/form-data without a boundary: send Content-Type: "
+                              "multipart/form-data; boundary=...")
+    texts: dict[str, str] = {}
+    image: bytes | None = None
+    seen: set[str] = set()
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise http_error(400, "a part of the form is itself multipart; send plain fields")
+            name = part.name
+            if not name:
+                raise http_error(400, _NAMELESS_PART)
+            if name in seen:
+                raise http_error(400, f"form field {shown(name)} is sent twice")
+            if len(seen) == MAX_FORM_PARTS:
+                raise http_error(400, f"the form has more than {MAX_FORM_PARTS} fields")
+            seen.add(name)
+            data = bytes(await part.read(decode=True))
+            if request.content.total_bytes > request.client_max_size:
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=request.client_max_size, actual_size=request.content.total_bytes)
+            ctype = part.headers.get("Content-Type")
+            textual = part.filename is None and (
+                ctype is None or ctype.lower().startswith("text/"))
+            if name == field and not textual:
+                image = data
+                continue
+            if part.filename is not None:  # a file the form does not ask for
+                continue
+            charset = part.get_charset("utf-8") if textual else "utf-8"
+            try:
+                texts[name] = data.decode(charset)
+            except UnicodeDecodeError:
+                raise http_error(400, f"form field {shown(name)} is not valid {charset} text") \
+                    from None
+            except LookupError as exc:  # charset=<no text encoding: bogus, zlib, ...>
+                raise http_error(400, f"form field {shown(name)} names an unusable charset "
+                                      f"({exc})") from None
+    except InvalidHeader:
+        raise http_error(400, "a part of the multipart form has a malformed header line "
+                              "(each must be 'Name: value')") from None
+    except (ValueError, HttpProcessingError, RuntimeError) as exc:
+        # aiohttp's multipart reader says what broke in ValueErrors (RuntimeError: an unknown
+        # Content-Transfer-Encoding); the common ones in words, the rest as aiohttp puts it.
+        text = str(exc)
+        for start, message in _FORM_ERRORS:
+            if text.startswith(start):
+                raise http_error(400, message) from None
+        raise http_error(400, f"the multipart form cannot be parsed: {text}") from None
+    return texts, image
+
+
 async def _image_field(request: web.Request, field: str) -> tuple[bytes | None, dict[str, str]]:
-    """Read ``field`` from a multipart or urlencoded form as image bytes (a file or base64)
-    plus the form's other text fields. Raises HTTP 400/413 as JSON on bad input."""
+    """Read ``field`` from a multipart or urlencoded form as image bytes (a file, a part's raw
+    bytes, or base64) plus the form's other text fields. Raises HTTP 400/413 as JSON on bad
+    input: a form aiohttp cannot parse is the client's error, answered with what is wrong."""
     ctype = request.content_type
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise http_error(400, f"send a multipart/form-data or urlencoded form with a {field!r} field")
-    form = await request.post()
-    texts = {k: v for k, v in form.items() if isinstance(v, str)}
-    value = form.get(field)
-    if value is None:
+    if ctype == "multipart/form-data":
+        texts, image = await _multipart_form(request, field)
+    else:
+        try:
+            form = await request.post()
+        except UnicodeDecodeError:
+            raise http_error(400, f"the form is not {request.charset or 'utf-8'} text") \
+                from None
+        except LookupError:  # charset=<no text encoding Python knows>
+            raise http_error(400, f"unknown charset {request.charset!r}; send UTF-8") from None
+        texts, image = {k: v for k, v in form.items() if isinstance(v, str)}, None
+    if image is not None:
+        data = image
+    elif field in texts:
+        data = _from_base64(texts[field], field)
+    else:
         return None, texts
     limit = _upload_limit(request.app[CONFIG])
-    if isinstance(value, web.FileField):
-        data = value.file.read(limit + 1)
-    else:
-        data = _from_base64(str(value), field)
     if len(data) > limit:
         raise http_error(413, f"{field} is larger than {upload_limit(request)}")
     return data, texts
@@ -284,7 +446,10 @@ def _check_email(email: Any) -> str | None:
         return None
     if not isinstance(email, str):
         raise http_error(400, "email must be a string")
-    if "@" not in email or len(email) > 320:
+    # No spaces, control or format characters, or unpaired surrogates inside an address
+    # (isprintable is False for all but the space); its HMAC needs UTF-8 text.
+    trimmed = email.strip()
+    if "@" not in trimmed or len(email) > 320 or not trimmed.isprintable() or " " in trimmed:
         raise http_error(400, "email is not a valid address")
     return email
 
@@ -309,16 +474,7 @@ async def list_faces(request: web.Request) -> web.Response:
 
 
 def _int_query(request: web.Request, key: str, default: int) -> int:
-    raw = request.query.get(key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise http_error(400, f"{key} must be a whole number, got {raw!r}") from None
-    if value < 0:
-        raise http_error(400, f"{key} must not be negative")
-    return value
+    return int_query(request, key, default)
 
 
 async def get_face(request: web.Request) -> web.Response:
@@ -341,10 +497,16 @@ async def thumbnail(request: web.Request) -> web.Response:
 
 
 def _sample_param(request: web.Request) -> int:
-    try:
-        return int(request.match_info["sample"])
-    except ValueError:
-        raise http_error(404, "sample ids are integers") from None
+    """A sample id from the path: ASCII digits, at most SQLite's largest integer (no sample
+    has a larger id, and SQLite cannot even be asked about one), else 404."""
+    raw = request.match_info["sample"]
+    if not (raw.isascii() and raw.isdigit()):
+        raise http_error(404, f"sample ids are whole numbers, got {shown(raw)}")
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_QUERY_INT)) or int(digits) > MAX_QUERY_INT:
+        cut = raw if len(raw) <= 30 else raw[:30] + "…"
+        raise http_error(404, f"no sample {cut} of face {request.match_info['hash']}")
+    return int(digits)
 
 
 async def sample_crop(request: web.Request) -> web.Response:
@@ -509,6 +671,20 @@ async def _watch_gallery(gallery: Gallery) -> None:
             log.exception("checking the gallery for outside changes failed")
 
 
+async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Accounts live in the gallery database; the first start creates an admin and shows its
+    password once, on the console (never in a log)."""
+    cfg = app[CONFIG].auth
+    auth = access.Auth(app[GALLERY], cfg.session_days)
+    await auth.ensure_schema()
+    if cfg.enabled and (password := await auth.first_admin()) is not None:
+        print(f"\nfacestream: created the first account: user 'admin', password "
+              f"{password}\n  (shown only now; change it with `python -m facestream users "
+              f"passwd admin`, add others with `users add`)\n", file=sys.stderr, flush=True)
+    app[AUTH] = auth
+    yield
+
+
 async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     history = History(app[GALLERY], app[CONFIG].history)
     await history.start()
@@ -577,7 +753,10 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     REST API, the gallery and history work; nobody is ever in view): for tests and tools."""
     # Base64 bodies are 4/3 of the image; the exact limit is checked after decoding.
     max_body = int(_upload_limit(config) * 4 / 3) + 64 * 1024
-    app = web.Application(client_max_size=max_body, middlewares=[json_errors])
+    guard = access.access_middleware(lambda: app[AUTH], config.auth.enabled,
+                                     config.auth.metrics_open)
+    app = web.Application(client_max_size=max_body, middlewares=[
+        json_errors, guard, body_deadline(config.server.request_timeout_s)])
     metrics_ = Metrics()
     app[CONFIG] = config
     app[METRICS] = metrics_
@@ -594,10 +773,15 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     presence.on_visit(broadcaster.visit_event)
     app[PRESENCE] = presence
     app[BROADCASTER] = broadcaster
-    contexts = [_gallery_ctx, _wiring_ctx, _history_ctx, _pool_ctx]
+    contexts = [_gallery_ctx, _auth_ctx, _wiring_ctx, _history_ctx, _pool_ctx]
     app.cleanup_ctx.extend([*contexts, _live_ctx] if live else contexts)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/", index)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/me", me)
+    app.router.add_get("/audit", audit_log)
     # The dashboard's stylesheet and script (index.html links them).
     app.router.add_static("/static/", str(resources.files("facestream").joinpath("static")),
                           name="static")

@@ -11,11 +11,24 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .storage import AlreadyEnrolled, GalleryError, LastSample, NotFound
+from .storage import (
+    AlreadyEnrolled,
+    GalleryError,
+    LastSample,
+    NotFound,
+    StorageError,
+    StorageFull,
+)
 
 log = logging.getLogger("facestream.server")
 
-HASH_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "<hash>\n" through.
+HASH_RE: Final = re.compile(r"\A[0-9a-f]{64}\Z")
+#: Request bodies are flat objects; deeper JSON is refused (and the C parser's RecursionError
+#: on absurd nesting is answered the same way).
+MAX_JSON_DEPTH: Final = 32
+#: Paging numbers above this are refused: SQLite integers are 64-bit.
+MAX_QUERY_INT: Final = 2**63 - 1
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
@@ -53,6 +66,9 @@ async def json_errors(
         return error(404, str(exc))
     except LastSample as exc:
         return error(409, str(exc))
+    except StorageError as exc:  # the disk, not the request: nothing was written
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return error(507 if isinstance(exc, StorageFull) else 503, str(exc))
     except GalleryError as exc:
         return error(400, str(exc))
     except (asyncio.CancelledError, ConnectionResetError):
@@ -70,13 +86,77 @@ def upload_limit(request: web.Request) -> str:
 
 
 async def json_body(request: web.Request, hint: str) -> dict[str, Any]:
+    # Only a JSON content type: a page on another site can send text/plain or form bodies
+    # without asking (no CORS preflight), never application/json.
+    if request.content_type != "application/json":
+        raise http_error(415, f"send Content-Type: application/json with {hint}")
     try:
         body = await request.json()
+    except RecursionError:
+        raise http_error(400, f"JSON nested too deep (more than {MAX_JSON_DEPTH} levels)") \
+            from None
+    except UnicodeDecodeError:
+        raise http_error(400, f"request body is not {request.charset or 'utf-8'} text; "
+                              f"send UTF-8 JSON: {hint}") from None
+    except LookupError:  # charset=<not a text encoding Python knows>
+        raise http_error(400, f"unknown charset {request.charset!r}; send UTF-8 JSON: "
+                              f"{hint}") from None
     except ValueError:
         raise http_error(400, f"request body is not valid JSON; send {hint}") from None
     if not isinstance(body, dict):
         raise http_error(400, f"send {hint}")
+    if (problem := _json_problem(body)) is not None:
+        raise http_error(400, problem)
     return body
+
+
+def _json_problem(body: dict[str, Any]) -> str | None:
+    """What makes a parsed body unusable although it is JSON: nesting deeper than
+    ``MAX_JSON_DEPTH``, or a string with an unpaired surrogate (``"\\ud800"`` is valid JSON
+    but not Unicode text: SQLite, UTF-8 and the HMAC of an email all fail on it).
+    Walked with a stack, not recursion, so the walk itself cannot overflow."""
+    stack: list[tuple[str, Any, int]] = [("a key", k, 1) for k in body]
+    stack += [(f"field {shown(k)}", v, 1) for k, v in body.items()]
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"JSON nested too deep (more than {MAX_JSON_DEPTH} levels)"
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return (f"{where} contains an unpaired surrogate "
+                        f"(U+{ord(value[exc.start]):04X}); send valid Unicode text")
+        elif isinstance(value, dict):
+            stack += [(where, k, depth + 1) for k in value]
+            stack += [(where, v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            stack += [(where, v, depth + 1) for v in value]
+    return None
+
+
+def shown(raw: str, limit: int = 40) -> str:
+    """A request value quoted in an error message: ``repr``-escaped, long ones cut."""
+    return repr(raw if len(raw) <= limit else raw[:limit] + "…")
+
+
+def int_query(request: web.Request, key: str, default: int) -> int:
+    """A whole number from 0 to ``MAX_QUERY_INT`` in the query string, or HTTP 400 naming
+    ``key``. ASCII digits only: ``int()`` would also take ``1_000``, `` 5`` or ``٥``."""
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    negative = raw.startswith("-")
+    digits = raw[1:] if negative else raw
+    if not (digits.isascii() and digits.isdigit()):
+        raise http_error(400, f"{key} must be a whole number, got {shown(raw)}")
+    # Leading zeros off and the length compared first: int() refuses over 4300 digits.
+    digits = digits.lstrip("0") or "0"
+    if negative and digits != "0":
+        raise http_error(400, f"{key} must not be negative, got {shown(raw)}")
+    if len(digits) > len(str(MAX_QUERY_INT)) or int(digits) > MAX_QUERY_INT:
+        raise http_error(400, f"{key} is too large (at most {MAX_QUERY_INT})")
+    return int(digits)
 
 
 def hash_field(value: Any, what: str = "hash") -> str | None:

@@ -126,6 +126,8 @@ class WorkerPool:
         self._restart_lock = asyncio.Lock()
         self.pids: list[int] = []
         self.restarts = 0
+        #: True while the pool is being replaced after a worker died: nobody is recognised.
+        self.restarting = False
 
     @property
     def size(self) -> int:
@@ -181,8 +183,12 @@ class WorkerPool:
                 return  # another caller already restarted it
             log.error("a recognition worker died; restarting the worker pool")
             self._executor = None
-            await asyncio.to_thread(broken.shutdown, wait=True, cancel_futures=True)
-            await self.start()
+            self.restarting = True
+            try:
+                await asyncio.to_thread(broken.shutdown, wait=True, cancel_futures=True)
+                await self.start()
+            finally:
+                self.restarting = False
             self.restarts += 1
 
     async def analyze_frame(

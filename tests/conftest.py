@@ -34,6 +34,7 @@ os.environ["DEEPFACE_HOME"] = _DEEPFACE_HOME
 os.environ["FACESTREAM_CACHE"] = tempfile.mkdtemp(prefix="facestream-cache-")
 
 from facestream.config import (
+    AuthConfig,
     CameraConfig,
     Config,
     PresenceConfig,
@@ -85,6 +86,8 @@ def make_config(tmp_path: Path, source: str | Path = TALKING_HEAD,
                             read_timeout_s=2.0),
         recognition=dataclasses.replace(RecognitionConfig(workers=1), **recognition),
         presence=PresenceConfig(**(presence or {})),
+        # Accounts are tested in test_auth.py; elsewhere the loopback server has them off.
+        auth=AuthConfig(enabled=False),
         storage=StorageConfig(data_dir=str(tmp_path / "data")),
     )
 

@@ -282,7 +282,8 @@ async def test_metrics_count_each_upload_and_embedded_face(client: Client) -> No
 async def test_health_describes_the_configuration_without_a_camera(client: Client) -> None:
     resp = await client.get("/healthz")
     assert (resp.status, await resp.json()) == (200, {
-        "status": "ok", "camera": None, "model": "SFace", "detector": "yunet",
+        "status": "ok", "recognizer": "ok", "camera": None, "model": "SFace",
+        "detector": "yunet",
         "threshold": 0.363,
         "identify_threshold": None,  # nobody enrolled: nobody can be named
         "stranger_far": 0.01, "workers": 1, "worker_restarts": 0, "gallery": 0,

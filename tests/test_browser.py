@@ -11,6 +11,7 @@ one fails the run instead of skipping it.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -1049,3 +1050,39 @@ async def test_the_views_fit_a_phone(visitors_page: Page, visitors_api: Api) -> 
     await within_phone_width(stranger.get_by_test_id("unknown-enroll"))
     await within_phone_width(stranger.get_by_test_id("unknown-forget"))
     assert await page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+
+
+async def test_login_page_then_the_dashboard_then_log_out(
+    browser: Browser, session: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With accounts on (the default), the dashboard sends a stranger to the login page; the
+    password the first start printed opens it with an HttpOnly, SameSite=Strict session."""
+    root = tmp_path_factory.mktemp("browser-auth")
+    server = Server(Path(os.devnull), root / "data", root, workers=1, auth=True)
+    try:
+        await server.wait_ready(session)
+        printed = re.search(r"user 'admin', password (\S+)", server.log.read_text())
+        assert printed is not None
+        errors: list[str] = []
+        page = await open_page(browser, server.url + "/", errors)
+        await expect(page).to_have_url(server.url + "/login")
+        await page.get_by_label("User name").fill("admin")
+        await page.get_by_label("Password").fill("not the password")
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page.get_by_test_id("login-error")).to_have_text(
+            "wrong user name or password")
+        await page.get_by_label("Password").fill(printed.group(1))
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page).to_have_url(server.url + "/")
+        await expect(page.get_by_test_id("account")).to_have_text("admin (admin)")
+        cookie = next(c for c in await page.context.cookies()
+                      if c["name"] == "facestream_session")
+        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+        await page.get_by_test_id("logout").click()
+        await expect(page).to_have_url(server.url + "/login")
+        async with session.get(server.url + "/hash",
+                               cookies={"facestream_session": cookie["value"]}) as resp:
+            assert resp.status == 401  # the session ended with the logout
+        assert errors == []
+    finally:
+        assert server.stop() == 0

@@ -60,7 +60,7 @@ MODELS = ("SFace, Dlib, Facenet, Facenet512, ArcFace, VGG-Face, OpenFace, DeepFa
           "reconnect_max_s, reconnect_min_s, source)")),
         ({"cameras": {}},
          ("cameras: unknown section (known: server, camera, recognition, presence, history, "
-          "storage)")),
+          "auth, storage)")),
         ({"recognition": {"workers": "two"}},
          "recognition.workers: expected an integer, got 'two'"),
         ({"recognition": {"workers": 0}}, "recognition.workers: expected 1-64, got 0"),

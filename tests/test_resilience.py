@@ -29,6 +29,18 @@ async def test_a_killed_worker_is_replaced_and_serving_continues(
     client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
     pool = client.server.app[POOL]
     os.kill(pool.pids[0], signal.SIGKILL)
+    # While the pool is replaced, both answers say so (instead of "nobody in view, ok").
+    seen = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        health = await (await client.get("/healthz")).json()
+        now = (await (await client.get("/hash")).json())["recognizer"]
+        seen.add((health["status"], health["recognizer"], now))
+        if ("degraded", "restarting", "restarting") in seen and health["recognizer"] == "ok":
+            break
+        await asyncio.sleep(0.02)
+    assert ("degraded", "restarting", "restarting") in seen
+    assert health["status"] == "ok" and health["worker_restarts"] == 1
 
     def frame() -> FormData:
         form = FormData()
@@ -41,11 +53,7 @@ async def test_a_killed_worker_is_replaced_and_serving_continues(
         statuses.append(resp.status)
         if resp.status == 200:
             break
-        assert (resp.status, await resp.json()) == (
-            503, {"error": "a recognition worker died and was restarted; retry"})
     assert statuses[-1] == 200
-    health = await (await client.get("/healthz")).json()
-    assert health["worker_restarts"] == 1
 
     async def face_in_view() -> bool:
         return bool((await (await client.get("/hash")).json())["hash"])

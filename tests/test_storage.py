@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import pickle
 import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ import pytest
 from facestream.config import Config
 from facestream.identity import face_hash, normalize
 from facestream.privacy import email_digest, load_or_create_secret, redact_source
+from facestream.server import create_app
 from facestream.storage import (
     DB_FILE,
     AlreadyEnrolled,
@@ -24,6 +29,8 @@ from facestream.storage import (
     NotFound,
     StoredImages,
 )
+
+from .conftest import free_port
 
 SECRET = b"k" * 32
 
@@ -127,11 +134,84 @@ def test_secret_is_generated_once_private_and_reused(tmp_path: Path) -> None:
     assert load_or_create_secret(tmp_path, "configured") == b"configured"
 
 
-def test_camera_credentials_are_redacted() -> None:
-    assert redact_source("rtsp://admin:hunter2@10.0.0.5:554/s1") == "rtsp://***@10.0.0.5:554/s1"
-    # The query string may carry a token: it goes too.
-    assert redact_source("http://u:hunter2@cam/video.mjpg?token=abc") == "http://***@cam/video.mjpg"
-    assert redact_source("/videos/door.mp4") == "/videos/door.mp4"
+#: Camera sources and how logs, /healthz and the "no signal" card show them.
+REDACTED_SOURCES = [
+    ("rtsp://admin:hunter2@10.0.0.5:554/s1", "rtsp://***@10.0.0.5:554/s1"),
+    # The query string may carry a token: its value goes too, other parameters stay.
+    ("http://u:hunter2@cam/video.mjpg?token=abc", "http://***@cam/video.mjpg?token=***"),
+    ("rtsp://admin@cam/live", "rtsp://***@cam/live"),
+    ("rtsp://admin:hunter2@cam", "rtsp://***@cam"),
+    # Passwords with the characters urlsplit takes for the end of the userinfo or host.
+    ("rtsp://admin:pa#ss@cam/live", "rtsp://***@cam/live"),
+    ("rtsp://admin:pa?ss@cam/live", "rtsp://***@cam/live"),
+    ("rtsp://admin:pa/ss@cam/live", "rtsp://***@cam/live"),
+    ("rtsp://admin:p@ss@cam/live", "rtsp://***@cam/live"),
+    ("rtsp://admin:p:a:ss@cam:554/live", "rtsp://***@cam:554/live"),
+    ("rtsp://admin:pa ss@cam/live", "rtsp://***@cam/live"),
+    ("rtsp://admin:p@ss/w?rd#1@10.0.0.5:554/live?channel=2",
+     "rtsp://***@10.0.0.5:554/live?channel=2"),
+    ("RTSP://Admin:Secret@Cam/Live?Password=z", "RTSP://***@Cam/Live?Password=***"),
+    ("rtsp://u:p@[fe80::1%25eth0]:554/live", "rtsp://***@[fe80::1%25eth0]:554/live"),
+    # Credentials in parameters, by name (any case, any word of it).
+    ("rtsp://cam/live?user=admin&password=hunter2&channel=1",
+     "rtsp://cam/live?user=***&password=***&channel=1"),
+    (("http://cam/mjpg?apiKey=k1&api_key=k2&APIKEY=k3&access_token=t&auth=a&sig=s&secret=x"
+      "&pwd=p&passwd=q&login=l&username=u&credential=c&pass=w&key=y&fps=5"),
+     ("http://cam/mjpg?apiKey=***&api_key=***&APIKEY=***&access_token=***&auth=***&sig=***"
+      "&secret=***&pwd=***&passwd=***&login=***&username=***&credential=***&pass=***&key=***"
+      "&fps=5")),
+    ("https://s3.example/cam.mjpg?X-Amz-Credential=AK%2F1&X-Amz-Signature=abc&size=2",
+     "https://s3.example/cam.mjpg?X-Amz-Credential=***&X-Amz-Signature=***&size=2"),
+    # A value runs to the next "&", whatever else it holds.
+    ("http://cam/video?token=ab/cd?ef#gh&fps=5", "http://cam/video?token=***&fps=5"),
+    ("http://cam/video#access_token=xyz", "http://cam/video#access_token=***"),
+    # In the path, as some cameras take them.
+    ("rtsp://10.0.0.9:554/user=admin&password=123456&channel=1&stream=0.sdp",
+     "rtsp://10.0.0.9:554/user=***&password=***&channel=1&stream=0.sdp"),
+    ("rtsp://10.0.0.9:554/user=admin_password=123456_channel=1_stream=0.sdp",
+     "rtsp://10.0.0.9:554/user=***"),
+    # Both at once.
+    ("rtsp://admin:x@cam/live?sig=abc", "rtsp://***@cam/live?sig=***"),
+    # Names that only look like credentials are kept.
+    ("http://cam/video?keyframe=1&mode=day&monkey=2",
+     "http://cam/video?keyframe=1&mode=day&monkey=2"),
+    # An "@" in the last query value: the rule hides too much (the host), never too little.
+    ("http://cam/snap?mail=x@y.org", "http://***@y.org"),
+    # Not URLs: kept as they are.
+    ("/videos/door.mp4", "/videos/door.mp4"),
+    ("/videos/a@b?c=1.mp4", "/videos/a@b?c=1.mp4"),
+    ("0", "0"),
+]
+
+
+@pytest.mark.parametrize("source,shown", REDACTED_SOURCES)
+def test_camera_credentials_are_redacted(source: str, shown: str) -> None:
+    assert redact_source(source) == shown
+
+
+async def test_a_live_server_shows_and_logs_no_camera_credentials(
+    aiohttp_client: Any, config_factory: Callable[..., Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The live app on a camera URL with a password and a token, at 127.0.0.1 on a closed
+    port: /healthz and every log record (DEBUG and up) name the camera without them."""
+    caplog.set_level(logging.DEBUG)
+    port = free_port()  # nothing listens there: the capture keeps failing to connect
+    # No "/ ? #" in the password: FFmpeg too must take the host for 127.0.0.1.
+    source = f"rtsp://admin:p@ss:w rd@127.0.0.1:{port}/live?token=T0KEN42&channel=1"
+    shown = f"rtsp://***@127.0.0.1:{port}/live?token=***&channel=1"
+    client = await aiohttp_client(create_app(config_factory(source)))
+    for _ in range(200):
+        if sum("cannot open" in r.getMessage() for r in caplog.records) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    camera = (await resp.json())["camera"]
+    assert (camera["source"], camera["signal"]) == (shown, False)
+    logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    assert f"camera {shown}: cannot open" in logged
+    for secret in ("admin", "p@ss", "w rd", "T0KEN42"):
+        assert secret not in logged
 
 
 def test_import_pickle_keeps_prototype_hashes(tmp_path: Path) -> None:

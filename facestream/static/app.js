@@ -164,6 +164,10 @@ async function api(method, url, body) {
   } catch {
     throw new ApiError(0, "the server is not reachable");
   }
+  if (resp.status === 401) {  // the session ended (or never began): log in again
+    location.assign("/login");
+    throw new ApiError(401, "log in first");
+  }
   const text = await resp.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
@@ -1509,3 +1513,31 @@ refreshGallery();
 loadEvents();
 loadUnknowns();
 connect();
+
+
+/* -- who is logged in ---------------------------------------------------------------- */
+
+/** Show the account in the top bar, with Log out; a viewer's page says it is read-only. */
+async function showAccount() {
+  let me;
+  try {
+    me = await api("GET", "/me");
+  } catch {
+    return;
+  }
+  if (!me.auth) return;  // authentication is off: nobody to show
+  const who = $("account");
+  who.textContent = `${me.user} (${me.role})`;
+  who.hidden = false;
+  $("logout").hidden = false;
+  document.body.classList.toggle("viewer", me.role !== "admin");
+}
+
+$("logout").addEventListener("click", async () => {
+  try {
+    await api("POST", "/logout");
+  } finally {
+    location.assign("/login");
+  }
+});
+showAccount();
