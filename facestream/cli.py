@@ -21,6 +21,11 @@ from .storage import AlreadyEnrolled, Gallery, GalleryError
 log = logging.getLogger("facestream")
 
 DEFAULT_CONFIG = Path("config.toml")
+#: Seconds aiohttp keeps reading the rest of a body it answered early (408, 413) before closing.
+LINGER_S = 2.0
+#: Connections the kernel queues for accept: a burst beyond aiohttp's 128 would wait for SYN
+#: retries (1 s, 3 s, ...) and arrive in waves.
+BACKLOG = 1024
 
 
 def _common(
@@ -426,12 +431,14 @@ async def _serve(config: Config) -> int:
     tls = _tls_context(s.tls_cert, s.tls_key) if s.tls_cert else None
     app = create_app(config)
     # keepalive_timeout also closes connections whose headers never finish (aiohttp arms
-    # it when a connection opens).
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=s.keepalive_timeout_s)
+    # it when a connection opens). After an answer to an unfinished body (408, 413) aiohttp
+    # reads on for lingering_time so the client sees the answer: 2 s, not its default 10.
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=s.keepalive_timeout_s,
+                           lingering_time=LINGER_S)
     await runner.setup()  # gallery, workers, camera: a failure here is reported in one line
     host, port = s.host, s.port
     site = GuardedSite(runner, host, port, ConnectionLimiter(s.max_connections_per_client),
-                       ssl_context=tls)
+                       ssl_context=tls, backlog=BACKLOG)
     try:
         await site.start()
     except OSError as exc:

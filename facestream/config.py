@@ -67,7 +67,7 @@ class ServerConfig:
     #: Unfinished request headers, and idle keep-alive connections, are closed after this.
     keepalive_timeout_s: float = 10.0
     #: A request with a body (an upload, a change) must arrive and be answered within this.
-    request_timeout_s: float = 30.0
+    request_timeout_s: float = 20.0
     #: HTTPS: a PEM certificate (chain) and its private key; empty: plain HTTP.
     tls_cert: str = ""
     tls_key: str = ""

@@ -31,8 +31,10 @@ FLUSH_TIMEOUT_S: Final = 1.0
 
 
 class Subscriber:
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse,
+                 transport: asyncio.BaseTransport | None = None) -> None:
         self.ws = ws
+        self.transport = transport
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_PENDING_MESSAGES)
         self.writer: asyncio.Task[None] | None = None
 
@@ -44,8 +46,13 @@ class Subscriber:
                 # cancellation that ends this task, which then waits on its queue forever.
                 async with asyncio.timeout(SEND_TIMEOUT_S):
                     await self.ws.send_json(message)
-            except (TimeoutError, ConnectionResetError):
-                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too slow")
+            except ConnectionResetError:
+                return
+            except TimeoutError:
+                # It stopped reading: a close handshake would wait behind the unread
+                # messages, so the connection is dropped at once.
+                if self.transport is not None:
+                    self.transport.abort()
                 return
             finally:
                 self.queue.task_done()
@@ -97,9 +104,10 @@ class Broadcaster:
         asyncio.ensure_future(sub.ws.close(code=WSCloseCode.POLICY_VIOLATION,
                                            message=b"too slow"))
 
-    async def serve(self, ws: web.WebSocketResponse, snapshot: Callable[[], Snapshot]) -> None:
+    async def serve(self, ws: web.WebSocketResponse, snapshot: Callable[[], Snapshot],
+                    transport: asyncio.BaseTransport | None = None) -> None:
         """Run one client: a snapshot first, then pushed changes until it leaves."""
-        sub = Subscriber(ws)
+        sub = Subscriber(ws, transport)
         sub.queue.put_nowait({"type": "snapshot", **snapshot().to_json()})
         self._subscribers.add(sub)
         self._metrics.ws_clients.inc()

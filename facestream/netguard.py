@@ -5,7 +5,7 @@
   protocol, by the site that listens.)
 - Unfinished headers and idle keep-alive connections are closed after ``keepalive_timeout_s``
   (aiohttp's keep-alive timer, which it arms from the moment a connection opens).
-- A request body that does not arrive within ``request_timeout_s`` is answered 408
+- A request body that does not arrive within ``request_timeout_s`` (20 s) is answered 408
   (``body_deadline`` middleware); streams and websockets drop a client that stops reading
   (their own write timeouts).
 """
@@ -17,7 +17,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from aiohttp import web
 
@@ -64,7 +64,7 @@ class _Guarded(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         if not self._limiter.admit(client):
-            assert isinstance(transport, asyncio.Transport)
+            transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
             transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
                             b"application/json\r\nConnection: close\r\nContent-Length: "
                             + str(len(_REFUSAL)).encode() + b"\r\n\r\n" + _REFUSAL)
@@ -131,8 +131,10 @@ def body_deadline(timeout_s: float) -> Callable[..., Awaitable[web.StreamRespons
             async with asyncio.timeout(timeout_s):
                 return await handler(request)
         except TimeoutError:
-            return web.json_response(
+            late = web.json_response(
                 {"error": f"the request did not arrive (and was not answered) within "
                           f"{timeout_s:g} s"}, status=408)
+            late.force_close()  # the rest of that body is not worth waiting for
+            return late
 
     return deadline
