@@ -674,15 +674,25 @@ async def _gallery_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _watch_gallery(gallery: Gallery) -> None:
-    """Pick up changes other processes (``python -m facestream faces ...``) commit."""
+    """Pick up changes other processes (``python -m facestream faces ...``) commit. A failure
+    is logged when it starts or changes, not on every poll, and its end is logged too."""
+    failing: str | None = None
     while True:
         await asyncio.sleep(GALLERY_POLL_S)
         try:
             await gallery.reload_if_changed()
         except GalleryError as exc:
-            log.error("gallery changed on disk but cannot be loaded: %s", exc)
-        except Exception:
-            log.exception("checking the gallery for outside changes failed")
+            if str(exc) != failing:
+                log.error("gallery changed on disk but cannot be loaded: %s", exc)
+            failing = str(exc)
+        except Exception as exc:
+            if repr(exc) != failing:
+                log.exception("checking the gallery for outside changes failed")
+            failing = repr(exc)
+        else:
+            if failing is not None:
+                log.info("the gallery on disk can be read again")
+            failing = None
 
 
 async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -197,6 +198,33 @@ async def test_changes_from_the_command_line_reach_the_running_server(
     body = await identify(client, BIDEN)
     assert body["known"] and body["name"] == "Joe Biden"
     await ws.close()
+
+
+async def test_an_outside_change_it_cannot_load_is_logged_once_and_its_end_too(
+    aiohttp_client: Any, config_factory: Callable[..., Config],
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process leaves samples of another model: the server keeps serving what it has,
+    says so once (not on every one-second poll), and says when the file is readable again."""
+    caplog.set_level(logging.INFO, logger="facestream")
+    cfg = config_factory()
+    client = await aiohttp_client(create_app(cfg, live=False))
+    face = await enroll(client, OBAMA, "Barack Obama")
+    db = Path(cfg.storage.data_dir) / DB_FILE
+    with sqlite3.connect(db) as outside:
+        outside.execute("UPDATE samples SET model = 'Dlib'")
+    await asyncio.sleep(3.5)  # three polls or more
+    failures = [r for r in caplog.records if "cannot be loaded" in r.getMessage()]
+    assert len(failures) == 1 and "reembed --model SFace" in failures[0].getMessage()
+    assert (await identify(client, OBAMA2))["hash"] == face  # still recognising
+    with sqlite3.connect(db) as outside:
+        outside.execute("UPDATE samples SET model = 'SFace'")
+    await wait_for(lambda: _logged(caplog, "can be read again"), 5)
+    assert len([r for r in caplog.records if "cannot be loaded" in r.getMessage()]) == 1
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
