@@ -379,9 +379,9 @@ async def probe_kill(root: Path, srv: Server, tally: Tally, admin: dict[str, str
         await asyncio.gather(*tasks, return_exceptions=True)
     restarted = Server(root, str(CLIP))
     await restarted.ready()
-    async with aiohttp.ClientSession() as s:
-        async with s.get(restarted.url + "/faces", headers=admin) as r:
-            present = {f["hash"] for f in (await r.json())["faces"]}
+    async with aiohttp.ClientSession() as s, s.get(restarted.url + "/faces",
+                                                  headers=admin) as r:
+        present = {f["hash"] for f in (await r.json())["faces"]}
     lost = [h for h in acknowledged if h not in present]
     for h in acknowledged:
         tally.add("5 acknowledged writes lost after SIGKILL", 0, h in present)

@@ -9,9 +9,11 @@ user's cache by pip, then reused).
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from aiohttp import FormData
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACESTREAM_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -76,6 +79,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def upload(field: str, image: Path | bytes, filename: str = "face.jpg", **fields: str
+           ) -> FormData:
+    """A multipart form: ``field`` holding an image file (a path, or bytes named
+    ``filename``), and text ``fields``."""
+    if isinstance(image, Path):
+        image, filename = image.read_bytes(), image.name
+    form = FormData()
+    form.add_field(field, io.BytesIO(image), filename=filename,
+                   content_type="application/octet-stream")
+    for key, value in fields.items():
+        form.add_field(key, value)
+    return form
 
 
 def make_config(tmp_path: Path, source: str | Path = TALKING_HEAD,
@@ -171,3 +188,12 @@ def dlib_recognizer() -> Iterator[Any]:
     configure_environment()
     weights.provision()
     yield Recognizer("Dlib", detector="hog")
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, made by openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from facestream.appkeys import CONFIG
@@ -27,7 +26,7 @@ from facestream.privacy import email_digest, load_or_create_secret
 from facestream.server import create_app
 from facestream.storage import DB_FILE
 
-from .conftest import BIDEN, GROUP, OBAMA, OBAMA2, OBAMA3, RGBA_PNG, WEBP_AS_JPG
+from .conftest import BIDEN, GROUP, OBAMA, OBAMA2, OBAMA3, RGBA_PNG, WEBP_AS_JPG, upload
 from .test_live import metric
 
 Client = TestClient[Any, Any]
@@ -54,15 +53,6 @@ def huge_canvas_png() -> bytes:
     buf = io.BytesIO()
     Image.new("L", (9000, 9000)).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def upload(field: str, data: bytes, filename: str = "face.jpg", **fields: str) -> FormData:
-    form = FormData()
-    form.add_field(field, io.BytesIO(data), filename=filename,
-                   content_type="application/octet-stream")
-    for k, v in fields.items():
-        form.add_field(k, v)
-    return form
 
 
 async def test_process_frame_returns_hash_coords_and_embedding(client: Client) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from facestream.appkeys import AUTH, CONFIG, GALLERY
@@ -21,7 +19,7 @@ from facestream.auth import LOGIN_FAILURES
 from facestream.config import AuthConfig, Config, ConfigError, ServerConfig, from_mapping
 from facestream.server import create_app
 
-from .conftest import BIDEN, OBAMA
+from .conftest import BIDEN, OBAMA, upload
 
 Client = TestClient[Any, Any]
 ADMIN_PASSWORD = "correct horse battery"
@@ -39,14 +37,6 @@ async def client(aiohttp_client: Any, config_factory: Callable[..., Config]) -> 
     await auth.set_password("admin", ADMIN_PASSWORD)  # the first start made one; choose it
     await auth.add_user("vera", "viewer", VIEWER_PASSWORD)
     return c
-
-
-def photo(path: Path, **fields: str) -> FormData:
-    form = FormData()
-    form.add_field("image", io.BytesIO(path.read_bytes()), filename=path.name)
-    for key, value in fields.items():
-        form.add_field(key, value)
-    return form
 
 
 async def log_in(client: Client, user: str, password: str) -> Any:
@@ -68,7 +58,7 @@ async def test_nothing_but_health_and_login_without_credentials(client: Client) 
         assert (resp.status, await resp.json()) == (401, UNAUTHORIZED), (method, path)
     resp = await client.get("/", allow_redirects=False)
     assert (resp.status, resp.headers["Location"]) == (302, "/login")
-    resp = await client.post("/faces", data=photo(OBAMA, name="Barack"))
+    resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack"))
     assert resp.status == 401
     assert client.server.app[GALLERY].list() == []
 
@@ -107,16 +97,16 @@ async def test_a_viewer_watches_and_an_admin_changes(client: Client) -> None:
     await log_in(client, "vera", VIEWER_PASSWORD)
     for path in ("/hash", "/faces", "/visits", "/unknowns", "/events", "/metrics"):
         assert (await client.get(path)).status == 200, path
-    resp = await client.post("/process-frame", data=_frame(OBAMA))
+    resp = await client.post("/process-frame", data=upload("frame", OBAMA))
     assert resp.status == 200  # asking who is in a photo changes nothing
     refused = {"error": "this needs an admin; user vera is a viewer"}
-    resp = await client.post("/faces", data=photo(OBAMA, name="Barack"))
+    resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack"))
     assert (resp.status, await resp.json()) == (403, refused)
     resp = await client.get("/faces?email=someone@example.org")  # who has this email: admin
     assert (resp.status, await resp.json()) == (403, refused)
     assert (await (await client.get("/faces")).json())["faces"] == []
     await log_in(client, "admin", ADMIN_PASSWORD)
-    resp = await client.post("/faces", data=photo(OBAMA, name="Barack"))
+    resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack"))
     assert resp.status == 201
     face = (await resp.json())["hash"]
     resp = await client.patch(f"/faces/{face}", json={"name": "Barack Obama"})
@@ -127,12 +117,6 @@ async def test_a_viewer_watches_and_an_admin_changes(client: Client) -> None:
         ("user admin", "POST /faces", 201),
         ("user admin", "login", 200),
     ]
-
-
-def _frame(path: Path) -> FormData:
-    form = FormData()
-    form.add_field("frame", io.BytesIO(path.read_bytes()), filename=path.name)
-    return form
 
 
 async def test_tokens_from_the_command_line_work_and_can_be_revoked(
@@ -153,7 +137,7 @@ async def test_tokens_from_the_command_line_work_and_can_be_revoked(
     tid = listed[0]
     assert listed[1] == "admin" and listed[-2:] == ["door", "script"]
     bearer = {"Authorization": f"Bearer {token}"}
-    resp = await client.post("/faces", data=photo(BIDEN, name="Joe"), headers=bearer)
+    resp = await client.post("/faces", data=upload("image", BIDEN, name="Joe"), headers=bearer)
     assert resp.status == 201
     assert (await client.get("/hash", headers={"Authorization": "Bearer fst_wrong"})).status \
         == 401
@@ -180,7 +164,7 @@ async def test_failed_logins_are_rate_limited(client: Client) -> None:
 
 async def test_cross_site_writes_and_websockets_are_refused(client: Client) -> None:
     await log_in(client, "admin", ADMIN_PASSWORD)
-    resp = await client.post("/faces", data=photo(OBAMA, name="Barack"))
+    resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack"))
     face = (await resp.json())["hash"]
     refused = {"error": "cross-site request refused: it does not come from this server's own "
                         "page"}
@@ -188,7 +172,7 @@ async def test_cross_site_writes_and_websockets_are_refused(client: Client) -> N
     for method, path, kwargs in (
             ("DELETE", f"/faces/{face}", {}),
             ("PATCH", f"/faces/{face}", {"json": {"name": "Mallory"}}),
-            ("POST", "/faces", {"data": photo(BIDEN, name="Joe")}),
+            ("POST", "/faces", {"data": upload("image", BIDEN, name="Joe")}),
     ):
         resp = await client.request(method, path, headers=evil, **kwargs)
         assert (resp.status, await resp.json()) == (403, refused), (method, path)

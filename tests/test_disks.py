@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import FormData
 
 from facestream import weights
 from facestream.appkeys import GALLERY, HISTORY
@@ -47,7 +46,7 @@ from facestream.storage import (
     StoredImages,
 )
 
-from .conftest import BIDEN, OBAMA, OBAMA2, TALKING_HEAD, free_port, make_config
+from .conftest import BIDEN, OBAMA, OBAMA2, TALKING_HEAD, free_port, make_config, upload
 from .test_live import wait_for
 
 SECRET = b"k" * 32
@@ -364,14 +363,6 @@ def test_a_disk_filling_up_under_an_open_gallery_is_an_error_not_sigbus(
 # -- a full disk while serving ----------------------------------------------------------------
 
 
-def photo(path: Path, **fields: str) -> FormData:
-    data = FormData()
-    data.add_field("image", path.read_bytes(), filename=path.name, content_type="image/jpeg")
-    for key, value in fields.items():
-        data.add_field(key, value)
-    return data
-
-
 def data_on(disk: Path, tmp_path: Path) -> Config:
     return dataclasses.replace(make_config(tmp_path),
                                storage=StorageConfig(data_dir=str(disk / "data")))
@@ -385,7 +376,7 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
     db = cfg.data_path / DB_FILE
     app = create_app(cfg, live=False)
     client = await aiohttp_client(app)
-    resp = await client.post("/faces", data=photo(OBAMA, name="Barack Obama"))
+    resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack Obama"))
     assert resp.status == 201
     face = (await resp.json())["hash"]
     gallery = app[GALLERY]
@@ -395,11 +386,11 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
 
     filler = fill(disk)
     full = {"error": f"the disk holding {db} is full: free space and retry"}
-    resp = await client.post("/faces", data=photo(BIDEN, name="Joe Biden"))
+    resp = await client.post("/faces", data=upload("image", BIDEN, name="Joe Biden"))
     assert (resp.status, await resp.json()) == (507, full)
     resp = await client.patch(f"/faces/{face}", json={"name": "Barack H. Obama"})
     assert (resp.status, await resp.json()) == (507, full)
-    resp = await client.post(f"/faces/{face}/samples", data=photo(OBAMA2))
+    resp = await client.post(f"/faces/{face}/samples", data=upload("image", OBAMA2))
     assert (resp.status, await resp.json()) == (507, full)
     # Nothing half-applied: the listing, the matcher and the file are as before.
     assert await (await client.get("/faces")).json() == listing
@@ -422,7 +413,7 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
     filler.unlink()  # space again: the same requests succeed
     resp = await client.patch(f"/faces/{face}", json={"name": "Barack H. Obama"})
     assert resp.status == 200
-    resp = await client.post("/faces", data=photo(BIDEN, name="Joe Biden"))
+    resp = await client.post("/faces", data=upload("image", BIDEN, name="Joe Biden"))
     assert resp.status == 201
     assert events == ["renamed", "added"]
 
@@ -521,10 +512,10 @@ async def test_backup_while_serving_and_writing_restores_the_same_gallery(
     client = await aiohttp_client(app)
     faces = {}
     for path, name in ((OBAMA, "Barack Obama"), (BIDEN, "Joe Biden")):
-        resp = await client.post("/faces", data=photo(path, name=name))
+        resp = await client.post("/faces", data=upload("image", path, name=name))
         assert resp.status == 201
         faces[name] = (await resp.json())["hash"]
-    resp = await client.post(f"/faces/{faces['Barack Obama']}/samples", data=photo(OBAMA2))
+    resp = await client.post(f"/faces/{faces['Barack Obama']}/samples", data=upload("image", OBAMA2))
     assert resp.status == 201
 
     backup = tmp_path / "backups" / "gallery.sqlite3"
@@ -590,7 +581,7 @@ async def test_restore_refuses_while_served_keeps_the_old_file_and_refuses_damag
     db = data / DB_FILE
     app = create_app(cfg, live=False)
     client = await aiohttp_client(app)
-    resp = await client.post("/faces", data=photo(OBAMA, name="Barack Obama"))
+    resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack Obama"))
     assert resp.status == 201
 
     proc = cli("gallery", "--data-dir", str(data), "restore", str(backup), cwd=tmp_path)

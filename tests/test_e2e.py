@@ -6,7 +6,9 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from .conftest import OBAMA, OBAMA3, TALKING_HEAD, free_port
+from .conftest import OBAMA, OBAMA3, TALKING_HEAD, free_port, self_signed_cert
 from .test_live import read_part
 
 
@@ -252,3 +254,31 @@ async def test_camera_credentials_never_reach_logs_or_the_api(
     log = server.log.read_text()
     assert "cannot open" in log
     assert "hunter2" not in log and "admin" not in log
+
+
+async def test_https_with_the_configured_certificate_and_a_secure_cookie(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """server.tls_cert / tls_key: the server speaks only HTTPS, with that certificate, and the
+    session cookie it sets is Secure (a browser never sends it over plain HTTP)."""
+    cert, key = self_signed_cert(tmp_path)
+    (tmp_path / "config.toml").write_text(
+        f'[server]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+    server = Server(TALKING_HEAD, tmp_path / "data", tmp_path, workers=1, auth=True)
+    server.url = server.url.replace("http://", "https://")
+    trust = ssl.create_default_context(cafile=str(cert))
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as tls:
+            await server.wait_ready(tls)
+            password = re.search(r"user 'admin', password (\S+)", server.log.read_text())
+            assert password is not None
+            async with tls.post(server.url + "/login", json={
+                    "username": "admin", "password": password.group(1)}) as resp:
+                assert resp.status == 200
+                cookie = resp.headers["Set-Cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        with pytest.raises(aiohttp.ClientError):  # plain HTTP is not answered
+            async with session.get(server.url.replace("https://", "http://") + "/healthz"):
+                pass
+    finally:
+        assert server.stop() == 0

@@ -17,7 +17,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from facestream.config import Config, StorageConfig
@@ -25,28 +24,20 @@ from facestream.recognition import Recognizer
 from facestream.server import create_app
 from facestream.storage import DB_FILE, Gallery, ModelMismatch
 
-from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3, TALKING_HEAD
+from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3, TALKING_HEAD, upload
 from .test_live import wait_for
 
 Client = TestClient[Any, Any]
 
 
-def form(field: str, path: Path, **fields: str) -> FormData:
-    f = FormData()
-    f.add_field(field, io.BytesIO(path.read_bytes()), filename=path.name)
-    for k, v in fields.items():
-        f.add_field(k, v)
-    return f
-
-
 async def enroll(client: Client, path: Path, name: str, **fields: str) -> str:
-    resp = await client.post("/faces", data=form("image", path, name=name, **fields))
+    resp = await client.post("/faces", data=upload("image", path, name=name, **fields))
     assert resp.status == 201, await resp.text()
     return str((await resp.json())["hash"])
 
 
 async def identify(client: Client, path: Path) -> dict[str, Any]:
-    resp = await client.post("/process-frame", data=form("frame", path))
+    resp = await client.post("/process-frame", data=upload("frame", path))
     assert resp.status == 200
     return dict(await resp.json())
 
@@ -56,7 +47,7 @@ async def test_samples_are_added_listed_served_and_removed(
 ) -> None:
     client = await aiohttp_client(create_app(config_factory(), live=False))
     obama = await enroll(client, OBAMA, "Barack")
-    resp = await client.post(f"/faces/{obama}/samples", data=form("image", OBAMA2))
+    resp = await client.post(f"/faces/{obama}/samples", data=upload("image", OBAMA2))
     assert resp.status == 201
     added = await resp.json()
     assert added["hash"] == obama  # the identity keeps its hash
@@ -71,7 +62,7 @@ async def test_samples_are_added_listed_served_and_removed(
 
     # Another person's face is refused as a sample, naming who it is.
     biden = await enroll(client, BIDEN, "Joe")
-    resp = await client.post(f"/faces/{obama}/samples", data=form("image", BIDEN2))
+    resp = await client.post(f"/faces/{obama}/samples", data=upload("image", BIDEN2))
     assert (resp.status, await resp.json()) == (409, {
         "error": "this face matches another identity, 'Joe'", "hash": biden, "name": "Joe"})
 
@@ -86,7 +77,7 @@ async def test_samples_are_added_listed_served_and_removed(
     resp = await client.delete(f"/faces/{obama}/samples/999999")
     assert (resp.status, await resp.json()) == (
         404, {"error": f"no sample 999999 of face {obama}"})
-    resp = await client.post(f"/faces/{'a' * 64}/samples", data=form("image", OBAMA2))
+    resp = await client.post(f"/faces/{'a' * 64}/samples", data=upload("image", OBAMA2))
     assert (resp.status, await resp.json()) == (
         404, {"error": f"no enrolled face with hash {'a' * 64}"})
     samples = (await (await client.get(f"/faces/{obama}")).json())["samples"]

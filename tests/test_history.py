@@ -28,8 +28,7 @@ from facestream.recognition import Recognizer, decode_image
 from facestream.server import create_app
 from facestream.tracking import BestView
 
-from .conftest import BIDEN, OBAMA, OBAMA2
-from .test_gallery import form
+from .conftest import BIDEN, OBAMA, OBAMA2, upload
 from .test_live import wait_for
 
 Client = TestClient[Any, Any]
@@ -207,7 +206,7 @@ async def test_forgetting_deletes_visits_and_their_images(
 async def test_a_person_deleted_takes_their_history_and_old_visits_expire(
     app_client: Client, views: dict
 ) -> None:
-    resp = await app_client.post("/faces", data=form("image", OBAMA, name="Barack"))
+    resp = await app_client.post("/faces", data=upload("image", OBAMA, name="Barack"))
     obama = (await resp.json())["hash"]
     now = time.time()
     await store(app_client, obama, views["obama2"], now - 10, now - 5, True, "Barack")
@@ -225,7 +224,7 @@ async def test_a_person_deleted_takes_their_history_and_old_visits_expire(
 async def test_a_visit_face_becomes_a_sample_or_a_new_person(
     app_client: Client, views: dict
 ) -> None:
-    resp = await app_client.post("/faces", data=form("image", OBAMA, name="Barack"))
+    resp = await app_client.post("/faces", data=upload("image", OBAMA, name="Barack"))
     obama = (await resp.json())["hash"]
     stranger = "ef" * 32
     vid = await store(app_client, stranger, views["obama2"], time.time() - 20, time.time())

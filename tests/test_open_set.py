@@ -19,8 +19,7 @@ from aiohttp import FormData
 from facestream.config import Config
 from facestream.server import create_app
 
-from .conftest import FACES
-from .test_gallery import form
+from .conftest import FACES, upload
 
 LFW = FACES / "lfw"
 #: First photos with another face about as large as the person's (the API answers 422).
@@ -42,7 +41,7 @@ async def test_with_123_people_enrolled_strangers_stay_strangers(
             resp = await client.post(path, data=form)
             return resp.status, await resp.json()
 
-    enrolled = await asyncio.gather(*(post("/faces", form("image", files[0], name=name))
+    enrolled = await asyncio.gather(*(post("/faces", upload("image", files[0], name=name))
                                       for name, files in several.items()))
     # Nobody is refused as "already enrolled" as somebody else. A few photos show other
     # people's faces about as large as the person's: those are refused as ambiguous.
@@ -54,13 +53,13 @@ async def test_with_123_people_enrolled_strangers_stay_strangers(
     hashes = {n: body["hash"] for n, (status, body) in outcome.items() if status == 201}
 
     probes = [(name, f) for name, files in several.items() for f in files[1:] if name in hashes]
-    answers = await asyncio.gather(*(post("/process-frame", form("frame", f))
+    answers = await asyncio.gather(*(post("/process-frame", upload("frame", f))
                                      for _, f in probes))
     right = sum(body["known"] and body["hash"] == hashes[name]
                 for (name, _), (_, body) in zip(probes, answers))
     wrong = sum(body["known"] and body["hash"] != hashes[name]
                 for (name, _), (_, body) in zip(probes, answers))
-    answers = await asyncio.gather(*(post("/process-frame", form("frame", f))
+    answers = await asyncio.gather(*(post("/process-frame", upload("frame", f))
                                      for f in strangers))
     named = [body["name"] for _, body in answers if body["known"]]
 

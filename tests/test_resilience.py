@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
 import time
@@ -13,13 +12,13 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from aiohttp import FormData, web
+from aiohttp import web
 
 from facestream.appkeys import POOL
 from facestream.config import Config
 from facestream.server import create_app
 
-from .conftest import OBAMA, TALKING_HEAD, free_port, read_video
+from .conftest import OBAMA, TALKING_HEAD, free_port, read_video, upload
 from .test_live import read_part, wait_for
 
 
@@ -42,14 +41,9 @@ async def test_a_killed_worker_is_replaced_and_serving_continues(
     assert ("degraded", "restarting", "restarting") in seen
     assert health["status"] == "ok" and health["worker_restarts"] == 1
 
-    def frame() -> FormData:
-        form = FormData()
-        form.add_field("frame", io.BytesIO(OBAMA.read_bytes()), filename="obama.jpg")
-        return form
-
     statuses = []
     for _ in range(20):
-        resp = await client.post("/process-frame", data=frame())
+        resp = await client.post("/process-frame", data=upload("frame", OBAMA))
         statuses.append(resp.status)
         if resp.status == 200:
             break

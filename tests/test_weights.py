@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import io
 import os
 import subprocess
 import sys
@@ -26,14 +25,13 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from aiohttp import FormData
 
 from facestream import weights
 from facestream.config import Config
 from facestream.server import create_app
 from facestream.storage import DB_FILE, ModelMismatch
 
-from .conftest import BIDEN, OBAMA, make_config
+from .conftest import BIDEN, OBAMA, make_config, upload
 
 SFACE_MEMBER, YUNET_MEMBER = (m.member for m in sorted(weights.ZOO_MODELS,
                                                        key=lambda m: "yunet" in m.member))
@@ -204,21 +202,14 @@ async def test_non_default_model_wiring_with_a_standin_onnx_graph(
     cfg: Config = make_config(tmp_path, model="Facenet")
     client = await aiohttp_client(create_app(cfg, live=False))  # uploads only: no camera
 
-    def form(path: Path, **fields: str) -> FormData:
-        f = FormData()
-        f.add_field("image", io.BytesIO(path.read_bytes()), filename=path.name)
-        for k, v in fields.items():
-            f.add_field(k, v)
-        return f
-
-    resp = await client.post("/process-frame", data=_frame(OBAMA))
+    resp = await client.post("/process-frame", data=upload("frame", OBAMA))
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     assert len(body["embedding"]) == 128
     assert abs(float(np.linalg.norm(body["embedding"])) - 1.0) < 1e-4
     health = await (await client.get("/healthz")).json()
     assert health["model"] == "Facenet" and health["threshold"] == 0.60
-    resp = await client.post("/faces", data=form(BIDEN, name="Joe"))
+    resp = await client.post("/faces", data=upload("image", BIDEN, name="Joe"))
     assert resp.status == 201
     listing = await (await client.get("/faces")).json()
     assert listing["faces"][0]["model"] == "Facenet"
@@ -233,12 +224,6 @@ async def test_non_default_model_wiring_with_a_standin_onnx_graph(
         "Facenet, but recognition.model is SFace; embeddings of different models cannot be "
         "compared: run `python -m facestream reembed --model SFace` to rebuild them from the "
         'stored face crops, or set recognition.model = "Facenet"')
-
-
-def _frame(path: Path) -> FormData:
-    f = FormData()
-    f.add_field("frame", io.BytesIO(path.read_bytes()), filename=path.name)
-    return f
 
 
 class _started:
