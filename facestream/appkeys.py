@@ -11,8 +11,10 @@ from .fanout import Broadcaster
 from .history import History
 from .hub import FrameHub
 from .metrics import Metrics
+from .mqtt import MqttBridge
 from .presence import Presence
 from .storage import Gallery
+from .webhooks import Webhooks
 from .workers import WorkerPool
 
 CONFIG = web.AppKey("config", Config)
@@ -25,3 +27,5 @@ BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 HISTORY = web.AppKey("history", History)
 CAPTURE = web.AppKey("capture", Capture)
 AUTH = web.AppKey("auth", Auth)
+MQTT = web.AppKey("mqtt", MqttBridge)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)

@@ -8,6 +8,7 @@ and a bad value is reported as one line naming the key, e.g.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class ServerConfig:
 class CameraConfig:
     #: Webcam index ("0"), a video file path, or an rtsp:// / http(s):// (MJPEG) URL.
     source: str = "0"
+    #: The camera's name in visits, events and MQTT topics: letters, digits, _ and -.
+    name: str = "camera"
     #: Stream frames wider or taller than this are scaled down before annotation and encoding.
     max_side: int = 1280
     jpeg_quality: int = 80
@@ -168,6 +171,45 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    #: Broker URL: mqtt://host[:1883] or mqtts://host[:8883] (TLS). Empty: MQTT is off.
+    url: str = ""
+    username: str = ""
+    password: str = ""
+    #: mqtts: a PEM bundle of the CAs to trust for the broker's certificate; empty: the system's.
+    ca_file: str = ""
+    #: Every topic starts with this.
+    topic_prefix: str = "facestream"
+    #: Home Assistant's MQTT discovery prefix; empty: no discovery messages.
+    discovery_prefix: str = "homeassistant"
+    #: Client id at the broker; empty: "facestream-" + topic_prefix.
+    client_id: str = ""
+    #: Events kept for the broker while it is away; the oldest are dropped beyond this
+    #: (retained states are never dropped: the latest value of each is sent on reconnection).
+    queue_size: int = 1000
+
+
+#: What a webhook can ask for.
+WEBHOOK_EVENTS: Final = ("arrived", "left", "hash", "gallery")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    #: Where to POST (http or https).
+    url: str = ""
+    #: Which events: arrived, left (visits), hash (who is in view changed), gallery (changes).
+    events: tuple[str, ...] = ("arrived", "left")
+    #: HMAC-SHA256 key for the X-Facestream-Signature header (16 characters or more).
+    secret: str = ""
+    #: One attempt's time limit; failures are retried with doubling backoff.
+    timeout_s: float = 5.0
+    #: Attempts per event before it is dropped (and counted as failed).
+    max_attempts: int = 8
+    #: Events waiting for delivery; beyond this the oldest are dropped (and counted).
+    queue_size: int = 1000
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     data_dir: str = "facestream-data"
     #: Secret for the HMAC of enrollment emails. Empty: generated into the data dir.
@@ -182,6 +224,8 @@ class Config:
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
@@ -196,6 +240,7 @@ _SECTIONS: Final = {
     "presence": PresenceConfig,
     "history": HistoryConfig,
     "auth": AuthConfig,
+    "mqtt": MqttConfig,
     "storage": StorageConfig,
 }
 
@@ -237,6 +282,8 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
             values[key] = _thresholds(full, value)
         elif key == "calibration":
             values[key] = _calibrations(full, value)
+        elif key == "events":
+            values[key] = _events(full, value)
         else:
             values[key] = _check_value(full, value, getattr(defaults, key))
     return cls(**values)
@@ -276,6 +323,53 @@ def _calibrations(key: str, raw: Any) -> dict[str, Calibration]:
     return out
 
 
+def _events(key: str, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(e, str) for e in raw):
+        raise ConfigError(f"{key}: expected a list of events ({', '.join(WEBHOOK_EVENTS)})")
+    unknown = [e for e in raw if e not in WEBHOOK_EVENTS]
+    if unknown:
+        raise ConfigError(f"{key}: unknown event {unknown[0]!r} "
+                          f"(known: {', '.join(WEBHOOK_EVENTS)})")
+    return tuple(dict.fromkeys(raw))
+
+
+def _webhooks(raw: Any) -> tuple[WebhookConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("webhooks: expected [[webhooks]] tables, got " + repr(raw))
+    return tuple(_build_section(f"webhooks[{i}]", WebhookConfig, item)
+                 for i, item in enumerate(raw))
+
+
+_SLUG: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _url_checks(config: Config) -> list[tuple[bool, str]]:
+    m = config.mqtt
+    checks = [
+        (not m.url or m.url.split("://", 1)[0] in ("mqtt", "mqtts"),
+         f"mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got {m.url!r}"),
+        (bool(_SLUG.fullmatch(m.topic_prefix)),
+         f"mqtt.topic_prefix: letters, digits, _ and - only, got {m.topic_prefix!r}"),
+        (not m.discovery_prefix or bool(_SLUG.fullmatch(m.discovery_prefix)),
+         f"mqtt.discovery_prefix: letters, digits, _ and - only, got {m.discovery_prefix!r}"),
+        (m.queue_size >= 10, f"mqtt.queue_size: must be >= 10, got {m.queue_size}"),
+    ]
+    for i, w in enumerate(config.webhooks):
+        key = f"webhooks[{i}]"
+        checks += [
+            (w.url.split("://", 1)[0] in ("http", "https") and "://" in w.url
+             and len(w.url.split("://", 1)[1]) > 0,
+             f"{key}.url: expected an http:// or https:// URL, got {w.url!r}"),
+            (len(w.secret) >= 16,
+             f"{key}.secret: needed to sign the requests, 16 characters or more"),
+            (w.timeout_s > 0, f"{key}.timeout_s: must be > 0, got {w.timeout_s}"),
+            (1 <= w.max_attempts <= 100,
+             f"{key}.max_attempts: expected 1-100, got {w.max_attempts}"),
+            (w.queue_size >= 1, f"{key}.queue_size: must be >= 1, got {w.queue_size}"),
+        ]
+    return checks
+
+
 def is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -304,6 +398,8 @@ def validate(config: Config) -> Config:
         (bool(s.tls_cert) == bool(s.tls_key),
          "server.tls_cert and server.tls_key: give both (HTTPS) or neither (HTTP)"),
         (c.source.strip() != "", "camera.source: must not be empty"),
+        (bool(_SLUG.fullmatch(c.name)),
+         f"camera.name: letters, digits, _ and - only (it names MQTT topics), got {c.name!r}"),
         (c.max_side >= 64, f"camera.max_side: must be >= 64, got {c.max_side}"),
         (1 <= c.jpeg_quality <= 100, f"camera.jpeg_quality: expected 1-100, got {c.jpeg_quality}"),
         (c.reconnect_min_s > 0, f"camera.reconnect_min_s: must be > 0, got {c.reconnect_min_s}"),
@@ -379,6 +475,7 @@ def validate(config: Config) -> Config:
         (config.auth.session_days > 0,
          f"auth.session_days: must be > 0, got {config.auth.session_days}"),
         (config.storage.data_dir.strip() != "", "storage.data_dir: must not be empty"),
+        *_url_checks(config),
     ]
     for ok, message in checks:
         if not ok:
@@ -389,8 +486,12 @@ def validate(config: Config) -> Config:
 def from_mapping(raw: Mapping[str, Any]) -> Config:
     sections: dict[str, Any] = {}
     for name, value in raw.items():
+        if name == "webhooks":
+            sections[name] = _webhooks(value)
+            continue
         if name not in _SECTIONS:
-            raise ConfigError(f"{name}: unknown section (known: {', '.join(_SECTIONS)})")
+            raise ConfigError(f"{name}: unknown section (known: "
+                              f"{', '.join([*_SECTIONS, 'webhooks'])})")
         sections[name] = _build_section(name, _SECTIONS[name], value)
     return validate(Config(**sections))
 

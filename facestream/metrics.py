@@ -56,6 +56,29 @@ class Metrics:
             "facestream_camera_up", "1 while the camera delivers frames, 0 during no signal.",
             registry=r,
         )
+        self.mqtt_connected = Gauge(
+            "facestream_mqtt_connected", "1 while connected to the MQTT broker (mqtt.url).",
+            registry=r,
+        )
+        self.mqtt_messages = Counter(
+            "facestream_mqtt_messages",
+            "MQTT messages: published (acknowledged by the broker), or dropped (events beyond "
+            "mqtt.queue_size while the broker was away).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("published", "dropped"):
+            self.mqtt_messages.labels(result)
+        self.webhook_deliveries = Counter(
+            "facestream_webhook_deliveries",
+            "Webhook events, by how they ended: delivered (2xx), failed (refused, or no "
+            "success in webhooks.max_attempts), or dropped (beyond webhooks.queue_size, or "
+            "still pending at shutdown).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("delivered", "failed", "dropped"):
+            self.webhook_deliveries.labels(result)
         self.stage_seconds = Histogram(
             "facestream_stage_seconds",
             "Time per pipeline stage: encode (annotate + JPEG, capture thread), detect and "

@@ -36,8 +36,10 @@ from .appkeys import (
     HISTORY,
     HUB,
     METRICS,
+    MQTT,
     POOL,
     PRESENCE,
+    WEBHOOKS,
 )
 from .capture import Capture
 from .config import Config
@@ -49,7 +51,6 @@ from .metrics import CONTENT_TYPE, Metrics
 from .netguard import body_deadline
 from .pipeline import LivePipeline
 from .presence import Presence
-from .privacy import redact_source
 from .recognition import Face, ImageError, ambiguous
 from .storage import (
     Gallery,
@@ -246,6 +247,8 @@ async def healthz(request: web.Request) -> web.Response:
             "workers": app[POOL].size,
             "worker_restarts": app[POOL].restarts,
             "gallery": len(app[GALLERY].list()),
+            "webhooks": app[WEBHOOKS].status() if WEBHOOKS in app else [],
+            "mqtt": app[MQTT].status() if MQTT in app else {"state": "off"},
         }
     )
 
@@ -719,6 +722,38 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     await history.close(app[PRESENCE].open_visits())
 
 
+async def _mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Publish to the MQTT broker (mqtt.url): presence, visits, people, discovery."""
+    from . import __version__
+    from .mqtt import MqttBridge
+
+    cfg, presence, gallery, hub = app[CONFIG], app[PRESENCE], app[GALLERY], app[HUB]
+    bridge = MqttBridge(cfg.mqtt, cfg.camera.name, __version__, app[METRICS], gallery.list,
+                        lambda: hub.latest.jpeg if hub.latest else None)
+    presence.on_snapshot(bridge.snapshot_changed)
+    presence.on_visit(bridge.visit_event)
+    gallery.on_change(bridge.gallery_changed)
+    bridge.start(presence.snapshot, (v.person for v in presence.open_visits()))
+    app[MQTT] = bridge
+    yield
+    await bridge.close()
+
+
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Signed POSTs of visits, hash changes and gallery changes to each [[webhooks]] URL."""
+    from .webhooks import Webhooks
+
+    cfg, presence = app[CONFIG], app[PRESENCE]
+    hooks = Webhooks(cfg.webhooks, cfg.camera.name, app[METRICS])
+    await hooks.start()
+    presence.on_visit(hooks.visit_event)
+    presence.on_snapshot(hooks.snapshot_changed)
+    app[GALLERY].on_change(hooks.gallery_changed)
+    app[WEBHOOKS] = hooks
+    yield
+    await hooks.close()
+
+
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     pool = WorkerPool(PoolSettings.from_config(cfg))
@@ -787,7 +822,7 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     app[HUB] = FrameHub()
     r, p = config.recognition, config.presence
     presence = Presence(
-        redact_source(config.camera.source), r.threshold(), r.reembed_interval_s,
+        config.camera.name, r.threshold(), r.reembed_interval_s,
         r.track_timeout_s, p.depart_after_s, p.unknown_grace_s,
         gallery=lambda: app[GALLERY].index,
         unknowns=lambda: app[HISTORY].unknown_index if HISTORY in app else None,
@@ -798,6 +833,10 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     app[PRESENCE] = presence
     app[BROADCASTER] = broadcaster
     contexts = [_gallery_ctx, _auth_ctx, _wiring_ctx, _history_ctx, _pool_ctx]
+    if config.mqtt.url:
+        contexts.append(_mqtt_ctx)
+    if config.webhooks:
+        contexts.append(_webhooks_ctx)
     app.cleanup_ctx.extend([*contexts, _live_ctx] if live else contexts)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/", index)

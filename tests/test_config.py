@@ -56,11 +56,30 @@ MODELS = ("SFace, Dlib, Facenet, Facenet512, ArcFace, VGG-Face, OpenFace, DeepFa
     ("raw", "message"),
     [
         ({"camera": {"sauce": "0"}},
-         ("camera.sauce: unknown key (known: jpeg_quality, max_side, read_timeout_s, "
+         ("camera.sauce: unknown key (known: jpeg_quality, max_side, name, read_timeout_s, "
           "reconnect_max_s, reconnect_min_s, source)")),
         ({"cameras": {}},
          ("cameras: unknown section (known: server, camera, recognition, presence, history, "
-          "auth, storage)")),
+          "auth, mqtt, storage, webhooks)")),
+        ({"camera": {"name": "front door"}},
+         "camera.name: letters, digits, _ and - only (it names MQTT topics), got 'front door'"),
+        ({"mqtt": {"url": "tcp://broker"}},
+         "mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got 'tcp://broker'"),
+        ({"mqtt": {"topic_prefix": "a/b"}},
+         "mqtt.topic_prefix: letters, digits, _ and - only, got 'a/b'"),
+        ({"mqtt": {"port": 1883}},
+         ("mqtt.port: unknown key (known: ca_file, client_id, discovery_prefix, password, "
+          "queue_size, topic_prefix, url, username)")),
+        ({"webhooks": {"url": "http://x"}},
+         "webhooks: expected [[webhooks]] tables, got {'url': 'http://x'}"),
+        ({"webhooks": [{"url": "http://x/hook"}]},
+         "webhooks[0].secret: needed to sign the requests, 16 characters or more"),
+        ({"webhooks": [{"url": "ftp://x", "secret": "s" * 16}]},
+         "webhooks[0].url: expected an http:// or https:// URL, got 'ftp://x'"),
+        ({"webhooks": [{"url": "http://x", "secret": "s" * 16, "events": ["arrived", "boo"]}]},
+         "webhooks[0].events: unknown event 'boo' (known: arrived, left, hash, gallery)"),
+        ({"webhooks": [{"url": "http://x", "secret": "s" * 16, "events": []}]},
+         "webhooks[0].events: expected a list of events (arrived, left, hash, gallery)"),
         ({"recognition": {"workers": "two"}},
          "recognition.workers: expected an integer, got 'two'"),
         ({"recognition": {"workers": 0}}, "recognition.workers: expected 1-64, got 0"),

@@ -1,0 +1,282 @@
+"""MQTT: who is in view, arrivals and departures, and who is home, for Home Assistant,
+Node-RED and scripts, the way Frigate and Double Take publish theirs.
+
+Topics (``P`` = ``mqtt.topic_prefix``, ``C`` = ``camera.name``):
+
+- ``P/available``: ``online`` / ``offline``, retained; ``offline`` is also the last will, so
+  a crashed server shows as unavailable.
+- ``P/C/hash``: the ``GET /hash`` document, retained, whenever who is in view changes (not
+  when boxes only move).
+- ``P/C/events``: every arrival and departure, the websocket's ``event`` message.
+- ``P/C/snapshot``: the annotated frame (JPEG) of each arrival, retained.
+- ``P/people/<hash>/state``: ``present`` / ``away`` per enrolled person, retained, following
+  their visits (a person leaves ``presence.depart_after_s`` after they were last seen).
+
+With ``mqtt.discovery_prefix`` set, Home Assistant's MQTT discovery creates a device
+"facestream" with a sensor per camera (who is in view, with the ``/hash`` document as its
+attributes), a presence binary sensor per enrolled person and a camera entity for the
+snapshot; a person's sensor is added, renamed and removed as the gallery changes.
+
+The pipeline never waits for the broker. Changes only record what is to be sent: the latest
+value of each retained topic (a state superseded before it was sent is sent once, as its
+latest value) and a bounded queue of events (the oldest dropped, and counted, when the broker
+has been away for long). One task publishes them; it reconnects with backoff and then sends
+every retained value again, since a restarted broker may have lost them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from .config import MqttConfig
+from .metrics import Metrics
+from .presence import Snapshot, VisitEvent
+from .privacy import redact_source
+from .storage import Identity
+
+log = logging.getLogger(__name__)
+
+#: Reconnection backoff, doubling from the first to the last.
+RECONNECT_MIN_S: Final = 0.5
+RECONNECT_MAX_S: Final = 30.0
+#: One publish (QoS 1: until the broker acknowledges it) may take this long.
+PUBLISH_TIMEOUT_S: Final = 10.0
+KEEPALIVE_S: Final = 30
+#: Home Assistant renders who is in view from the /hash document.
+IN_VIEW_TEMPLATE: Final = ("{{ (value_json.faces | map(attribute='name') "
+                           "| map('default', 'unknown', true) | join(', ')) or 'nobody' }}")
+
+
+def _json(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class MqttBridge:
+    """Turns presence, visits and gallery changes into MQTT messages (see the module)."""
+
+    def __init__(self, config: MqttConfig, camera: str, version: str, metrics: Metrics,
+                 people: Callable[[], Iterable[Identity]],
+                 latest_jpeg: Callable[[], bytes | None]) -> None:
+        self.config = config
+        self.camera = camera
+        self.version = version
+        self._metrics = metrics
+        self._people = people
+        self._latest_jpeg = latest_jpeg
+        p = config.topic_prefix
+        self.available_topic = f"{p}/available"
+        self.hash_topic = f"{p}/{camera}/hash"
+        self.events_topic = f"{p}/{camera}/events"
+        self.snapshot_topic = f"{p}/{camera}/snapshot"
+        self._node = f"facestream_{p}"
+        #: topic -> latest payload of every retained topic (b"": remove the retained message).
+        self._retained: dict[str, bytes] = {}
+        #: Retained topics whose latest payload the broker has not acknowledged, in order.
+        self._dirty: dict[str, None] = {}
+        self._events: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        #: Enrolled people as announced: hash -> name.
+        self._announced: dict[str, str] = {}
+        #: Everybody with an open visit (by hash), enrolled or not.
+        self._visiting: set[str] = set()
+        self.state = "connecting"
+        self.published = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what changed (event-loop callbacks; they never wait) -----------------------------
+
+    def start(self, snapshot: Snapshot, visiting: Iterable[str]) -> None:
+        self._visiting = set(visiting)
+        self._set(self.hash_topic, _json(snapshot.to_json()))
+        if self.config.discovery_prefix:
+            self._set(self._camera_sensor_topic(), _json(self._camera_sensor()))
+            self._set(self._camera_entity_topic(), _json(self._camera_entity()))
+        self.people_changed()
+        self._task = asyncio.create_task(self._run(), name="mqtt")
+
+    def snapshot_changed(self, new: Snapshot, old: Snapshot, boxes_due: bool) -> None:
+        if (new.who(), new.signal) != (old.who(), old.signal) or \
+                (new.primary and new.primary.hash) != (old.primary and old.primary.hash):
+            self._set(self.hash_topic, _json(new.to_json()))
+
+    def visit_event(self, event: VisitEvent) -> None:
+        person = event.visit.person
+        if event.kind == "arrived":
+            self._visiting.add(person)
+            jpeg = self._latest_jpeg()
+            if jpeg:
+                self._set(self.snapshot_topic, jpeg)
+        else:
+            self._visiting.discard(person)
+        self._queue_event(_json(event.to_json()))
+        if person in self._announced:
+            self._set(self._state_topic(person), self._state(person))
+
+    def gallery_changed(self, event: str, identity: Any) -> None:
+        self.people_changed()
+
+    def people_changed(self) -> None:
+        """Announce who is enrolled now: new and renamed people, and remove the others."""
+        now = {ident.hash: ident.name for ident in self._people()}
+        for person in self._announced.keys() - now.keys():
+            if self.config.discovery_prefix:
+                self._set(self._person_topic(person), b"")
+            self._set(self._state_topic(person), b"")
+        for person, name in now.items():
+            if self._announced.get(person) != name and self.config.discovery_prefix:
+                self._set(self._person_topic(person), _json(self._person_sensor(person, name)))
+            self._set(self._state_topic(person), self._state(person))
+        self._announced = now
+
+    def _state(self, person: str) -> bytes:
+        return b"present" if person in self._visiting else b"away"
+
+    def _set(self, topic: str, payload: bytes) -> None:
+        if self._retained.get(topic) == payload:
+            return
+        self._retained[topic] = payload
+        self._dirty.pop(topic, None)
+        self._dirty[topic] = None
+        self._wake.set()
+
+    def _queue_event(self, payload: bytes) -> None:
+        if len(self._events) >= self.config.queue_size:
+            self._events.popleft()
+            self.dropped += 1
+            self._metrics.mqtt_messages.labels("dropped").inc()
+        self._events.append(payload)
+        self._wake.set()
+
+    # -- Home Assistant discovery ----------------------------------------------------------
+
+    def _device(self) -> dict[str, Any]:
+        return {"identifiers": [self._node], "name": "facestream",
+                "manufacturer": "facestream", "model": "face recognition server",
+                "sw_version": self.version}
+
+    def _common(self, unique: str) -> dict[str, Any]:
+        return {"unique_id": f"{self._node}_{unique}", "availability_topic":
+                self.available_topic, "device": self._device()}
+
+    def _camera_sensor_topic(self) -> str:
+        return f"{self.config.discovery_prefix}/sensor/{self._node}/{self.camera}_in_view/config"
+
+    def _camera_sensor(self) -> dict[str, Any]:
+        return {"name": f"{self.camera} in view", "state_topic": self.hash_topic,
+                "value_template": IN_VIEW_TEMPLATE, "json_attributes_topic": self.hash_topic,
+                "icon": "mdi:face-recognition", **self._common(f"{self.camera}_in_view")}
+
+    def _camera_entity_topic(self) -> str:
+        return f"{self.config.discovery_prefix}/camera/{self._node}/{self.camera}/config"
+
+    def _camera_entity(self) -> dict[str, Any]:
+        return {"name": f"{self.camera} snapshot", "topic": self.snapshot_topic,
+                **self._common(f"{self.camera}_snapshot")}
+
+    def _person_topic(self, person: str) -> str:
+        return (f"{self.config.discovery_prefix}/binary_sensor/{self._node}/"
+                f"{person[:16]}/config")
+
+    def _person_sensor(self, person: str, name: str) -> dict[str, Any]:
+        return {"name": name, "state_topic": self._state_topic(person),
+                "payload_on": "present", "payload_off": "away", "device_class": "presence",
+                **self._common(person[:16])}
+
+    def _state_topic(self, person: str) -> str:
+        return f"{self.config.topic_prefix}/people/{person}/state"
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """For /healthz."""
+        return {"state": self.state, "broker": redact_source(self.config.url),
+                "published": self.published, "queued": len(self._events) + len(self._dirty),
+                "dropped": self.dropped, "reconnects": self.reconnects,
+                "last_error": self.last_error}
+
+    def _client(self) -> aiomqtt.Client:
+        url = urlsplit(self.config.url)
+        tls = url.scheme == "mqtts"
+        context = None
+        if tls:
+            context = ssl.create_default_context(cafile=self.config.ca_file or None)
+        return aiomqtt.Client(
+            url.hostname or "localhost", url.port or (8883 if tls else 1883),
+            username=self.config.username or (unquote(url.username) if url.username else None),
+            password=self.config.password or (unquote(url.password) if url.password else None),
+            identifier=self.config.client_id or f"facestream-{self.config.topic_prefix}",
+            will=aiomqtt.Will(self.available_topic, b"offline", qos=1, retain=True),
+            keepalive=KEEPALIVE_S, timeout=PUBLISH_TIMEOUT_S, tls_context=context,
+            logger=logging.getLogger("facestream.mqtt.client"))
+
+    async def _run(self) -> None:
+        delay = RECONNECT_MIN_S
+        while True:
+            try:
+                async with self._client() as client:
+                    await client.publish(self.available_topic, b"online", qos=1, retain=True)
+                    if self.state != "connected":
+                        log.info("MQTT: connected to %s", redact_source(self.config.url))
+                    self.state, self.last_error, delay = "connected", None, RECONNECT_MIN_S
+                    self._metrics.mqtt_connected.set(1)
+                    # A restarted broker may have lost every retained message: send them all.
+                    self._dirty = dict.fromkeys(t for t, v in self._retained.items() if v)
+                    try:
+                        await self._publish_forever(client)
+                    except asyncio.CancelledError:
+                        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                            await client.publish(self.available_topic, b"offline", qos=1,
+                                                 retain=True, timeout=2.0)
+                        raise
+            except aiomqtt.MqttError as exc:
+                if self.state != "disconnected":
+                    log.warning("MQTT: broker %s unreachable (%s); retrying, events are "
+                                "kept (up to %d)", redact_source(self.config.url), exc,
+                                self.config.queue_size)
+                    self.reconnects += self.state == "connected"
+                self.state, self.last_error = "disconnected", str(exc)
+                self._metrics.mqtt_connected.set(0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _publish_forever(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # States first, so that a script woken by an event finds them current.
+            while self._dirty or self._events:
+                if self._dirty:
+                    topic = next(iter(self._dirty))
+                    payload = self._retained[topic]
+                    await client.publish(topic, payload, qos=1, retain=True)
+                    if self._retained.get(topic) == payload:  # not changed meanwhile
+                        self._dirty.pop(topic, None)
+                        if not payload:
+                            del self._retained[topic]  # removed: nothing left to resend
+                else:
+                    await client.publish(self.events_topic, self._events[0], qos=1)
+                    self._events.popleft()
+                self.published += 1
+                self._metrics.mqtt_messages.labels("published").inc()
+
+    async def close(self) -> None:
+        """Say ``offline`` (when connected) and stop."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._metrics.mqtt_connected.set(0)
