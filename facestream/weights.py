@@ -137,15 +137,14 @@ def _write_atomic(dest: Path, data: bytes) -> None:
 
 def _packaged_sources() -> dict[str, Path]:
     sources: dict[str, Path] = {}
-    try:
-        import face_recognition_models  # type: ignore[import-untyped]
-
-        folder = Path(face_recognition_models.__file__).parent / "models"
+    # Found, not imported: face_recognition_models' __init__ imports pkg_resources, which
+    # setuptools 81 and later no longer ship (nor do Python 3.12's venvs have setuptools).
+    spec = importlib.util.find_spec("face_recognition_models")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        folder = Path(location) / "models"
         for name in _DLIB_PACKAGED:
             if (folder / name).is_file():
-                sources[name] = folder / name
-    except ImportError:
-        pass
+                sources.setdefault(name, folder / name)
     try:
         import cv2
 
@@ -330,7 +329,7 @@ def _provision_zoo(target: Path) -> list[Path]:
         if model.target == SFACE_FILE:
             try:
                 data = _rewrite_sface(data)
-            except Exception as exc:  # onnx raises many types; the line names the cause
+            except Exception as exc:  # noqa: BLE001 - onnx raises many types; the line names it
                 raise WeightsError(
                     f"could not rewrite {model.member} for onnxruntime: "
                     f"{type(exc).__name__}: {exc}".splitlines()[0]

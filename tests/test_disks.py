@@ -218,12 +218,18 @@ async def test_a_read_only_data_dir_stops_start_up_in_one_line(
     assert db.read_bytes() == before
 
 
-async def test_a_data_dir_that_cannot_be_created_stops_start_up(tmp_path: Path) -> None:
+async def test_a_data_dir_that_cannot_be_created_stops_start_up(
+        tmp_path: Path, provisioned: None) -> None:
     data = Path("/proc/facestream-data")  # procfs: nobody, root included, creates files here
-    proc = cli("faces", "--data-dir", str(data), "list", cwd=tmp_path)
-    assert (proc.returncode, proc.stderr) == (
-        ERROR_EXIT, (f"error: cannot create the data dir {data} (No such file or directory): "
-                     "create it, or choose another with --data-dir or storage.data_dir\n"))
+    # The server and the commands that make a gallery try to create it (``faces list`` and
+    # the others that need an existing gallery refuse a missing data dir: test_cli.py).
+    for args in (("--source", str(TALKING_HEAD), "--port", str(free_port())),
+                 ("tokens", "create", "--role", "viewer")):
+        proc = cli(*args, "--data-dir", str(data), cwd=tmp_path)
+        assert (proc.returncode, proc.stderr) == (
+            ERROR_EXIT, (f"error: cannot create the data dir {data} (No such file or "
+                         "directory): create it, or choose another with --data-dir or "
+                         "storage.data_dir\n")), args
 
 
 @pytest.mark.parametrize("damage", ["random bytes", "cut to half", "a text file", "0 bytes"])

@@ -126,6 +126,16 @@ async def test_gallery_refuses_to_mix_models(tmp_path: Path) -> None:
         'crops, or set recognition.model = "Facenet"')
 
 
+async def test_a_new_gallery_and_its_wal_files_are_private(tmp_path: Path) -> None:
+    """Face images and embeddings: readable by this user alone, like secret.key."""
+    g = await open_gallery(tmp_path)
+    await g.add("Ada", unit(1))
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()
+             if p.name.startswith(DB_FILE)}
+    await g.close()
+    assert modes == {DB_FILE: 0o600, f"{DB_FILE}-wal": 0o600, f"{DB_FILE}-shm": 0o600}
+
+
 def test_secret_is_generated_once_private_and_reused(tmp_path: Path) -> None:
     key = load_or_create_secret(tmp_path)
     path = tmp_path / "secret.key"
@@ -227,9 +237,11 @@ def test_import_pickle_keeps_prototype_hashes(tmp_path: Path) -> None:
         [sys.executable, "-m", "facestream", "import-pickle", str(pkl), "--data-dir", str(data)],
         capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
     )
-    # The user is warned that pickle trusts the file.
+    # The user is warned that pickle trusts the file, and told a new gallery was made.
     assert proc.stderr == (f"WARNING: loading {pkl} with pickle runs any code the file "
-                           "contains. Only import a file you created yourself.\n")
+                           "contains. Only import a file you created yourself.\n"
+                           f"created a new gallery at {data / DB_FILE} (to use an existing "
+                           "one, check --data-dir or storage.data_dir)\n")
     assert proc.stdout == (f"imported 4 identities into {data} (Facenet); 0 already enrolled, "
                            "1 invalid entries skipped\n")
     assert proc.returncode == 1  # one invalid entry was skipped and reported
