@@ -197,3 +197,17 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     return cert, key
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    """SIGTERM a server and wait for it (SIGKILL after ``timeout``): its exit code, -9 if
+    it had to be killed."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return -9
+    return proc.returncode

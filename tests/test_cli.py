@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -26,7 +25,7 @@ import pytest
 from facestream import __version__
 from facestream.storage import DB_FILE
 
-from .conftest import ROOT, TALKING_HEAD, free_port, read_video, write_video
+from .conftest import ROOT, TALKING_HEAD, free_port, read_video, stop_process, write_video
 
 PASSWORD = "correct horse battery staple\n"
 #: Every shared option a command can take, as its --help lists them.
@@ -281,15 +280,7 @@ class Server:
             time.sleep(0.1)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return -9
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 def test_the_server_says_it_created_a_gallery_and_only_then(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from .conftest import OBAMA, OBAMA3, TALKING_HEAD, free_port, self_signed_cert
+from .conftest import OBAMA, OBAMA3, TALKING_HEAD, free_port, self_signed_cert, stop_process
 from .test_live import read_part
 
 
@@ -56,15 +56,7 @@ class Server:
         raise AssertionError("server did not become ready")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return -9
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 def metric_values(text: str) -> dict[str, float]:
