@@ -356,16 +356,18 @@ async def camera_server(idle: bytes) -> AsyncIterator[tuple[Camera, str]]:
 
 
 @contextlib.asynccontextmanager
-async def facestream_server(source: str, log_path: Path, timeout: float,
+async def facestream_server(source: str | None, log_path: Path, timeout: float,
                             extra: tuple[str, ...] = ()) -> AsyncIterator[str]:
     """``python -m facestream`` on a free port with a fresh data dir; yields its base URL
-    once /healthz reports the camera live. Always terminated (then killed) on exit."""
+    once /healthz reports the (first) camera live. Always terminated (then killed) on exit.
+    ``source`` None: the cameras of the config given in ``extra``."""
     with tempfile.TemporaryDirectory(prefix="facestream-bench-") as tmp:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         base = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "facestream", "--source", source, "--port", str(port),
+        cmd = [sys.executable, "-m", "facestream",
+               *(("--source", source) if source is not None else ()), "--port", str(port),
                "--data-dir", f"{tmp}/data", "--no-auth", *extra]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEEPFACE_HOME": tmp},

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import pickle
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -439,15 +440,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             if command == "weights":
                 return provision_weights(rest)
             return accounts(argv)  # users, tokens
-        config = _config(
-            args,
-            camera__source=args.source,
-            server__host=args.host,
-            server__port=args.port,
-            recognition__workers=args.workers,
-            auth__enabled=False if args.no_auth else None,
-        )
-        return serve(config, args.log_level)
+        def configured() -> Config:
+            config = _config(
+                args,
+                camera__source=args.source,
+                server__host=args.host,
+                server__port=args.port,
+                recognition__workers=args.workers,
+                auth__enabled=False if args.no_auth else None,
+            )
+            if args.source is not None and config.cameras:
+                # --source serves that one source: the single-camera case.
+                config = dataclasses.replace(config, cameras=())
+            return config
+
+        return serve(configured(), args.log_level, configured)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -578,7 +585,8 @@ def provision_weights(argv: list[str]) -> int:
 # -- serve ----------------------------------------------------------------------------------
 
 
-def serve(config: Config, log_level: str = "INFO") -> int:
+def serve(config: Config, log_level: str = "INFO",
+          reread: Callable[[], Config] | None = None) -> int:
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -593,7 +601,7 @@ def serve(config: Config, log_level: str = "INFO") -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency, but optional in spirit
         runner = asyncio.Runner()
     with runner:
-        return runner.run(_serve(config))
+        return runner.run(_serve(config, reread))
 
 
 def _tls_context(cert: str, key: str) -> Any:
@@ -609,7 +617,7 @@ def _tls_context(cert: str, key: str) -> Any:
     return context
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     from aiohttp import web
 
     from .netguard import ConnectionLimiter, GuardedSite
@@ -640,6 +648,14 @@ async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    if reread is not None:
+        def hangup() -> None:
+            task = asyncio.create_task(_reload_cameras(app, config, reread))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hangup)
     log.info(
         "facestream %s serving %s://%s:%d (source %s, model %s, %d workers)",
         __version__, "https" if tls else "http", host, port, redact_source(config.camera.source),
@@ -649,6 +665,23 @@ async def _serve(config: Config) -> int:
     log.info("shutting down")
     await runner.cleanup()
     return 0
+
+
+async def _reload_cameras(app: Any, running: Config, reread: Callable[[], Config]) -> None:
+    """SIGHUP: apply the config file's [[cameras]] (or [camera]) to the running server."""
+    from .appkeys import CAMERAS
+
+    try:
+        config = reread()
+    except ConfigError as exc:
+        log.error("config reload: %s (nothing changed)", exc)
+        return
+    done = await app[CAMERAS].reload(config.camera_list)
+    log.info("config reload: cameras %s", ", ".join(done) or "unchanged")
+    if dataclasses.replace(config, camera=running.camera, cameras=()) != \
+            dataclasses.replace(running, cameras=()):
+        log.warning("config reload: only the cameras change while running; restart for the "
+                    "other changes")
 
 
 # -- import-pickle --------------------------------------------------------------------------

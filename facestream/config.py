@@ -226,6 +226,13 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
+    #: ``[[cameras]]``; empty: the one ``[camera]``.
+    cameras: tuple[CameraConfig, ...] = ()
+
+    @property
+    def camera_list(self) -> tuple[CameraConfig, ...]:
+        """Every camera to serve: ``[[cameras]]``, or the one ``[camera]``."""
+        return self.cameras or (self.camera,)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
@@ -260,7 +267,8 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if isinstance(default, str):
-        if isinstance(value, int) and not isinstance(value, bool) and key == "camera.source":
+        if isinstance(value, int) and not isinstance(value, bool) and \
+                re.fullmatch(r"camera\.source|cameras\[\d+\]\.source", key):
             return str(value)  # `source = 0` means webcam 0
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -370,6 +378,58 @@ def _url_checks(config: Config) -> list[tuple[bool, str]]:
     return checks
 
 
+def _camera_checks(key: str, c: CameraConfig) -> list[tuple[bool, str]]:
+    return [
+        (c.source.strip() != "", f"{key}.source: must not be empty"),
+        (bool(_SLUG.fullmatch(c.name)),
+         f"{key}.name: letters, digits, _ and - only (it names MQTT topics), got {c.name!r}"),
+        (c.max_side >= 64, f"{key}.max_side: must be >= 64, got {c.max_side}"),
+        (1 <= c.jpeg_quality <= 100, f"{key}.jpeg_quality: expected 1-100, got {c.jpeg_quality}"),
+        (c.reconnect_min_s > 0, f"{key}.reconnect_min_s: must be > 0, got {c.reconnect_min_s}"),
+        (c.reconnect_max_s >= c.reconnect_min_s,
+         f"{key}.reconnect_max_s: must be >= reconnect_min_s, got {c.reconnect_max_s}"),
+        (c.read_timeout_s > 0, f"{key}.read_timeout_s: must be > 0, got {c.read_timeout_s}"),
+    ]
+
+
+def check_camera(c: CameraConfig, key: str = "camera") -> CameraConfig:
+    """``c`` unchanged, or ConfigError naming the first bad key."""
+    for ok, message in _camera_checks(key, c):
+        if not ok:
+            raise ConfigError(message)
+    return c
+
+
+def _cameras_checks(cameras: tuple[CameraConfig, ...]) -> list[tuple[bool, str]]:
+    checks: list[tuple[bool, str]] = []
+    seen: set[str] = set()
+    for i, c in enumerate(cameras):
+        checks += _camera_checks(f"cameras[{i}]", c)
+        checks.append((c.name not in seen,
+                       f"cameras[{i}].name: {c.name!r} is already the name of another camera"))
+        seen.add(c.name)
+    return checks
+
+
+def parse_cameras(raw: Any, base: CameraConfig) -> tuple[CameraConfig, ...]:
+    """``[[cameras]]``: each needs a name and a source; other keys default to ``[camera]``'s."""
+    if not isinstance(raw, list):
+        raise ConfigError("cameras: expected [[cameras]] tables, got " + repr(raw))
+    out = []
+    for i, item in enumerate(raw):
+        key = f"cameras[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{key}: expected a table, got {item!r}")
+        for needed in ("name", "source"):
+            if needed not in item:
+                raise ConfigError(f"{key}.{needed}: missing (every camera needs a name and a "
+                                  "source)")
+        own = _build_section(key, CameraConfig, item)
+        given = {k: getattr(own, k) for k in item}
+        out.append(dataclasses.replace(base, **given))
+    return tuple(out)
+
+
 def is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -397,17 +457,8 @@ def validate(config: Config) -> Config:
          f"server.request_timeout_s: must be > 0, got {s.request_timeout_s}"),
         (bool(s.tls_cert) == bool(s.tls_key),
          "server.tls_cert and server.tls_key: give both (HTTPS) or neither (HTTP)"),
-        (c.source.strip() != "", "camera.source: must not be empty"),
-        (bool(_SLUG.fullmatch(c.name)),
-         f"camera.name: letters, digits, _ and - only (it names MQTT topics), got {c.name!r}"),
-        (c.max_side >= 64, f"camera.max_side: must be >= 64, got {c.max_side}"),
-        (1 <= c.jpeg_quality <= 100, f"camera.jpeg_quality: expected 1-100, got {c.jpeg_quality}"),
-        (c.reconnect_min_s > 0, f"camera.reconnect_min_s: must be > 0, got {c.reconnect_min_s}"),
-        (
-            c.reconnect_max_s >= c.reconnect_min_s,
-            f"camera.reconnect_max_s: must be >= reconnect_min_s, got {c.reconnect_max_s}",
-        ),
-        (c.read_timeout_s > 0, f"camera.read_timeout_s: must be > 0, got {c.read_timeout_s}"),
+        *_camera_checks("camera", c),
+        *_cameras_checks(config.cameras),
         (
             r.model in DEFAULT_THRESHOLDS,
             f"recognition.model: unknown model {r.model!r} (known: {', '.join(MODELS)})",
@@ -489,10 +540,14 @@ def from_mapping(raw: Mapping[str, Any]) -> Config:
         if name == "webhooks":
             sections[name] = _webhooks(value)
             continue
+        if name == "cameras":
+            continue  # below: its defaults are [camera]'s
         if name not in _SECTIONS:
             raise ConfigError(f"{name}: unknown section (known: "
-                              f"{', '.join([*_SECTIONS, 'webhooks'])})")
+                              f"{', '.join([*_SECTIONS, 'cameras', 'webhooks'])})")
         sections[name] = _build_section(name, _SECTIONS[name], value)
+    if "cameras" in raw:
+        sections["cameras"] = parse_cameras(raw["cameras"], sections.get("camera", CameraConfig()))
     return validate(Config(**sections))
 
 

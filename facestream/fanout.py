@@ -61,22 +61,25 @@ class Subscriber:
 class Broadcaster:
     """Turns presence and gallery changes into websocket messages for every client."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, camera: str = "camera") -> None:
         self._metrics = metrics
+        self.camera = camera
         self._subscribers: set[Subscriber] = set()
 
     # -- what changed --------------------------------------------------------------------
 
     def snapshot_changed(self, new: Snapshot, old: Snapshot, boxes_due: bool) -> None:
-        self._metrics.faces_in_view.set(len(new.faces))
+        self._metrics.faces_in_view.labels(self.camera).set(len(new.faces))
         old_hash = old.primary.hash if old.primary else None
         if (new.primary.hash if new.primary else None) != old_hash:
-            self.broadcast({"type": "hash", **new.to_json(), "previous": old_hash})
+            self.broadcast({"type": "hash", **new.to_json(), "previous": old_hash,
+                            "camera": self.camera})
+        faces = {"type": "faces", "faces": [f.to_json() for f in new.faces],
+                 "camera": self.camera}
         if new.who() != old.who():
-            self.broadcast({"type": "faces", "faces": [f.to_json() for f in new.faces]})
+            self.broadcast(faces)
         elif boxes_due:
-            self.broadcast({"type": "faces", "faces": [f.to_json() for f in new.faces]},
-                           droppable=True)
+            self.broadcast(faces, droppable=True)
 
     def visit_event(self, event: VisitEvent) -> None:
         self.broadcast(event.to_json())
@@ -108,7 +111,8 @@ class Broadcaster:
                     transport: asyncio.BaseTransport | None = None) -> None:
         """Run one client: a snapshot first, then pushed changes until it leaves."""
         sub = Subscriber(ws, transport)
-        sub.queue.put_nowait({"type": "snapshot", **snapshot().to_json()})
+        sub.queue.put_nowait({"type": "snapshot", **snapshot().to_json(),
+                              "camera": self.camera})
         self._subscribers.add(sub)
         self._metrics.ws_clients.inc()
         sub.writer = asyncio.create_task(sub.write_forever())

@@ -47,14 +47,15 @@ class Metrics:
             "facestream_ws_clients", "Connected websocket clients.", registry=r
         )
         self.faces_in_view = Gauge(
-            "facestream_faces_in_view", "Faces in the latest processed frame.", registry=r
+            "facestream_faces_in_view", "Faces in the latest processed frame, per camera.",
+            ["camera"], registry=r
         )
         self.gallery_size = Gauge(
             "facestream_gallery_identities", "Enrolled identities.", registry=r
         )
         self.camera_up = Gauge(
             "facestream_camera_up", "1 while the camera delivers frames, 0 during no signal.",
-            registry=r,
+            ["camera"], registry=r,
         )
         self.mqtt_connected = Gauge(
             "facestream_mqtt_connected", "1 while connected to the MQTT broker (mqtt.url).",

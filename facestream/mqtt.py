@@ -33,7 +33,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -43,6 +43,9 @@ from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import redact_source
 from .storage import Identity
+
+if TYPE_CHECKING:
+    from .cameras import Camera
 
 log = logging.getLogger(__name__)
 
@@ -64,31 +67,24 @@ def _json(document: Any) -> bytes:
 class MqttBridge:
     """Turns presence, visits and gallery changes into MQTT messages (see the module)."""
 
-    def __init__(self, config: MqttConfig, camera: str, version: str, metrics: Metrics,
-                 people: Callable[[], Iterable[Identity]],
-                 latest_jpeg: Callable[[], bytes | None]) -> None:
+    def __init__(self, config: MqttConfig, version: str, metrics: Metrics,
+                 people: Callable[[], Iterable[Identity]]) -> None:
         self.config = config
-        self.camera = camera
         self.version = version
         self._metrics = metrics
         self._people = people
-        self._latest_jpeg = latest_jpeg
-        p = config.topic_prefix
-        self.available_topic = f"{p}/available"
-        self.hash_topic = f"{p}/{camera}/hash"
-        self.events_topic = f"{p}/{camera}/events"
-        self.snapshot_topic = f"{p}/{camera}/snapshot"
-        self._node = f"facestream_{p}"
+        self.available_topic = f"{config.topic_prefix}/available"
+        self._node = f"facestream_{config.topic_prefix}"
         #: topic -> latest payload of every retained topic (b"": remove the retained message).
         self._retained: dict[str, bytes] = {}
         #: Retained topics whose latest payload the broker has not acknowledged, in order.
         self._dirty: dict[str, None] = {}
-        self._events: deque[bytes] = deque()
+        self._events: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
         #: Enrolled people as announced: hash -> name.
         self._announced: dict[str, str] = {}
-        #: Everybody with an open visit (by hash), enrolled or not.
-        self._visiting: set[str] = set()
+        #: Everybody with an open visit (by hash), enrolled or not: on which cameras.
+        self._visiting: dict[str, set[str]] = {}
         self.state = "connecting"
         self.published = 0
         self.dropped = 0
@@ -98,30 +94,56 @@ class MqttBridge:
 
     # -- what changed (event-loop callbacks; they never wait) -----------------------------
 
-    def start(self, snapshot: Snapshot, visiting: Iterable[str]) -> None:
-        self._visiting = set(visiting)
-        self._set(self.hash_topic, _json(snapshot.to_json()))
-        if self.config.discovery_prefix:
-            self._set(self._camera_sensor_topic(), _json(self._camera_sensor()))
-            self._set(self._camera_entity_topic(), _json(self._camera_entity()))
+    def topic(self, camera: str, what: str) -> str:
+        """``<prefix>/<camera>/<what>``: hash, events, snapshot."""
+        return f"{self.config.topic_prefix}/{camera}/{what}"
+
+    def start(self) -> None:
         self.people_changed()
         self._task = asyncio.create_task(self._run(), name="mqtt")
 
-    def snapshot_changed(self, new: Snapshot, old: Snapshot, boxes_due: bool) -> None:
+    def attach(self, camera: Camera) -> None:
+        """Publish what happens on ``camera`` (its topics, its Home Assistant entities)."""
+        name, presence = camera.name, camera.presence
+        for visit in presence.open_visits():
+            self._visiting.setdefault(visit.person, set()).add(name)
+        self._set(self.topic(name, "hash"), _json(presence.snapshot.to_json()))
+        if self.config.discovery_prefix:
+            self._set(self._camera_sensor_topic(name), _json(self._camera_sensor(name)))
+            self._set(self._camera_entity_topic(name), _json(self._camera_entity(name)))
+        presence.on_snapshot(lambda new, old, boxes: self.snapshot_changed(name, new, old))
+        presence.on_visit(lambda event: self.visit_event(camera, event))
+        self.people_changed()
+
+    def detach(self, camera: Camera) -> None:
+        """``camera`` was removed: its retained topics and entities go."""
+        name = camera.name
+        for topic in (self.topic(name, "hash"), self.topic(name, "snapshot")):
+            self._set(topic, b"")
+        if self.config.discovery_prefix:
+            self._set(self._camera_sensor_topic(name), b"")
+            self._set(self._camera_entity_topic(name), b"")
+        for cameras in self._visiting.values():
+            cameras.discard(name)
+        self.people_changed()
+
+    def snapshot_changed(self, camera: str, new: Snapshot, old: Snapshot) -> None:
         if (new.who(), new.signal) != (old.who(), old.signal) or \
                 (new.primary and new.primary.hash) != (old.primary and old.primary.hash):
-            self._set(self.hash_topic, _json(new.to_json()))
+            self._set(self.topic(camera, "hash"), _json(new.to_json()))
 
-    def visit_event(self, event: VisitEvent) -> None:
+    def visit_event(self, camera: Camera, event: VisitEvent) -> None:
         person = event.visit.person
         if event.kind == "arrived":
-            self._visiting.add(person)
-            jpeg = self._latest_jpeg()
-            if jpeg:
-                self._set(self.snapshot_topic, jpeg)
+            self._visiting.setdefault(person, set()).add(camera.name)
+            latest = camera.hub.latest
+            if latest is not None and latest.jpeg:
+                self._set(self.topic(camera.name, "snapshot"), latest.jpeg)
         else:
-            self._visiting.discard(person)
-        self._queue_event(_json(event.to_json()))
+            self._visiting.get(person, set()).discard(camera.name)
+            if not self._visiting.get(person):
+                self._visiting.pop(person, None)
+        self._queue_event(self.topic(camera.name, "events"), _json(event.to_json()))
         if person in self._announced:
             self._set(self._state_topic(person), self._state(person))
 
@@ -142,7 +164,8 @@ class MqttBridge:
         self._announced = now
 
     def _state(self, person: str) -> bytes:
-        return b"present" if person in self._visiting else b"away"
+        """Present while visiting any camera."""
+        return b"present" if self._visiting.get(person) else b"away"
 
     def _set(self, topic: str, payload: bytes) -> None:
         if self._retained.get(topic) == payload:
@@ -152,12 +175,12 @@ class MqttBridge:
         self._dirty[topic] = None
         self._wake.set()
 
-    def _queue_event(self, payload: bytes) -> None:
+    def _queue_event(self, topic: str, payload: bytes) -> None:
         if len(self._events) >= self.config.queue_size:
             self._events.popleft()
             self.dropped += 1
             self._metrics.mqtt_messages.labels("dropped").inc()
-        self._events.append(payload)
+        self._events.append((topic, payload))
         self._wake.set()
 
     # -- Home Assistant discovery ----------------------------------------------------------
@@ -171,20 +194,21 @@ class MqttBridge:
         return {"unique_id": f"{self._node}_{unique}", "availability_topic":
                 self.available_topic, "device": self._device()}
 
-    def _camera_sensor_topic(self) -> str:
-        return f"{self.config.discovery_prefix}/sensor/{self._node}/{self.camera}_in_view/config"
+    def _camera_sensor_topic(self, camera: str) -> str:
+        return f"{self.config.discovery_prefix}/sensor/{self._node}/{camera}_in_view/config"
 
-    def _camera_sensor(self) -> dict[str, Any]:
-        return {"name": f"{self.camera} in view", "state_topic": self.hash_topic,
-                "value_template": IN_VIEW_TEMPLATE, "json_attributes_topic": self.hash_topic,
-                "icon": "mdi:face-recognition", **self._common(f"{self.camera}_in_view")}
+    def _camera_sensor(self, camera: str) -> dict[str, Any]:
+        hash_topic = self.topic(camera, "hash")
+        return {"name": f"{camera} in view", "state_topic": hash_topic,
+                "value_template": IN_VIEW_TEMPLATE, "json_attributes_topic": hash_topic,
+                "icon": "mdi:face-recognition", **self._common(f"{camera}_in_view")}
 
-    def _camera_entity_topic(self) -> str:
-        return f"{self.config.discovery_prefix}/camera/{self._node}/{self.camera}/config"
+    def _camera_entity_topic(self, camera: str) -> str:
+        return f"{self.config.discovery_prefix}/camera/{self._node}/{camera}/config"
 
-    def _camera_entity(self) -> dict[str, Any]:
-        return {"name": f"{self.camera} snapshot", "topic": self.snapshot_topic,
-                **self._common(f"{self.camera}_snapshot")}
+    def _camera_entity(self, camera: str) -> dict[str, Any]:
+        return {"name": f"{camera} snapshot", "topic": self.topic(camera, "snapshot"),
+                **self._common(f"{camera}_snapshot")}
 
     def _person_topic(self, person: str) -> str:
         return (f"{self.config.discovery_prefix}/binary_sensor/{self._node}/"
@@ -267,7 +291,8 @@ class MqttBridge:
                         if not payload:
                             del self._retained[topic]  # removed: nothing left to resend
                 else:
-                    await client.publish(self.events_topic, self._events[0], qos=1)
+                    topic, payload = self._events[0]
+                    await client.publish(topic, payload, qos=1)
                     self._events.popleft()
                 self.published += 1
                 self._metrics.mqtt_messages.labels("published").inc()

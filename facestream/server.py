@@ -29,28 +29,22 @@ from . import auth as access
 from . import history_views
 from .appkeys import (
     AUTH,
-    BROADCASTER,
-    CAPTURE,
+    CAMERAS,
     CONFIG,
     GALLERY,
     HISTORY,
-    HUB,
     METRICS,
     MQTT,
     POOL,
-    PRESENCE,
     WEBHOOKS,
 )
-from .capture import Capture
-from .config import Config
-from .fanout import Broadcaster
+from .cameras import Camera, CameraError, Cameras
+from .config import Config, ConfigError, check_camera, parse_cameras
 from .history import History
-from .hub import FrameHub
 from .identity import face_hash
 from .metrics import CONTENT_TYPE, Metrics
 from .netguard import body_deadline
-from .pipeline import LivePipeline
-from .presence import Presence
+from .presence import LiveFace
 from .recognition import Face, ImageError, ambiguous
 from .storage import (
     Gallery,
@@ -166,7 +160,7 @@ async def audit_log(request: web.Request) -> web.Response:
 
 async def streaming(request: web.Request) -> web.StreamResponse:
     """MJPEG: every viewer gets the newest shared JPEG at its own pace, skipping what it missed."""
-    hub = request.app[HUB]
+    hub = _camera(request).hub
     metrics = request.app[METRICS]
     resp = web.StreamResponse(
         headers={
@@ -214,8 +208,21 @@ def _recognizer(app: web.Application) -> str:
     return "restarting" if pool is not None and pool.restarting else "ok"
 
 
+def _camera(request: web.Request) -> Camera:
+    """The camera a request is about: ``/cameras/{camera}/...``, or the first camera."""
+    name = request.match_info.get("camera")
+    cameras = request.app[CAMERAS]
+    try:
+        camera = cameras.first if name is None else cameras.get(name)
+    except CameraError as exc:
+        raise http_error(503, str(exc)) from None
+    if camera is None:
+        raise http_error(404, f"no camera named {name!r} (GET /cameras lists them)")
+    return camera
+
+
 async def hash_state(request: web.Request) -> web.Response:
-    return web.json_response({**request.app[PRESENCE].snapshot.to_json(),
+    return web.json_response({**_camera(request).presence.snapshot.to_json(),
                               "recognizer": _recognizer(request.app)})
 
 
@@ -223,15 +230,17 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0)
     async with asyncio.timeout(PREPARE_TIMEOUT_S):
         await ws.prepare(request)
-    presence = request.app[PRESENCE]
-    await request.app[BROADCASTER].serve(ws, lambda: presence.snapshot, request.transport)
+    camera = _camera(request)
+    presence = camera.presence
+    await camera.broadcaster.serve(ws, lambda: presence.snapshot, request.transport)
     return ws
 
 
 async def healthz(request: web.Request) -> web.Response:
     app = request.app
     cfg = app[CONFIG]
-    camera = app[CAPTURE].status() if CAPTURE in app else None
+    first = app[CAMERAS].first.capture if len(app[CAMERAS]) else None
+    camera = first.status() if first is not None else None
     recognizer = _recognizer(app)
     return web.json_response(
         {
@@ -545,7 +554,7 @@ async def enroll(request: web.Request) -> web.Response:
                               '"from_visit": <visit id> or "from_unknown": <hash>); to enroll '
                               "an image, send multipart with 'image' and 'name'")
         wanted = hash_field(body.get("hash"))
-        live = request.app[PRESENCE].live_face(wanted, unknown_only=wanted is None)
+        live = _live_face(request, body, wanted, unknown_only=wanted is None)
         if live is None:
             what = f"face {wanted}" if wanted else "unknown face"
             return error(422, f"no {what} in the live view to enroll")
@@ -585,7 +594,7 @@ async def add_sample(request: web.Request) -> web.Response:
             return error(400, 'send {"from_live": true}, {"from_visit": <visit id>} or a '
                               'multipart "image"')
         wanted = hash_field(body.get("hash"))
-        live = request.app[PRESENCE].live_face(wanted)
+        live = _live_face(request, body, wanted)
         if live is None:
             return error(422, "no such face in the live view")
         embedding, images = live.latest_embedding, live.latest_images
@@ -626,7 +635,7 @@ async def not_this_person(request: web.Request) -> web.Response:
     if wanted is None:
         return error(400, 'send {"hash": <hash of a known face in view>}')
     gallery = request.app[GALLERY]
-    live = request.app[PRESENCE].live_face(wanted)
+    live = _live_face(request, body, wanted)
     if live is None or live.match is None:
         return error(422, f"no recognised face {wanted} in the live view")
     ident = gallery.get(live.match.hash)
@@ -659,7 +668,63 @@ async def delete_face(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.Response:
-    return web.json_response({"events": request.app[PRESENCE].recent_events()})
+    """Arrivals and departures on every camera, newest first."""
+    return web.json_response({"events": request.app[CAMERAS].recent_events()})
+
+
+def _live_face(request: web.Request, body: dict[str, Any], wanted: str | None,
+               unknown_only: bool = False) -> LiveFace | None:
+    """The face in view with hash ``wanted`` on ``body["camera"]``, or on any camera (the
+    first one first); without ``wanted``, the largest (unknown) face of that camera."""
+    name = body.get("camera")
+    cameras = request.app[CAMERAS]
+    if name is not None:
+        camera = cameras.get(name) if isinstance(name, str) else None
+        if camera is None:
+            raise http_error(404, f"no camera named {name!r} (GET /cameras lists them)")
+        return camera.presence.live_face(wanted, unknown_only)
+    for camera in cameras:
+        live = camera.presence.live_face(wanted, unknown_only)
+        if live is not None or wanted is None:
+            return live
+    return None
+
+
+# -- cameras --------------------------------------------------------------------------------
+
+
+async def list_cameras(request: web.Request) -> web.Response:
+    return web.json_response({"cameras": [c.status() for c in request.app[CAMERAS]]})
+
+
+async def people_in_view(request: web.Request) -> web.Response:
+    """Who is in view anywhere: each face once, with the cameras that see it."""
+    return web.json_response({"people": request.app[CAMERAS].people()})
+
+
+async def add_camera(request: web.Request) -> web.Response:
+    """JSON ``{"name", "source", ...}`` (any [camera] key): start serving another camera.
+    It lasts until the server stops; add it to config.toml to keep it."""
+    body = await json_body(request, '{"name": ..., "source": ...}')
+    try:
+        (config,) = parse_cameras([body], request.app[CONFIG].camera)
+        check_camera(config)
+    except ConfigError as exc:
+        return error(400, str(exc).replace("cameras[0].", "").replace("camera.", ""))
+    try:
+        camera = await request.app[CAMERAS].add(config)
+    except CameraError as exc:
+        return error(409, str(exc))
+    return web.json_response(camera.status(), status=201)
+
+
+async def remove_camera(request: web.Request) -> web.Response:
+    name = request.match_info["camera"]
+    try:
+        await request.app[CAMERAS].remove(name)
+    except CameraError as exc:
+        return error(404 if name not in request.app[CAMERAS] else 409, str(exc))
+    return web.json_response({"removed": name})
 
 
 # -- lifecycle ------------------------------------------------------------------------------
@@ -717,9 +782,9 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     await history.start()
     app[HISTORY] = history
     app[GALLERY].on_change(history.gallery_changed)
-    app[PRESENCE].on_visit(history.visit_event)
+    app[CAMERAS].on_camera(lambda camera: camera.presence.on_visit(history.visit_event))
     yield
-    await history.close(app[PRESENCE].open_visits())
+    await history.close([v for c in app[CAMERAS] for v in c.presence.open_visits()])
 
 
 async def _mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -727,13 +792,11 @@ async def _mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     from . import __version__
     from .mqtt import MqttBridge
 
-    cfg, presence, gallery, hub = app[CONFIG], app[PRESENCE], app[GALLERY], app[HUB]
-    bridge = MqttBridge(cfg.mqtt, cfg.camera.name, __version__, app[METRICS], gallery.list,
-                        lambda: hub.latest.jpeg if hub.latest else None)
-    presence.on_snapshot(bridge.snapshot_changed)
-    presence.on_visit(bridge.visit_event)
+    cfg, gallery = app[CONFIG], app[GALLERY]
+    bridge = MqttBridge(cfg.mqtt, __version__, app[METRICS], gallery.list)
     gallery.on_change(bridge.gallery_changed)
-    bridge.start(presence.snapshot, (v.person for v in presence.open_visits()))
+    app[CAMERAS].on_camera(bridge.attach, bridge.detach)
+    bridge.start()
     app[MQTT] = bridge
     yield
     await bridge.close()
@@ -743,11 +806,9 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Signed POSTs of visits, hash changes and gallery changes to each [[webhooks]] URL."""
     from .webhooks import Webhooks
 
-    cfg, presence = app[CONFIG], app[PRESENCE]
-    hooks = Webhooks(cfg.webhooks, cfg.camera.name, app[METRICS])
+    hooks = Webhooks(app[CONFIG].webhooks, app[METRICS])
     await hooks.start()
-    presence.on_visit(hooks.visit_event)
-    presence.on_snapshot(hooks.snapshot_changed)
+    app[CAMERAS].on_camera(hooks.attach)
     app[GALLERY].on_change(hooks.gallery_changed)
     app[WEBHOOKS] = hooks
     yield
@@ -764,35 +825,23 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The camera and the recognition lanes: frames flow capture -> hub -> pool -> Presence."""
-    cfg = app[CONFIG]
-    loop = asyncio.get_running_loop()
-    hub, presence = app[HUB], app[PRESENCE]
-    pipeline = LivePipeline(hub, app[POOL], presence, app[METRICS])
-
-    def deliver(packet: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-            loop.call_soon_threadsafe(hub.publish, packet)
-
-    capture = Capture(cfg.camera, deliver, presence, app[METRICS])
-    app[CAPTURE] = capture
-    capture.start()
-    task = asyncio.create_task(pipeline.run())
+    """The cameras and their recognition lanes: frames flow capture -> hub -> pool
+    (shared fairly) -> Presence, per camera."""
+    cameras = app[CAMERAS]
+    cameras.start(app[POOL])
     yield
-    hub.close()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await asyncio.to_thread(capture.stop)
+    await cameras.stop()
 
 
 def _wire_gallery(app: web.Application) -> None:
-    """Gallery changes reach the live view and the websocket (called once it is open)."""
-    broadcaster, presence = app[BROADCASTER], app[PRESENCE]
+    """Gallery changes reach every live view and every websocket (called once it is open)."""
+    cameras = app[CAMERAS]
 
     def changed(event: str, ident: Any) -> None:
-        presence.gallery_changed()
-        broadcaster.gallery_changed(event, ident.to_json() if ident else None)
+        face = ident.to_json() if ident else None
+        for camera in cameras:
+            camera.presence.gallery_changed()
+            camera.broadcaster.gallery_changed(event, face)
 
     app[GALLERY].on_change(changed)
 
@@ -803,8 +852,9 @@ async def _wiring_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    app[HUB].close()  # ends every MJPEG response
-    await app[BROADCASTER].close_all()
+    for camera in app[CAMERAS]:
+        camera.hub.close()  # ends every MJPEG response
+        await camera.broadcaster.close_all()
 
 
 def create_app(config: Config, live: bool = True) -> web.Application:
@@ -819,19 +869,9 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     metrics_ = Metrics()
     app[CONFIG] = config
     app[METRICS] = metrics_
-    app[HUB] = FrameHub()
-    r, p = config.recognition, config.presence
-    presence = Presence(
-        config.camera.name, r.threshold(), r.reembed_interval_s,
-        r.track_timeout_s, p.depart_after_s, p.unknown_grace_s,
-        gallery=lambda: app[GALLERY].index,
-        unknowns=lambda: app[HISTORY].unknown_index if HISTORY in app else None,
-    )
-    broadcaster = Broadcaster(metrics_)
-    presence.on_snapshot(broadcaster.snapshot_changed)
-    presence.on_visit(broadcaster.visit_event)
-    app[PRESENCE] = presence
-    app[BROADCASTER] = broadcaster
+    app[CAMERAS] = Cameras(
+        config, metrics_, gallery=lambda: app[GALLERY].index,
+        unknowns=lambda: app[HISTORY].unknown_index if HISTORY in app else None)
     contexts = [_gallery_ctx, _auth_ctx, _wiring_ctx, _history_ctx, _pool_ctx]
     if config.mqtt.url:
         contexts.append(_mqtt_ctx)
@@ -851,6 +891,13 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     app.router.add_get("/streaming", streaming)
     app.router.add_get("/hash", hash_state)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/cameras", list_cameras)
+    app.router.add_post("/cameras", add_camera)
+    app.router.add_delete("/cameras/{camera}", remove_camera)
+    app.router.add_get("/cameras/{camera}/streaming", streaming)
+    app.router.add_get("/cameras/{camera}/hash", hash_state)
+    app.router.add_get("/cameras/{camera}/ws", websocket)
+    app.router.add_get("/people", people_in_view)
     app.router.add_post("/process-frame", process_frame)
     app.router.add_post("/process-frame/", process_frame)
     app.router.add_get("/faces", list_faces)

@@ -33,7 +33,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 
@@ -43,6 +43,9 @@ from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import REDACTED, redact_source
 from .storage import Identity
+
+if TYPE_CHECKING:
+    from .cameras import Camera
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +284,7 @@ class Webhooks:
     """Turns visits, changes of who is in view and gallery changes into signed POSTs, one
     sender per configured receiver (see the module). Callbacks run on the event loop."""
 
-    def __init__(self, configs: Iterable[WebhookConfig], camera: str, metrics: Metrics
-                 ) -> None:
-        self.camera = camera
+    def __init__(self, configs: Iterable[WebhookConfig], metrics: Metrics) -> None:
         self.senders = [Sender(c, metrics) for c in configs]
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -316,22 +317,29 @@ class Webhooks:
 
     # -- what happened (listeners of Presence and Gallery; they never wait or raise) -----
 
+    def attach(self, camera: Camera) -> None:
+        """Send what happens on ``camera``."""
+        camera.presence.on_visit(self.visit_event)
+        camera.presence.on_snapshot(
+            lambda new, old, boxes, name=camera.name: self.snapshot_changed(name, new, old))
+
     def visit_event(self, event: VisitEvent) -> None:
         v = event.visit
-        self._publish(event.kind, event.at, {"visit": v.id, "hash": v.person, "name": v.name,
-                                             "known": v.known})
+        self._publish(event.kind, event.at, v.camera, {"visit": v.id, "hash": v.person,
+                                                       "name": v.name, "known": v.known})
 
-    def snapshot_changed(self, new: Snapshot, old: Snapshot, boxes_due: bool) -> None:
+    def snapshot_changed(self, camera: str, new: Snapshot, old: Snapshot) -> None:
         """Like the websocket's "hash" message: only when the primary face changes."""
         old_hash = old.primary.hash if old.primary else None
         if (new.primary.hash if new.primary else None) != old_hash:
-            self._publish("hash", time.time(), {**new.to_json(), "previous": old_hash})
+            self._publish("hash", time.time(), camera, {**new.to_json(), "previous": old_hash})
 
     def gallery_changed(self, change: str, identity: Identity | None) -> None:
-        self._publish("gallery", time.time(), {
+        self._publish("gallery", time.time(), None, {
             "change": change, "face": identity.to_json() if identity is not None else None})
 
-    def _publish(self, event: str, at: float, payload: dict[str, Any]) -> None:
+    def _publish(self, event: str, at: float, camera: str | None,
+                 payload: dict[str, Any]) -> None:
         if self._closed:
             return
         try:
@@ -339,7 +347,7 @@ class Webhooks:
                 if event in sender.config.events:
                     delivery = str(uuid.uuid4())
                     body = {"event": event, "delivery": delivery, "at": at,
-                            "camera": self.camera, **payload}
+                            "camera": camera, **payload}
                     sender.submit(event, json.dumps(body, ensure_ascii=False,
                                                     separators=(",", ":")).encode(), delivery)
         except Exception:  # a listener must never break the pipeline or the gallery

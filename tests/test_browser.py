@@ -44,7 +44,7 @@ from .browser_helpers import (
     natural_width,
     stream_frame,
 )
-from .conftest import BIDEN, FACES, OBAMA, OBAMA2, TALKING_HEAD, write_video
+from .conftest import BIDEN, FACES, OBAMA, OBAMA2, OTHER_HEAD, TALKING_HEAD, write_video
 from .test_e2e import Server
 
 # Two servers and one browser for the module; every test gets a fresh page and empty gallery.
@@ -382,6 +382,40 @@ async def test_stream_plays_reconnects_and_lists_who_is_in_view(
     finally:
         await context.close()
     assert not errors, errors
+
+
+async def test_a_camera_picker_and_a_grid_of_every_camera(browser: Browser, api: Api) -> None:
+    """A second camera added while the server runs: the page offers a picker and a grid;
+    choosing the camera shows its stream and who is in view there."""
+    status, body = await api.call("POST", "/cameras",
+                                  json={"name": "hall", "source": str(OTHER_HEAD)})
+    assert status == 201, body
+    try:
+        hall = ""
+        deadline = time.monotonic() + 30
+        while not hall and time.monotonic() < deadline:
+            hall = (await api.get("/cameras/hall/hash"))["hash"] or ""
+            await asyncio.sleep(0.2)
+        assert hall
+        async for page in dashboard(browser, api):
+            select = page.get_by_test_id("camera-select")
+            await expect(select).to_be_visible()
+            assert await select.locator("option").all_inner_texts() == ["camera", "hall"]
+            await select.select_option("hall")
+            await expect(page.get_by_test_id("stream")).to_have_attribute(
+                "src", re.compile(r"^/cameras/hall/streaming"))
+            await expect(in_view(page, hall)).to_have_count(1)
+            assert "camera=hall" in page.url
+            await page.get_by_test_id("grid-toggle").click()
+            cells = page.get_by_test_id("grid-stream")
+            await expect(cells).to_have_count(2)
+            for i in range(2):
+                await page.wait_for_function(
+                    "(i) => document.querySelectorAll('[data-testid=grid-stream]')[i]"
+                    ".naturalWidth > 0", arg=i)
+    finally:
+        status, _ = await api.call("DELETE", "/cameras/hall")
+        assert status == 200
 
 
 async def test_enroll_rename_and_delete_from_the_page(page: Page, api: Api) -> None:

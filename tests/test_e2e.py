@@ -28,14 +28,16 @@ from .test_live import read_part
 class Server:
     """``python -m facestream`` on a free loopback port; accounts off unless ``auth``."""
 
-    def __init__(self, source: Path | str, data_dir: Path, cwd: Path, workers: int = 2,
+    def __init__(self, source: Path | str | None, data_dir: Path, cwd: Path, workers: int = 2,
                  auth: bool = False) -> None:
+        """``source`` None: the cameras of cwd's config.toml."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = cwd / f"server-{self.port}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "facestream", "--source", str(source), "--port",
+                [sys.executable, "-m", "facestream",
+                 *(() if source is None else ("--source", str(source))), "--port",
                  str(self.port), "--data-dir", str(data_dir), "--workers", str(workers),
                  *(() if auth else ("--no-auth",))],
                 cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),

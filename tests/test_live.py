@@ -111,7 +111,8 @@ async def test_websocket_pushes_arrivals_departures_and_live_enrollment(
     # First the whole GET /hash document, whatever is in view at that moment.
     assert snapshot["type"] == "snapshot"
     assert set(snapshot) == {"type", "hash", "name", "known", "similarity", "faces", "signal",
-                             "updated_at", "frame_position"}
+                             "updated_at", "frame_position", "camera"}
+    assert snapshot["camera"] == "camera"  # which camera it is about
 
     async def next_hash_message() -> dict[str, Any]:
         while True:

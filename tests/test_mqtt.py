@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from facestream.appkeys import MQTT
+from facestream.appkeys import CAMERAS, MQTT
 from facestream.config import Config, MqttConfig
 from facestream.presence import VisitEvent, VisitRecord
 from facestream.server import create_app
@@ -262,6 +262,7 @@ async def test_a_broker_that_goes_away_costs_only_the_events_beyond_the_queue(
         await ha.until("facestream/available", lambda p: p == b"online")
     broker.stop()
     bridge = client.server.app[MQTT]
+    camera = client.server.app[CAMERAS].first
 
     async def disconnected() -> bool:
         health = await (await client.get("/healthz")).json()
@@ -273,7 +274,7 @@ async def test_a_broker_that_goes_away_costs_only_the_events_beyond_the_queue(
     for i in range(25):  # visits, as Presence reports them
         record = VisitRecord(uuid.uuid4().hex, f"{i:064x}", None, False, "camera",
                              time.time(), None, None)
-        bridge.visit_event(VisitEvent("arrived", record))
+        bridge.visit_event(camera, VisitEvent("arrived", record))
         sent.append(record.id)
     await asyncio.sleep(1.0)
     assert await position() > before  # the pipeline did not wait for the broker
@@ -362,3 +363,24 @@ async def test_tls_and_credentials_and_no_password_anywhere(
             await client.close()
     finally:
         secure.stop()
+
+
+async def test_each_camera_has_its_topics_and_entities_until_it_is_removed(
+    aiohttp_client: Any, config_factory: Callable[..., Config], broker: Broker
+) -> None:
+    base = mqtt_config(config_factory, broker)
+    cfg = dataclasses.replace(base, cameras=tuple(
+        dataclasses.replace(base.camera, name=n, source=str(TALKING_HEAD))
+        for n in ("door", "hall")))
+    client = await aiohttp_client(create_app(cfg, live=False))
+    sensor = "homeassistant/sensor/facestream_facestream/{}_in_view/config"
+    async with Listener(broker.port) as ha:
+        for name in ("door", "hall"):
+            await ha.until(sensor.format(name), bool)
+            assert json.loads(ha.latest(f"facestream/{name}/hash") or b"")["hash"] is None
+        assert (await client.delete("/cameras/hall")).status == 200
+        await ha.until(sensor.format("hall"), lambda p: p == b"")
+        await ha.until("facestream/hall/hash", lambda p: p == b"")
+    state = await retained(broker.port)
+    assert sensor.format("door") in state and sensor.format("hall") not in state
+    assert "facestream/hall/hash" not in state and "facestream/door/hash" in state

@@ -172,7 +172,7 @@ def with_hooks(cfg: Config, *hooks: WebhookConfig) -> Config:
 
 @contextlib.asynccontextmanager
 async def running(*hooks: WebhookConfig) -> AsyncIterator[Webhooks]:
-    sender = Webhooks(hooks, "door", Metrics())
+    sender = Webhooks(hooks, Metrics())
     await sender.start()
     try:
         yield sender
@@ -268,7 +268,7 @@ async def test_gallery_changes_reach_only_the_gallery_receiver(
     added = gallery.events[0]
     assert set(added) == {"event", "delivery", "at", "camera", "change", "face"}
     assert added["face"]["samples"] and added["face"]["thumbnail"] == f"/faces/{face}/thumbnail"
-    assert added["event"] == "gallery" and added["camera"] == "door"
+    assert added["event"] == "gallery" and added["camera"] is None  # no camera's doing
     assert visits.requests == []  # asked for arrivals and departures only
     gallery.well_formed()
 
@@ -443,8 +443,7 @@ async def test_shutdown_flushes_briefly_then_stops(receivers: Any) -> None:
     """What is queued goes out if it can within a second; a receiver that does not answer
     holds shutdown up only that long, and what it did not get counts as dropped."""
     slow, stuck = await receivers(delay=0.1), await receivers(hang=True)
-    hooks = Webhooks([hook(slow, ("gallery",)), hook(stuck, ("gallery",))], "door",
-                     Metrics())
+    hooks = Webhooks([hook(slow, ("gallery",)), hook(stuck, ("gallery",))], Metrics())
     await hooks.start()
     for change in ("added", "renamed", "deleted"):
         hooks.gallery_changed(change, ADA)

@@ -291,9 +291,13 @@ const stream = $("stream");
 let streamRetry = 1000;
 let streamTimer = null;
 
+// The camera shown (null: the first one, as /streaming, /hash and /ws are).
+let camera = new URLSearchParams(location.search).get("camera");
+const cameraPath = (what) => (camera ? `/cameras/${encodeURIComponent(camera)}/${what}` : `/${what}`);
+
 function restartStream(delay = 0) {
   clearTimeout(streamTimer);
-  streamTimer = setTimeout(() => { stream.src = `/streaming?t=${Date.now()}`; }, delay);
+  streamTimer = setTimeout(() => { stream.src = `${cameraPath("streaming")}?t=${Date.now()}`; }, delay);
 }
 
 function streamFailed() {
@@ -457,6 +461,7 @@ enrollForm.addEventListener("submit", async (ev) => {
       $("enroll-file").value = "";
     } else {
       const body = { from_live: true, name };
+      if (camera) body.camera = camera;
       if (email) body.email = email;
       if ($("enroll-face").value) body.hash = $("enroll-face").value;
       result = await enrollRequest(body);
@@ -876,6 +881,7 @@ async function addLiveSample(card, button) {
   }
   await act(`Could not add the face in view to ${card.face.name}`, button, async () => {
     const body = { from_live: true };
+    if (camera) body.camera = camera;
     if (hash) body.hash = hash;
     try {
       await api("POST", `/faces/${card.hash}/samples`, body);
@@ -1449,9 +1455,11 @@ for (const tab of tabs) {
 
 let wsRetry = 1000;
 let wsWasDown = false;
+let socket = null;
 
 function connect() {
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${cameraPath("ws")}`);
+  socket = ws;
   ws.addEventListener("open", () => {
     $("conn").textContent = "live";
     $("conn").className = "pill live";
@@ -1467,6 +1475,7 @@ function connect() {
   });
   ws.addEventListener("message", (ev) => handleMessage(JSON.parse(ev.data)));
   ws.addEventListener("close", () => {
+    if (ws !== socket) return;  // replaced on purpose: another camera was chosen
     wsWasDown = true;
     $("conn").textContent = "disconnected; retrying…";
     $("conn").className = "pill down";
@@ -1506,7 +1515,67 @@ function handleMessage(msg) {
 // Start
 // ---------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------
+// Cameras: a picker when there are several, and a grid of all of them
+// ---------------------------------------------------------------------------------------
+
+let cameraNames = [];
+
+async function loadCameras() {
+  let body;
+  try {
+    body = await api("GET", "/cameras");
+  } catch {
+    return;
+  }
+  const names = body.cameras.map((c) => c.name);
+  if (names.join("\n") !== cameraNames.join("\n")) {
+    cameraNames = names;
+    const select = $("camera");
+    select.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
+    select.value = camera && names.includes(camera) ? camera : names[0];
+    $("camera-pick").hidden = names.length < 2;
+    $("grid-toggle").hidden = names.length < 2;
+    if (camera && !names.includes(camera)) chooseCamera(null);  // it was removed
+    if (!$("grid").hidden) fillGrid();
+  }
+}
+
+function chooseCamera(name) {
+  camera = name === cameraNames[0] ? null : name;
+  const url = new URL(location.href);
+  if (camera) url.searchParams.set("camera", camera); else url.searchParams.delete("camera");
+  history.replaceState(null, "", url);
+  $("camera").value = name || cameraNames[0] || "";
+  updateLive([], true);
+  restartStream();
+  if (socket) socket.close();
+  connect();
+}
+
+function fillGrid() {
+  $("grid").replaceChildren(...cameraNames.map((name) => {
+    const img = h("img", { src: `/cameras/${encodeURIComponent(name)}/streaming`,
+                           alt: `Live stream of camera ${name}`, testid: "grid-stream" });
+    return h("button", { type: "button", class: "grid-cell", title: `Show ${name}`,
+                         onclick: () => { showGrid(false); chooseCamera(name); } },
+             img, h("span", {}, name));
+  }));
+}
+
+function showGrid(on) {
+  $("grid").hidden = !on;
+  $("grid-toggle").setAttribute("aria-pressed", String(on));
+  if (on) fillGrid(); else $("grid").replaceChildren();  // closes those streams
+}
+
+$("camera").addEventListener("change", (ev) => chooseCamera(ev.target.value));
+$("grid-toggle").addEventListener("click", () => showGrid($("grid").hidden));
+setInterval(loadCameras, 5000);
+
 showView(location.hash.slice(1));
+if (camera) restartStream();
+loadCameras();
 renderInView();
 renderEnrollChoices();
 refreshGallery();
