@@ -58,9 +58,16 @@ MODELS = ("SFace, Dlib, Facenet, Facenet512, ArcFace, VGG-Face, OpenFace, DeepFa
         ({"camera": {"sauce": "0"}},
          ("camera.sauce: unknown key (known: jpeg_quality, max_side, name, read_timeout_s, "
           "reconnect_max_s, reconnect_min_s, source)")),
-        ({"cameras": {}},
-         ("cameras: unknown section (known: server, camera, recognition, presence, history, "
-          "auth, mqtt, storage, webhooks)")),
+        ({"webcams": {}},
+         ("webcams: unknown section (known: server, camera, recognition, presence, history, "
+          "auth, mqtt, storage, cameras, webhooks)")),
+        ({"cameras": {}}, "cameras: expected [[cameras]] tables, got {}"),
+        ({"cameras": [{"name": "door"}]},
+         "cameras[0].source: missing (every camera needs a name and a source)"),
+        ({"cameras": [{"name": "a", "source": "0"}, {"name": "a", "source": "1"}]},
+         "cameras[1].name: 'a' is already the name of another camera"),
+        ({"cameras": [{"name": "a", "source": "0", "jpeg_quality": 101}]},
+         "cameras[0].jpeg_quality: expected 1-100, got 101"),
         ({"camera": {"name": "front door"}},
          "camera.name: letters, digits, _ and - only (it names MQTT topics), got 'front door'"),
         ({"mqtt": {"url": "tcp://broker"}},
