@@ -40,9 +40,9 @@ from live_benchmark import (  # the sibling script, imported as a module
     analyze,
     build_program,
     camera_server,
+    enroll_program,
     facestream_server,
     poller,
-    post_image,
     viewer,
 )
 
@@ -62,13 +62,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         base = await stack.enter_async_context(
             facestream_server(None, log_path, args.startup_timeout, extra))
         session = await stack.enter_async_context(ClientSession())
-        hashes: dict[str, str] = {}
-        for label, image in prog.enroll.items():
-            status, body = await post_image(session, base + "/faces", "image", image,
-                                            name=f"person {label}")
-            if status != 201:
-                raise RuntimeError(f"enrolling {label}: HTTP {status} {body}")
-            hashes[label] = body["hash"]
+        hashes = await enroll_program(session, base, prog)
         reads: dict[str, list[Read]] = {n: [] for n in names}
         arrivals = {n: [[] for _ in range(args.viewers)] for n in names}
         errors: list[str] = []

@@ -403,6 +403,18 @@ async def post_image(session: ClientSession, url: str, field: str, image: bytes,
         return r.status, await r.json()
 
 
+async def enroll_program(session: ClientSession, base: str, prog: Program) -> dict[str, str]:
+    """Enroll the program's known people through the API: label -> hash."""
+    hashes: dict[str, str] = {}
+    for label, image in prog.enroll.items():
+        status, body = await post_image(session, base + "/faces", "image", image,
+                                        name=f"person {label}")
+        if status != 201:
+            raise RuntimeError(f"enrolling {label}: HTTP {status} {body}")
+        hashes[label] = body["hash"]
+    return hashes
+
+
 async def live_run(args: argparse.Namespace, prog: Program, run: int) -> dict[str, Any]:
     log_path = args.out.with_name(f"{args.out.stem}.server{run}.log")
     tasks: list[asyncio.Task[None]] = []
@@ -417,13 +429,7 @@ async def live_run(args: argparse.Namespace, prog: Program, run: int) -> dict[st
         extra = ("--model", args.model) if args.model else ()
         async with facestream_server(cam_url, log_path, args.startup_timeout, extra) as base, \
                 ClientSession() as session:
-            hashes: dict[str, str] = {}
-            for label, image in prog.enroll.items():
-                status, body = await post_image(session, base + "/faces", "image", image,
-                                                name=f"person {label}")
-                if status != 201:
-                    raise RuntimeError(f"enrolling {label}: HTTP {status} {body}")
-                hashes[label] = body["hash"]
+            hashes = await enroll_program(session, base, prog)
             for image in prog.empties:  # ground truth: the server must find no face here
                 status, _ = await post_image(session, base + "/process-frame", "frame", image)
                 if status != 422:
