@@ -77,6 +77,15 @@ class PgCluster:
     def url_for(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
+    def create_database(self, name: str) -> str:
+        """A new empty database ``name``; its URL."""
+        psql = [str(self.bin / "psql"), "-q", "-v", "ON_ERROR_STOP=1", self.url, "-c",
+                f'CREATE DATABASE "{name}"']
+        done = subprocess.run(psql, check=False, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"CREATE DATABASE {name} failed: {done.stderr.strip()}")
+        return self.url_for(name)
+
     def _run(self, tool: str, *args: str) -> None:
         cmd = [str(self.bin / tool), *args]
         if self._user is not None:
