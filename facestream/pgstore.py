@@ -375,6 +375,9 @@ class PgGallery:
                     continue
                 except StorageError as exc:
                     log.warning("%s", exc)
+                except Exception:
+                    # Whatever went wrong, this node must not stop following: start over.
+                    log.exception("applying a gallery change failed; reloading the gallery")
             await self._reconnect()
 
     async def _heartbeat(self) -> str | None:
@@ -405,7 +408,9 @@ class PgGallery:
                 async with self._lock:
                     await self._guarded(self._load)
                 break
-            except StorageError as exc:
+            except (StorageError, asyncpg.PostgresError) as exc:
+                # PostgresError: the server is back but refuses us yet (say, the database
+                # is being restored); retried like an unreachable one.
                 log.debug("still no gallery database: %s", exc)
                 await self._drop_listener()
                 await asyncio.sleep(delay)
