@@ -9,21 +9,25 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import asyncpg
 import numpy as np
 import pytest
 
+from facestream import cli
 from facestream.config import Config
 from facestream.identity import Embedding, face_hash, normalize
 from facestream.pgstore import PgGallery
-from facestream.privacy import email_digest
+from facestream.privacy import email_digest, load_or_create_secret
 from facestream.storage import (
     AlreadyEnrolled,
+    Gallery,
     Identity,
     LastSample,
     ModelMismatch,
     NotFound,
+    SampleRecord,
     StorageError,
     StoredImages,
 )
@@ -258,3 +262,66 @@ async def test_without_the_database_reads_go_on_writes_are_refused_and_it_catche
         finally:
             await a.close()
             await b.close()
+
+
+def test_migrate_moves_an_sqlite_gallery_history_included(
+        cluster: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./config.toml
+    data = tmp_path / "data"
+    data.mkdir()
+    secret = load_or_create_secret(data)
+    policy = Config().recognition.policy(MODEL)
+
+    async def build() -> list[tuple[str, str | None, list[tuple[object, ...]]]]:
+        g = await Gallery.open(data, MODEL, policy, secret)
+        try:
+            ada = await g.add("Ada", unit(1), email="ada@example.org",
+                              images=StoredImages(b"crop", b"context", {"box": [1, 2, 3, 4]}))
+            await g.add_sample(ada.hash, normalize(unit(1) + 0.05 * unit(9)),
+                               images=StoredImages(b"crop2"), source="live")
+            await g.add("Bob", unit(2))
+            await g.write([
+                (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
+                  "quality) VALUES ('v1', ?, 1, 'Ada', 'door', 10.0, 12.5, 0.9)"), (ada.hash,)),
+                ("INSERT INTO visit_images (visit, crop, snapshot) VALUES ('v1', ?, ?)",
+                 (b"visit-crop", b"snapshot")),
+            ])
+            return flat(await g.records())
+        finally:
+            await g.close()
+
+    def flat(records: list[tuple[Identity, str | None, list[SampleRecord]]]
+             ) -> list[tuple[str, str | None, list[tuple[object, ...]]]]:
+        """Comparable: the embeddings as their bytes."""
+        return [(i.hash, email, [(r.id, r.embedding.tobytes(), r.crop, r.context, r.geometry,
+                                  r.source, r.created_at) for r in samples])
+                for i, email, samples in records]
+
+    before = asyncio.run(build())
+    url = cluster.create_database("migrated")
+    assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 0
+    out = capsys.readouterr().out
+    assert "moved 2 identities, 3 samples, 1 visits, 1 visit_images, 0 unknowns" in out
+
+    async def check() -> None:
+        g = await open_node(url, secret=secret)
+        try:
+            assert flat(await g.records()) == before
+            assert [i.name for i in await g.find_by_email("ADA@example.org")] == ["Ada"]
+            newest = await g.add("Cy", unit(3))
+            assert newest.samples[0].id > max(r[0] for _, _, rs in before for r in rs)
+            conn = await asyncpg.connect(url)
+            try:
+                visit = await conn.fetchrow("SELECT v.*, i.snapshot FROM visits v "
+                                            "JOIN visit_images i ON i.visit = v.id")
+            finally:
+                await conn.close()
+            assert (visit["name"], visit["camera"], visit["left_at"], visit["snapshot"]) == (
+                "Ada", "door", 12.5, b"snapshot")
+        finally:
+            await g.close()
+    asyncio.run(check())
+
+    assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 1
+    assert "already holds a gallery" in capsys.readouterr().err
