@@ -364,7 +364,10 @@ class PgGallery:
         everything when the database was lost."""
         while True:
             try:
-                payload = await asyncio.wait_for(self._inbox.get(), HEARTBEAT_S)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
+                # meets a notification arriving (close() then waited forever).
+                async with asyncio.timeout(HEARTBEAT_S):
+                    payload = await self._inbox.get()
             except TimeoutError:
                 payload = await self._heartbeat()
                 if payload == "":
@@ -544,7 +547,14 @@ class PgGallery:
                 result = await body(conn)
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
             return result
-        return await self._guarded(transaction)
+        try:
+            return await self._guarded(transaction)
+        except StorageError:
+            # The connection died, perhaps after COMMIT reached the server: whether this
+            # change is in the database is unknown here, and this node skips its own
+            # notifications, so reload everything (the other nodes heard it if it was).
+            self._on_lost(None)
+            raise
 
     def _check_embedding(self, embedding: Sequence[float] | Embedding,
                          model: str | None) -> Embedding:
@@ -766,7 +776,8 @@ class PgGallery:
         await self._drop_listener()
         if self._pool is not None:
             try:
-                await asyncio.wait_for(self._pool.close(), COMMAND_TIMEOUT_S)
+                async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                    await self._pool.close()
             except (TimeoutError, *_UNREACHABLE):
                 self._pool.terminate()
             self._pool = None
