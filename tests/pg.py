@@ -23,6 +23,9 @@ import pytest
 
 BIN_DIRS: Final = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"),
                    Path("/usr/lib/postgresql/17/bin"))
+PREFIX: Final = "facestream-pg-"
+#: In each cluster's temporary dir: the pid of the test run that made it.
+OWNER: Final = "owner.pid"
 MISSING: Final = ("PostgreSQL is not installed: `apt-get install postgresql` (./install.sh "
                   "does it), or put its bin dir (initdb, pg_ctl) on PATH")
 
@@ -33,6 +36,26 @@ def _bin_dir() -> Path | None:
             return d
     found = shutil.which("initdb")
     return Path(found).resolve().parent if found else None
+
+
+def _reap_orphans(bin_dir: Path) -> None:
+    """Stop and remove the clusters of test runs that were killed before their clean-up (a
+    timeout's SIGTERM runs no fixture finalizer); a live run's clusters are left alone."""
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            owner = int((root / OWNER).read_text())
+            os.kill(owner, 0)
+            continue  # its run is alive
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue  # not ours to judge (being made, or another user's)
+        if (root / "data" / "postmaster.pid").exists():
+            cmd = [str(bin_dir / "pg_ctl"), "stop", "-m", "immediate", "-D", str(root / "data")]
+            if os.geteuid() == 0:
+                cmd = ["runuser", "-u", pwd.getpwuid(root.stat().st_uid).pw_name, "--", *cmd]
+            subprocess.run(cmd, check=False, capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -49,8 +72,10 @@ class PgCluster:
         if bin_dir is None:
             pytest.fail(MISSING, pytrace=False)
         self.bin = bin_dir
+        _reap_orphans(bin_dir)
         self.port = _free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="facestream-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
+        (self.root / OWNER).write_text(str(os.getpid()))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self._user: str | None = None
