@@ -224,6 +224,20 @@ async def test_changes_on_one_node_reach_another_within_a_second(url: str) -> No
         await b.close()
 
 
+async def test_the_same_face_enrolled_on_two_nodes_at_once_is_enrolled_once(url: str) -> None:
+    a, b = await open_node(url), await open_node(url)
+    try:  # neither has heard of the other's enrollment when it checks its own gallery
+        results = await asyncio.gather(a.add("Ada", unit(1)), b.add("Ada too", unit(1)),
+                                       return_exceptions=True)
+        [enrolled] = [r for r in results if isinstance(r, Identity)]
+        [refused] = [r for r in results if not isinstance(r, Identity)]
+        assert isinstance(refused, AlreadyEnrolled) and refused.hash == enrolled.hash
+        await until(lambda: a.list() == b.list() == [enrolled], 1.0, "one Ada on both nodes")
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_a_node_whose_connection_drops_catches_up(url: str) -> None:
     a, b = await open_node(url), await open_node(url)
     seen_by_a = Events(a)
