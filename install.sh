@@ -3,7 +3,9 @@
 #
 #   1. the Debian packages the tests use, if missing: chromium (the browser tests drive it;
 #      Playwright's own browser download is never used), mosquitto (a real MQTT broker for
-#      the MQTT tests), openssl (test certificates); and python3-venv where Python lacks venv.
+#      the MQTT tests), openssl (test certificates), postgresql (the PostgreSQL gallery's
+#      tests start a throwaway cluster of their own; the Debian service is not used); and
+#      python3-venv where Python lacks venv.
 #      As a user this asks sudo for them.
 #   2. a virtual environment in .venv (Debian's Python refuses `pip install` outside one),
 #      with facestream installed into it in editable mode, with its test dependencies.
@@ -20,6 +22,7 @@ missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 if [ ! -d .venv ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing="$missing python3-venv"
 fi

@@ -120,9 +120,9 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog=_prog(),
         description="Live face-recognition streaming server. Other commands: faces "
         "(list|add|enroll-dir|delete|export|import), reembed --model NAME, evaluate PATH, "
-        "gallery (check|backup FILE|restore FILE), users, tokens, weights, import-pickle "
-        "FILE; `COMMAND --help` describes each. --config, --data-dir, --model and --workers "
-        "may come before or after a command and its action.",
+        "gallery (check|backup FILE|restore FILE|migrate --to URL), users, tokens, weights, "
+        "import-pickle FILE; `COMMAND --help` describes each. --config, --data-dir, --model "
+        "and --workers may come before or after a command and its action.",
     )
     p.add_argument("--version", action="version", version=f"facestream {__version__}")
     _shared(p, USES["serve"])
@@ -301,7 +301,8 @@ def manage(argv: list[str]) -> int:
 def _gallery_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=_prog("gallery"),
-        description="Check, back up and restore the gallery file (DATA_DIR/gallery.sqlite3).",
+        description="Check, back up and restore the gallery file (DATA_DIR/gallery.sqlite3), "
+        "or move it into PostgreSQL.",
     )
     uses = USES["gallery"]
     _shared(p, uses)
@@ -314,11 +315,16 @@ def _gallery_parser() -> argparse.ArgumentParser:
     restore = _action(sub, "gallery", "restore", uses, help="put the backup FILE in place of "
                       "the gallery (stop the server first); the current file is kept beside it")
     restore.add_argument("file", type=Path)
+    migrate = _action(sub, "gallery", "migrate", uses, help="copy the gallery, visits "
+                      "included, into an empty PostgreSQL database (the file stays as it is)")
+    migrate.add_argument("--to", required=True, metavar="URL",
+                         help="postgresql://user@host:5432/database")
     return p
 
 
 def gallery_file(argv: list[str]) -> int:
-    """``gallery check|backup|restore``: the gallery file itself (see backup.py)."""
+    """``gallery check|backup|restore``: the gallery file itself (see backup.py);
+    ``gallery migrate``: into PostgreSQL (see pgmigrate.py)."""
     from . import backup as b
 
     args = _gallery_parser().parse_args(argv)
@@ -326,6 +332,10 @@ def gallery_file(argv: list[str]) -> int:
     if args.action == "restore":  # its own line says whether there was a gallery before
         return b.cmd_restore(config, args.file, sys.stdout)
     require_gallery(config)
+    if args.action == "migrate":
+        from .pgmigrate import cmd_migrate
+
+        return asyncio.run(cmd_migrate(config, args.to, sys.stdout, sys.stderr))
     if args.action == "check":
         return b.cmd_check(config, sys.stdout)
     return b.cmd_backup(config, args.file, sys.stdout)

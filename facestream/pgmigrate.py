@@ -1,0 +1,117 @@
+"""``facestream gallery migrate --to postgresql://...``: the SQLite gallery into PostgreSQL.
+
+Copies identities (with their email HMACs), samples (embeddings, thumbnails, context squares
+and geometry, keeping their ids), visits with their images, and the unknowns, in one
+transaction, into a database that holds no gallery yet; then notifies running nodes to reload.
+The SQLite file is only read (safe while a server uses it) and stays as it was.
+
+Emails stay HMACs: the nodes that use the database must have this data dir's secret
+(``storage.secret``, or the contents of ``DATA_DIR/secret.key``); the database records which.
+Accounts and tokens (``users``, ``tokens``) are not moved yet.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import asyncpg
+
+from .config import Config
+from .pgstore import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, PgGallery, where
+from .privacy import load_or_create_secret
+from .storage import DB_FILE, GalleryError, StorageError, read_only
+
+#: Tables and columns moved, parents before children.
+TABLES: Final = (
+    ("identities", ("hash", "name", "email_hmac", "created_at", "updated_at")),
+    ("samples", ("id", "identity", "model", "dim", "embedding", "crop", "context", "geometry",
+                 "source", "created_at")),
+    ("visits", ("id", "person", "known", "name", "camera", "arrived_at", "left_at",
+                "quality")),
+    ("visit_images", ("visit", "crop", "context", "geometry", "snapshot")),
+    ("unknowns", ("hash", "model", "dim", "embedding", "count", "created_at")),
+)
+BATCH: Final = 500
+
+
+def _batches(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]
+             ) -> Iterator[list[tuple[Any, ...]]]:
+    cursor = conn.execute(f"SELECT {', '.join(columns)} FROM {table}")
+    while rows := cursor.fetchmany(BATCH):
+        yield rows
+
+
+def _models(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT DISTINCT model FROM samples ORDER BY model")]
+
+
+async def migrate(db: Path, url: str, model: str, config: Config) -> dict[str, int]:
+    """Copy the gallery file ``db`` into the PostgreSQL database ``url``; rows per table."""
+    secret = load_or_create_secret(db.parent, config.storage.secret)
+    with read_only(db) as source:
+        models = _models(source)
+        if len(models) > 1:
+            raise GalleryError(f"the gallery {db} mixes embeddings of {', '.join(models)}: "
+                               "run `facestream reembed` first")
+        model = models[0] if models else model
+        # Creates the schema, and checks or records which secret the emails were made with.
+        gallery = await PgGallery.open(url, model, config.recognition.policy(model), secret,
+                                       check_model=False)
+        await gallery.close()
+        try:
+            conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S,
+                                         command_timeout=COMMAND_TIMEOUT_S)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            raise StorageError(f"cannot reach the gallery database {where(url)}: {exc}"
+                               ) from exc
+        try:
+            return await _copy(source, conn, url)
+        finally:
+            await conn.close()
+
+
+async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection, url: str
+                ) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    async with conn.transaction():
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM identities) OR "
+                               "EXISTS (SELECT 1 FROM visits)"):
+            raise GalleryError(f"the database {where(url)} already holds a gallery: migrate "
+                               "into an empty database")
+        for table, columns in TABLES:
+            counts[table] = 0
+            for rows in _batches(source, table, columns):
+                await conn.copy_records_to_table(table, records=rows, columns=list(columns))
+                counts[table] += len(rows)
+        # New samples are numbered after the moved ones.
+        await conn.execute("SELECT setval(pg_get_serial_sequence('samples', 'id'), "
+                           "COALESCE((SELECT MAX(id) FROM samples), 0) + 1, false)")
+        for table, _ in TABLES:
+            stored = await conn.fetchval(f"SELECT COUNT(*) FROM {table}")
+            if stored != counts[table]:
+                raise StorageError(f"{table}: {counts[table]} rows read but {stored} in "
+                                   f"{where(url)}; nothing was moved")
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(
+            {"node": "migrate", "event": "reloaded", "faces": []}))
+    return counts
+
+
+async def cmd_migrate(config: Config, url: str, out: TextIO, err: TextIO) -> int:
+    """The command: one line saying what was moved where, or what went wrong."""
+    db = config.data_path / DB_FILE
+    if not url.startswith(("postgresql://", "postgres://")):
+        print("error: --to needs a URL like postgresql://user@host:5432/database", file=err)
+        return 2
+    try:
+        counts = await migrate(db, url, config.recognition.model, config)
+    except GalleryError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    moved = ", ".join(f"{n} {table}" for table, n in counts.items())
+    print(f"moved {moved} from {db} into {where(url)}; set storage.url to use it (the nodes "
+          "need this data dir's secret)", file=out)
+    return 0

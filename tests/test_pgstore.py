@@ -1,0 +1,359 @@
+"""The gallery in PostgreSQL: the gallery operations (the same test for SQLite's), several
+nodes on one database kept in step by LISTEN/NOTIFY, a node that loses the database, and
+``gallery migrate``. Against a real PostgreSQL 15 cluster started for this module
+(tests/pg.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import pytest
+
+from facestream import cli
+from facestream.config import Config
+from facestream.identity import Embedding, face_hash, normalize
+from facestream.pgstore import PgGallery
+from facestream.privacy import email_digest, load_or_create_secret
+from facestream.storage import (
+    AlreadyEnrolled,
+    Gallery,
+    Identity,
+    LastSample,
+    ModelMismatch,
+    NotFound,
+    SampleRecord,
+    StorageError,
+    StoredImages,
+)
+
+from . import pg
+from .pg import PgCluster, pg_cluster
+
+SECRET = b"k" * 32
+MODEL = "Dlib"
+_databases = itertools.count()
+
+
+def unit(seed: int, dim: int = 128) -> Embedding:
+    return normalize(np.random.default_rng(seed).normal(size=dim))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    with pg_cluster() as c:
+        yield c
+
+
+@pytest.fixture
+def url(cluster: PgCluster) -> str:
+    """A fresh database for one test."""
+    return cluster.create_database(f"gallery_{next(_databases)}")
+
+
+async def open_node(url: str, model: str = MODEL, secret: bytes = SECRET) -> PgGallery:
+    return await PgGallery.open(url, model, Config().recognition.policy(model), secret)
+
+
+class Events:
+    """What a node's ``on_change`` reported, with when; ``wait`` for one."""
+
+    def __init__(self, gallery: PgGallery) -> None:
+        self.seen: list[tuple[str, str | None, float]] = []
+        self._changed = asyncio.Event()
+        gallery.on_change(self._on_change)
+
+    def _on_change(self, event: str, ident: Identity | None) -> None:
+        self.seen.append((event, ident.hash if ident else None, time.perf_counter()))
+        self._changed.set()
+
+    def kinds(self) -> list[tuple[str, str | None]]:
+        return [(e, h) for e, h, _ in self.seen]
+
+    async def wait(self, event: str, face: str | None, timeout: float = 1.0) -> float:
+        """When ``event`` on ``face`` was seen (perf_counter); fails after ``timeout``."""
+        async def seen() -> float:
+            while True:
+                for e, h, at in self.seen:
+                    if (e, h) == (event, face):
+                        return at
+                self._changed.clear()
+                await self._changed.wait()
+        return await asyncio.wait_for(seen(), timeout)
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+def test_a_missing_postgresql_fails_with_what_to_install(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.setattr(pg, "BIN_DIRS", ())
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(pytest.fail.Exception, match=r"apt-get install postgresql"):
+        PgCluster()
+
+
+Opener = Callable[[], Awaitable["Gallery | PgGallery"]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens one gallery of either kind, again each call: the two behave alike."""
+    if request.param == "sqlite":
+        async def sqlite() -> Gallery:
+            return await Gallery.open(tmp_path, MODEL, Config().recognition.policy(MODEL),
+                                      SECRET)
+        return sqlite
+    url = request.getfixturevalue("url")
+    return lambda: open_node(url)
+
+
+async def test_operations_fire_events_and_persist(open_store: Opener) -> None:
+    g = await open_store()
+    events = Events(g)
+    try:
+        ada = await g.add("Ada", unit(1), email=" Ada@Example.org ",
+                          images=StoredImages(b"ada-crop", b"ada-context", {"box": [1, 2, 3, 4]}))
+        bob = await g.add("Bob", unit(2))
+        assert ada.hash == face_hash(unit(1))
+        second = await g.add_sample(ada.hash, unit(3), images=StoredImages(b"ada-crop-2"))
+        await g.rename(bob.hash, "Robert")
+        await g.delete_sample(ada.hash, second.id)
+        merged = await g.merge(ada.hash, bob.hash)
+        assert [s.id for s in merged.samples] == [ada.samples[0].id, bob.samples[0].id]
+        assert await g.crop(ada.hash) == b"ada-crop"
+        await g.delete_sample(ada.hash, ada.samples[0].id)
+        with pytest.raises(LastSample):
+            await g.delete_sample(ada.hash, bob.samples[0].id)
+        assert events.kinds() == [
+            ("added", ada.hash), ("added", bob.hash), ("sample_added", ada.hash),
+            ("renamed", bob.hash), ("sample_deleted", ada.hash), ("merged", ada.hash),
+            ("sample_deleted", ada.hash)]
+        match = g.index.identify(unit(2))
+        assert match is not None and (match.hash, match.name) == (ada.hash, "Ada")
+        assert await g.crop(ada.hash) is None  # the sample with the crop is gone
+        assert [i.hash for i in await g.find_by_email("ada@example.org")] == [ada.hash]
+        with pytest.raises(AlreadyEnrolled):
+            await g.add("Ada again", unit(1))
+        with pytest.raises(NotFound):
+            await g.rename("0" * 64, "x")
+    finally:
+        await g.close()
+        await g.close()  # idempotent
+
+    again = await open_store()
+    try:
+        [ident] = again.list()
+        assert (ident.hash, ident.name, ident.has_email) == (ada.hash, "Ada", True)
+        assert [s.id for s in ident.samples] == [bob.samples[0].id]
+        [(_, email_hmac, [record])] = await again.records()
+        assert email_hmac == email_digest(SECRET, "ada@example.org")
+        np.testing.assert_array_equal(record.embedding, unit(2))
+        await again.delete(ada.hash)
+        assert again.list() == [] and again.index.identify(unit(2)) is None
+    finally:
+        await again.close()
+    last = await open_store()
+    try:
+        assert last.list() == [] and await last.records() == []
+    finally:
+        await last.close()
+
+
+async def test_a_node_refuses_another_model_and_another_secret(url: str) -> None:
+    g = await open_node(url)
+    await g.add("Ada", unit(1))
+    await g.close()
+    with pytest.raises(ModelMismatch, match="reembed"):
+        await open_node(url, model="SFace")
+    with pytest.raises(StorageError, match="same storage.secret"):
+        await open_node(url, secret=b"x" * 32)
+
+
+async def test_changes_on_one_node_reach_another_within_a_second(url: str) -> None:
+    a, b = await open_node(url), await open_node(url)
+    seen_by_b = Events(b)
+    try:
+        latencies = []
+        for seed in range(50):
+            before = time.perf_counter()
+            ident = await a.add(f"person {seed}", unit(100 + seed))
+            latencies.append(await seen_by_b.wait("added", ident.hash) - before)
+            assert b.get(ident.hash) == ident
+        p50, p99 = statistics.median(latencies), np.quantile(latencies, 0.99)
+        print(f"\nenrollment on node A -> in node B's gallery: p50 {p50 * 1000:.1f} ms, "
+              f"p99 {p99 * 1000:.1f} ms over {len(latencies)}")
+        assert p99 < 1.0
+
+        first, second = a.list()[:2]
+        await a.rename(first.hash, "Renamed")
+        await seen_by_b.wait("renamed", first.hash)
+        match = b.index.identify(unit(100))
+        assert match is not None and (match.hash, match.name) == (first.hash, "Renamed")
+
+        sample = await b.add_sample(first.hash, unit(100) + 0.01 * unit(7))  # b writes too
+        await until(lambda: len(a.get(first.hash).samples) == 2, 1.0,  # type: ignore[union-attr]
+                    "B's new sample in A's gallery")
+        assert a.sample_embeddings(first.hash).keys() == {first.samples[0].id, sample.id}
+
+        await a.merge(first.hash, second.hash)
+        await seen_by_b.wait("merged", first.hash)
+        assert b.get(second.hash) is None
+        assert b.get(first.hash) == a.get(first.hash)
+        assert b.index.ranked(unit(101), top=1)[0].hash == first.hash
+        assert b.index.hashes == a.index.hashes
+        np.testing.assert_array_equal(b.index.matrix, a.index.matrix)
+
+        await a.delete(first.hash)
+        await seen_by_b.wait("deleted", first.hash)
+        assert b.get(first.hash) is None and b.index.identify(unit(100)) is None
+        assert [i.hash for i in b.list()] == [i.hash for i in a.list()]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_the_same_face_enrolled_on_two_nodes_at_once_is_enrolled_once(url: str) -> None:
+    a, b = await open_node(url), await open_node(url)
+    try:  # neither has heard of the other's enrollment when it checks its own gallery
+        results = await asyncio.gather(a.add("Ada", unit(1)), b.add("Ada too", unit(1)),
+                                       return_exceptions=True)
+        [enrolled] = [r for r in results if isinstance(r, Identity)]
+        [refused] = [r for r in results if not isinstance(r, Identity)]
+        assert isinstance(refused, AlreadyEnrolled) and refused.hash == enrolled.hash
+        await until(lambda: a.list() == b.list() == [enrolled], 1.0, "one Ada on both nodes")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_node_whose_connection_drops_catches_up(url: str) -> None:
+    a, b = await open_node(url), await open_node(url)
+    seen_by_a = Events(a)
+    try:
+        assert a._listener is not None
+        listener_pid = a._listener.get_server_pid()
+        admin = await asyncpg.connect(url)
+        try:  # A's listener is cut, as by a network failure; B changes the gallery meanwhile
+            await admin.execute("SELECT pg_terminate_backend($1)", listener_pid)
+        finally:
+            await admin.close()
+        ident = await b.add("While A was away", unit(5))
+        await seen_by_a.wait("reloaded", None, timeout=5.0)  # reconnected: reloaded all
+        await until(lambda: a.get(ident.hash) is not None, 1.0, "B's enrollment in A")
+        assert a.online and a._listener.get_server_pid() != listener_pid
+        later = await a.add("After", unit(6))  # A writes again, and B hears it
+        await until(lambda: b.get(later.hash) is not None, 1.0, "A's enrollment in B")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_without_the_database_reads_go_on_writes_are_refused_and_it_catches_up() -> None:
+    with pg_cluster() as own:  # stopped and started by this test: a cluster of its own
+        url = own.url
+        a, b = await open_node(url), await open_node(url)
+        seen_by_a = Events(a)
+        try:
+            ada = await a.add("Ada", unit(1), images=StoredImages(b"crop"))
+            await until(lambda: b.get(ada.hash) is not None, 1.0, "Ada in B")
+
+            await asyncio.to_thread(own.stop)
+            await until(lambda: not a.online and not b.online, 5.0, "both nodes offline")
+            with pytest.raises(StorageError, match="cannot be reached.*refused") as refused:
+                await a.add("Bob", unit(2))
+            assert "127.0.0.1" in str(refused.value)
+            with pytest.raises(StorageError, match="cannot be reached"):
+                await b.rename(ada.hash, "x")
+            with pytest.raises(StorageError, match="cannot be reached"):
+                await a.crop(ada.hash)
+            assert [i.name for i in a.list()] == ["Ada"]  # memory serves on
+            match = a.index.identify(unit(1))
+            assert match is not None and match.name == "Ada"
+
+            await asyncio.to_thread(own.start)
+            started = time.perf_counter()
+            back = await seen_by_a.wait("reloaded", None, timeout=10.0)
+            print(f"\ndatabase started -> node A reconnected and reloaded in "
+                  f"{(back - started) * 1000:.0f} ms")
+            await until(lambda: a.online and b.online, 10.0, "both nodes back")
+            bob = await b.add("Bob", unit(2))
+            await until(lambda: a.get(bob.hash) is not None, 1.0, "B's enrollment in A")
+            assert await a.crop(ada.hash) == b"crop"
+        finally:
+            await a.close()
+            await b.close()
+
+
+def test_migrate_moves_an_sqlite_gallery_history_included(
+        cluster: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./config.toml
+    data = tmp_path / "data"
+    data.mkdir()
+    secret = load_or_create_secret(data)
+    policy = Config().recognition.policy(MODEL)
+
+    async def build() -> list[tuple[str, str | None, list[tuple[object, ...]]]]:
+        g = await Gallery.open(data, MODEL, policy, secret)
+        try:
+            ada = await g.add("Ada", unit(1), email="ada@example.org",
+                              images=StoredImages(b"crop", b"context", {"box": [1, 2, 3, 4]}))
+            await g.add_sample(ada.hash, normalize(unit(1) + 0.05 * unit(9)),
+                               images=StoredImages(b"crop2"), source="live")
+            await g.add("Bob", unit(2))
+            await g.write([
+                (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
+                  "quality) VALUES ('v1', ?, 1, 'Ada', 'door', 10.0, 12.5, 0.9)"), (ada.hash,)),
+                ("INSERT INTO visit_images (visit, crop, snapshot) VALUES ('v1', ?, ?)",
+                 (b"visit-crop", b"snapshot")),
+            ])
+            return flat(await g.records())
+        finally:
+            await g.close()
+
+    def flat(records: list[tuple[Identity, str | None, list[SampleRecord]]]
+             ) -> list[tuple[str, str | None, list[tuple[object, ...]]]]:
+        """Comparable: the embeddings as their bytes."""
+        return [(i.hash, email, [(r.id, r.embedding.tobytes(), r.crop, r.context, r.geometry,
+                                  r.source, r.created_at) for r in samples])
+                for i, email, samples in records]
+
+    before = asyncio.run(build())
+    url = cluster.create_database("migrated")
+    assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 0
+    out = capsys.readouterr().out
+    assert "moved 2 identities, 3 samples, 1 visits, 1 visit_images, 0 unknowns" in out
+
+    async def check() -> None:
+        g = await open_node(url, secret=secret)
+        try:
+            assert flat(await g.records()) == before
+            assert [i.name for i in await g.find_by_email("ADA@example.org")] == ["Ada"]
+            newest = await g.add("Cy", unit(3))
+            assert newest.samples[0].id > max(r[0] for _, _, rs in before for r in rs)
+            conn = await asyncpg.connect(url)
+            try:
+                visit = await conn.fetchrow("SELECT v.*, i.snapshot FROM visits v "
+                                            "JOIN visit_images i ON i.visit = v.id")
+            finally:
+                await conn.close()
+            assert (visit["name"], visit["camera"], visit["left_at"], visit["snapshot"]) == (
+                "Ada", "door", 12.5, b"snapshot")
+        finally:
+            await g.close()
+    asyncio.run(check())
+
+    assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 1
+    assert "already holds a gallery" in capsys.readouterr().err
