@@ -114,11 +114,19 @@ SCREEN_ERROR: Final = 2.0**-11 + 1e-4
 
 
 class _Entry(NamedTuple):
-    """Where one identity lives in the rows: its group and its rows, and its sample count."""
+    """Where one identity lives in the rows: its group and its rows."""
 
     group: int
     rows: tuple[int, ...]
-    samples: int
+
+
+class _Base(NamedTuple):
+    """The identities of a fresh build: ``faces[group]`` is the group's identity, its rows
+    are ``order[start[group]:start[group + 1]]`` (arrays rather than a million tuples)."""
+
+    groups: dict[str, int]
+    order: NDArray[np.int64]
+    start: NDArray[np.int64]
 
 
 class _Rows:
@@ -172,6 +180,10 @@ def _screen(vectors: NDArray[np.float32]) -> Any:
         import faiss  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - faiss is a dependency; exact matching still works
         return None
+    # One face is one query: faiss would split its scan over OpenMP threads, which on cores
+    # busy with the recognition workers made it 2-3 times slower (bench/gallery_scale.py).
+    # This is process-wide; facestream uses faiss for nothing else.
+    faiss.omp_set_num_threads(1)
     screen = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16,
                                         faiss.METRIC_INNER_PRODUCT)
     for start in range(0, len(vectors), 1 << 18):  # bounded temporary copies
@@ -228,7 +240,7 @@ class GalleryIndex:
             else np.zeros((0, 0), dtype=np.float32)
         self._build(list(owners), [first_name[h] for h in owners],
                     np.array([owners[h] for h in hashes], dtype=np.int64), matrix,
-                    policy, strategy, None)
+                    policy, strategy)
         if comparisons is not None:
             self.comparisons = comparisons
 
@@ -282,28 +294,29 @@ class GalleryIndex:
         else:
             rows = _means(owner, samples.astype(np.float32, copy=False), len(faces))
             groups = np.arange(len(faces), dtype=np.int64)
-        index._build(list(faces), list(names), groups, rows, policy, strategy,
-                     len(owner) if strategy == "best" else None)
+        index._build(list(faces), list(names), groups, rows, policy, strategy)
         return index
 
     def _build(self, faces: list[str], names: list[str], groups: NDArray[np.int64],
-               rows: NDArray[np.float32], policy: OpenSetPolicy | None, strategy: str,
-               samples: int | None) -> None:
-        store = _Rows(rows.shape[1] if rows.ndim == 2 else 0, len(rows))
+               rows: NDArray[np.float32], policy: OpenSetPolicy | None, strategy: str
+               ) -> None:
+        """Index ``rows``, row i for identity ``faces[groups[i]]``; every face has rows."""
+        # Room to grow by an eighth before the rows are copied into larger arrays (a copy
+        # of a million rows makes that one change take about half a second).
+        store = _Rows(rows.shape[1] if rows.ndim == 2 else 0, len(rows) + len(rows) // 8)
         store.faces, store.names = faces, names
         store.append(rows, groups)
-        members: dict[int, list[int]] = {}
-        for row, g in enumerate(groups.tolist()):
-            members.setdefault(g, []).append(row)
-        entries = {faces[g]: _Entry(g, tuple(r), len(r)) for g, r in members.items()}
-        total = len(groups) if samples is None else samples
-        self._adopt(store, None, 0, entries, {}, policy or OpenSetPolicy(threshold=1.0),
-                    strategy, len(entries), total)
+        counts = np.bincount(groups, minlength=len(faces))
+        base = _Base(dict(zip(faces, range(len(faces)))),
+                     np.argsort(groups, kind="stable"),
+                     np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        self._adopt(store, None, 0, base, {}, policy or OpenSetPolicy(threshold=1.0),
+                    strategy, len(faces))
         self._row_per_group = bool(np.array_equal(groups, np.arange(len(groups))))
 
     def _adopt(self, store: _Rows, dead: NDArray[np.bool_] | None, dead_count: int,
-               base: dict[str, _Entry], overlay: dict[str, _Entry | None],
-               policy: OpenSetPolicy, strategy: str, identities: int, samples: int) -> None:
+               base: _Base, overlay: dict[str, _Entry | None],
+               policy: OpenSetPolicy, strategy: str, identities: int) -> None:
         self._store = store
         self._n = store.n
         self._n_groups = len(store.faces)
@@ -316,14 +329,20 @@ class GalleryIndex:
         self.policy = policy
         self.strategy = strategy
         self.identities = identities
-        self._samples = samples
         self._row_per_group = False  # row i is group i's only row (a fresh build may say so)
-        self.comparisons = samples if strategy == "best" else identities
+        # With "best" every (live) row is a sample.
+        self.comparisons = store.n - dead_count if strategy == "best" else identities
 
     # -- changes ---------------------------------------------------------------------------
 
     def _entry(self, face: str) -> _Entry | None:
-        return self._overlay[face] if face in self._overlay else self._base.get(face)
+        if face in self._overlay:
+            return self._overlay[face]
+        group = self._base.groups.get(face)
+        if group is None:
+            return None
+        start, end = self._base.start[group:group + 2].tolist()
+        return _Entry(group, tuple(self._base.order[start:end].tolist()))
 
     def replaced(self, face: str, name: str, samples: Sequence[Embedding]) -> GalleryIndex:
         """A snapshot in which identity ``face`` is called ``name`` and has exactly these
@@ -336,26 +355,26 @@ class GalleryIndex:
                              f"{self._store.dim}")
         rows = embs if self.strategy == "best" else \
             np.mean(embs, axis=0, keepdims=True).astype(np.float32)
-        return self._changed(face, name, rows, len(samples))
+        return self._changed(face, name, rows)
 
     def removed(self, face: str) -> GalleryIndex:
         """A snapshot without identity ``face`` (the same one if it is not indexed)."""
         if self._entry(face) is None:
             return self
-        return self._changed(face, None, None, 0)
+        return self._changed(face, None, None)
 
-    def _changed(self, face: str, name: str | None, rows: NDArray[np.float32] | None,
-                 samples: int) -> GalleryIndex:
+    def _changed(self, face: str, name: str | None, rows: NDArray[np.float32] | None
+                 ) -> GalleryIndex:
         store = self._store
         if not store.dim and rows is not None and name is not None:  # the first identity
             index = GalleryIndex.__new__(GalleryIndex)
             index._build([face], [name], np.zeros(len(rows), dtype=np.int64), rows,
-                         self.policy, self.strategy, samples)
+                         self.policy, self.strategy)
             return index
         if store.n != self._n or self._crowded():
             # Not the newest snapshot of its rows (appending would show this branch's rows
             # to the other), or too many hidden rows or changes: start over compactly.
-            return self._compacted()._changed(face, name, rows, samples)
+            return self._compacted()._changed(face, name, rows)
         old = self._entry(face)
         dead, dead_count = self._dead, self._dead_count
         if old is not None:
@@ -371,11 +390,11 @@ class GalleryIndex:
             group = old.group if same and old is not None else store.add_group(face, name)
             first = store.n
             store.append(rows, np.full(len(rows), group, dtype=np.int64))
-            overlay[face] = _Entry(group, tuple(range(first, store.n)), samples)
+            overlay[face] = _Entry(group, tuple(range(first, store.n)))
         index = GalleryIndex.__new__(GalleryIndex)
         identities = self.identities + (old is None) - (rows is None)
         index._adopt(store, dead, dead_count, self._base, overlay, self.policy, self.strategy,
-                     identities, self._samples - (old.samples if old else 0) + samples)
+                     identities)
         return index
 
     def _crowded(self) -> bool:
@@ -383,18 +402,18 @@ class GalleryIndex:
                 or len(self._overlay) > max(1024, self.identities // 8))
 
     def _compacted(self) -> GalleryIndex:
-        """The same snapshot with rows of its own and nothing hidden."""
-        entries = [(face, e) for face, e in
-                   ({**self._base, **self._overlay}).items() if e is not None]
-        entries.sort(key=lambda fe: fe[1].group)
-        order = np.array([r for _, e in entries for r in e.rows], dtype=np.int64)
-        groups = np.repeat(np.arange(len(entries), dtype=np.int64),
-                           [len(e.rows) for _, e in entries])
+        """The same snapshot with rows of its own and nothing hidden (in row order, so
+        identities keep their order)."""
+        live = np.ones(self._n, dtype=np.bool_)
+        if self._dead is not None:
+            live[:len(self._dead)] = ~self._dead
+        rows = np.flatnonzero(live)
+        groups, renumbered = np.unique(self._groups[rows], return_inverse=True)
+        faces, names = self._store.faces, self._store.names
         index = GalleryIndex.__new__(GalleryIndex)
-        dim = self._store.dim
-        vectors = self._vectors[order] if len(order) else np.zeros((0, dim), np.float32)
-        index._build([f for f, _ in entries], [self._store.names[e.group] for _, e in entries],
-                     groups, vectors, self.policy, self.strategy, self._samples)
+        index._build([faces[g] for g in groups.tolist()], [names[g] for g in groups.tolist()],
+                     renumbered.astype(np.int64), self._vectors[rows], self.policy,
+                     self.strategy)
         return index
 
     # -- queries ---------------------------------------------------------------------------

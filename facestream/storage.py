@@ -9,7 +9,8 @@ re-enrolling anyone.
 Every database call runs on one dedicated thread that owns the connection, so SQLite never
 blocks the event loop and writes never race. A write is committed (WAL, synchronous=FULL)
 before the coroutine returns, so anything the API acknowledged survives a crash. After each
-commit a fresh immutable ``GalleryIndex`` is swapped in for the live matcher. Changes made by
+commit a new immutable ``GalleryIndex`` snapshot, derived from the last in milliseconds
+(``GalleryIndex.replaced``), is swapped in for the live matcher. Changes made by
 another process (the ``faces`` command line) are noticed through ``PRAGMA data_version`` and
 reloaded.
 
