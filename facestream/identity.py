@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -101,16 +101,16 @@ class OpenSetPolicy:
         return min(1.0, self.calibration.quantile(per_comparison))
 
 
-#: From this many rows on, a top-k query screens a float16 copy of the rows with faiss and
+#: From this many rows on, a top-k query screens a compact copy of the rows with faiss and
 #: rescores the few candidates exactly (see GalleryIndex.ranked). Below it, one float32 matrix
 #: product is as fast (about 1 ms for 32,000 rows).
 SCREEN_ROWS: Final = 32_768
 
-#: How far a screened similarity can be from the exact one, per unit of the query's norm:
-#: float16 rounds each stored component by at most 2**-11 of itself, so by Cauchy-Schwarz a
-#: dot product with a vector of norm <= 1 moves by at most 2**-11; the rest covers float32
-#: summation in both the screen and the exact product.
-SCREEN_ERROR: Final = 2.0**-11 + 1e-4
+#: The screen's copy: "int8" or "float16" (both measured in bench/gallery_scale.py).
+SCREEN_KIND: str = "int8"
+
+#: Float32 summation, in the screen and in the exact product, moves a similarity by less.
+_SUM_ERROR: Final = 1e-4
 
 
 class _Entry(NamedTuple):
@@ -149,7 +149,7 @@ class _Rows:
         self.n = 0
         self.faces: list[str] = []
         self.names: list[str] = []
-        self.screen: Any = None
+        self.screen: _Screen | None = None
 
     def append(self, vectors: NDArray[np.float32], groups: NDArray[np.int64]) -> None:
         k = len(vectors)
@@ -164,7 +164,7 @@ class _Rows:
         self.groups[self.n:self.n + k] = groups
         self.n += k
         if self.screen is not None:
-            self.screen.add(np.ascontiguousarray(vectors))
+            self.screen.add(vectors)
         elif self.n >= SCREEN_ROWS:
             self.screen = _screen(self.vectors[:self.n])
 
@@ -174,20 +174,68 @@ class _Rows:
         return len(self.faces) - 1
 
 
-def _screen(vectors: NDArray[np.float32]) -> Any:
-    """A faiss index of ``vectors`` in float16 for inner products, or None without faiss."""
-    try:
+class _Screen:
+    """A faiss scan of a compact copy of the rows that proposes candidates, with a bound on
+    how far its similarities can be from the exact ones.
+
+    ``int8``: each component times 127, rounded (rows have components in [-1, 1]), and the
+    query scaled to fill [-127, 127] and rounded, multiplied in integers (faiss's
+    QT_8bit_direct_signed). With X = 127 x + a and Q = s q + b, |a_i|, |b_i| <= 1/2:
+    |X.Q / (127 s) - x.q| <= |x|_1 / (2 s) + |q|_1 / 254 + n / (4 * 127 s), with |x|_1 at
+    most the largest row's L1 norm. A quarter of float16's bytes to read.
+    ``float16``: each stored component is rounded by at most 2**-11 of itself, so by
+    Cauchy-Schwarz a similarity with rows of norm <= 1 moves by at most 2**-11 |q|.
+    """
+
+    def __init__(self, dim: int, kind: str) -> None:
         import faiss  # type: ignore[import-untyped]
+
+        # One face is one query: faiss would split its scan over OpenMP threads, which on
+        # cores busy with the recognition workers made it 2-3 times slower
+        # (bench/gallery_scale.py). Process-wide; facestream uses faiss for nothing else.
+        faiss.omp_set_num_threads(1)
+        self.kind = kind
+        quantizer = (faiss.ScalarQuantizer.QT_8bit_direct_signed if kind == "int8"
+                     else faiss.ScalarQuantizer.QT_fp16)
+        self.index = faiss.IndexScalarQuantizer(dim, quantizer, faiss.METRIC_INNER_PRODUCT)
+        self.l1 = 0.0  # the largest L1 norm of a row
+        self.usable = True  # False once a row does not fit the int8 range: scan exactly
+
+    def add(self, vectors: NDArray[np.float32]) -> None:
+        for start in range(0, len(vectors), 1 << 16):  # bounded temporary copies
+            block = np.asarray(vectors[start:start + (1 << 16)], dtype=np.float32)
+            if not len(block):
+                continue
+            self.l1 = max(self.l1, float(np.abs(block).sum(axis=1).max()))
+            if self.kind == "int8":
+                self.usable = self.usable and float(np.abs(block).max()) <= 1.0
+                block = np.round(block * 127.0)
+            self.index.add(np.ascontiguousarray(block, dtype=np.float32))
+
+    def search(self, q: Embedding, k: int) -> tuple[NDArray[np.float64], NDArray[np.int64],
+                                                     float]:
+        """The ``k`` rows the screen scores highest for ``q`` (best first, -1 when there
+        are fewer rows), their screened similarities, and the bound on their error."""
+        if self.kind == "int8":
+            scale = 127.0 / max(float(np.abs(q).max()), 1e-12)
+            approx, ids = self.index.search(np.round(q * scale)[None, :].astype(np.float32), k)
+            sims = approx[0].astype(np.float64) / (127.0 * scale)
+            error = (self.l1 / (2 * scale) + float(np.abs(q).sum()) / 254.0
+                     + len(q) / (4 * 127.0 * scale))
+        else:
+            approx, ids = self.index.search(q[None, :], k)
+            sims = approx[0].astype(np.float64)
+            error = 2.0**-11 * float(np.linalg.norm(q))
+        return sims, ids[0], error + _SUM_ERROR
+
+
+def _screen(vectors: NDArray[np.float32]) -> _Screen | None:
+    """A screen of ``vectors`` (SCREEN_KIND), or None without faiss."""
+    try:
+        screen = _Screen(vectors.shape[1], SCREEN_KIND)
     except ImportError:  # pragma: no cover - faiss is a dependency; exact matching still works
         return None
-    # One face is one query: faiss would split its scan over OpenMP threads, which on cores
-    # busy with the recognition workers made it 2-3 times slower (bench/gallery_scale.py).
-    # This is process-wide; facestream uses faiss for nothing else.
-    faiss.omp_set_num_threads(1)
-    screen = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16,
-                                        faiss.METRIC_INNER_PRODUCT)
-    for start in range(0, len(vectors), 1 << 18):  # bounded temporary copies
-        screen.add(np.ascontiguousarray(vectors[start:start + (1 << 18)]))
+    screen.add(vectors)
     return screen
 
 
@@ -432,7 +480,8 @@ class GalleryIndex:
         if not self.identities or self._store.dim != embedding.shape[0]:
             return []
         q = np.ascontiguousarray(embedding, dtype=np.float32)
-        if top is not None and self._store.screen is not None and self._n >= SCREEN_ROWS:
+        screen = self._store.screen
+        if top is not None and screen is not None and screen.usable and self._n >= SCREEN_ROWS:
             screened = self._screened(q, min(top, self.identities))
             if screened is not None:
                 return screened
@@ -463,20 +512,22 @@ class GalleryIndex:
                 for g, s in zip(groups.tolist(), scores.tolist())]
 
     def _screened(self, q: Embedding, top: int) -> list[Match] | None:
-        """The exact top ``top`` through the float16 screen, or None if that would take
-        more than a few rounds (the caller then scores every row).
+        """The exact top ``top`` through the screen, or None if that would take more than
+        a few rounds (the caller then scores every row).
 
         The screen returns the k rows it scores highest; every other row's screened
         similarity is at most the k-th one, ``floor``, so its exact similarity is at most
         ``floor + error``. Once the ``top`` best identities among the candidates, rescored
         exactly, all score above that, no other row can change the answer."""
-        error = SCREEN_ERROR * float(np.linalg.norm(q))
-        k = max(16, 8 * top)
+        screen = self._store.screen
+        assert screen is not None
+        # int8 similarities are a few hundredths off: more rows lie within that of the top.
+        k = max(256 if screen.kind == "int8" else 16, 8 * top)
         while k <= self._n // 8:
-            approx, ids = self._store.screen.search(q[None, :], k)
-            ids = ids[0][ids[0] >= 0]
+            approx, ids, error = screen.search(q, k)
+            ids = ids[ids >= 0]
             exhaustive = len(ids) < k
-            floor = float(approx[0][len(ids) - 1]) if len(ids) else -np.inf
+            floor = float(approx[len(ids) - 1]) if len(ids) else -np.inf
             ids = ids[ids < self._n]
             if self._dead is not None:
                 inside = ids < len(self._dead)
