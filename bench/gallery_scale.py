@@ -31,6 +31,7 @@ then written in bulk, opened again by ``Gallery.open`` in a fresh process until 
 ready to match (time and RSS).
 
     python bench/gallery_scale.py [--sizes 10000 100000 1000000] [--startup 1000000]
+    python bench/gallery_scale.py --sizes --out bench/results/gallery_startup.json
 
 Writes bench/results/gallery_scale.json and prints a table.
 """
@@ -388,7 +389,8 @@ def run_child(extra: list[str], threads: int) -> Any:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000],
+                   help="gallery sizes to match against (none: only the start-up)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--startup", type=int, default=1_000_000,
                    help="identities in the start-up gallery (0: skip)")
@@ -403,7 +405,7 @@ def main() -> int:
     lfw_embeddings()  # once, before the children read the cache
     results: dict[str, Any] = {"cpus": os.cpu_count(), "threads": {}}
     sizes = [str(n) for n in args.sizes]
-    for threads in args.threads:
+    for threads in args.threads if sizes else []:
         # HNSW is built once, in the last child (its build uses the threads; a single
         # query's search is one thread whatever the setting).
         hnsw = args.hnsw and threads == args.threads[-1]

@@ -249,7 +249,7 @@ def _means(owner: NDArray[np.int64], samples: NDArray[np.float32], count: int
     means = np.empty((count, samples.shape[1]), dtype=np.float32)
     for c in np.unique(counts).tolist():
         owners = np.flatnonzero(counts == c)
-        total = samples[order[starts[owners]]].copy()
+        total = samples[order[starts[owners]]]  # (a copy: fancy indexing)
         for i in range(1, c):
             total += samples[order[starts[owners] + i]]
         means[owners] = total / np.float32(c) if c > 1 else total
@@ -339,6 +339,8 @@ class GalleryIndex:
         owner = np.asarray(owner, dtype=np.int64)
         if strategy == "best" or len(owner) == 0:
             rows, groups = samples, owner
+        elif len(owner) == len(faces) and np.array_equal(owner, np.arange(len(owner))):
+            rows, groups = samples, owner  # one sample each: its own mean
         else:
             rows = _means(owner, samples.astype(np.float32, copy=False), len(faces))
             groups = np.arange(len(faces), dtype=np.int64)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import logging
 import os
@@ -671,6 +672,18 @@ class Gallery:
         """Read the whole gallery and build its index (on the writer thread: at a million
         identities this is seconds of work the event loop must not wait for). The
         embeddings are read in one query into one matrix."""
+        # Millions of new objects would start the cyclic collector again and again over
+        # an ever larger heap, and none of them is garbage (1,000,000 identities opened in
+        # 16.5 s with it, 13.0 s without).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._load_all_sync()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _load_all_sync(self) -> None:
         assert self._conn is not None
         c = self._conn
         self._data_version = c.execute("PRAGMA data_version").fetchone()[0]
@@ -686,6 +699,7 @@ class Gallery:
         else:
             matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
         matrix = matrix.astype(np.float32, copy=False)
+        del rows, blobs  # half a gigabyte at a million samples, free for what follows
         samples: dict[str, list[Sample]] = {}
         for sid, ident, has_crop, source, at in zip(sids, owners, has_crops, sources, created):
             samples.setdefault(ident, []).append(Sample(sid, at, source, bool(has_crop)))
@@ -702,7 +716,8 @@ class Gallery:
         owner = np.array([position.get(face, -1) for face in owners], dtype=np.int64)
         kept = owner >= 0
         self.index = GalleryIndex.from_arrays(
-            indexed, [identities[f].name for f in indexed], owner[kept], matrix[kept],
+            indexed, [identities[f].name for f in indexed],
+            *((owner, matrix) if kept.all() else (owner[kept], matrix[kept])),
             self.strategy, self.policy,
         ) if indexed else GalleryIndex.empty(self.policy, self.strategy)
         self._identities = identities
