@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -100,34 +101,201 @@ class OpenSetPolicy:
         return min(1.0, self.calibration.quantile(per_comparison))
 
 
+#: From this many rows on, a top-k query screens a compact copy of the rows with faiss and
+#: rescores the few candidates exactly (see GalleryIndex.ranked). Below it, one float32 matrix
+#: product is as fast (about 1 ms for 32,000 rows).
+SCREEN_ROWS: Final = 32_768
+
+#: The screen's copy: "int8" or "float16" (both measured in bench/gallery_scale.py).
+SCREEN_KIND: str = "int8"
+
+#: Float32 summation, in the screen and in the exact product, moves a similarity by less.
+_SUM_ERROR: Final = 1e-4
+
+
+class _Entry(NamedTuple):
+    """Where one identity lives in the rows: its group and its rows."""
+
+    group: int
+    rows: tuple[int, ...]
+
+
+class _Base(NamedTuple):
+    """The identities of a fresh build: ``faces[group]`` is the group's identity, its rows
+    are ``order[start[group]:start[group + 1]]`` (arrays rather than a million tuples)."""
+
+    groups: dict[str, int]
+    order: NDArray[np.int64]
+    start: NDArray[np.int64]
+
+
+class _Rows:
+    """Append-only storage shared by a chain of GalleryIndex snapshots.
+
+    Rows are only ever appended; a snapshot sees the first ``n`` of them (through views taken
+    when it was made), so later appends cannot change what an older snapshot answers. When
+    the arrays are full they are copied into larger ones: older snapshots keep the old ones.
+    Groups (an identity's hash and name) are appended the same way. The faiss screen holds
+    every appended row; snapshots drop candidates beyond their own ``n``. Rows and the screen
+    are changed only by ``GalleryIndex.replaced``/``removed``, and (faiss being a mutable C++
+    index) those must not run while another thread queries the same chain: in facestream the
+    gallery applies changes on the event loop, where the live pipeline also reads.
+    """
+
+    def __init__(self, dim: int, capacity: int) -> None:
+        self.dim = dim
+        self.vectors = np.empty((max(capacity, 16), dim), dtype=np.float32)
+        self.groups = np.empty(max(capacity, 16), dtype=np.int64)
+        self.n = 0
+        self.faces: list[str] = []
+        self.names: list[str] = []
+        self.screen: _Screen | None = None
+
+    def append(self, vectors: NDArray[np.float32], groups: NDArray[np.int64]) -> None:
+        k = len(vectors)
+        if self.n + k > len(self.vectors):
+            size = max(self.n + k, 2 * len(self.vectors))
+            grown = np.empty((size, self.dim), dtype=np.float32)
+            grown[:self.n] = self.vectors[:self.n]
+            grouped = np.empty(size, dtype=np.int64)
+            grouped[:self.n] = self.groups[:self.n]
+            self.vectors, self.groups = grown, grouped
+        self.vectors[self.n:self.n + k] = vectors
+        self.groups[self.n:self.n + k] = groups
+        self.n += k
+        if self.screen is not None:
+            self.screen.add(vectors)
+        elif self.n >= SCREEN_ROWS:
+            self.screen = _screen(self.vectors[:self.n])
+
+    def add_group(self, face: str, name: str) -> int:
+        self.faces.append(face)
+        self.names.append(name)
+        return len(self.faces) - 1
+
+
+class _Screen:
+    """A faiss scan of a compact copy of the rows that proposes candidates, with a bound on
+    how far its similarities can be from the exact ones.
+
+    ``int8``: each component times 127, rounded (rows have components in [-1, 1]), and the
+    query scaled to fill [-127, 127] and rounded, multiplied in integers (faiss's
+    QT_8bit_direct_signed). With X = 127 x + a and Q = s q + b, |a_i|, |b_i| <= 1/2:
+    |X.Q / (127 s) - x.q| <= |x|_1 / (2 s) + |q|_1 / 254 + n / (4 * 127 s), with |x|_1 at
+    most the largest row's L1 norm. Half of float16's bytes to read.
+    ``float16``: each stored component is rounded by at most 2**-11 of itself, so by
+    Cauchy-Schwarz a similarity with rows of norm <= 1 moves by at most 2**-11 |q|.
+    """
+
+    def __init__(self, dim: int, kind: str) -> None:
+        import faiss  # type: ignore[import-untyped]
+
+        # One face is one query: faiss would split its scan over OpenMP threads, which on
+        # cores busy with the recognition workers made it 2-3 times slower
+        # (bench/gallery_scale.py). Process-wide; facestream uses faiss for nothing else.
+        faiss.omp_set_num_threads(1)
+        self.kind = kind
+        quantizer = (faiss.ScalarQuantizer.QT_8bit_direct_signed if kind == "int8"
+                     else faiss.ScalarQuantizer.QT_fp16)
+        self.index = faiss.IndexScalarQuantizer(dim, quantizer, faiss.METRIC_INNER_PRODUCT)
+        self.l1 = 0.0  # the largest L1 norm of a row
+        self.usable = True  # False once a row does not fit the int8 range: scan exactly
+
+    def add(self, vectors: NDArray[np.float32]) -> None:
+        for start in range(0, len(vectors), 1 << 16):  # bounded temporary copies
+            block = np.asarray(vectors[start:start + (1 << 16)], dtype=np.float32)
+            if not len(block):
+                continue
+            self.l1 = max(self.l1, float(np.abs(block).sum(axis=1).max()))
+            if self.kind == "int8":
+                self.usable = self.usable and float(np.abs(block).max()) <= 1.0
+                block = np.round(block * 127.0)
+            self.index.add(np.ascontiguousarray(block, dtype=np.float32))
+
+    def search(self, q: Embedding, k: int) -> tuple[NDArray[np.float64], NDArray[np.int64],
+                                                     float]:
+        """The ``k`` rows the screen scores highest for ``q`` (best first, -1 when there
+        are fewer rows), their screened similarities, and the bound on their error."""
+        if self.kind == "int8":
+            scale = 127.0 / max(float(np.abs(q).max()), 1e-12)
+            approx, ids = self.index.search(np.round(q * scale)[None, :].astype(np.float32), k)
+            sims = approx[0].astype(np.float64) / (127.0 * scale)
+            error = (self.l1 / (2 * scale) + float(np.abs(q).sum()) / 254.0
+                     + len(q) / (4 * 127.0 * scale))
+        else:
+            approx, ids = self.index.search(q[None, :], k)
+            sims = approx[0].astype(np.float64)
+            error = 2.0**-11 * float(np.linalg.norm(q))
+        return sims, ids[0], error + _SUM_ERROR
+
+
+def _screen(vectors: NDArray[np.float32]) -> _Screen | None:
+    """A screen of ``vectors`` (SCREEN_KIND), or None without faiss."""
+    try:
+        screen = _Screen(vectors.shape[1], SCREEN_KIND)
+    except ImportError:  # pragma: no cover - faiss is a dependency; exact matching still works
+        return None
+    screen.add(vectors)
+    return screen
+
+
+def _means(owner: NDArray[np.int64], samples: NDArray[np.float32], count: int
+           ) -> NDArray[np.float32]:
+    """Each owner's mean sample, as ``np.mean(its samples, axis=0)`` computes it (float32
+    rows summed in order, then divided), for all owners with the same sample count at once."""
+    counts = np.bincount(owner, minlength=count)
+    order = np.argsort(owner, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    means = np.empty((count, samples.shape[1]), dtype=np.float32)
+    for c in np.unique(counts).tolist():
+        owners = np.flatnonzero(counts == c)
+        total = samples[order[starts[owners]]]  # (a copy: fancy indexing)
+        for i in range(1, c):
+            total += samples[order[starts[owners] + i]]
+        means[owners] = total / np.float32(c) if c > 1 else total
+    return means
+
+
 class GalleryIndex:
     """An immutable snapshot of enrolled embeddings for open-set identification.
 
-    The gallery builds a new index after every committed change and swaps it in, so a
-    reader always sees one consistent version without locks.
+    Matching is exact: the answers are those of one float32 product with every row. Large
+    galleries screen an int8 copy first and rescore only the rows that could be in the top
+    few (measured in bench/gallery_scale.py: 1,000,000 identities in 6.4 ms p50, 6.8 ms p99,
+    rather than numpy's 39 ms). A change (``replaced``, ``removed``) returns a new snapshot in milliseconds: rows are
+    appended and old ones hidden, never rewritten, so a reader holding an older snapshot
+    keeps getting that snapshot's answers without locks. When hidden rows pile up, a change
+    rebuilds the rows compactly.
     """
 
+    strategy: str
+    policy: OpenSetPolicy
+    identities: int
+    #: Independent chances a stranger has to match: identities, or samples for "best".
+    comparisons: int
+
     def __init__(self, hashes: Sequence[str], names: Sequence[str], matrix: NDArray[np.float32],
-                 policy: OpenSetPolicy | None = None, comparisons: int | None = None):
-        self.hashes = tuple(hashes)
-        self.names = tuple(names)
-        self.matrix = matrix.reshape(len(self.hashes), -1) if len(self.hashes) else matrix
-        self.policy = policy or OpenSetPolicy(threshold=1.0)
-        # Rows grouped by identity: row i scores for identity _group[i], whose first row is
-        # _first[_group[i]].
-        first: dict[str, int] = {}
-        for i, h in enumerate(self.hashes):
-            first.setdefault(h, i)
-        group = {h: g for g, h in enumerate(first)}
-        self._group = np.array([group[h] for h in self.hashes], dtype=np.int64)
-        self._first = np.array(list(first.values()), dtype=np.int64)
-        self.identities = len(first)
-        #: Independent chances a stranger has to match: identities, or samples for "best".
-        self.comparisons = self.identities if comparisons is None else comparisons
+                 policy: OpenSetPolicy | None = None, comparisons: int | None = None,
+                 strategy: str = "centroid"):
+        """Index ``matrix``'s rows, row i for identity ``hashes[i]`` (repeated hashes: an
+        identity scores its best row). ``strategy`` says how ``replaced`` turns samples into
+        rows; ``comparisons`` defaults to the number of identities."""
+        owners: dict[str, int] = {}
+        for h in hashes:
+            owners.setdefault(h, len(owners))
+        first_name = {h: n for h, n in reversed(list(zip(hashes, names)))}
+        matrix = np.asarray(matrix, dtype=np.float32).reshape(len(hashes), -1) if hashes \
+            else np.zeros((0, 0), dtype=np.float32)
+        self._build(list(owners), [first_name[h] for h in owners],
+                    np.array([owners[h] for h in hashes], dtype=np.int64), matrix,
+                    policy, strategy)
+        if comparisons is not None:
+            self.comparisons = comparisons
 
     @classmethod
-    def empty(cls, policy: OpenSetPolicy | None = None) -> GalleryIndex:
-        return cls((), (), np.zeros((0, 0), dtype=np.float32), policy)
+    def empty(cls, policy: OpenSetPolicy | None = None, strategy: str = "centroid"
+              ) -> GalleryIndex:
+        return cls((), (), np.zeros((0, 0), dtype=np.float32), policy, strategy=strategy)
 
     @classmethod
     def from_samples(
@@ -145,50 +313,239 @@ class GalleryIndex:
         ``best``: one row per sample, an identity scores its most similar sample (and each
         sample is one more chance for a stranger to match).
         """
-        hashes: list[str] = []
-        names: list[str] = []
-        rows: list[Embedding] = []
-        samples = 0
-        for face, name, embs in identities:
-            if not embs:
-                continue
-            samples += len(embs)
-            if strategy == "centroid":
-                picked = [np.mean(np.stack(embs), axis=0).astype(np.float32)]
-            elif strategy == "best":
-                picked = list(embs)
-            else:
-                raise ValueError(f"unknown matching strategy {strategy!r}")
-            for row in picked:
-                hashes.append(face)
-                names.append(name)
-                rows.append(row)
-        if not rows:
-            return cls.empty(policy)
-        comparisons = samples if strategy == "best" else None
-        return cls(hashes, names, np.stack(rows).astype(np.float32), policy, comparisons)
+        kept = [(face, name, embs) for face, name, embs in identities if len(embs)]
+        owner = np.repeat(np.arange(len(kept), dtype=np.int64), [len(e) for _, _, e in kept])
+        vectors = (np.stack([e for _, _, embs in kept for e in embs]).astype(np.float32)
+                   if kept else np.zeros((0, 0), dtype=np.float32))
+        return cls.from_arrays([f for f, _, _ in kept], [n for _, n, _ in kept], owner,
+                               vectors, strategy, policy)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        faces: Sequence[str],
+        names: Sequence[str],
+        owner: NDArray[np.integer],
+        samples: NDArray[np.float32],
+        strategy: str = "centroid",
+        policy: OpenSetPolicy | None = None,
+    ) -> GalleryIndex:
+        """``from_samples`` for large galleries: sample i (row i of ``samples``) belongs to
+        identity ``owner[i]``, an index into ``faces`` and ``names``; every identity has at
+        least one sample."""
+        if strategy not in ("centroid", "best"):
+            raise ValueError(f"unknown matching strategy {strategy!r}")
+        index = cls.__new__(cls)
+        owner = np.asarray(owner, dtype=np.int64)
+        if strategy == "best" or len(owner) == 0:
+            rows, groups = samples, owner
+        elif len(owner) == len(faces) and np.array_equal(owner, np.arange(len(owner))):
+            rows, groups = samples, owner  # one sample each: its own mean
+        else:
+            rows = _means(owner, samples.astype(np.float32, copy=False), len(faces))
+            groups = np.arange(len(faces), dtype=np.int64)
+        index._build(list(faces), list(names), groups, rows, policy, strategy)
+        return index
+
+    def _build(self, faces: list[str], names: list[str], groups: NDArray[np.int64],
+               rows: NDArray[np.float32], policy: OpenSetPolicy | None, strategy: str
+               ) -> None:
+        """Index ``rows``, row i for identity ``faces[groups[i]]``; every face has rows."""
+        # Room to grow by an eighth before the rows are copied into larger arrays (a copy
+        # of a million rows makes that one change take about half a second).
+        store = _Rows(rows.shape[1] if rows.ndim == 2 else 0, len(rows) + len(rows) // 8)
+        store.faces, store.names = faces, names
+        store.append(rows, groups)
+        counts = np.bincount(groups, minlength=len(faces))
+        base = _Base(dict(zip(faces, range(len(faces)))),
+                     np.argsort(groups, kind="stable"),
+                     np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        self._adopt(store, None, 0, base, {}, policy or OpenSetPolicy(threshold=1.0),
+                    strategy, len(faces))
+        self._row_per_group = bool(np.array_equal(groups, np.arange(len(groups))))
+
+    def _adopt(self, store: _Rows, dead: NDArray[np.bool_] | None, dead_count: int,
+               base: _Base, overlay: dict[str, _Entry | None],
+               policy: OpenSetPolicy, strategy: str, identities: int) -> None:
+        self._store = store
+        self._n = store.n
+        self._n_groups = len(store.faces)
+        self._vectors = store.vectors[:store.n]
+        self._groups = store.groups[:store.n]
+        self._dead = dead  # rows hidden in this snapshot (rows past its end are alive)
+        self._dead_count = dead_count
+        self._base = base  # never changed once made; changes since go in the overlay
+        self._overlay = overlay
+        self.policy = policy
+        self.strategy = strategy
+        self.identities = identities
+        self._row_per_group = False  # row i is group i's only row (a fresh build may say so)
+        # With "best" every (live) row is a sample.
+        self.comparisons = store.n - dead_count if strategy == "best" else identities
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _entry(self, face: str) -> _Entry | None:
+        if face in self._overlay:
+            return self._overlay[face]
+        group = self._base.groups.get(face)
+        if group is None:
+            return None
+        start, end = self._base.start[group:group + 2].tolist()
+        return _Entry(group, tuple(self._base.order[start:end].tolist()))
+
+    def replaced(self, face: str, name: str, samples: Sequence[Embedding]) -> GalleryIndex:
+        """A snapshot in which identity ``face`` is called ``name`` and has exactly these
+        samples (added if it was not indexed; removed if ``samples`` is empty)."""
+        if not len(samples):
+            return self.removed(face)
+        embs = np.stack(samples).astype(np.float32)
+        if self._store.dim and embs.shape[1] != self._store.dim:
+            raise ValueError(f"embeddings have {embs.shape[1]} dimensions, the index "
+                             f"{self._store.dim}")
+        rows = embs if self.strategy == "best" else \
+            np.mean(embs, axis=0, keepdims=True).astype(np.float32)
+        return self._changed(face, name, rows)
+
+    def removed(self, face: str) -> GalleryIndex:
+        """A snapshot without identity ``face`` (the same one if it is not indexed)."""
+        if self._entry(face) is None:
+            return self
+        return self._changed(face, None, None)
+
+    def _changed(self, face: str, name: str | None, rows: NDArray[np.float32] | None
+                 ) -> GalleryIndex:
+        store = self._store
+        if not store.dim and rows is not None and name is not None:  # the first identity
+            index = GalleryIndex.__new__(GalleryIndex)
+            index._build([face], [name], np.zeros(len(rows), dtype=np.int64), rows,
+                         self.policy, self.strategy)
+            return index
+        if store.n != self._n or self._crowded():
+            # Not the newest snapshot of its rows (appending would show this branch's rows
+            # to the other), or too many hidden rows or changes: start over compactly.
+            return self._compacted()._changed(face, name, rows)
+        old = self._entry(face)
+        dead, dead_count = self._dead, self._dead_count
+        if old is not None:
+            dead = np.zeros(store.n, dtype=np.bool_) if dead is None else \
+                np.concatenate([dead, np.zeros(store.n - len(dead), dtype=np.bool_)])
+            dead[list(old.rows)] = True
+            dead_count += len(old.rows)
+        overlay = dict(self._overlay)
+        if rows is None or name is None:
+            overlay[face] = None
+        else:
+            same = old is not None and store.names[old.group] == name
+            group = old.group if same and old is not None else store.add_group(face, name)
+            first = store.n
+            store.append(rows, np.full(len(rows), group, dtype=np.int64))
+            overlay[face] = _Entry(group, tuple(range(first, store.n)))
+        index = GalleryIndex.__new__(GalleryIndex)
+        identities = self.identities + (old is None) - (rows is None)
+        index._adopt(store, dead, dead_count, self._base, overlay, self.policy, self.strategy,
+                     identities)
+        return index
+
+    def _crowded(self) -> bool:
+        return (self._dead_count > max(1024, self._n // 4)
+                or len(self._overlay) > max(1024, self.identities // 8))
+
+    def _compacted(self) -> GalleryIndex:
+        """The same snapshot with rows of its own and nothing hidden (in row order, so
+        identities keep their order)."""
+        live = np.ones(self._n, dtype=np.bool_)
+        if self._dead is not None:
+            live[:len(self._dead)] = ~self._dead
+        rows = np.flatnonzero(live)
+        groups, renumbered = np.unique(self._groups[rows], return_inverse=True)
+        faces, names = self._store.faces, self._store.names
+        index = GalleryIndex.__new__(GalleryIndex)
+        index._build([faces[g] for g in groups.tolist()], [names[g] for g in groups.tolist()],
+                     renumbered.astype(np.int64), self._vectors[rows], self.policy,
+                     self.strategy)
+        return index
+
+    # -- queries ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return self.identities
 
+    @property
+    def dim(self) -> int:
+        """Dimensions of the indexed embeddings (0 while nothing was ever indexed)."""
+        return self._store.dim
+
     def ranked(self, embedding: Embedding, top: int | None = None) -> list[Match]:
         """Identities with their scores (an identity's best row), best first; all of them,
         or the ``top`` few."""
-        if not self.hashes or self.matrix.shape[1] != embedding.shape[0]:
+        if not self.identities or self._store.dim != embedding.shape[0]:
             return []
-        sims = self.matrix @ embedding
-        if len(self._group) == self.identities:
-            scores = sims  # one row per identity
-        else:
-            scores = np.full(self.identities, -np.inf, dtype=sims.dtype)
-            np.maximum.at(scores, self._group, sims)
-        if top is not None and top < len(scores):
+        q = np.ascontiguousarray(embedding, dtype=np.float32)
+        screen = self._store.screen
+        if top is not None and screen is not None and screen.usable and self._n >= SCREEN_ROWS:
+            screened = self._screened(q, min(top, self.identities))
+            if screened is not None:
+                return screened
+        sims = self._vectors @ q
+        if self._dead is not None:
+            sims[:len(self._dead)][self._dead] = -np.inf
+        scores = self._group_scores(self._groups, sims)
+        live = np.count_nonzero(scores > -np.inf)
+        if top is not None and top < live:
             picked = np.argpartition(-scores, top - 1)[:top]
             order = picked[np.argsort(-scores[picked], kind="stable")]
         else:
-            order = np.argsort(-scores, kind="stable")
-        return [Match(self.hashes[self._first[g]], self.names[self._first[g]], float(scores[g]))
-                for g in order]
+            order = np.argsort(-scores, kind="stable")[:live]
+        return self._matches(order, scores[order])
+
+    def _group_scores(self, groups: NDArray[np.int64], sims: NDArray[np.float32]
+                      ) -> NDArray[np.float32]:
+        """Each group's best row; -inf for groups without a (live) row."""
+        if self._row_per_group:
+            return sims
+        scores = np.full(self._n_groups, -np.inf, dtype=np.float32)
+        np.maximum.at(scores, groups, sims)
+        return scores
+
+    def _matches(self, groups: NDArray[np.int64], scores: NDArray[np.float32]) -> list[Match]:
+        faces, names = self._store.faces, self._store.names
+        return [Match(faces[g], names[g], float(s))
+                for g, s in zip(groups.tolist(), scores.tolist())]
+
+    def _screened(self, q: Embedding, top: int) -> list[Match] | None:
+        """The exact top ``top`` through the screen, or None if that would take more than
+        a few rounds (the caller then scores every row).
+
+        The screen returns the k rows it scores highest; every other row's screened
+        similarity is at most the k-th one, ``floor``, so its exact similarity is at most
+        ``floor + error``. Once the ``top`` best identities among the candidates, rescored
+        exactly, all score above that, no other row can change the answer."""
+        screen = self._store.screen
+        assert screen is not None
+        # int8 similarities are a few hundredths off: more rows lie within that of the top.
+        k = max(256 if screen.kind == "int8" else 16, 8 * top)
+        while k <= self._n // 8:
+            approx, ids, error = screen.search(q, k)
+            ids = ids[ids >= 0]
+            exhaustive = len(ids) < k
+            floor = float(approx[len(ids) - 1]) if len(ids) else -np.inf
+            ids = ids[ids < self._n]
+            if self._dead is not None:
+                inside = ids < len(self._dead)
+                ids = ids[~(inside & self._dead[np.minimum(ids, len(self._dead) - 1)])]
+            sims = self._vectors[ids] @ q
+            groups = self._groups[ids]
+            best: dict[int, float] = {}
+            for g, s in zip(groups.tolist(), sims.tolist()):
+                if s > best.get(g, -np.inf):
+                    best[g] = s
+            ranked = sorted(best.items(), key=lambda gs: (-gs[1], gs[0]))[:top]
+            if len(ranked) == top and (exhaustive or ranked[-1][1] > floor + error):
+                return self._matches(np.array([g for g, _ in ranked], dtype=np.int64),
+                                     np.array([s for _, s in ranked], dtype=np.float32))
+            k *= 4
+        return None
 
     def best(self, embedding: Embedding) -> Match | None:
         """The most similar identity whatever the similarity, or None for an empty gallery."""
@@ -209,10 +566,10 @@ class GalleryIndex:
 
     def score(self, embedding: Embedding, face: str) -> float | None:
         """The score of identity ``face`` for this face (None if it is not indexed)."""
-        rows = [i for i, h in enumerate(self.hashes) if h == face]
-        if not rows or self.matrix.shape[1] != embedding.shape[0]:
+        entry = self._entry(face)
+        if entry is None or self._store.dim != embedding.shape[0]:
             return None
-        return float(np.max(self.matrix[rows] @ embedding))
+        return float(np.max(self._vectors[list(entry.rows)] @ embedding))
 
     def near_certain(self, embedding: Embedding, far: float) -> Match | None:
         """The identity this face is with a chance of at most ``far`` that it is somebody
