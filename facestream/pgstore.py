@@ -562,10 +562,10 @@ class PgGallery:
             raise ModelMismatch(
                 f"embedding made by {model} cannot join a gallery of {self.model} embeddings")
         emb = normalize(embedding)
-        if self.index.matrix.size and emb.shape[0] != self.index.matrix.shape[1]:
+        if len(self.index) and emb.shape[0] != self.index.dim:
             raise ModelMismatch(
                 f"embedding has {emb.shape[0]} dimensions; {self.model} embeddings in this "
-                f"gallery have {self.index.matrix.shape[1]}")
+                f"gallery have {self.index.dim}")
         return emb
 
     async def _insert_sample(self, conn: asyncpg.Connection, face: str, emb: Embedding,

@@ -212,8 +212,8 @@ async def test_changes_on_one_node_reach_another_within_a_second(url: str) -> No
         assert b.get(second.hash) is None
         assert b.get(first.hash) == a.get(first.hash)
         assert b.index.ranked(unit(101), top=1)[0].hash == first.hash
-        assert b.index.hashes == a.index.hashes
-        np.testing.assert_array_equal(b.index.matrix, a.index.matrix)
+        for probe in range(95, 110):  # both indexes answer alike
+            assert b.index.ranked(unit(probe)) == a.index.ranked(unit(probe))
 
         await a.delete(first.hash)
         await seen_by_b.wait("deleted", first.hash)
