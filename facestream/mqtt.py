@@ -259,7 +259,7 @@ class MqttBridge:
                     # A restarted broker may have lost every retained message: send them all.
                     self._dirty = dict.fromkeys(t for t, v in self._retained.items() if v)
                     try:
-                        await self._publish_forever(client)
+                        await self._serve(client)
                     except asyncio.CancelledError:
                         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                             await client.publish(self.available_topic, b"offline", qos=1,
@@ -275,6 +275,27 @@ class MqttBridge:
                 self._metrics.mqtt_connected.set(0)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Publish until the connection is lost: then MqttError. Losing it is noticed at
+        once, not at the next publish (which may be long in coming when nothing changes)."""
+        publisher = asyncio.create_task(self._publish_forever(client))
+        watcher = asyncio.create_task(self._watch(client))
+        try:
+            done, _ = await asyncio.wait({publisher, watcher},
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (publisher, watcher):
+                task.cancel()
+            await asyncio.gather(publisher, watcher, return_exceptions=True)
+        for task in done:
+            task.result()  # the MqttError that ended it
+        raise aiomqtt.MqttError("the connection to the broker ended")
+
+    @staticmethod
+    async def _watch(client: aiomqtt.Client) -> None:
+        async for _ in client.messages:  # nothing is subscribed: it only ends with the link
+            pass
 
     async def _publish_forever(self, client: aiomqtt.Client) -> None:
         while True:
