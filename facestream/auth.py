@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE TABLE IF NOT EXISTS sessions (
     digest      TEXT PRIMARY KEY,
-    user        TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    "user"      TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
     expires_at  REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
@@ -174,7 +174,7 @@ class Auth:
         # A new password ends every session of that user.
         await self.gallery.write([
             ("UPDATE users SET password = ? WHERE name = ?", (hashed, name)),
-            ("DELETE FROM sessions WHERE user = ?", (name,)),
+            ('DELETE FROM sessions WHERE "user" = ?', (name,)),
         ])
         self._cache.clear()
 
@@ -186,7 +186,7 @@ class Auth:
         if role == "admin" and not admins[0][0]:
             raise AuthError(f"{name!r} is the last admin; add another admin first")
         await self.gallery.write([
-            ("DELETE FROM sessions WHERE user = ?", (name,)),
+            ('DELETE FROM sessions WHERE "user" = ?', (name,)),
             ("DELETE FROM users WHERE name = ?", (name,)),
         ])
         self._cache.clear()
@@ -243,7 +243,7 @@ class Auth:
         session = secrets.token_urlsafe(32)
         await self.gallery.write([
             ("DELETE FROM sessions WHERE expires_at < ?", (time.time(),)),
-            ("INSERT INTO sessions (digest, user, expires_at) VALUES (?, ?, ?)",
+            ('INSERT INTO sessions (digest, "user", expires_at) VALUES (?, ?, ?)',
              (_digest(session), name, time.time() + self.session_s)),
         ])
         return session, Principal("user", name, rows[0][0])
@@ -284,7 +284,7 @@ class Auth:
             found = Principal("token", rows[0][0], rows[0][1]) if rows else None
         else:
             rows = await self.gallery.query(
-                "SELECT s.user, u.role FROM sessions s JOIN users u ON u.name = s.user "
+                'SELECT s."user", u.role FROM sessions s JOIN users u ON u.name = s."user" '
                 "WHERE s.digest = ? AND s.expires_at > ?", (key[1:], time.time()))
             found = Principal("user", rows[0][0], rows[0][1]) if rows else None
         if len(self._cache) > 10_000:

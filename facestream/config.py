@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .identity import Calibration, OpenSetPolicy
+from .privacy import redact_source
 
 #: Recognition models DeepFace can run here, with the cosine similarity at or above which two
 #: faces are the same person when two faces are compared (1:1). SFace's is OpenCV Zoo's
@@ -212,8 +213,13 @@ class WebhookConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     data_dir: str = "facestream-data"
-    #: Secret for the HMAC of enrollment emails. Empty: generated into the data dir.
+    #: Secret for the HMAC of enrollment emails. Empty: generated into the data dir. Nodes
+    #: sharing one database must all have the same.
     secret: str = ""
+    #: ``postgresql://user[:password]@host[:port]/database``: the gallery, history and
+    #: accounts in PostgreSQL, shared by every node given the same URL. Empty: SQLite in
+    #: ``data_dir``.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -361,6 +367,11 @@ def _url_checks(config: Config) -> list[tuple[bool, str]]:
         (not m.discovery_prefix or bool(_SLUG.fullmatch(m.discovery_prefix)),
          f"mqtt.discovery_prefix: letters, digits, _ and - only, got {m.discovery_prefix!r}"),
         (m.queue_size >= 10, f"mqtt.queue_size: must be >= 10, got {m.queue_size}"),
+        (not config.storage.url or (
+            config.storage.url.startswith(("postgresql://", "postgres://"))
+            and len(config.storage.url.split("://", 1)[1]) > 0),
+         "storage.url: expected postgresql://user[:password]@host[:port]/database, got "
+         f"{redact_source(config.storage.url)!r}"),
     ]
     for i, w in enumerate(config.webhooks):
         key = f"webhooks[{i}]"

@@ -145,16 +145,22 @@ class History:
             # waited) stays known: an older event never makes them a stranger again.
             (f"INSERT INTO visits ({_VISIT_COLUMNS}, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
              "ON CONFLICT (id) DO UPDATE SET left_at = excluded.left_at, "
-             "name = CASE WHEN known = 1 AND excluded.known = 0 THEN name ELSE excluded.name "
-             "END, known = MAX(known, excluded.known), quality = excluded.quality"),
-            (v.id, v.person, int(v.known), v.name, v.camera, v.arrived_at, v.left_at,
-             quality)))
+             "name = CASE WHEN visits.known = 1 AND excluded.known = 0 THEN visits.name "
+             "ELSE excluded.name END, "
+             "known = CASE WHEN visits.known = 1 THEN 1 ELSE excluded.known END, "
+             "quality = excluded.quality"),
+            (v.id, v.person, int(v.known), v.name, v.camera, float(v.arrived_at),
+             None if v.left_at is None else float(v.left_at),
+             None if quality is None else float(quality))))
         stored = self._stored_quality.get(v.id)
         if v.best is not None and (stored is None or v.best.quality > stored):
             crop, context, geometry, snapshot = await asyncio.to_thread(self._encode, v)
             statements.append((
-                ("INSERT OR REPLACE INTO visit_images (visit, crop, context, geometry, "
-                 "snapshot) VALUES (?, ?, ?, ?, ?)"), (v.id, crop, context, geometry, snapshot)))
+                ("INSERT INTO visit_images (visit, crop, context, geometry, snapshot) "
+                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (visit) DO UPDATE SET "
+                 "crop = excluded.crop, context = excluded.context, "
+                 "geometry = excluded.geometry, snapshot = excluded.snapshot"),
+                (v.id, crop, context, geometry, snapshot)))
             self._stored_quality[v.id] = v.best.quality
         if (event.kind == "left" and not v.known and v.best is not None
                 and self.gallery.get(v.person) is None):
@@ -187,11 +193,12 @@ class History:
         mean = normalize((mean * count + embedding) / (count + 1))
         self._unknowns[person] = (mean, count + 1)
         self._rebuild_unknowns()
-        return (("INSERT OR REPLACE INTO unknowns (hash, model, dim, embedding, count, "
-                 "created_at) VALUES (?, ?, ?, ?, ?, COALESCE((SELECT created_at FROM unknowns "
-                 "WHERE hash = ?), ?))"), (person, self.gallery.model, int(mean.shape[0]),
-                         np.ascontiguousarray(mean, "<f4").tobytes(), count + 1, person,
-                         time.time()))
+        return (("INSERT INTO unknowns (hash, model, dim, embedding, count, created_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET "
+                 "model = excluded.model, dim = excluded.dim, embedding = excluded.embedding, "
+                 "count = excluded.count"),
+                (person, self.gallery.model, int(mean.shape[0]),
+                 np.ascontiguousarray(mean, "<f4").tobytes(), count + 1, time.time()))
 
     def _rebuild_unknowns(self) -> None:
         self.unknown_index = GalleryIndex.from_samples(

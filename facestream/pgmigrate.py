@@ -7,7 +7,9 @@ The SQLite file is only read (safe while a server uses it) and stays as it was.
 
 Emails stay HMACs: the nodes that use the database must have this data dir's secret
 (``storage.secret``, or the contents of ``DATA_DIR/secret.key``); the database records which.
-Accounts and tokens (``users``, ``tokens``) are not moved yet.
+Accounts, API tokens and the audit log move too when the database has no accounts yet (a
+node started on it first made its own admin: then the database's accounts are kept). Login
+sessions do not move: people log in again.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any, Final, TextIO
 import asyncpg
 
 from .config import Config
-from .pgstore import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, PgGallery, where
+from .auth import Auth
+from .pgstore import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, where
 from .privacy import load_or_create_secret
-from .storage import DB_FILE, GalleryError, StorageError, read_only
+from .storage import DB_FILE, Gallery, GalleryError, StorageError, read_only
 
 #: Tables and columns moved, parents before children.
 TABLES: Final = (
@@ -35,6 +38,14 @@ TABLES: Final = (
     ("visit_images", ("visit", "crop", "context", "geometry", "snapshot")),
     ("unknowns", ("hash", "model", "dim", "embedding", "count", "created_at")),
 )
+#: The accounts' tables (in a gallery only once a server has run on it).
+ACCOUNT_TABLES: Final = (
+    ("users", ("name", "role", "password", "created_at")),
+    ("tokens", ("id", "name", "role", "digest", "created_at")),
+    ("audit", ("id", "at", "actor", "action", "status")),
+)
+#: Tables whose ids the database numbers: new rows continue after the moved ones.
+NUMBERED: Final = ("samples", "audit")
 BATCH: Final = 500
 
 
@@ -59,9 +70,12 @@ async def migrate(db: Path, url: str, model: str, config: Config) -> dict[str, i
                                "run `facestream reembed` first")
         model = models[0] if models else model
         # Creates the schema, and checks or records which secret the emails were made with.
-        gallery = await PgGallery.open(url, model, config.recognition.policy(model), secret,
-                                       check_model=False)
-        await gallery.close()
+        gallery = await Gallery.open_url(url, model, config.recognition.policy(model), secret,
+                                         check_model=False)
+        try:
+            await Auth(gallery).ensure_schema()
+        finally:
+            await gallery.close()
         try:
             conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S,
                                          command_timeout=COMMAND_TIMEOUT_S)
@@ -82,15 +96,19 @@ async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection, url: str
                                "EXISTS (SELECT 1 FROM visits)"):
             raise GalleryError(f"the database {where(url)} already holds a gallery: migrate "
                                "into an empty database")
-        for table, columns in TABLES:
+        tables = list(TABLES)
+        present = {r[0] for r in source.execute("SELECT name FROM sqlite_master")}
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users)"):
+            tables += [t for t in ACCOUNT_TABLES if t[0] in present]
+        for table, columns in tables:
             counts[table] = 0
             for rows in _batches(source, table, columns):
                 await conn.copy_records_to_table(table, records=rows, columns=list(columns))
                 counts[table] += len(rows)
-        # New samples are numbered after the moved ones.
-        await conn.execute("SELECT setval(pg_get_serial_sequence('samples', 'id'), "
-                           "COALESCE((SELECT MAX(id) FROM samples), 0) + 1, false)")
-        for table, _ in TABLES:
+        for table in NUMBERED:
+            await conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                               f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
+        for table, _ in tables:
             stored = await conn.fetchval(f"SELECT COUNT(*) FROM {table}")
             if stored != counts[table]:
                 raise StorageError(f"{table}: {counts[table]} rows read but {stored} in "

@@ -1,21 +1,22 @@
-"""The face gallery in PostgreSQL (``storage.url = "postgresql://..."``), shared by several nodes.
+"""The gallery's database in PostgreSQL (``storage.url = "postgresql://..."``), shared by nodes.
 
-The same public interface as ``storage.Gallery`` for identities and samples: ``open``, ``add``,
-``add_sample``, ``rename``, ``merge``, ``delete``, ``delete_sample``, ``list``/``get``,
-``index``, ``on_change`` with the same events, ``find_by_email``, ``crop``, ``records``,
-``close``. Each node keeps the whole gallery in memory, as the SQLite gallery does, and matches
-against that; the database is the shared truth.
+``PostgresDb`` is the second ``storage.Database``, beside SQLite's: the gallery, its history
+and the accounts speak the same ``?``-parameter SQL to both (statements are renumbered to
+``$n``, and ``CREATE`` statements get PostgreSQL's types), and ``storage.Gallery`` does the
+rest the same way on either: each node keeps the whole gallery in memory and matches there;
+the database is the shared truth.
 
-Every write is one transaction that also ``pg_notify``s :data:`CHANNEL` with what it changed
-(delivered at commit, in commit order). Each node LISTENs on a connection of its own, reloads
-the identities a notification names and fires the same ``on_change`` event as the node that
-wrote, so a change made on one node is matched on every other a few milliseconds later.
+Every write is one transaction on a pooled connection (asyncpg); a gallery change also
+``pg_notify``s :data:`CHANNEL` with its event and identities, delivered at commit in commit
+order. Each node LISTENs on a connection of its own and hands the other nodes' changes to
+the gallery, which reads just those identities back and fires the same ``on_change`` event
+as the node that wrote, a few milliseconds after the commit.
 
 When the database goes away a node keeps matching from memory, and every write (and every
-read that needs the database: crops, email look-ups) raises ``StorageError`` (the API's 503)
-saying so. The follower task reconnects with backoff, reloads the whole gallery (what it
-missed cannot be replayed) and fires ``reloaded``. A node refuses writes while its listener is
-down, so no node writes without hearing the others.
+read that needs the database: crops, email look-ups, history) raises ``StorageError`` (the
+API's 503) saying so. The follower reconnects with backoff, has the whole gallery reloaded
+(what it missed cannot be replayed) and fires ``reloaded``. A node refuses writes while its
+listener is down, so no node writes without hearing the others.
 
 Emails are stored only as their HMAC with ``storage.secret``, as in SQLite; every node must
 use the same secret, which the database checks (it keeps an HMAC of a fixed text, never the
@@ -26,44 +27,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
+import itertools
 import json
 import logging
-import time
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
-import numpy as np
 
-from .identity import Embedding, GalleryIndex, OpenSetPolicy, face_hash, normalize
-from .privacy import email_digest
 from .storage import (
-    NO_IMAGES,
-    SOURCES,
-    AlreadyEnrolled,
-    BelongsToOther,
-    GalleryError,
-    Identity,
-    LastSample,
-    ModelMismatch,
-    NotFound,
-    Sample,
-    SampleRecord,
+    _IDENTITY_ROWS,
+    _SAMPLE_ROWS,
+    _SCHEMA,
+    SCHEMA_VERSION,
+    Change,
+    Conflict,
+    Rows,
+    Statement,
     StorageError,
-    StoredImages,
-    clean_name,
 )
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 4
 #: The NOTIFY channel every node LISTENs on.
 CHANNEL: Final = "facestream_gallery"
 CONNECT_TIMEOUT_S: Final = 5.0
@@ -75,63 +68,18 @@ HEARTBEAT_S: Final = 5.0
 RETRY_S: Final = (0.1, 2.0)
 #: Notifications waiting to be applied; past this the node reloads everything instead.
 INBOX_SIZE: Final = 1000
-#: Serialises schema creation when several nodes start at once (an advisory lock's key).
+#: Serialises schema changes when several nodes start at once (an advisory lock's key).
 _SCHEMA_LOCK: Final = 0x66616365  # "face"
 _SECRET_CHECK: Final = b"facestream: is this the secret the emails were hashed with?"
-
-#: The SQLite schema's tables, in PostgreSQL's types (visits and unknowns too: enrolling,
-#: renaming, merging and deleting update them in the same transaction).
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS identities (
-    hash        TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    email_hmac  TEXT,
-    created_at  DOUBLE PRECISION NOT NULL,
-    updated_at  DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS identities_email ON identities (email_hmac);
-CREATE TABLE IF NOT EXISTS samples (
-    id          BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    identity    TEXT NOT NULL REFERENCES identities (hash) ON DELETE CASCADE,
-    model       TEXT NOT NULL,
-    dim         INTEGER NOT NULL,
-    embedding   BYTEA NOT NULL,
-    crop        BYTEA,
-    context     BYTEA,
-    geometry    TEXT,
-    source      TEXT NOT NULL,
-    created_at  DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS samples_identity ON samples (identity);
-CREATE TABLE IF NOT EXISTS visits (
-    id          TEXT PRIMARY KEY,
-    person      TEXT NOT NULL,
-    known       INTEGER NOT NULL,
-    name        TEXT,
-    camera      TEXT NOT NULL,
-    arrived_at  DOUBLE PRECISION NOT NULL,
-    left_at     DOUBLE PRECISION,
-    quality     DOUBLE PRECISION
-);
-CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at, id);
-CREATE INDEX IF NOT EXISTS visits_person ON visits (person, arrived_at);
-CREATE TABLE IF NOT EXISTS visit_images (
-    visit       TEXT PRIMARY KEY REFERENCES visits (id) ON DELETE CASCADE,
-    crop        BYTEA,
-    context     BYTEA,
-    geometry    TEXT,
-    snapshot    BYTEA
-);
-CREATE TABLE IF NOT EXISTS unknowns (
-    hash        TEXT PRIMARY KEY,
-    model       TEXT NOT NULL,
-    dim         INTEGER NOT NULL,
-    embedding   BYTEA NOT NULL,
-    count       INTEGER NOT NULL,
-    created_at  DOUBLE PRECISION NOT NULL
+#: Tables whose rows are numbered by the database: an INSERT into them returns the number.
+_NUMBERED: Final = re.compile(r"\s*INSERT\s+INTO\s+(samples|audit)\b", re.IGNORECASE)
+#: SQLite's column types, in PostgreSQL's words.
+_TYPES: Final = (
+    (re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"),
+     "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
 )
-"""
 
 #: What a lost or unreachable database raises: the socket, the driver, the server shutting
 #: down (SQLSTATE class 57) or refusing connections while it starts (08, 57P03).
@@ -152,28 +100,30 @@ def where(url: str) -> str:
     return f"{host}{port}{parts.path or '/'}"
 
 
-def _blob(emb: Embedding) -> bytes:
-    return np.ascontiguousarray(emb, dtype="<f4").tobytes()
+def _is_ddl(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() == "CREATE"
 
 
-def _embedding(blob: bytes, dim: int) -> Embedding:
-    return np.frombuffer(blob, dtype="<f4").reshape(dim).astype(np.float32)
+@functools.lru_cache(maxsize=512)
+def postgres_sql(sql: str) -> str:
+    """``sql`` as PostgreSQL takes it: ``?`` parameters numbered ``$1``, ``$2``...; in a
+    ``CREATE``, SQLite's types replaced by PostgreSQL's."""
+    numbers = itertools.count(1)
+    sql = re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
+    if _is_ddl(sql):
+        for pattern, replacement in _TYPES:
+            sql = pattern.sub(replacement, sql)
+    return sql
 
 
-class PgGallery:
-    """Enrolled identities for one model, in PostgreSQL. Create with
-    ``await PgGallery.open(url, ...)``; ``close()`` when done."""
+class PostgresDb:
+    """The gallery's tables in the PostgreSQL database ``url``, and the other nodes' changes
+    to them (``follow``)."""
 
-    def __init__(
-        self, url: str, model: str, policy: OpenSetPolicy, secret: bytes,
-        strategy: str = "centroid", duplicate_far: float = 1e-6,
-    ) -> None:
+    def __init__(self, url: str, secret: bytes) -> None:
         self.url = url
         self.where = where(url)
-        self.model = model
-        self.policy = policy
-        self.strategy = strategy
-        self.duplicate_far = duplicate_far
+        self.describe = f"the gallery database {self.where}"
         #: This node, in its notifications, so it skips its own.
         self.node = uuid.uuid4().hex
         self._secret = secret
@@ -181,36 +131,14 @@ class PgGallery:
         self._listener: asyncpg.Connection | None = None
         self._inbox: asyncio.Queue[str | None] = asyncio.Queue(INBOX_SIZE)
         self._follower: asyncio.Task[None] | None = None
-        self._identities: dict[str, Identity] = {}
-        self._embeddings: dict[int, Embedding] = {}  # sample id -> embedding
-        self._owner: dict[int, str] = {}  # sample id -> identity hash
-        self.index = GalleryIndex.empty(policy)
-        self._lock = asyncio.Lock()
-        self._listeners: list[Callable[[str, Identity | None], None]] = []
+        self._apply: Callable[[str, list[str]], Awaitable[None]] | None = None
         self._closed = False
 
-    @classmethod
-    async def open(
-        cls,
-        url: str,
-        model: str,
-        policy: OpenSetPolicy,
-        secret: bytes,
-        strategy: str = "centroid",
-        check_model: bool = True,
-        duplicate_far: float = 1e-6,
-    ) -> PgGallery:
-        """Connect, create the schema if it is missing, LISTEN, load the gallery, and start
-        following the other nodes. A database that cannot be reached is a StorageError."""
-        gallery = cls(url, model, policy, secret, strategy, duplicate_far)
-        try:
-            await gallery._open(check_model)
-        except BaseException:
-            await gallery.close()
-            raise
-        return gallery
-
-    async def _open(self, check_model: bool) -> None:
+    async def open(self) -> None:
+        """Connect, create the schema if it is missing and LISTEN (before the gallery is
+        loaded, so nothing committed in between is missed: a notification of a change the
+        load already has is applied again, harmlessly). An unreachable database is a
+        StorageError."""
         try:
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=1, max_size=4, timeout=CONNECT_TIMEOUT_S,
@@ -218,36 +146,33 @@ class PgGallery:
         except _UNREACHABLE as exc:
             raise self._unreachable(exc) from exc
         except asyncpg.PostgresError as exc:  # a wrong database name or role, say
-            raise StorageError(f"cannot open the gallery database {self.where}: {exc}") from exc
+            raise StorageError(f"cannot open {self.describe}: {exc}") from exc
         await self._guarded(self._create_schema)
-        if check_model:
-            await self._guarded(self._check_models)
-        # LISTEN before loading, so nothing committed in between is missed (a notification
-        # of a change the load already has is applied again, harmlessly).
         await self._listen()
-        await self._guarded(self._load)
-        self._follower = asyncio.create_task(self._follow(), name="facestream-pg-follower")
 
     async def _guarded(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """``fn(connection)`` on a pooled connection; a lost database is a StorageError."""
+        """``fn(connection)`` on a pooled connection; a lost database is a StorageError, a
+        broken uniqueness or reference rule a Conflict."""
         if self._pool is None:
-            raise StorageError(f"the gallery database {self.where} is closed")
+            raise StorageError(f"{self.describe} is closed")
         try:
             async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
                 return await fn(conn)
         except _UNREACHABLE as exc:
             raise self._unreachable(exc) from exc
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise Conflict(str(exc)) from exc
 
     def _unreachable(self, exc: BaseException) -> StorageError:
         detail = str(exc) or type(exc).__name__
         return StorageError(
-            f"the gallery database {self.where} cannot be reached ({detail}): changes are "
-            "refused until it is back; recognition goes on with the gallery in memory")
+            f"{self.describe} cannot be reached ({detail}): changes are refused until it is "
+            "back; recognition goes on with the gallery in memory")
 
     async def _create_schema(self, conn: asyncpg.Connection) -> None:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
-            await conn.execute(_SCHEMA)
+            await conn.execute(postgres_sql(_SCHEMA))
             await conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", str(SCHEMA_VERSION))
@@ -257,72 +182,85 @@ class PgGallery:
             stored = await conn.fetchval("SELECT value FROM meta WHERE key = 'secret_check'")
         if stored != check:
             raise StorageError(
-                f"the gallery database {self.where} holds emails hashed with another secret: "
-                "give every node the same storage.secret (the first node's, from its "
-                "storage.secret or DATA_DIR/secret.key)")
+                f"{self.describe} holds emails hashed with another secret: give every node "
+                "the same storage.secret (the first node's, from its storage.secret or "
+                "DATA_DIR/secret.key)")
 
-    async def _check_models(self, conn: asyncpg.Connection) -> None:
-        rows = await conn.fetch(
-            "SELECT model, COUNT(*) FROM samples WHERE model != $1 GROUP BY model", self.model)
-        if rows:
-            others = ", ".join(f"{count} by {model}" for model, count in rows)
-            raise ModelMismatch(
-                f"the gallery database {self.where} holds embeddings made {others}, but "
-                f"recognition.model is {self.model}; embeddings of different models cannot be "
-                f"compared: run `python -m facestream reembed --model {self.model}` to rebuild "
-                f"them from the stored face crops, or set recognition.model = \"{rows[0][0]}\"")
+    # -- reading -----------------------------------------------------------------------------
 
-    # -- loading -----------------------------------------------------------------------------
+    async def load(self, faces: Sequence[str] | None = None) -> Rows:
+        """The rows of the identities ``faces`` (all for None), as one snapshot."""
+        async def fetch(conn: asyncpg.Connection) -> Rows:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                if faces is None:
+                    return (await conn.fetch(f"{_SAMPLE_ROWS} ORDER BY id"),
+                            await conn.fetch(f"{_IDENTITY_ROWS} ORDER BY created_at"))
+                return (await conn.fetch(f"{_SAMPLE_ROWS} WHERE identity = ANY($1::text[]) "
+                                         "ORDER BY id", list(faces)),
+                        await conn.fetch(f"{_IDENTITY_ROWS} WHERE hash = ANY($1::text[])",
+                                         list(faces)))
+        return await self._guarded(fetch)
 
-    async def _fetch(
-        self, conn: asyncpg.Connection, faces: Sequence[str] | None,
-    ) -> tuple[dict[str, Identity], dict[int, Embedding], dict[int, str]]:
-        """The identities ``faces`` (all of them for None) as one snapshot."""
-        where_sql, args = ("", ()) if faces is None else (" WHERE {} = ANY($1::text[])",
-                                                          (list(faces),))
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            sample_rows = await conn.fetch(
-                "SELECT id, identity, dim, embedding, crop IS NOT NULL AS has_crop, source, "
-                f"created_at FROM samples{where_sql.format('identity')} ORDER BY id", *args)
-            identity_rows = await conn.fetch(
-                "SELECT hash, name, created_at, email_hmac IS NOT NULL AS has_email "
-                f"FROM identities{where_sql.format('hash')} ORDER BY created_at", *args)
-        samples: dict[str, list[Sample]] = {}
-        embeddings: dict[int, Embedding] = {}
-        owner: dict[int, str] = {}
-        for r in sample_rows:
-            sid, face = int(r["id"]), r["identity"]
-            samples.setdefault(face, []).append(
-                Sample(sid, r["created_at"], r["source"], r["has_crop"]))
-            embeddings[sid] = _embedding(r["embedding"], r["dim"])
-            owner[sid] = face
-        identities = {
-            r["hash"]: Identity(r["hash"], r["name"], self.model, r["created_at"],
-                                r["has_email"], tuple(samples.get(r["hash"], ())))
-            for r in identity_rows
-        }
-        return identities, embeddings, owner
+    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query."""
+        rows = await self._guarded(lambda c: c.fetch(postgres_sql(sql), *params))
+        return [tuple(r) for r in rows]
 
-    async def _load(self, conn: asyncpg.Connection) -> None:
-        self._identities, self._embeddings, self._owner = await self._fetch(conn, None)
-        self._rebuild_index()
+    async def changed_elsewhere(self) -> bool:
+        """Other nodes' changes are notified as they commit (``follow``): nothing to poll."""
+        return False
 
-    def _apply(self, faces: Sequence[str], fresh: tuple[dict[str, Identity],
-               dict[int, Embedding], dict[int, str]]) -> None:
-        """Put the database's state of ``faces`` in memory (those it lacks are removed)."""
-        identities, embeddings, owner = fresh
-        for sid in [s for s, h in self._owner.items() if h in faces]:
-            del self._owner[sid]
-            self._embeddings.pop(sid, None)
-        for face in faces:
-            if face in identities:
-                self._identities[face] = identities[face]
-            else:
-                self._identities.pop(face, None)
-        self._embeddings.update(embeddings)
-        self._owner.update(owner)
+    # -- writing -----------------------------------------------------------------------------
+
+    async def write(self, statements: Sequence[Statement], change: Change | None = None
+                    ) -> list[int]:
+        """Run statements in one transaction (with the notification of ``change``); the id
+        each INSERT into a numbered table gave its row, 0 for the others."""
+        if not self.online:
+            raise StorageError(
+                f"{self.describe} cannot be reached (reconnecting): changes are refused until "
+                "it is back; recognition goes on with the gallery in memory")
+
+        async def transaction(conn: asyncpg.Connection) -> list[int]:
+            ids = []
+            async with conn.transaction():
+                if any(_is_ddl(sql) for sql, _ in statements):
+                    # Nodes starting together: PostgreSQL's CREATE ... IF NOT EXISTS races.
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                for sql, params in statements:
+                    if _NUMBERED.match(sql):
+                        ids.append(int(await conn.fetchval(
+                            postgres_sql(sql) + " RETURNING id", *params)))
+                    else:
+                        await conn.execute(postgres_sql(sql), *params)
+                        ids.append(0)
+                if change is not None:
+                    event, faces = change
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(
+                        {"node": self.node, "event": event, "faces": list(faces)}))
+            return ids
+        try:
+            return await self._guarded(transaction)
+        except StorageError:
+            # The connection died, perhaps after COMMIT reached the server: whether this
+            # change is in the database is unknown here, and this node skips its own
+            # notifications, so reload everything (the other nodes heard it if it was).
+            self._on_lost(None)
+            raise
+
+    async def forget(self, statements: Sequence[Statement], change: Change | None = None
+                     ) -> None:
+        """Like ``write``, for deletions of face data (their old row versions stay in the
+        table files until PostgreSQL's autovacuum reuses the space)."""
+        await self.write(statements, change)
 
     # -- following the other nodes -----------------------------------------------------------
+
+    def follow(self, apply: Callable[[str, list[str]], Awaitable[None]]) -> None:
+        """From now on, ``await apply(event, faces)`` for each change another node commits,
+        and ``apply("reloaded", [])`` after the database was lost and is back."""
+        self._apply = apply
+        self._follower = asyncio.create_task(self._follow(), name="facestream-pg-follower")
 
     async def _listen(self) -> None:
         """Open the listener connection and LISTEN; a lost database is a StorageError."""
@@ -347,12 +285,9 @@ class PgGallery:
             self._on_lost(None)
 
     def _on_lost(self, _conn: object) -> None:
-        self._drain()
-        self._inbox.put_nowait(None)
-
-    def _drain(self) -> None:
         while not self._inbox.empty():
             self._inbox.get_nowait()
+        self._inbox.put_nowait(None)
 
     @property
     def online(self) -> bool:
@@ -362,6 +297,7 @@ class PgGallery:
     async def _follow(self) -> None:
         """Apply the other nodes' changes as they are notified; reconnect and reload
         everything when the database was lost."""
+        assert self._apply is not None
         while True:
             try:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
@@ -369,12 +305,21 @@ class PgGallery:
                 async with asyncio.timeout(HEARTBEAT_S):
                     payload = await self._inbox.get()
             except TimeoutError:
-                payload = await self._heartbeat()
-                if payload == "":
+                if await self._alive():
                     continue
+                payload = None
             if payload is not None:
                 try:
-                    await self._apply_notification(payload)
+                    message = json.loads(payload)
+                    node, event, faces = (message["node"], message["event"],
+                                          [str(f) for f in message["faces"]])
+                except (ValueError, KeyError, TypeError):
+                    log.warning("ignoring a malformed gallery notification: %.200r", payload)
+                    continue
+                if node == self.node:
+                    continue
+                try:
+                    await self._apply(event, faces)
                     continue
                 except StorageError as exc:
                     log.warning("%s", exc)
@@ -383,16 +328,16 @@ class PgGallery:
                     log.exception("applying a gallery change failed; reloading the gallery")
             await self._reconnect()
 
-    async def _heartbeat(self) -> str | None:
-        """"" while the listener answers, None (lost) when it does not."""
+    async def _alive(self) -> bool:
+        """Whether the listener still answers."""
         conn = self._listener
         if conn is None or conn.is_closed():
-            return None
+            return False
         try:
             await conn.execute("SELECT 1", timeout=COMMAND_TIMEOUT_S)
         except _UNREACHABLE:
-            return None
-        return ""
+            return False
+        return True
 
     async def _drop_listener(self) -> None:
         conn, self._listener = self._listener, None
@@ -401,15 +346,15 @@ class PgGallery:
             await _close_quietly(conn)
 
     async def _reconnect(self) -> None:
+        assert self._apply is not None
         await self._drop_listener()
-        log.warning("lost the gallery database %s: matching from memory, refusing changes "
-                    "until it is back", self.where)
+        log.warning("lost %s: matching from memory, refusing changes until it is back",
+                    self.describe)
         delay = RETRY_S[0]
         while True:
             try:
                 await self._listen()
-                async with self._lock:
-                    await self._guarded(self._load)
+                await self._apply("reloaded", [])
                 break
             except (StorageError, asyncpg.PostgresError) as exc:
                 # PostgresError: the server is back but refuses us yet (say, the database
@@ -420,349 +365,7 @@ class PgGallery:
                 delay = min(delay * 2, RETRY_S[1])
         # Notifications queued since LISTEN may repeat what the reload has: applying them
         # again is harmless, dropping them could lose a change committed after the reload.
-        log.warning("the gallery database %s is back: %d identities reloaded", self.where,
-                    len(self._identities))
-        self._notify_listeners("reloaded", None)
-
-    async def _apply_notification(self, payload: str) -> None:
-        try:
-            message = json.loads(payload)
-            node, event, faces = message["node"], message["event"], list(message["faces"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed gallery notification: %.200r", payload)
-            return
-        if node == self.node:
-            return
-        async with self._lock:
-            if event == "reloaded":
-                await self._guarded(self._load)
-                self._notify_listeners("reloaded", None)
-                return
-            before = self._identities.get(faces[0]) if faces else None
-            fresh = await self._guarded(lambda conn: self._fetch(conn, faces))
-            self._apply(faces, fresh)
-            after = self._identities.get(faces[0]) if faces else None
-            if event == "deleted":
-                self._changed(event, before)
-            elif after is not None:
-                self._changed(event, after)
-            else:  # changed, then deleted before we looked: that deletion's event follows
-                self._rebuild_index()
-
-    # -- change notification -----------------------------------------------------------------
-
-    def on_change(self, listener: Callable[[str, Identity | None], None]) -> None:
-        """Call ``listener(event, identity)`` after each committed change, this node's and the
-        other nodes'."""
-        self._listeners.append(listener)
-
-    def _changed(self, event: str, ident: Identity | None) -> None:
-        self._rebuild_index()
-        self._notify_listeners(event, ident)
-
-    def _notify_listeners(self, event: str, ident: Identity | None) -> None:
-        if event == "reloaded":
-            self._rebuild_index()
-        for listener in self._listeners:
-            try:
-                listener(event, ident)
-            except Exception:
-                log.exception("a gallery change listener failed on %s", event)
-
-    def _rebuild_index(self) -> None:
-        per_identity: dict[str, list[Embedding]] = {}
-        for sid, face in self._owner.items():
-            per_identity.setdefault(face, []).append(self._embeddings[sid])
-        self.index = GalleryIndex.from_samples(
-            [(h, i.name, per_identity.get(h, [])) for h, i in self._identities.items()],
-            self.strategy, self.policy,
-        )
-
-    async def reload_if_changed(self) -> bool:
-        """Other nodes' changes arrive by NOTIFY and are applied as they come: nothing to
-        poll (kept for the SQLite gallery's callers)."""
-        return False
-
-    # -- reading -----------------------------------------------------------------------------
-
-    def list(self) -> list[Identity]:
-        return list(self._identities.values())
-
-    def get(self, face: str) -> Identity | None:
-        return self._identities.get(face)
-
-    def sample_embeddings(self, face: str) -> dict[int, Embedding]:
-        return {sid: self._embeddings[sid] for sid, h in self._owner.items() if h == face}
-
-    async def find_by_email(self, email: str) -> list[Identity]:
-        digest = email_digest(self._secret, email)
-        rows = await self._guarded(lambda c: c.fetch(
-            "SELECT hash FROM identities WHERE email_hmac = $1", digest))
-        return [self._identities[r[0]] for r in rows if r[0] in self._identities]
-
-    async def crop(self, face: str, sample_id: int | None = None) -> bytes | None:
-        """A sample's aligned face crop (JPEG); without ``sample_id``, the first one."""
-        if sample_id is None:
-            sql, args = (("SELECT crop FROM samples WHERE identity = $1 AND crop IS NOT NULL "
-                          "ORDER BY id LIMIT 1"), (face,))
-        else:
-            sql, args = ("SELECT crop FROM samples WHERE identity = $1 AND id = $2",
-                         (face, sample_id))
-        value = await self._guarded(lambda c: c.fetchval(sql, *args))
-        return bytes(value) if value is not None else None
-
-    async def records(self) -> list[tuple[Identity, str | None, list[SampleRecord]]]:
-        """Everything, for export, re-embedding and migration: identity, email HMAC,
-        samples."""
-        async def fetch(conn: asyncpg.Connection) -> tuple[list[Any], list[Any]]:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                return (await conn.fetch(
-                    "SELECT id, identity, dim, embedding, crop, source, created_at, context, "
-                    "geometry FROM samples ORDER BY id"),
-                    await conn.fetch("SELECT hash, email_hmac FROM identities"))
-        rows, email_rows = await self._guarded(fetch)
-        by_identity: dict[str, list[SampleRecord]] = {}
-        for r in rows:
-            by_identity.setdefault(r["identity"], []).append(SampleRecord(
-                int(r["id"]), r["identity"], _embedding(r["embedding"], r["dim"]), r["crop"],
-                r["source"], r["created_at"], r["context"],
-                json.loads(r["geometry"]) if r["geometry"] else None))
-        emails = {r["hash"]: r["email_hmac"] for r in email_rows}
-        return [(i, emails.get(i.hash), by_identity.get(i.hash, []))
-                for i in self._identities.values()]
-
-    # -- writing -----------------------------------------------------------------------------
-
-    async def _write(self, event: str, faces: Sequence[str],
-                     body: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """``body`` and the notification of ``event`` on ``faces`` in one transaction."""
-        if not self.online:
-            raise StorageError(
-                f"the gallery database {self.where} cannot be reached (reconnecting): changes "
-                "are refused until it is back; recognition goes on with the gallery in memory")
-        payload = json.dumps({"node": self.node, "event": event, "faces": list(faces)})
-
-        async def transaction(conn: asyncpg.Connection) -> T:
-            async with conn.transaction():
-                result = await body(conn)
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-            return result
-        try:
-            return await self._guarded(transaction)
-        except StorageError:
-            # The connection died, perhaps after COMMIT reached the server: whether this
-            # change is in the database is unknown here, and this node skips its own
-            # notifications, so reload everything (the other nodes heard it if it was).
-            self._on_lost(None)
-            raise
-
-    def _check_embedding(self, embedding: Sequence[float] | Embedding,
-                         model: str | None) -> Embedding:
-        if model is not None and model != self.model:
-            raise ModelMismatch(
-                f"embedding made by {model} cannot join a gallery of {self.model} embeddings")
-        emb = normalize(embedding)
-        if len(self.index) and emb.shape[0] != self.index.dim:
-            raise ModelMismatch(
-                f"embedding has {emb.shape[0]} dimensions; {self.model} embeddings in this "
-                f"gallery have {self.index.dim}")
-        return emb
-
-    async def _insert_sample(self, conn: asyncpg.Connection, face: str, emb: Embedding,
-                             images: StoredImages, source: str, now: float) -> int:
-        geometry = json.dumps(images.geometry) if images.geometry is not None else None
-        sid = await conn.fetchval(
-            "INSERT INTO samples (identity, model, dim, embedding, crop, context, geometry, "
-            "source, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-            face, self.model, int(emb.shape[0]), _blob(emb), images.crop, images.context,
-            geometry, source, now)
-        return int(sid)
-
-    async def add(
-        self,
-        name: str,
-        embedding: Sequence[float] | Embedding,
-        email: str | None = None,
-        face: str | None = None,
-        model: str | None = None,
-        images: StoredImages = NO_IMAGES,
-        source: str = "upload",
-        email_hmac: str | None = None,
-        force: bool = False,
-    ) -> Identity:
-        """Enroll a face (see ``Gallery.add``). Two nodes enrolling the same face at once:
-        the second is AlreadyEnrolled."""
-        name = clean_name(name)
-        if source not in SOURCES:
-            raise GalleryError(f"unknown sample source {source!r}")
-        emb = self._check_embedding(embedding, model)
-        digest = email_digest(self._secret, email) if email and email.strip() else email_hmac
-        async with self._lock:
-            face = face or face_hash(emb)
-            if face in self._identities:
-                raise AlreadyEnrolled(face, self._identities[face].name, 1.0)
-            match = None if force else self.index.near_certain(emb, self.duplicate_far)
-            if match is not None:
-                raise AlreadyEnrolled(match.hash, match.name, match.similarity)
-            now = time.time()
-
-            async def body(conn: asyncpg.Connection) -> int | None:
-                inserted = await conn.fetchval(
-                    "INSERT INTO identities (hash, name, email_hmac, created_at, updated_at) "
-                    "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (hash) DO NOTHING RETURNING hash",
-                    face, name, digest, now)
-                if inserted is None:
-                    return None
-                sid = await self._insert_sample(conn, face, emb, images, source, now)
-                # A stranger seen before: their visits are this person's now.
-                await conn.execute("UPDATE visits SET known = 1, name = $1 WHERE person = $2",
-                                   name, face)
-                await conn.execute("DELETE FROM unknowns WHERE hash = $1", face)
-                return sid
-            sid = await self._write("added", [face], body)
-            if sid is None:  # another node enrolled it a moment ago
-                raise AlreadyEnrolled(face, name, 1.0)
-            ident = Identity(face, name, self.model, now, digest is not None,
-                             (Sample(sid, now, source, images.crop is not None),))
-            self._identities[face] = ident
-            self._embeddings[sid] = emb
-            self._owner[sid] = face
-            self._changed("added", ident)
-            return ident
-
-    async def add_sample(
-        self,
-        face: str,
-        embedding: Sequence[float] | Embedding,
-        images: StoredImages = NO_IMAGES,
-        source: str = "upload",
-        model: str | None = None,
-        force: bool = False,
-    ) -> Sample:
-        """Add another sample to an identity (see ``Gallery.add_sample``)."""
-        if source not in SOURCES:
-            raise GalleryError(f"unknown sample source {source!r}")
-        emb = self._check_embedding(embedding, model)
-        async with self._lock:
-            ident = self._identities.get(face)
-            if ident is None:
-                raise NotFound(f"no enrolled face with hash {face}")
-            other = None if force else self.index.near_certain(emb, self.duplicate_far)
-            if other is not None and other.hash != face:
-                own = self.index.score(emb, face)
-                if own is None or other.similarity > own:
-                    raise BelongsToOther(other.hash, other.name, other.similarity)
-            now = time.time()
-
-            async def body(conn: asyncpg.Connection) -> int | None:
-                if await conn.fetchval("UPDATE identities SET updated_at = $1 WHERE hash = $2 "
-                                       "RETURNING hash", now, face) is None:
-                    return None
-                return await self._insert_sample(conn, face, emb, images, source, now)
-            sid = await self._write("sample_added", [face], body)
-            if sid is None:
-                raise NotFound(f"no enrolled face with hash {face} (deleted on another node)")
-            sample = Sample(sid, now, source, images.crop is not None)
-            self._identities[face] = replace(ident, samples=(*ident.samples, sample))
-            self._embeddings[sid] = emb
-            self._owner[sid] = face
-            self._changed("sample_added", self._identities[face])
-            return sample
-
-    async def delete_sample(self, face: str, sample_id: int) -> Identity:
-        async with self._lock:
-            ident = self._identities.get(face)
-            if ident is None or all(s.id != sample_id for s in ident.samples):
-                raise NotFound(f"no sample {sample_id} of face {face}")
-            if len(ident.samples) == 1:
-                raise LastSample(f"sample {sample_id} is the only sample of {ident.name!r}; "
-                                 "delete the identity instead")
-
-            async def body(conn: asyncpg.Connection) -> None:
-                await conn.execute("DELETE FROM samples WHERE id = $1 AND identity = $2",
-                                   sample_id, face)
-                await conn.execute("UPDATE identities SET updated_at = $1 WHERE hash = $2",
-                                   time.time(), face)
-            await self._write("sample_deleted", [face], body)
-            self._embeddings.pop(sample_id, None)
-            self._owner.pop(sample_id, None)
-            ident = replace(ident, samples=tuple(s for s in ident.samples if s.id != sample_id))
-            self._identities[face] = ident
-            self._changed("sample_deleted", ident)
-            return ident
-
-    async def merge(self, target: str, source: str) -> Identity:
-        """"These are the same person": move ``source``'s samples to ``target`` (which keeps
-        its hash, name and email) and remove ``source``."""
-        if target == source:
-            raise GalleryError("cannot merge an identity into itself")
-        async with self._lock:
-            into, other = self._identities.get(target), self._identities.get(source)
-            if into is None or other is None:
-                missing = target if into is None else source
-                raise NotFound(f"no enrolled face with hash {missing}")
-            now = time.time()
-
-            async def body(conn: asyncpg.Connection) -> None:
-                await conn.execute("UPDATE samples SET identity = $1 WHERE identity = $2",
-                                   target, source)
-                await conn.execute(
-                    "UPDATE identities SET updated_at = $1, email_hmac = COALESCE(email_hmac, "
-                    "(SELECT email_hmac FROM identities WHERE hash = $2)) WHERE hash = $3",
-                    now, source, target)
-                await conn.execute("DELETE FROM identities WHERE hash = $1", source)
-                await conn.execute("UPDATE visits SET person = $1, name = $2 WHERE person = $3",
-                                   target, into.name, source)
-            await self._write("merged", [target, source], body)
-            for sid, face in self._owner.items():
-                if face == source:
-                    self._owner[sid] = target
-            merged = replace(
-                into,
-                samples=tuple(sorted((*into.samples, *other.samples), key=lambda s: s.id)),
-                has_email=into.has_email or other.has_email,
-            )
-            del self._identities[source]
-            self._identities[target] = merged
-            self._changed("merged", merged)
-            return merged
-
-    async def rename(self, face: str, name: str) -> Identity:
-        name = clean_name(name)
-        async with self._lock:
-            old = self._identities.get(face)
-            if old is None:
-                raise NotFound(f"no enrolled face with hash {face}")
-
-            async def body(conn: asyncpg.Connection) -> None:
-                await conn.execute(
-                    "UPDATE identities SET name = $1, updated_at = $2 WHERE hash = $3",
-                    name, time.time(), face)
-                await conn.execute("UPDATE visits SET name = $1 WHERE person = $2", name, face)
-            await self._write("renamed", [face], body)
-            ident = replace(old, name=name)
-            self._identities[face] = ident
-            self._changed("renamed", ident)
-            return ident
-
-    async def delete(self, face: str) -> Identity:
-        async with self._lock:
-            ident = self._identities.get(face)
-            if ident is None:
-                raise NotFound(f"no enrolled face with hash {face}")
-
-            async def body(conn: asyncpg.Connection) -> None:
-                # Their history goes with them: visits, face crops and snapshots.
-                await conn.execute("DELETE FROM samples WHERE identity = $1", face)
-                await conn.execute("DELETE FROM identities WHERE hash = $1", face)
-                await conn.execute("DELETE FROM visits WHERE person = $1", face)
-            await self._write("deleted", [face], body)
-            del self._identities[face]
-            for sid in [s for s, h in self._owner.items() if h == face]:
-                self._owner.pop(sid)
-                self._embeddings.pop(sid, None)
-            self._changed("deleted", ident)
-            return ident
+        log.warning("%s is back: the gallery was reloaded", self.describe)
 
     async def close(self) -> None:
         """Idempotent: stop following, close the listener and the pool."""

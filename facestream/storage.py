@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import gc
 import json
 import logging
@@ -35,7 +36,7 @@ import sqlite3
 import tempfile
 import time
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -510,87 +511,58 @@ def read_only(path: Path) -> Iterator[sqlite3.Connection]:
             guard.release()
 
 
-class Gallery:
-    """Enrolled identities for one model. Create with ``await Gallery.open(...)``."""
+#: A statement and its parameters, with ``?`` placeholders (PostgreSQL's backend renumbers
+#: them): the SQL the gallery, history and accounts speak to either database.
+Statement = tuple[str, tuple[Any, ...]]
+#: What a change tells the other nodes sharing the database: the event and the identities.
+Change = tuple[str, Sequence[str]]
+#: A gallery as it is read: samples ``(id, identity, dim, embedding, has_crop, source,
+#: created_at)`` and identities ``(hash, name, created_at, has_email)``.
+Rows = tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]
 
-    def __init__(
-        self, path: Path, model: str, policy: OpenSetPolicy, secret: bytes,
-        strategy: str = "centroid", duplicate_far: float = 1e-6,
-    ) -> None:
+_SAMPLE_ROWS: Final = ("SELECT id, identity, dim, embedding, crop IS NOT NULL, source, "
+                       "created_at FROM samples")
+_IDENTITY_ROWS: Final = ("SELECT hash, name, created_at, email_hmac IS NOT NULL "
+                         "FROM identities")
+
+
+class Conflict(GalleryError):
+    """A write broke a uniqueness or reference rule: another writer (a node sharing the
+    database, or the ``faces`` command) changed the same identity a moment ago."""
+
+
+class SqliteDb:
+    """The gallery's SQLite file: one writer thread owns the connection, a second thread reads
+    through a read-only one (WAL lets it read while the writer writes), so SQLite never blocks
+    the event loop, a history page never waits behind a write, and writes never race."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.model = model
-        self.policy = policy
-        self.strategy = strategy
-        self.duplicate_far = duplicate_far
-        self._secret = secret
+        self.describe = f"the gallery {path}"
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facestream-db")
         self._conn: sqlite3.Connection | None = None
-        # Reads run on a read-only connection of their own (WAL lets it read while the
-        # writer writes), so a history page never waits behind a write.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facestream-db-r")
         self._rconn: sqlite3.Connection | None = None
         self._guard: DiskGuard | None = None
-        self._identities: dict[str, Identity] = {}
-        self._embeddings: dict[int, Embedding] = {}  # sample id -> embedding
-        self._owner: dict[int, str] = {}  # sample id -> identity hash
-        self.index = GalleryIndex.empty(policy, strategy)
-        self._lock = asyncio.Lock()
-        self._listeners: list[Callable[[str, Identity | None], None]] = []
         self._data_version = 0
         self._closed = False
-
-    @classmethod
-    async def open(
-        cls,
-        data_dir: Path,
-        model: str,
-        policy: OpenSetPolicy,
-        secret: bytes,
-        strategy: str = "centroid",
-        check_model: bool = True,
-        duplicate_far: float = 1e-6,
-    ) -> Gallery:
-        gallery = cls(data_dir / DB_FILE, model, policy, secret, strategy, duplicate_far)
-        try:
-            await gallery._run(gallery._open_sync, check_model)
-        except BaseException:
-            await gallery.close()
-            raise
-        return gallery
-
-    @classmethod
-    async def for_config(
-        cls, config: Config, model: str | None = None, check_model: bool = True
-    ) -> Gallery:
-        """The gallery in ``config``'s data dir (created private, with its secret) for
-        ``model`` (default: the configured one), with that model's open-set policy."""
-        data_dir = config.data_path
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot create the data dir {data_dir} ({exc.strerror}): create it, or choose "
-                "another with --data-dir or storage.data_dir") from None
-        check_data_dir(data_dir)  # before the secret is written into it
-        secret = load_or_create_secret(data_dir, config.storage.secret)
-        r = config.recognition
-        model = model or r.model
-        return await cls.open(data_dir, model, r.policy(model), secret, r.matching,
-                              check_model=check_model, duplicate_far=r.duplicate_far)
-
-    # -- writer thread ---------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._writer, fn, *args)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
         except sqlite3.Error as exc:
             mapped = storage_error(self.path, exc)
             if mapped is None:
                 raise
             raise mapped from exc
 
-    def _open_sync(self, check_model: bool) -> None:
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
         check_data_dir(self.path.parent)
         if not DiskGuard.holds(self.path):
             check_gallery_file(self.path)
@@ -614,10 +586,6 @@ class Gallery:
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
-        if check_model:
-            self._check_models_sync()
-        self._load_sync()
-        self._guard.reserve()  # a new gallery has had its -shm only since the first write
 
     def _migrate_v1(self) -> None:
         """Version 1 kept one embedding per identity, in the identities table."""
@@ -654,82 +622,46 @@ class Gallery:
                 if col not in cols:
                     self._conn.execute(f"ALTER TABLE samples ADD COLUMN {col} {kind}")
 
-    def _check_models_sync(self) -> None:
-        assert self._conn is not None
-        rows = self._conn.execute(
-            "SELECT model, COUNT(*) FROM samples WHERE model != ? GROUP BY model", (self.model,)
-        ).fetchall()
-        if rows:
-            others = ", ".join(f"{count} by {model}" for model, count in rows)
-            raise ModelMismatch(
-                f"the gallery {self.path} holds embeddings made {others}, but "
-                f"recognition.model is {self.model}; embeddings of different models cannot be "
-                f"compared: run `python -m facestream reembed --model {self.model}` to rebuild "
-                f"them from the stored face crops, or set recognition.model = \"{rows[0][0]}\""
-            )
+    async def load(self, faces: Sequence[str] | None = None) -> Rows:
+        """The rows of the identities ``faces`` (all for None), read in one transaction."""
+        return await self._run(self._load_sync, faces)
 
-    def _load_sync(self) -> None:
-        """Read the whole gallery and build its index (on the writer thread: at a million
-        identities this is seconds of work the event loop must not wait for). The
-        embeddings are read in one query into one matrix."""
+    def _load_sync(self, faces: Sequence[str] | None) -> Rows:
+        assert self._conn is not None
+        c = self._conn
         # Millions of new objects would start the cyclic collector again and again over
-        # an ever larger heap, and none of them is garbage (1,000,000 identities opened in
-        # 16.5 s with it, 13.0 s without).
+        # an ever larger heap, and none of them is garbage.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self._load_all_sync()
+            with c:
+                c.execute("BEGIN")
+                if faces is None:
+                    self._data_version = c.execute("PRAGMA data_version").fetchone()[0]
+                    return (c.execute(f"{_SAMPLE_ROWS} ORDER BY id").fetchall(),
+                            c.execute(f"{_IDENTITY_ROWS} ORDER BY created_at").fetchall())
+                marks = ", ".join("?" * len(faces))
+                return (c.execute(f"{_SAMPLE_ROWS} WHERE identity IN ({marks}) ORDER BY id",
+                                  tuple(faces)).fetchall(),
+                        c.execute(f"{_IDENTITY_ROWS} WHERE hash IN ({marks})",
+                                  tuple(faces)).fetchall())
         finally:
             if collecting:
                 gc.enable()
 
-    def _load_all_sync(self) -> None:
-        assert self._conn is not None
-        c = self._conn
-        self._data_version = c.execute("PRAGMA data_version").fetchone()[0]
-        rows = c.execute(
-            "SELECT id, identity, dim, embedding, crop IS NOT NULL, source, created_at "
-            "FROM samples ORDER BY id").fetchall()
-        sids, owners, dims, blobs, has_crops, sources, created = (
-            zip(*rows) if rows else ((),) * 7)
-        if not rows:
-            matrix = np.zeros((0, 0), dtype=np.float32)
-        elif len(set(dims)) > 1:  # never written so, but one row must not make the rest fail
-            matrix = np.stack([np.frombuffer(b, dtype="<f4") for b in blobs])
-        else:
-            matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
-        matrix = matrix.astype(np.float32, copy=False)
-        del rows, blobs  # half a gigabyte at a million samples, free for what follows
-        samples: dict[str, list[Sample]] = {}
-        for sid, ident, has_crop, source, at in zip(sids, owners, has_crops, sources, created):
-            samples.setdefault(ident, []).append(Sample(sid, at, source, bool(has_crop)))
-        identities: dict[str, Identity] = {}
-        for face, name, at, has_email in c.execute(
-            "SELECT hash, name, created_at, email_hmac IS NOT NULL FROM identities "
-            "ORDER BY created_at"
-        ):
-            identities[face] = Identity(
-                face, name, self.model, at, bool(has_email), tuple(samples.get(face, ()))
-            )
-        indexed = [face for face in identities if face in samples]
-        position = {face: i for i, face in enumerate(indexed)}
-        owner = np.array([position.get(face, -1) for face in owners], dtype=np.int64)
-        kept = owner >= 0
-        self.index = GalleryIndex.from_arrays(
-            indexed, [identities[f].name for f in indexed],
-            *((owner, matrix) if kept.all() else (owner[kept], matrix[kept])),
-            self.strategy, self.policy,
-        ) if indexed else GalleryIndex.empty(self.policy, self.strategy)
-        self._identities = identities
-        self._embeddings = dict(zip(sids, matrix))
-        self._owner = dict(zip(sids, owners))
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process (the ``faces`` command) committed since the last load."""
+        return await self._run(self._changed_elsewhere_sync)
 
     def _changed_elsewhere_sync(self) -> bool:
         assert self._conn is not None
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         return bool(version != self._data_version)
 
-    def _write_sync(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    def follow(self, apply: Callable[[str, list[str]], Awaitable[None]]) -> None:
+        """Other processes' changes are polled (``changed_elsewhere``), not pushed."""
+
+    def _write_sync(self, statements: Sequence[Statement]) -> list[int]:
         """Run statements in one IMMEDIATE transaction; return each one's lastrowid."""
         assert self._conn is not None
         if self._guard is not None:
@@ -742,7 +674,7 @@ class Gallery:
                 ids.append(int(cur.lastrowid or 0))
         return ids
 
-    def _forget_sync(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+    def _forget_sync(self, statements: Sequence[Statement]) -> None:
         """Delete face data for good: secure_delete zeroes it in the database file, and a
         truncating checkpoint drops the write-ahead log that still holds the old pages."""
         assert self._conn is not None
@@ -777,11 +709,13 @@ class Gallery:
                 raise
             raise mapped from exc
 
-    async def write(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    async def write(self, statements: Sequence[Statement], change: Change | None = None
+                    ) -> list[int]:
         """Run statements in one transaction on the writer; each one's lastrowid."""
         return await self._run(self._write_sync, statements)
 
-    async def forget(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+    async def forget(self, statements: Sequence[Statement], change: Change | None = None
+                     ) -> None:
         """Like ``write``, for deletions of face data: nothing of it stays on disk."""
         await self._run(self._forget_sync, statements)
 
@@ -793,10 +727,255 @@ class Gallery:
             self._guard.release()
             self._guard = None
 
+    async def close(self) -> None:
+        """Idempotent: close the connections on their own threads, then stop the threads."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._reader, self._close_reader_sync)
+            await self._run(self._close_sync)
+        finally:
+            self._reader.shutdown(wait=True)
+            self._writer.shutdown(wait=True)
+
+
+class Database:
+    """What a gallery needs of its database; ``SqliteDb`` and ``pgstore.PostgresDb`` are the
+    two. Writes are ``?``-parameter statements run in one transaction; ``change`` is what
+    the other nodes sharing the database are told."""
+
+    describe: str
+
+    async def open(self) -> None: ...
+    async def load(self, faces: Sequence[str] | None = None) -> Rows: ...
+    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+    async def write(self, statements: Sequence[Statement], change: Change | None = None
+                    ) -> list[int]: ...
+    async def forget(self, statements: Sequence[Statement], change: Change | None = None
+                     ) -> None: ...
+    async def changed_elsewhere(self) -> bool: ...
+    def follow(self, apply: Callable[[str, list[str]], Awaitable[None]]) -> None: ...
+    async def close(self) -> None: ...
+
+
+def _build(rows: Rows, model: str) -> tuple[dict[str, Identity], dict[int, Embedding],
+                                            dict[int, str], np.ndarray, Sequence[str]]:
+    """Identities, embeddings and owners from the rows, plus the embedding matrix (one row
+    per sample, read in one piece) and each sample's identity position, for the index."""
+    collecting = gc.isenabled()
+    gc.disable()  # see SqliteDb._load_sync: a million identities are a million objects
+    try:
+        sample_rows, identity_rows = rows
+        sids, owners, dims, blobs, has_crops, sources, created = (
+            zip(*sample_rows) if sample_rows else ((),) * 7)
+        if not sample_rows:
+            matrix = np.zeros((0, 0), dtype=np.float32)
+        elif len(set(dims)) > 1:  # never written so, but one row must not make the rest fail
+            matrix = np.stack([np.frombuffer(b, dtype="<f4") for b in blobs])
+        else:
+            matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+        matrix = matrix.astype(np.float32, copy=False)
+        del blobs  # half a gigabyte at a million samples, free for what follows
+        sids = tuple(int(s) for s in sids)
+        samples: dict[str, list[Sample]] = {}
+        for sid, ident, has_crop, source, at in zip(sids, owners, has_crops, sources, created):
+            samples.setdefault(ident, []).append(Sample(sid, at, source, bool(has_crop)))
+        identities = {
+            face: Identity(face, name, model, at, bool(has_email), tuple(samples.get(face, ())))
+            for face, name, at, has_email in identity_rows
+        }
+        return identities, dict(zip(sids, matrix)), dict(zip(sids, owners)), matrix, owners
+    finally:
+        if collecting:
+            gc.enable()
+
+
+class Gallery:
+    """Enrolled identities for one model: kept whole in memory and matched there, stored in a
+    ``Database`` (SQLite in the data dir, or PostgreSQL shared by several nodes). Create with
+    ``await Gallery.open(...)``, ``Gallery.open_url(...)`` or ``Gallery.for_config(...)``."""
+
+    def __init__(
+        self, db: Database, model: str, policy: OpenSetPolicy, secret: bytes,
+        strategy: str = "centroid", duplicate_far: float = 1e-6,
+    ) -> None:
+        self.db = db
+        self.model = model
+        self.policy = policy
+        self.strategy = strategy
+        self.duplicate_far = duplicate_far
+        self._secret = secret
+        self._identities: dict[str, Identity] = {}
+        self._embeddings: dict[int, Embedding] = {}  # sample id -> embedding
+        self._owner: dict[int, str] = {}  # sample id -> identity hash
+        self.index = GalleryIndex.empty(policy, strategy)
+        self._lock = asyncio.Lock()
+        self._listeners: list[Callable[[str, Identity | None], None]] = []
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or None for a database elsewhere."""
+        return self.db.path if isinstance(self.db, SqliteDb) else None
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: Path,
+        model: str,
+        policy: OpenSetPolicy,
+        secret: bytes,
+        strategy: str = "centroid",
+        check_model: bool = True,
+        duplicate_far: float = 1e-6,
+    ) -> Gallery:
+        """The SQLite gallery in ``data_dir``."""
+        return await cls._opened(SqliteDb(data_dir / DB_FILE), model, policy, secret,
+                                 strategy, check_model, duplicate_far)
+
+    @classmethod
+    async def open_url(
+        cls,
+        url: str,
+        model: str,
+        policy: OpenSetPolicy,
+        secret: bytes,
+        strategy: str = "centroid",
+        check_model: bool = True,
+        duplicate_far: float = 1e-6,
+    ) -> Gallery:
+        """The gallery in the PostgreSQL database ``url``, followed as other nodes change
+        it."""
+        from .pgstore import PostgresDb
+
+        return await cls._opened(PostgresDb(url, secret), model, policy, secret, strategy,
+                                 check_model, duplicate_far)
+
+    @classmethod
+    async def _opened(cls, db: Database, model: str, policy: OpenSetPolicy, secret: bytes,
+                      strategy: str, check_model: bool, duplicate_far: float) -> Gallery:
+        gallery = cls(db, model, policy, secret, strategy, duplicate_far)
+        try:
+            await db.open()
+            if check_model:
+                await gallery._check_models()
+            await gallery._load()
+            db.follow(gallery._follow)
+        except BaseException:
+            await gallery.close()
+            raise
+        return gallery
+
+    @classmethod
+    async def for_config(
+        cls, config: Config, model: str | None = None, check_model: bool = True
+    ) -> Gallery:
+        """The configured gallery (``storage.url``, or the data dir's SQLite file, created
+        private with its secret) for ``model`` (default: the configured one), with that
+        model's open-set policy."""
+        data_dir = config.data_path
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the data dir {data_dir} ({exc.strerror}): create it, or choose "
+                "another with --data-dir or storage.data_dir") from None
+        check_data_dir(data_dir)  # before the secret is written into it
+        secret = load_or_create_secret(data_dir, config.storage.secret)
+        r = config.recognition
+        model = model or r.model
+        opener = (functools.partial(cls.open_url, config.storage.url) if config.storage.url
+                  else functools.partial(cls.open, data_dir))
+        return await opener(model, r.policy(model), secret, r.matching,
+                            check_model=check_model, duplicate_far=r.duplicate_far)
+
+    async def _check_models(self) -> None:
+        rows = await self.db.query(
+            "SELECT model, COUNT(*) FROM samples WHERE model != ? GROUP BY model", (self.model,))
+        if rows:
+            others = ", ".join(f"{count} by {model}" for model, count in rows)
+            raise ModelMismatch(
+                f"{self.db.describe} holds embeddings made {others}, but "
+                f"recognition.model is {self.model}; embeddings of different models cannot be "
+                f"compared: run `python -m facestream reembed --model {self.model}` to rebuild "
+                f"them from the stored face crops, or set recognition.model = \"{rows[0][0]}\""
+            )
+
+    async def _load(self) -> None:
+        """Read the whole gallery and build its index (off the event loop: at a million
+        identities this is seconds of work)."""
+        rows = await self.db.load()
+        identities, embeddings, owner, matrix, owners = await asyncio.to_thread(
+            _build, rows, self.model)
+        del rows
+        self.index = await asyncio.to_thread(self._index_of, identities, matrix, owners)
+        self._identities, self._embeddings, self._owner = identities, embeddings, owner
+
+    def _index_of(self, identities: dict[str, Identity], matrix: np.ndarray,
+                  owners: Sequence[str]) -> GalleryIndex:
+        indexed = [face for face in identities if identities[face].samples]
+        if not indexed:
+            return GalleryIndex.empty(self.policy, self.strategy)
+        position = {face: i for i, face in enumerate(indexed)}
+        owner = np.array([position.get(face, -1) for face in owners], dtype=np.int64)
+        kept = owner >= 0
+        return GalleryIndex.from_arrays(
+            indexed, [identities[f].name for f in indexed],
+            *((owner, matrix) if kept.all() else (owner[kept], matrix[kept])),
+            self.strategy, self.policy)
+
+    # -- following changes made elsewhere --------------------------------------------------
+
+    async def _follow(self, event: str, faces: list[str]) -> None:
+        """Another node changed ``faces`` (``reloaded``: anything): bring them in from the
+        database and fire the same event here as the node that made the change."""
+        async with self._lock:
+            if event == "reloaded" or not faces:
+                try:
+                    await self._check_models()
+                except ModelMismatch as exc:  # re-embedded elsewhere for another model
+                    log.error("%s; until then this node matches the gallery it had", exc)
+                    return
+                await self._load()
+                self._changed("reloaded", None)
+                return
+            before = self._identities.get(faces[0])
+            identities, embeddings, owner, _, _ = _build(await self.db.load(faces), self.model)
+            for sid in [s for face in faces if face in self._identities
+                        for s in (x.id for x in self._identities[face].samples)]:
+                self._owner.pop(sid, None)
+                self._embeddings.pop(sid, None)
+            for face in faces:
+                if face in identities:
+                    self._identities[face] = identities[face]
+                else:
+                    self._identities.pop(face, None)
+            self._embeddings.update(embeddings)
+            self._owner.update(owner)
+            after = self._identities.get(faces[0])
+            if event == "deleted" or after is None:
+                # Changed, then deleted before we looked: the deletion's event is this one.
+                self._changed("deleted", before, *faces)
+            else:
+                self._changed(event, after, *faces)
+
+    async def reload_if_changed(self) -> bool:
+        """Pick up changes committed by another process on the same SQLite file; True if
+        there were any (a shared database's changes are followed as they are notified)."""
+        async with self._lock:
+            if not await self.db.changed_elsewhere():
+                return False
+            await self._check_models()
+            await self._load()
+            self._changed("reloaded", None)
+            return True
+
     # -- change notification ---------------------------------------------------------------
 
     def on_change(self, listener: Callable[[str, Identity | None], None]) -> None:
-        """Call ``listener(event, identity)`` after each committed change."""
+        """Call ``listener(event, identity)`` after each committed change (this node's or,
+        on a shared database, another node's)."""
         self._listeners.append(listener)
 
     def _changed(self, event: str, ident: Identity | None, *faces: str) -> None:
@@ -805,24 +984,31 @@ class Gallery:
         index = self.index
         for face in faces:
             now = self._identities.get(face)
-            if now is None:
+            if now is None or not now.samples:
                 index = index.removed(face)
             else:
                 index = index.replaced(face, now.name,
                                        [self._embeddings[s.id] for s in now.samples])
         self.index = index
         for listener in self._listeners:
-            listener(event, ident)
+            try:
+                listener(event, ident)
+            except Exception:
+                log.exception("a gallery change listener failed on %s", event)
 
-    async def reload_if_changed(self) -> bool:
-        """Pick up changes committed by another process; True if there were any."""
-        async with self._lock:
-            if not await self._run(self._changed_elsewhere_sync):
-                return False
-            await self._run(self._check_models_sync)
-            await self._run(self._load_sync)
-            self._changed("reloaded", None)
-            return True
+    # -- the database, for history and accounts --------------------------------------------
+
+    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query (``?`` parameters)."""
+        return await self.db.query(sql, params)
+
+    async def write(self, statements: Sequence[Statement]) -> list[int]:
+        """Run statements in one transaction; the id each INSERT gave its row."""
+        return await self.db.write(statements)
+
+    async def forget(self, statements: Sequence[Statement]) -> None:
+        """Like ``write``, for deletions of face data: nothing of it stays on disk."""
+        await self.db.forget(statements)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -861,7 +1047,7 @@ class Gallery:
         for sid, face, dim, blob, crop, source, created, context, geometry in rows:
             emb = np.frombuffer(blob, dtype="<f4").reshape(dim).astype(np.float32)
             by_identity.setdefault(face, []).append(SampleRecord(
-                sid, face, emb, crop, source, created, context,
+                int(sid), face, emb, crop, source, created, context,
                 json.loads(geometry) if geometry else None))
         emails = dict(await self.query("SELECT hash, email_hmac FROM identities"))
         return [(i, emails.get(i.hash), by_identity.get(i.hash, []))
@@ -924,7 +1110,8 @@ class Gallery:
             if match is not None:
                 raise AlreadyEnrolled(match.hash, match.name, match.similarity)
             now = time.time()
-            _, sid, _, _ = await self._run(self._write_sync, [
+            try:
+                _, sid, _, _ = await self.db.write([
                 (("INSERT INTO identities (hash, name, email_hmac, created_at, updated_at) "
                  "VALUES (?, ?, ?, ?, ?)"), (face, name, digest, now, now)),
                 self._sample_sql(face, emb, images, source, now),
@@ -932,7 +1119,9 @@ class Gallery:
                 # their visits are this person's now.
                 ("UPDATE visits SET known = 1, name = ? WHERE person = ?", (name, face)),
                 ("DELETE FROM unknowns WHERE hash = ?", (face,)),
-            ])
+                ], ("added", [face]))
+            except Conflict:  # another node or process enrolled it a moment ago
+                raise AlreadyEnrolled(face, name, 1.0) from None
             ident = Identity(face, name, self.model, now, digest is not None,
                              (Sample(sid, now, source, images.crop is not None),))
             self._identities[face] = ident
@@ -964,10 +1153,14 @@ class Gallery:
                 if own is None or other.similarity > own:
                     raise BelongsToOther(other.hash, other.name, other.similarity)
             now = time.time()
-            sid, _ = await self._run(self._write_sync, [
-                self._sample_sql(face, emb, images, source, now),
-                ("UPDATE identities SET updated_at = ? WHERE hash = ?", (now, face)),
-            ])
+            try:
+                sid, _ = await self.db.write([
+                    self._sample_sql(face, emb, images, source, now),
+                    ("UPDATE identities SET updated_at = ? WHERE hash = ?", (now, face)),
+                ], ("sample_added", [face]))
+            except Conflict:
+                raise NotFound(f"no enrolled face with hash {face} (deleted elsewhere a "
+                               "moment ago)") from None
             sample = Sample(sid, now, source, images.crop is not None)
             self._identities[face] = replace(ident, samples=(*ident.samples, sample))
             self._embeddings[sid] = emb
@@ -985,10 +1178,10 @@ class Gallery:
                     f"sample {sample_id} is the only sample of {ident.name!r}; delete the "
                     "identity instead"
                 )
-            await self._run(self._forget_sync, [
+            await self.db.forget([
                 ("DELETE FROM samples WHERE id = ? AND identity = ?", (sample_id, face)),
                 ("UPDATE identities SET updated_at = ? WHERE hash = ?", (time.time(), face)),
-            ])
+            ], ("sample_deleted", [face]))
             self._embeddings.pop(sample_id, None)
             self._owner.pop(sample_id, None)
             ident = replace(ident, samples=tuple(s for s in ident.samples if s.id != sample_id))
@@ -1007,7 +1200,7 @@ class Gallery:
                 missing = target if into is None else source
                 raise NotFound(f"no enrolled face with hash {missing}")
             now = time.time()
-            await self._run(self._write_sync, [
+            await self.db.write([
                 ("UPDATE samples SET identity = ? WHERE identity = ?", (target, source)),
                 (("UPDATE identities SET updated_at = ?, email_hmac = "
                  "COALESCE(email_hmac, (SELECT email_hmac FROM identities WHERE hash = ?)) "
@@ -1015,7 +1208,7 @@ class Gallery:
                 ("DELETE FROM identities WHERE hash = ?", (source,)),
                 ("UPDATE visits SET person = ?, name = ? WHERE person = ?",
                  (target, into.name, source)),
-            ])
+            ], ("merged", [target, source]))
             for sample in other.samples:
                 self._owner[sample.id] = target
             merged = replace(
@@ -1034,11 +1227,11 @@ class Gallery:
             old = self._identities.get(face)
             if old is None:
                 raise NotFound(f"no enrolled face with hash {face}")
-            await self._run(self._write_sync, [
+            await self.db.write([
                 ("UPDATE identities SET name = ?, updated_at = ? WHERE hash = ?",
                  (name, time.time(), face)),
                 ("UPDATE visits SET name = ? WHERE person = ?", (name, face)),
-            ])
+            ], ("renamed", [face]))
             ident = replace(old, name=name)
             self._identities[face] = ident
             self._changed("renamed", ident, face)
@@ -1050,11 +1243,11 @@ class Gallery:
             if ident is None:
                 raise NotFound(f"no enrolled face with hash {face}")
             # Their history goes with them: visits, face crops and snapshots.
-            await self._run(self._forget_sync, [
+            await self.db.forget([
                 ("DELETE FROM samples WHERE identity = ?", (face,)),
                 ("DELETE FROM identities WHERE hash = ?", (face,)),
                 ("DELETE FROM visits WHERE person = ?", (face,)),
-            ])
+            ], ("deleted", [face]))
             del self._identities[face]
             for sample in ident.samples:
                 self._owner.pop(sample.id, None)
@@ -1075,20 +1268,11 @@ class Gallery:
         statements.append((("DELETE FROM identities WHERE hash NOT IN "
                            "(SELECT DISTINCT identity FROM samples)"), ()))
         async with self._lock:
-            await self._run(self._write_sync, statements)
+            await self.db.write(statements, ("reloaded", []))
             self.model = model
-            await self._run(self._load_sync)
+            await self._load()
             self._changed("reloaded", None)
 
     async def close(self) -> None:
-        """Idempotent: close the connection on its own thread, then stop the thread."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._reader, self._close_reader_sync)
-            await self._run(self._close_sync)
-        finally:
-            self._reader.shutdown(wait=True)
-            self._writer.shutdown(wait=True)
+        """Idempotent."""
+        await self.db.close()
