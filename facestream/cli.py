@@ -329,6 +329,13 @@ def gallery_file(argv: list[str]) -> int:
 
     args = _gallery_parser().parse_args(argv)
     config = _config(args, model=False)
+    if config.storage.url and args.action != "migrate":
+        from .pgstore import where
+
+        print(f"error: storage.url is set: the gallery is in PostgreSQL at "
+              f"{where(config.storage.url)}; check, back up and restore it with PostgreSQL's "
+              "tools (pg_dump, pg_restore)", file=sys.stderr)
+        return 2
     if args.action == "restore":  # its own line says whether there was a gallery before
         return b.cmd_restore(config, args.file, sys.stdout)
     require_gallery(config)
@@ -375,9 +382,10 @@ def _exists(path: Path) -> bool | None:
 def require_gallery(config: Config) -> None:
     """For a command that reads or changes an existing gallery: GalleryError (``error:``,
     exit 2) when there is none, before anything is created. A mistyped --data-dir would
-    otherwise become a new, empty gallery reporting "0 identities"."""
+    otherwise become a new, empty gallery reporting "0 identities". A gallery in PostgreSQL
+    (storage.url) is there once a node has started on it; opening says if it cannot be."""
     data, db = config.data_path, config.data_path / DB_FILE
-    if _exists(db) is not False:
+    if config.storage.url or _exists(db) is not False:
         return
     fix = ("check --data-dir (or storage.data_dir in the config file), or create a gallery "
            "there: start the server once, or enroll someone (faces add NAME PHOTO)")
@@ -396,7 +404,7 @@ def new_gallery_note(config: Config) -> str:
 def announce_new_gallery(config: Config) -> Iterator[None]:
     """For a command that may create the gallery: one line on stderr if it did."""
     db = config.data_path / DB_FILE
-    before = _exists(db)
+    before = True if config.storage.url else _exists(db)
     try:
         yield
     finally:
