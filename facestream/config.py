@@ -370,8 +370,8 @@ def _url_checks(config: Config) -> list[tuple[bool, str]]:
         (not config.storage.url or (
             config.storage.url.startswith(("postgresql://", "postgres://"))
             and len(config.storage.url.split("://", 1)[1]) > 0),
-         "storage.url: expected postgresql://user[:password]@host[:port]/database, got "
-         f"{redact_source(config.storage.url)!r}"),
+         ("storage.url: expected postgresql://user[:password]@host[:port]/database, got "
+          f"{redact_source(config.storage.url)!r}")),
     ]
     for i, w in enumerate(config.webhooks):
         key = f"webhooks[{i}]"

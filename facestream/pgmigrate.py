@@ -22,8 +22,8 @@ from typing import Any, Final, TextIO
 
 import asyncpg
 
-from .config import Config
 from .auth import Auth
+from .config import Config
 from .pgstore import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, where
 from .privacy import load_or_create_secret
 from .storage import DB_FILE, Gallery, GalleryError, StorageError, read_only

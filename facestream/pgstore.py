@@ -294,6 +294,11 @@ class PostgresDb:
         """Whether this node hears the other nodes' changes (and so may write)."""
         return self._listener is not None and not self._listener.is_closed()
 
+    def status(self) -> dict[str, str]:
+        """For /healthz: ``ok``, or ``reconnecting`` (matching from memory, refusing
+        changes). The database's address is not shown: /healthz is open to everyone."""
+        return {"kind": "postgresql", "state": "ok" if self.online else "reconnecting"}
+
     async def _follow(self) -> None:
         """Apply the other nodes' changes as they are notified; reconnect and reload
         everything when the database was lost."""

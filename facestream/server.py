@@ -242,9 +242,10 @@ async def healthz(request: web.Request) -> web.Response:
     first = app[CAMERAS].first.capture if len(app[CAMERAS]) else None
     camera = first.status() if first is not None else None
     recognizer = _recognizer(app)
+    storage = app[GALLERY].db.status()
     return web.json_response(
         {
-            "status": "ok" if recognizer == "ok" else "degraded",
+            "status": "ok" if recognizer == "ok" and storage["state"] == "ok" else "degraded",
             "recognizer": recognizer,
             "camera": camera,
             "model": cfg.recognition.model,
@@ -256,6 +257,7 @@ async def healthz(request: web.Request) -> web.Response:
             "workers": app[POOL].size,
             "worker_restarts": app[POOL].restarts,
             "gallery": len(app[GALLERY].list()),
+            "storage": storage,
             "webhooks": app[WEBHOOKS].status() if WEBHOOKS in app else [],
             "mqtt": app[MQTT].status() if MQTT in app else {"state": "off"},
         }

@@ -661,6 +661,9 @@ class SqliteDb:
     def follow(self, apply: Callable[[str, list[str]], Awaitable[None]]) -> None:
         """Other processes' changes are polled (``changed_elsewhere``), not pushed."""
 
+    def status(self) -> dict[str, str]:
+        return {"kind": "sqlite", "state": "ok"}
+
     def _write_sync(self, statements: Sequence[Statement]) -> list[int]:
         """Run statements in one IMMEDIATE transaction; return each one's lastrowid."""
         assert self._conn is not None
@@ -757,6 +760,7 @@ class Database:
                      ) -> None: ...
     async def changed_elsewhere(self) -> bool: ...
     def follow(self, apply: Callable[[str, list[str]], Awaitable[None]]) -> None: ...
+    def status(self) -> dict[str, str]: ...
     async def close(self) -> None: ...
 
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import cv2
 import numpy as np
 import pytest
@@ -45,6 +48,9 @@ from facestream.config import (
     ServerConfig,
     StorageConfig,
 )
+from facestream.storage import DB_FILE, Gallery
+
+from .pg import PgCluster, pg_cluster
 
 FR = FACES / "face_recognition"
 OBAMA = FR / "examples/knn_examples/train/obama/obama.jpg"
@@ -96,7 +102,8 @@ def upload(field: str, image: Path | bytes, filename: str = "face.jpg", **fields
 
 
 def make_config(tmp_path: Path, source: str | Path = TALKING_HEAD,
-                presence: dict[str, float] | None = None, **recognition: Any) -> Config:
+                presence: dict[str, float] | None = None, storage_url: str = "",
+                **recognition: Any) -> Config:
     return Config(
         server=ServerConfig(host="127.0.0.1", port=0),
         camera=CameraConfig(source=str(source), reconnect_min_s=0.2, reconnect_max_s=0.5,
@@ -105,15 +112,15 @@ def make_config(tmp_path: Path, source: str | Path = TALKING_HEAD,
         presence=PresenceConfig(**(presence or {})),
         # Accounts are tested in test_auth.py; elsewhere the loopback server has them off.
         auth=AuthConfig(enabled=False),
-        storage=StorageConfig(data_dir=str(tmp_path / "data")),
+        storage=StorageConfig(data_dir=str(tmp_path / "data"), url=storage_url),
     )
 
 
 @pytest.fixture
 def config_factory(tmp_path: Path) -> Callable[..., Config]:
     def factory(source: str | Path = TALKING_HEAD, presence: dict[str, float] | None = None,
-                **recognition: Any) -> Config:
-        return make_config(tmp_path, source, presence, **recognition)
+                storage_url: str = "", **recognition: Any) -> Config:
+        return make_config(tmp_path, source, presence, storage_url, **recognition)
 
     return factory
 
@@ -211,3 +218,66 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
             proc.wait()
             return -9
     return proc.returncode
+
+
+# -- the two databases: SQLite in the data dir, PostgreSQL (a throwaway cluster) ----------------
+
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgCluster]:
+    """One PostgreSQL cluster for the whole run, started when a test first needs it."""
+    with pg_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_server: PgCluster) -> str:
+    """A fresh, empty database for one test."""
+    return pg_server.create_database(f"gallery_{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest) -> str:
+    """``storage.url`` for each database the gallery can live in: a test that takes it runs
+    on both ("" is SQLite in the data dir)."""
+    return "" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+#: For a test that takes ``storage_url`` through a fixture but has nothing of the database to
+#: prove: it runs on SQLite only.
+sqlite_only = pytest.mark.parametrize("storage_url", [""], ids=["sqlite"])
+
+
+class Store:
+    """A gallery database of either kind, for the storage tests: ``open`` it (again and
+    again), and read it through a connection of the test's own (``rows``)."""
+
+    def __init__(self, data_dir: Path, url: str) -> None:
+        self.data_dir = data_dir
+        self.url = url
+        self.describe = (f"the gallery database {url.split('@', 1)[1]}" if url
+                         else f"the gallery {data_dir / DB_FILE}")
+
+    async def open(self, model: str = "Dlib", secret: bytes = b"k" * 32) -> Gallery:
+        policy = Config().recognition.policy(model)
+        if self.url:
+            return await Gallery.open_url(self.url, model, policy, secret)
+        return await Gallery.open(self.data_dir, model, policy, secret)
+
+    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` as another process sees them (no parameters)."""
+        if self.url:
+            conn = await asyncpg.connect(self.url)
+            try:
+                return [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+        with sqlite3.connect(self.data_dir / DB_FILE) as db:
+            return db.execute(sql).fetchall()
+
+
+@pytest.fixture
+def store(tmp_path: Path, storage_url: str) -> Store:
+    return Store(tmp_path, storage_url)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -19,7 +20,7 @@ from facestream.auth import LOGIN_FAILURES
 from facestream.config import AuthConfig, Config, ConfigError, ServerConfig, from_mapping
 from facestream.server import create_app
 
-from .conftest import BIDEN, OBAMA, upload
+from .conftest import BIDEN, OBAMA, sqlite_only, upload
 
 Client = TestClient[Any, Any]
 ADMIN_PASSWORD = "correct horse battery"
@@ -31,8 +32,11 @@ def with_auth(cfg: Config, **auth: Any) -> Config:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, config_factory: Callable[..., Config]) -> Client:
-    c = await aiohttp_client(create_app(with_auth(config_factory()), live=False))
+async def client(aiohttp_client: Any, config_factory: Callable[..., Config],
+                 storage_url: str) -> Client:
+    """The server without a camera, its accounts in SQLite or in PostgreSQL."""
+    c = await aiohttp_client(create_app(with_auth(config_factory(storage_url=storage_url)),
+                                        live=False))
     auth = c.server.app[AUTH]
     await auth.set_password("admin", ADMIN_PASSWORD)  # the first start made one; choose it
     await auth.add_user("vera", "viewer", VIEWER_PASSWORD)
@@ -47,6 +51,7 @@ UNAUTHORIZED = {"error": "log in first (POST /login), or send Authorization: Bea
                          "(python -m facestream tokens create)"}
 
 
+@sqlite_only
 async def test_nothing_but_health_and_login_without_credentials(client: Client) -> None:
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/login")).status == 200
@@ -120,14 +125,17 @@ async def test_a_viewer_watches_and_an_admin_changes(client: Client) -> None:
 
 
 async def test_tokens_from_the_command_line_work_and_can_be_revoked(
-    client: Client, tmp_path: Path
+    client: Client, tmp_path: Path, storage_url: str
 ) -> None:
     data_dir = client.server.app[CONFIG].storage.data_dir
+    config = tmp_path / "config.toml"  # the server's database, for the command line too
+    config.write_text(f'[storage]\nurl = "{storage_url}"\n')
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "facestream", "tokens", "--data-dir",
-                               data_dir, *args], capture_output=True, text=True,
-                              timeout=60, check=False, cwd=tmp_path)
+        return subprocess.run([sys.executable, "-m", "facestream", "tokens", "--config",
+                               str(config), "--data-dir", data_dir, *args],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              cwd=tmp_path)
 
     made = cli("create", "--role", "admin", "--name", "door script")
     assert made.returncode == 0, made.stderr
@@ -145,10 +153,19 @@ async def test_tokens_from_the_command_line_work_and_can_be_revoked(
     client.server.app[AUTH]._cache.clear()  # what CACHE_S seconds would do
     assert (await client.get("/hash", headers=bearer)).status == 401
     # The token is stored only as a digest.
-    db = (tmp_path / "data" / "gallery.sqlite3").read_bytes()
-    assert token.encode() not in db
+    if storage_url:
+        conn = await asyncpg.connect(storage_url)
+        try:
+            assert token not in repr(await conn.fetch("SELECT * FROM tokens"))
+            assert await conn.fetchval("SELECT COUNT(*) FROM tokens") == 0  # revoked
+        finally:
+            await conn.close()
+    else:
+        db = (tmp_path / "data" / "gallery.sqlite3").read_bytes()
+        assert token.encode() not in db
 
 
+@sqlite_only
 async def test_failed_logins_are_rate_limited(client: Client) -> None:
     for _ in range(LOGIN_FAILURES):
         resp = await log_in(client, "admin", "not the password")
@@ -162,6 +179,7 @@ async def test_failed_logins_are_rate_limited(client: Client) -> None:
     assert (await log_in(client, "vera", VIEWER_PASSWORD)).status == 429
 
 
+@sqlite_only
 async def test_cross_site_writes_and_websockets_are_refused(client: Client) -> None:
     await log_in(client, "admin", ADMIN_PASSWORD)
     resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack"))

@@ -9,7 +9,7 @@ import asyncio
 import itertools
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -18,16 +18,14 @@ import pytest
 
 from facestream import cli
 from facestream.config import Config
-from facestream.identity import Embedding, face_hash, normalize
+from facestream.identity import Embedding, normalize
 from facestream.pgstore import PostgresDb
-from facestream.privacy import email_digest, load_or_create_secret
+from facestream.privacy import load_or_create_secret
 from facestream.storage import (
     AlreadyEnrolled,
     Gallery,
     Identity,
-    LastSample,
     ModelMismatch,
-    NotFound,
     SampleRecord,
     StorageError,
     StoredImages,
@@ -35,6 +33,7 @@ from facestream.storage import (
 
 from . import pg
 from .pg import PgCluster, pg_cluster
+from .test_storage import Events
 
 SECRET = b"k" * 32
 MODEL = "Dlib"
@@ -45,47 +44,14 @@ def unit(seed: int, dim: int = 128) -> Embedding:
     return normalize(np.random.default_rng(seed).normal(size=dim))
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[PgCluster]:
-    with pg_cluster() as c:
-        yield c
-
-
 @pytest.fixture
-def url(cluster: PgCluster) -> str:
-    """A fresh database for one test."""
-    return cluster.create_database(f"gallery_{next(_databases)}")
+def url(pg_url: str) -> str:
+    """A fresh database for one test (in the run's one cluster)."""
+    return pg_url
 
 
 async def open_node(url: str, model: str = MODEL, secret: bytes = SECRET) -> Gallery:
     return await Gallery.open_url(url, model, Config().recognition.policy(model), secret)
-
-
-class Events:
-    """What a node's ``on_change`` reported, with when; ``wait`` for one."""
-
-    def __init__(self, gallery: Gallery) -> None:
-        self.seen: list[tuple[str, str | None, float]] = []
-        self._changed = asyncio.Event()
-        gallery.on_change(self._on_change)
-
-    def _on_change(self, event: str, ident: Identity | None) -> None:
-        self.seen.append((event, ident.hash if ident else None, time.perf_counter()))
-        self._changed.set()
-
-    def kinds(self) -> list[tuple[str, str | None]]:
-        return [(e, h) for e, h, _ in self.seen]
-
-    async def wait(self, event: str, face: str | None, timeout: float = 1.0) -> float:
-        """When ``event`` on ``face`` was seen (perf_counter); fails after ``timeout``."""
-        async def seen() -> float:
-            while True:
-                for e, h, at in self.seen:
-                    if (e, h) == (event, face):
-                        return at
-                self._changed.clear()
-                await self._changed.wait()
-        return await asyncio.wait_for(seen(), timeout)
 
 
 def online(gallery: Gallery) -> bool:
@@ -106,73 +72,6 @@ def test_a_missing_postgresql_fails_with_what_to_install(monkeypatch: pytest.Mon
     monkeypatch.setenv("PATH", "")
     with pytest.raises(pytest.fail.Exception, match=r"apt-get install postgresql"):
         PgCluster()
-
-
-Opener = Callable[[], Awaitable[Gallery]]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    """Opens one gallery of either kind, again each call: the two behave alike."""
-    if request.param == "sqlite":
-        async def sqlite() -> Gallery:
-            return await Gallery.open(tmp_path, MODEL, Config().recognition.policy(MODEL),
-                                      SECRET)
-        return sqlite
-    url = request.getfixturevalue("url")
-    return lambda: open_node(url)
-
-
-async def test_operations_fire_events_and_persist(open_store: Opener) -> None:
-    g = await open_store()
-    events = Events(g)
-    try:
-        ada = await g.add("Ada", unit(1), email=" Ada@Example.org ",
-                          images=StoredImages(b"ada-crop", b"ada-context", {"box": [1, 2, 3, 4]}))
-        bob = await g.add("Bob", unit(2))
-        assert ada.hash == face_hash(unit(1))
-        second = await g.add_sample(ada.hash, unit(3), images=StoredImages(b"ada-crop-2"))
-        await g.rename(bob.hash, "Robert")
-        await g.delete_sample(ada.hash, second.id)
-        merged = await g.merge(ada.hash, bob.hash)
-        assert [s.id for s in merged.samples] == [ada.samples[0].id, bob.samples[0].id]
-        assert await g.crop(ada.hash) == b"ada-crop"
-        await g.delete_sample(ada.hash, ada.samples[0].id)
-        with pytest.raises(LastSample):
-            await g.delete_sample(ada.hash, bob.samples[0].id)
-        assert events.kinds() == [
-            ("added", ada.hash), ("added", bob.hash), ("sample_added", ada.hash),
-            ("renamed", bob.hash), ("sample_deleted", ada.hash), ("merged", ada.hash),
-            ("sample_deleted", ada.hash)]
-        match = g.index.identify(unit(2))
-        assert match is not None and (match.hash, match.name) == (ada.hash, "Ada")
-        assert await g.crop(ada.hash) is None  # the sample with the crop is gone
-        assert [i.hash for i in await g.find_by_email("ada@example.org")] == [ada.hash]
-        with pytest.raises(AlreadyEnrolled):
-            await g.add("Ada again", unit(1))
-        with pytest.raises(NotFound):
-            await g.rename("0" * 64, "x")
-    finally:
-        await g.close()
-        await g.close()  # idempotent
-
-    again = await open_store()
-    try:
-        [ident] = again.list()
-        assert (ident.hash, ident.name, ident.has_email) == (ada.hash, "Ada", True)
-        assert [s.id for s in ident.samples] == [bob.samples[0].id]
-        [(_, email_hmac, [record])] = await again.records()
-        assert email_hmac == email_digest(SECRET, "ada@example.org")
-        np.testing.assert_array_equal(record.embedding, unit(2))
-        await again.delete(ada.hash)
-        assert again.list() == [] and again.index.identify(unit(2)) is None
-    finally:
-        await again.close()
-    last = await open_store()
-    try:
-        assert last.list() == [] and await last.records() == []
-    finally:
-        await last.close()
 
 
 async def test_a_node_refuses_another_model_and_another_secret(url: str) -> None:
@@ -302,7 +201,7 @@ async def test_without_the_database_reads_go_on_writes_are_refused_and_it_catche
 
 
 def test_migrate_moves_an_sqlite_gallery_history_included(
-        cluster: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        pg_server: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)  # no ./config.toml
     data = tmp_path / "data"
@@ -336,7 +235,7 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
                 for i, email, samples in records]
 
     before = asyncio.run(build())
-    url = cluster.create_database("migrated")
+    url = pg_server.create_database("migrated")
     assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 0
     out = capsys.readouterr().out
     assert "moved 2 identities, 3 samples, 1 visits, 1 visit_images, 0 unknowns" in out

@@ -1,4 +1,6 @@
-"""The gallery: durable, private, one model only, hashes fixed forever."""
+"""The gallery: durable, private, one model only, hashes fixed forever.
+
+The tests that take ``store`` run on both databases, SQLite and PostgreSQL (conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,14 @@ from facestream.storage import (
     DB_FILE,
     AlreadyEnrolled,
     Gallery,
+    Identity,
+    LastSample,
     ModelMismatch,
     NotFound,
     StoredImages,
 )
 
-from .conftest import free_port
+from .conftest import Store, free_port
 
 SECRET = b"k" * 32
 
@@ -43,24 +48,22 @@ async def open_gallery(path: Path, model: str = "Dlib") -> Gallery:
     return await Gallery.open(path, model, Config().recognition.policy(model), SECRET)
 
 
-async def test_enrollment_is_committed_before_add_returns(tmp_path: Path) -> None:
-    g = await open_gallery(tmp_path)
+async def test_enrollment_is_committed_before_add_returns(store: Store) -> None:
+    g = await store.open()
     try:
         emb = unit(1)
         ident = await g.add("Ada", emb)
         assert ident.hash == face_hash(emb)
         # A separate connection (another process, a crash-restart) already sees the row.
-        with sqlite3.connect(tmp_path / DB_FILE) as other:
-            rows = other.execute(
-                "SELECT hash, name, model FROM identities JOIN samples ON identity = hash"
-            ).fetchall()
+        rows = await store.rows(
+            "SELECT hash, name, model FROM identities JOIN samples ON identity = hash")
         assert rows == [(ident.hash, "Ada", "Dlib")]
     finally:
         await g.close()
 
 
-async def test_changes_survive_reopen_and_index_follows(tmp_path: Path) -> None:
-    g = await open_gallery(tmp_path)
+async def test_changes_survive_reopen_and_index_follows(store: Store) -> None:
+    g = await store.open()
     a = await g.add("Ada", unit(1))
     b = await g.add("Bob", unit(2))
     await g.rename(a.hash, "Ada Lovelace")
@@ -69,7 +72,7 @@ async def test_changes_survive_reopen_and_index_follows(tmp_path: Path) -> None:
     await g.close()
     await g.close()  # idempotent
 
-    g = await open_gallery(tmp_path)
+    g = await store.open()
     try:
         assert [(i.hash, i.name) for i in g.list()] == [(a.hash, "Ada Lovelace")]
         match = g.index.identify(unit(1))
@@ -82,8 +85,8 @@ async def test_changes_survive_reopen_and_index_follows(tmp_path: Path) -> None:
         await g.close()
 
 
-async def test_same_face_twice_is_refused_with_existing_hash(tmp_path: Path) -> None:
-    g = await open_gallery(tmp_path)
+async def test_same_face_twice_is_refused_with_existing_hash(store: Store) -> None:
+    g = await store.open()
     try:
         first = await g.add("Ada", unit(1))
         near = normalize(unit(1) + 0.01 * unit(3))  # same person, another photo
@@ -95,22 +98,26 @@ async def test_same_face_twice_is_refused_with_existing_hash(tmp_path: Path) -> 
         await g.close()
 
 
-async def test_email_is_stored_only_as_hmac(tmp_path: Path) -> None:
-    g = await open_gallery(tmp_path)
+async def test_email_is_stored_only_as_hmac(store: Store) -> None:
+    g = await store.open(secret=SECRET)
     try:
         ident = await g.add("Ada", unit(1), email="Ada@Example.org ")
         assert ident.has_email
+        assert [i.hash for i in await g.find_by_email("ada@example.ORG")] == [ident.hash]
     finally:
         await g.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(DB_FILE))
-    assert b"ada@example.org" not in raw.lower()
-    with sqlite3.connect(tmp_path / DB_FILE) as db:
-        (stored,) = db.execute("SELECT email_hmac FROM identities").fetchone()
-    assert stored == email_digest(SECRET, "ada@example.org")
+    if not store.url:
+        raw = b"".join(p.read_bytes() for p in store.data_dir.iterdir()
+                       if p.name.startswith(DB_FILE))
+        assert b"ada@example.org" not in raw.lower()
+    rows = await store.rows("SELECT * FROM identities")
+    assert "ada@example.org" not in repr(rows).lower()
+    assert (await store.rows("SELECT email_hmac FROM identities")) == [
+        (email_digest(SECRET, "ada@example.org"),)]
 
 
-async def test_gallery_refuses_to_mix_models(tmp_path: Path) -> None:
-    g = await open_gallery(tmp_path, "Facenet")
+async def test_gallery_refuses_to_mix_models(store: Store) -> None:
+    g = await store.open("Facenet")
     await g.add("Ada", unit(1))
     with pytest.raises(ModelMismatch) as exc:
         await g.add("Bob", unit(2), model="Dlib")
@@ -118,12 +125,91 @@ async def test_gallery_refuses_to_mix_models(tmp_path: Path) -> None:
     assert [i.name for i in g.list()] == ["Ada"]
     await g.close()
     with pytest.raises(ModelMismatch) as exc:
-        await open_gallery(tmp_path, "Dlib")
+        await store.open("Dlib")
     assert str(exc.value) == (
-        f"the gallery {tmp_path / DB_FILE} holds embeddings made 1 by Facenet, but "
+        f"{store.describe} holds embeddings made 1 by Facenet, but "
         "recognition.model is Dlib; embeddings of different models cannot be compared: run "
         "`python -m facestream reembed --model Dlib` to rebuild them from the stored face "
         'crops, or set recognition.model = "Facenet"')
+
+
+class Events:
+    """What a node's ``on_change`` reported, with when; ``wait`` for one."""
+
+    def __init__(self, gallery: Gallery) -> None:
+        self.seen: list[tuple[str, str | None, float]] = []
+        self._changed = asyncio.Event()
+        gallery.on_change(self._on_change)
+
+    def _on_change(self, event: str, ident: Identity | None) -> None:
+        self.seen.append((event, ident.hash if ident else None, time.perf_counter()))
+        self._changed.set()
+
+    def kinds(self) -> list[tuple[str, str | None]]:
+        return [(e, h) for e, h, _ in self.seen]
+
+    async def wait(self, event: str, face: str | None, timeout: float = 1.0) -> float:
+        """When ``event`` on ``face`` was seen (perf_counter); fails after ``timeout``."""
+        async def seen() -> float:
+            while True:
+                for e, h, at in self.seen:
+                    if (e, h) == (event, face):
+                        return at
+                self._changed.clear()
+                await self._changed.wait()
+        return await asyncio.wait_for(seen(), timeout)
+
+
+async def test_operations_fire_events_and_persist(store: Store) -> None:
+    g = await store.open(secret=SECRET)
+    events = Events(g)
+    try:
+        ada = await g.add("Ada", unit(1), email=" Ada@Example.org ",
+                          images=StoredImages(b"ada-crop", b"ada-context", {"box": [1, 2, 3, 4]}))
+        bob = await g.add("Bob", unit(2))
+        assert ada.hash == face_hash(unit(1))
+        second = await g.add_sample(ada.hash, unit(3), images=StoredImages(b"ada-crop-2"))
+        await g.rename(bob.hash, "Robert")
+        await g.delete_sample(ada.hash, second.id)
+        merged = await g.merge(ada.hash, bob.hash)
+        assert [s.id for s in merged.samples] == [ada.samples[0].id, bob.samples[0].id]
+        assert await g.crop(ada.hash) == b"ada-crop"
+        await g.delete_sample(ada.hash, ada.samples[0].id)
+        with pytest.raises(LastSample):
+            await g.delete_sample(ada.hash, bob.samples[0].id)
+        assert events.kinds() == [
+            ("added", ada.hash), ("added", bob.hash), ("sample_added", ada.hash),
+            ("renamed", bob.hash), ("sample_deleted", ada.hash), ("merged", ada.hash),
+            ("sample_deleted", ada.hash)]
+        match = g.index.identify(unit(2))
+        assert match is not None and (match.hash, match.name) == (ada.hash, "Ada")
+        assert await g.crop(ada.hash) is None  # the sample with the crop is gone
+        assert [i.hash for i in await g.find_by_email("ada@example.org")] == [ada.hash]
+        with pytest.raises(AlreadyEnrolled):
+            await g.add("Ada again", unit(1))
+        with pytest.raises(NotFound):
+            await g.rename("0" * 64, "x")
+    finally:
+        await g.close()
+        await g.close()  # idempotent
+
+    again = await store.open(secret=SECRET)
+    try:
+        [ident] = again.list()
+        assert (ident.hash, ident.name, ident.has_email) == (ada.hash, "Ada", True)
+        assert [s.id for s in ident.samples] == [bob.samples[0].id]
+        [(_, email_hmac, [record])] = await again.records()
+        assert email_hmac == email_digest(SECRET, "ada@example.org")
+        np.testing.assert_array_equal(record.embedding, unit(2))
+        await again.delete(ada.hash)
+        assert again.list() == [] and again.index.identify(unit(2)) is None
+    finally:
+        await again.close()
+    last = await store.open(secret=SECRET)
+    try:
+        assert last.list() == [] and await last.records() == []
+    finally:
+        await last.close()
 
 
 async def test_a_new_gallery_and_its_wal_files_are_private(tmp_path: Path) -> None:
