@@ -42,6 +42,8 @@ PRUNE_INTERVAL_S: Final = 3600.0
 MAX_PAGE: Final = 200
 #: Samples an identity gets when it is named from history: its best visits' faces.
 SAMPLES_FROM_HISTORY: Final = 3
+#: Storing a visit the database refused is retried after these, doubling.
+RETRY_S: Final = (0.5, 30.0)
 
 _VISIT_COLUMNS: Final = "id, person, known, name, camera, arrived_at, left_at"
 
@@ -126,15 +128,35 @@ class History:
         while True:
             event = await self._queue.get()
             try:
-                await self._store(event)
-            except StorageError as exc:  # a full or failing disk: one line, not a traceback
-                log.error("visit %s not stored: %s", event.visit.id, exc)
+                await self._store_retrying(event)
             except Exception:
                 log.exception("storing visit %s failed", event.visit.id)
             finally:
                 self._queue.task_done()
 
-    async def _store(self, event: VisitEvent) -> None:
+    async def _store_retrying(self, event: VisitEvent) -> None:
+        """Store ``event``; while the database cannot take it (a full or failing disk, a
+        shared database away) try again with backoff, one line when that starts and one when
+        it ends. Events keep queueing meanwhile (the oldest dropped past MAX_PENDING)."""
+        statements = await self._statements(event)
+        delay, failing = RETRY_S[0], False
+        while True:
+            try:
+                await self.gallery.write(statements)
+            except StorageError as exc:
+                if not failing:
+                    log.error("visit %s not stored yet (retrying): %s", event.visit.id, exc)
+                failing = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_S[1])
+                continue
+            if failing:
+                log.warning("history is being stored again (visit %s)", event.visit.id)
+            return
+
+    async def _statements(self, event: VisitEvent) -> list[tuple[str, tuple[Any, ...]]]:
+        """What storing ``event`` writes, in one transaction (built once: it also moves this
+        visit's stored quality and its stranger group on)."""
         v = event.visit
         statements: list[tuple[str, tuple[Any, ...]]] = []
         quality = v.best.quality if v.best is not None else None
@@ -167,7 +189,7 @@ class History:
             statements.append(self._grouped(v.person, v.best.embedding))
         if event.kind == "left":
             self._stored_quality.pop(v.id, None)
-        await self.gallery.write(statements)
+        return statements
 
     def _encode(self, v: VisitRecord) -> tuple[bytes, bytes, str, bytes | None]:
         import cv2

@@ -586,6 +586,7 @@ class SqliteDb:
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+        self._guard.reserve()  # a new gallery has had its -shm only since the first write
 
     def _migrate_v1(self) -> None:
         """Version 1 kept one embedding per identity, in the identities table."""

@@ -277,6 +277,7 @@ async def test_health_describes_the_configuration_without_a_camera(client: Clien
         "threshold": 0.363,
         "identify_threshold": None,  # nobody enrolled: nobody can be named
         "stranger_far": 0.01, "workers": 1, "worker_restarts": 0, "gallery": 0,
+        "storage": {"kind": "sqlite", "state": "ok"},
         "mqtt": {"state": "off"}, "webhooks": [],  # none configured
     })
     resp = await client.post("/faces", data=upload("image", OBAMA.read_bytes(), name="B"))

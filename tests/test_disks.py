@@ -404,7 +404,7 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
     assert events == []
     assert await gallery.query("SELECT name FROM identities") == [("Barack Obama",)]
 
-    # A visit cannot be stored either: one log line, no traceback.
+    # A visit cannot be stored either: one log line, no traceback; it is kept and retried.
     vid = uuid.uuid4().hex
     app[HISTORY].visit_event(VisitEvent("arrived", VisitRecord(
         vid, face, "Barack Obama", True, "cam", time.time(), None, None)))
@@ -414,9 +414,14 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
 
     (record,) = await wait_for(logged, 10)
     assert (record.levelname, record.getMessage(), record.exc_info) == (
-        "ERROR", f"visit {vid} not stored: {full['error']}", None)
+        "ERROR", f"visit {vid} not stored yet (retrying): {full['error']}", None)
 
-    filler.unlink()  # space again: the same requests succeed
+    filler.unlink()  # space again: the visit is stored, and the same requests succeed
+
+    async def stored() -> list[Any]:
+        return await gallery.query("SELECT id FROM visits WHERE id = ?", (vid,))
+    assert await wait_for(stored, 40) == [(vid,)]
+    assert [r.levelname for r in logged()] == ["ERROR", "WARNING"]
     resp = await client.patch(f"/faces/{face}", json={"name": "Barack H. Obama"})
     assert resp.status == 200
     resp = await client.post("/faces", data=upload("image", BIDEN, name="Joe Biden"))

@@ -6,21 +6,26 @@ nodes on one database kept in step by LISTEN/NOTIFY, a node that loses the datab
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import numpy as np
 import pytest
 
 from facestream import cli
+from facestream.appkeys import AUTH, GALLERY
+from facestream.auth import Auth
 from facestream.config import Config
 from facestream.identity import Embedding, normalize
 from facestream.pgstore import PostgresDb
 from facestream.privacy import load_or_create_secret
+from facestream.server import create_app
 from facestream.storage import (
     AlreadyEnrolled,
     Gallery,
@@ -32,6 +37,7 @@ from facestream.storage import (
 )
 
 from . import pg
+from .conftest import BIDEN, OBAMA, OBAMA2, make_config, upload
 from .pg import PgCluster, pg_cluster
 from .test_storage import Events
 
@@ -217,6 +223,11 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
             await g.add_sample(ada.hash, normalize(unit(1) + 0.05 * unit(9)),
                                images=StoredImages(b"crop2"), source="live")
             await g.add("Bob", unit(2))
+            accounts = Auth(g)  # a server ran on this gallery: it has accounts
+            await accounts.ensure_schema()
+            await accounts.add_user("ada", "admin", "correct horse battery")
+            await accounts.create_token("viewer", "door script")
+            await accounts.audit("user ada", "POST /faces", 201)
             await g.write([
                 (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
                   "quality) VALUES ('v1', ?, 1, 'Ada', 'door', 10.0, 12.5, 0.9)"), (ada.hash,)),
@@ -238,7 +249,8 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
     url = pg_server.create_database("migrated")
     assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 0
     out = capsys.readouterr().out
-    assert "moved 2 identities, 3 samples, 1 visits, 1 visit_images, 0 unknowns" in out
+    assert ("moved 2 identities, 3 samples, 1 visits, 1 visit_images, 0 unknowns, 1 users, "
+            "1 tokens, 1 audit") in out
 
     async def check() -> None:
         g = await open_node(url, secret=secret)
@@ -247,6 +259,13 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
             assert [i.name for i in await g.find_by_email("ADA@example.org")] == ["Ada"]
             newest = await g.add("Cy", unit(3))
             assert newest.samples[0].id > max(r[0] for _, _, rs in before for r in rs)
+            accounts = Auth(g)  # the same password logs in, the token is there
+            _, who = await accounts.login("ada", "correct horse battery", "127.0.0.1")
+            assert (who.name, who.role) == ("ada", "admin")
+            assert [t[1] for t in await accounts.tokens()] == ["door script"]
+            await accounts.audit("user ada", "POST /faces", 201)  # numbered after the moved
+            assert [a["action"] for a in await accounts.audit_log()] == [
+                "POST /faces", "POST /faces"]
             conn = await asyncpg.connect(url)
             try:
                 visit = await conn.fetchrow("SELECT v.*, i.snapshot FROM visits v "
@@ -261,3 +280,45 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
 
     assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 1
     assert "already holds a gallery" in capsys.readouterr().err
+
+
+async def test_a_server_without_its_database_recognises_keeps_its_viewers_and_refuses_changes(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    """What a user of a node sees when the shared database goes away and comes back: the
+    gallery in memory still recognises, a logged-in viewer keeps watching, an enrollment is
+    a 503 that says why, /healthz is degraded; then everything works again."""
+    with pg_cluster() as own:
+        cfg = make_config(tmp_path, storage_url=own.url)
+        cfg = dataclasses.replace(cfg, auth=dataclasses.replace(cfg.auth, enabled=True))
+        client = await aiohttp_client(create_app(cfg, live=False))
+        app = client.server.app
+        _, token = await app[AUTH].create_token("admin", "test")
+        bearer = {"Authorization": f"Bearer {token}"}
+        resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack"),
+                                 headers=bearer)
+        assert resp.status == 201
+        assert (await client.get("/hash", headers=bearer)).status == 200  # token now known
+
+        await asyncio.to_thread(own.stop)
+        await until(lambda: not online(app[GALLERY]), 5.0, "the node offline")
+        app[AUTH]._cache = {k: (0.0, p) for k, (_, p) in app[AUTH]._cache.items()}  # expired
+        assert (await client.get("/hash", headers=bearer)).status == 200
+        resp = await client.post("/process-frame", data=upload("frame", OBAMA2),
+                                 headers=bearer)
+        assert [f["name"] for f in (await resp.json())["faces"]] == ["Barack"]
+        resp = await client.post("/faces", data=upload("image", BIDEN, name="Joe"),
+                                 headers=bearer)
+        assert resp.status == 503
+        assert "cannot be reached" in (await resp.json())["error"]
+        health = await (await client.get("/healthz")).json()
+        assert (health["status"], health["storage"]) == (
+            "degraded", {"kind": "postgresql", "state": "reconnecting"})
+
+        await asyncio.to_thread(own.start)
+        await until(lambda: online(app[GALLERY]), 10.0, "the node back")
+        resp = await client.post("/faces", data=upload("image", BIDEN, name="Joe"),
+                                 headers=bearer)
+        assert resp.status == 201
+        health = await (await client.get("/healthz")).json()
+        assert (health["status"], health["storage"]["state"]) == ("ok", "ok")
+        await client.close()
