@@ -214,7 +214,9 @@ class History:
         mean, count = self._unknowns.get(person, (np.zeros_like(embedding), 0))
         mean = normalize((mean * count + embedding) / (count + 1))
         self._unknowns[person] = (mean, count + 1)
-        self._rebuild_unknowns()
+        # One group changed: the index follows it in milliseconds (GalleryIndex.replaced),
+        # not a rebuild of every stranger's group at each departure.
+        self.unknown_index = self.unknown_index.replaced(person, person, [mean])
         return (("INSERT INTO unknowns (hash, model, dim, embedding, count, created_at) "
                  "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET "
                  "model = excluded.model, dim = excluded.dim, embedding = excluded.embedding, "
@@ -223,6 +225,7 @@ class History:
                  np.ascontiguousarray(mean, "<f4").tobytes(), count + 1, time.time()))
 
     def _rebuild_unknowns(self) -> None:
+        """The unknowns' index from scratch (at start, and after pruning)."""
         self.unknown_index = GalleryIndex.from_samples(
             [(h, h, [m]) for h, (m, _) in self._unknowns.items()], "centroid",
             self.gallery.policy)
@@ -234,7 +237,7 @@ class History:
             return
         if identity.hash in self._unknowns:
             del self._unknowns[identity.hash]
-            self._rebuild_unknowns()
+            self.unknown_index = self.unknown_index.removed(identity.hash)
         if event == "deleted":
             self._last_seen.pop(identity.hash, None)
 
@@ -364,7 +367,7 @@ class History:
             if person in self._unknowns:
                 await self.gallery.forget([("DELETE FROM unknowns WHERE hash = ?", (person,))])
                 del self._unknowns[person]
-                self._rebuild_unknowns()
+                self.unknown_index = self.unknown_index.removed(person)
         else:
             self._last_seen[person] = left[0][0]
 
