@@ -825,41 +825,26 @@ class Gallery:
         return self.db.path if isinstance(self.db, SqliteDb) else None
 
     @classmethod
-    async def open(
-        cls,
-        data_dir: Path,
-        model: str,
-        policy: OpenSetPolicy,
-        secret: bytes,
-        strategy: str = "centroid",
-        check_model: bool = True,
-        duplicate_far: float = 1e-6,
-    ) -> Gallery:
-        """The SQLite gallery in ``data_dir``."""
+    async def open(cls, data_dir: Path, model: str, policy: OpenSetPolicy, secret: bytes,
+                   **options: Any) -> Gallery:
+        """The SQLite gallery in ``data_dir``. ``options``: ``strategy``, ``check_model``
+        (refuse a gallery of another model's embeddings; default True), ``duplicate_far``."""
         return await cls._opened(SqliteDb(data_dir / DB_FILE), model, policy, secret,
-                                 strategy, check_model, duplicate_far)
+                                 **options)
 
     @classmethod
-    async def open_url(
-        cls,
-        url: str,
-        model: str,
-        policy: OpenSetPolicy,
-        secret: bytes,
-        strategy: str = "centroid",
-        check_model: bool = True,
-        duplicate_far: float = 1e-6,
-    ) -> Gallery:
+    async def open_url(cls, url: str, model: str, policy: OpenSetPolicy, secret: bytes,
+                       **options: Any) -> Gallery:
         """The gallery in the PostgreSQL database ``url``, followed as other nodes change
-        it."""
+        it; ``options`` as for ``open``."""
         from .pgstore import PostgresDb
 
-        return await cls._opened(PostgresDb(url, secret), model, policy, secret, strategy,
-                                 check_model, duplicate_far)
+        return await cls._opened(PostgresDb(url, secret), model, policy, secret, **options)
 
     @classmethod
     async def _opened(cls, db: Database, model: str, policy: OpenSetPolicy, secret: bytes,
-                      strategy: str, check_model: bool, duplicate_far: float) -> Gallery:
+                      strategy: str = "centroid", check_model: bool = True,
+                      duplicate_far: float = 1e-6) -> Gallery:
         gallery = cls(db, model, policy, secret, strategy, duplicate_far)
         try:
             await db.open()
@@ -892,7 +877,7 @@ class Gallery:
         model = model or r.model
         opener = (functools.partial(cls.open_url, config.storage.url) if config.storage.url
                   else functools.partial(cls.open, data_dir))
-        return await opener(model, r.policy(model), secret, r.matching,
+        return await opener(model, r.policy(model), secret, strategy=r.matching,
                             check_model=check_model, duplicate_far=r.duplicate_far)
 
     async def _check_models(self) -> None:

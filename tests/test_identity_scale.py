@@ -257,7 +257,7 @@ async def test_gallery_changes_keep_the_index_as_a_reload_builds_it(tmp_path: Pa
     for strategy in ("centroid", "best"):
         data = tmp_path / strategy
         data.mkdir()
-        g = await Gallery.open(data, "SFace", POLICY, b"k" * 32, strategy)
+        g = await Gallery.open(data, "SFace", POLICY, b"k" * 32, strategy=strategy)
         people = [await g.add(f"person {i}", unit(rng, 1)[0], force=True) for i in range(30)]
         held = g.index
         queries = unit(rng, 10)
@@ -272,7 +272,7 @@ async def test_gallery_changes_keep_the_index_as_a_reload_builds_it(tmp_path: Pa
         assert [answers(held, q) for q in queries] == before  # a reader's older snapshot
         comparisons = g.index.comparisons
         await g.close()
-        g = await Gallery.open(data, "SFace", POLICY, b"k" * 32, strategy)
+        g = await Gallery.open(data, "SFace", POLICY, b"k" * 32, strategy=strategy)
         try:
             assert g.index.comparisons == comparisons == (30 if strategy == "best" else 28)
             for q, got in live:
