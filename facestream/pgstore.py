@@ -143,12 +143,21 @@ class PostgresDb:
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=1, max_size=4, timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S)
+            await self._guarded(self._create_schema)
+            await self._listen()
         except _UNREACHABLE as exc:
-            raise self._unreachable(exc) from exc
+            raise self._not_there(exc) from exc
+        except StorageError as exc:
+            if isinstance(exc.__cause__, _UNREACHABLE):
+                raise self._not_there(exc.__cause__) from exc
+            raise
         except asyncpg.PostgresError as exc:  # a wrong database name or role, say
             raise StorageError(f"cannot open {self.describe}: {exc}") from exc
-        await self._guarded(self._create_schema)
-        await self._listen()
+
+    def _not_there(self, exc: BaseException) -> StorageError:
+        """At start-up there is no gallery in memory to go on with: say what to do."""
+        return StorageError(f"cannot reach {self.describe} ({str(exc) or type(exc).__name__})"
+                            ": start it, or check storage.url")
 
     async def _guarded(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """``fn(connection)`` on a pooled connection; a lost database is a StorageError, a

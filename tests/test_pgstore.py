@@ -9,6 +9,8 @@ import asyncio
 import dataclasses
 import itertools
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +39,7 @@ from facestream.storage import (
 )
 
 from . import pg
-from .conftest import BIDEN, OBAMA, OBAMA2, make_config, upload
+from .conftest import BIDEN, OBAMA, OBAMA2, free_port, make_config, upload
 from .pg import PgCluster, pg_cluster
 from .test_storage import Events
 
@@ -322,3 +324,18 @@ async def test_a_server_without_its_database_recognises_keeps_its_viewers_and_re
         health = await (await client.get("/healthz")).json()
         assert (health["status"], health["storage"]["state"]) == ("ok", "ok")
         await client.close()
+
+
+def test_a_node_whose_database_is_not_there_stops_in_one_line(tmp_path: Path) -> None:
+    """No gallery in memory to go on with at start-up: one line saying what to do, and the
+    password in storage.url shown nowhere."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\nurl = "postgresql://fs:s3cret-pw@127.0.0.1:{free_port()}/fs"\n')
+    proc = subprocess.run([sys.executable, "-m", "facestream", "faces", "list", "--config",
+                           str(config), "--data-dir", str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("error: cannot reach the gallery database 127.0.0.1:")
+    assert line.endswith(": start it, or check storage.url")
+    assert "s3cret" not in proc.stderr + proc.stdout
