@@ -29,8 +29,8 @@ class Server:
     """``python -m facestream`` on a free loopback port; accounts off unless ``auth``."""
 
     def __init__(self, source: Path | str | None, data_dir: Path, cwd: Path, workers: int = 2,
-                 auth: bool = False) -> None:
-        """``source`` None: the cameras of cwd's config.toml."""
+                 auth: bool = False, extra: tuple[str, ...] = ()) -> None:
+        """``source`` None: the cameras of cwd's config.toml; ``extra``: more arguments."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = cwd / f"server-{self.port}.log"
@@ -39,7 +39,7 @@ class Server:
                 [sys.executable, "-m", "facestream",
                  *(() if source is None else ("--source", str(source))), "--port",
                  str(self.port), "--data-dir", str(data_dir), "--workers", str(workers),
-                 *(() if auth else ("--no-auth",))],
+                 *(() if auth else ("--no-auth",)), *extra],
                 cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
             )
 
