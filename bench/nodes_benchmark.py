@@ -22,7 +22,9 @@ the same ``storage.url`` and ``storage.secret``; accounts off on loopback.
   until it answers 404.
 
 Reported: p50, p95, p99 and max of each delay (nearest-rank percentiles), and B's correct
-names. Nothing is asserted: the numbers are for the README.
+names; beside them, the round trip of each of B's answers while it was polled, and the
+machine's load average: a delay as long as B's round trip is a busy node, not a slow
+change. Nothing is asserted: the numbers are for the README.
 
     python bench/nodes_benchmark.py --enrollments 100
     python bench/nodes_benchmark.py --source none --json   # nodes without a camera
@@ -170,13 +172,16 @@ async def post_photo(session: ClientSession, url: str, field: str, photo: Path,
 
 
 async def poll_until(session: ClientSession, url: str, done: Any, poll_s: float,
-                     since: float) -> float:
+                     since: float, round_trips: list[float]) -> float:
     """Seconds from ``since`` (perf_counter) to the first answer of ``GET url`` for which
-    ``done(status, body)`` holds; inf after :data:`GIVE_UP_S`."""
+    ``done(status, body)`` holds; inf after :data:`GIVE_UP_S`. Each request's round trip is
+    appended to ``round_trips`` (a slow answer is a busy node, not a slow change)."""
     while True:
+        asked = time.perf_counter()
         async with session.get(url) as r:
             status, body = r.status, await r.json()
         now = time.perf_counter()
+        round_trips.append(now - asked)
         if done(status, body):
             return now - since
         if now - since > GIVE_UP_S:
@@ -211,6 +216,7 @@ class Results:
     recognised: list[dict[str, Any]] = field(default_factory=list)
     rename: list[float] = field(default_factory=list)
     delete: list[float] = field(default_factory=list)
+    poll_round_trip: list[float] = field(default_factory=list)  # each GET on B
 
 
 async def enroll_all(session: ClientSession, a: Node, b: Node, args: argparse.Namespace,
@@ -232,7 +238,8 @@ async def enroll_all(session: ClientSession, a: Node, b: Node, args: argparse.Na
         res.answered_at.append(answered)
         res.enroll_request.append(answered - sent)
         res.enroll_poll.append(await poll_until(
-            session, f"{b.base}/faces/{face}", lambda s, _: s == 200, poll_s, answered))
+            session, f"{b.base}/faces/{face}", lambda s, _: s == 200, poll_s, answered,
+            res.poll_round_trip))
         if len(res.enrolled) % args.check_every == 0:
             status, seen = await post_photo(session, b.base + "/process-frame", "frame",
                                             person.probe)
@@ -257,14 +264,16 @@ async def change_some(session: ClientSession, a: Node, b: Node, args: argparse.N
         answered = time.perf_counter()
         res.rename.append(await poll_until(
             session, f"{b.base}/faces/{face}",
-            lambda s, body, n=new_name: s == 200 and body["name"] == n, poll_s, answered))
+            lambda s, body, n=new_name: s == 200 and body["name"] == n, poll_s, answered,
+            res.poll_round_trip))
     for _, face in changed:
         async with session.delete(f"{a.base}/faces/{face}") as r:
             if r.status != 200:
                 raise RuntimeError(f"delete on A: HTTP {r.status} {await r.text()}")
         answered = time.perf_counter()
         res.delete.append(await poll_until(
-            session, f"{b.base}/faces/{face}", lambda s, _: s == 404, poll_s, answered))
+            session, f"{b.base}/faces/{face}", lambda s, _: s == 404, poll_s, answered,
+            res.poll_round_trip))
 
 
 async def measure(session: ClientSession, a: Node, b: Node, args: argparse.Namespace
@@ -320,6 +329,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         res = await measure(session, a, b, args)
         took = time.perf_counter() - started
         logs = {n.name: n.log.read_text(errors="replace") for n in (a, b)}
+        load = os.getloadavg()[0]  # with both nodes still running
     return {
         "enrollments": len(res.enrolled),
         "sources": list(sources),
@@ -334,7 +344,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             "probes": res.recognised},
         "renamed_on_a_shown_by_b_ms": summary(res.rename),
         "deleted_on_a_gone_from_b_ms": summary(res.delete),
+        "b_get_round_trip_ms": summary(res.poll_round_trip),
         "seconds": round(took, 1),
+        "load_average_1min": round(load, 2),
+        "cpus": os.cpu_count(),
         "log_warnings": {n: [line for line in text.splitlines()
                              if " WARNING " in line or " ERROR " in line or "Traceback" in line]
                          for n, text in logs.items()},
@@ -346,7 +359,8 @@ def table(report: dict[str, Any]) -> str:
             ("enrollment on A -> B's websocket 'added'", "enrolled_on_a_pushed_to_b_ms"),
             ("rename on A -> B shows the new name", "renamed_on_a_shown_by_b_ms"),
             ("delete on A -> B answers 404", "deleted_on_a_gone_from_b_ms"),
-            ("(A's POST /faces itself)", "enroll_request_ms")]
+            ("(A's POST /faces itself)", "enroll_request_ms"),
+            ("(one GET on B while polling, round trip)", "b_get_round_trip_ms")]
     lines = [(f"{'delay after A answered (ms)':<48} {'n':>4} {'p50':>7} {'p95':>7} "
               f"{'p99':>7} {'max':>7} {'missed':>6}")]
     for label, key in rows:
@@ -364,7 +378,8 @@ def table(report: dict[str, Any]) -> str:
             f"{p['person']} ({p['status']})" for p in report["passed_over"]))
     lines.append(f"{report['enrollments']} enrollments, cameras {report['sources']}, "
                  f"{report['workers_per_node']} worker(s) per node, B polled every "
-                 f"{report['poll_ms']} ms; {report['seconds']} s")
+                 f"{report['poll_ms']} ms; {report['seconds']} s, load average "
+                 f"{report['load_average_1min']} on {report['cpus']} CPUs")
     return "\n".join(lines)
 
 
