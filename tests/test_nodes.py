@@ -1,8 +1,10 @@
 """Several nodes on one PostgreSQL (``storage.url``): two real ``python -m facestream``
-processes, node A and node B, share a throwaway PostgreSQL cluster (tests/pg.py) and a
-``storage.secret``. What a user relies on: a person enrolled on A from a photo is recognised
-on B from another photo; renamed or deleted on A, B follows; B's audit log shows A's changes;
-and a node with another secret is refused. Each test first checks that B did not already know the person.
+processes, node A and node B, share a database in the run's throwaway PostgreSQL cluster
+(conftest's ``pg_server``, tests/pg.py) and a ``storage.secret``. What a user relies on: a
+person enrolled on A from a photo is recognised on B from another photo (and the other way
+round); renamed or deleted on A, B follows; B's audit log shows A's changes; a node with
+another secret is refused. A test of a change first checks that the other node did not
+already know the person, so it fails if the nodes do not follow each other.
 
 The deadlines are generous (correctness, not timing): ``bench/nodes_benchmark.py`` measures
 how soon B follows.
@@ -25,7 +27,7 @@ import aiohttp
 import pytest
 
 from .conftest import FACES, free_port, stop_process, upload
-from .pg import pg_cluster
+from .pg import PgCluster
 from .test_e2e import Server
 
 LFW = FACES / "lfw"
@@ -57,21 +59,20 @@ def start_node(root: Path, name: str, db_url: str, secret: str) -> Server:
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+def nodes(pg_server: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     """Nodes A and B, started together on one new database, for this module's tests."""
-    with pg_cluster() as cluster:
-        db_url = cluster.create_database("facestream")
-        root = tmp_path_factory.mktemp("nodes")
-        secret = secrets.token_hex(32)
-        started: list[Server] = []
-        try:
-            for name in ("a", "b"):
-                started.append(start_node(root, name, db_url, secret))
-            asyncio.run(_ready(started))
-            yield Nodes(started[0], started[1], db_url, secret)
-        finally:
-            for server in started:
-                server.stop()
+    db_url = pg_server.create_database("nodes")
+    root = tmp_path_factory.mktemp("nodes")
+    secret = secrets.token_hex(32)
+    started: list[Server] = []
+    try:
+        for name in ("a", "b"):
+            started.append(start_node(root, name, db_url, secret))
+        asyncio.run(_ready(started))
+        yield Nodes(started[0], started[1], db_url, secret)
+    finally:
+        for server in started:
+            server.stop()
 
 
 async def _ready(servers: list[Server]) -> None:
