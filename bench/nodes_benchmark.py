@@ -13,7 +13,8 @@ the same ``storage.url`` and ``storage.secret``; accounts off on loopback.
   passed over for the next. For each, from the moment A's 201 has arrived, B's
   ``GET /faces/{hash}`` is polled every ``--poll-ms`` (2 ms): the delay is when B's first 200
   arrived. B's websocket ``/ws`` is open meanwhile, and the time its ``gallery`` ``added``
-  message for that hash arrived is the push delay (it needs no polling).
+  message for that hash arrived is the push delay (it needs no polling; negative when B's
+  message came before A's answer, which waits for one more transaction, A's audit entry).
 * Recognition: for every ``--check-every``-th (10th) person, once B knows them, B's
   ``POST /process-frame`` gets the person's *second* photo, which no node has seen: correct
   when B names it with that hash.
