@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .identity import Calibration, OpenSetPolicy
-from .privacy import redact_source
+from .privacy import HEX_PREFIX, redact_source
 
 #: Recognition models DeepFace can run here, with the cosine similarity at or above which two
 #: faces are the same person when two faces are compared (1:1). SFace's is OpenCV Zoo's
@@ -357,6 +357,21 @@ def _webhooks(raw: Any) -> tuple[WebhookConfig, ...]:
 _SLUG: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def _secret_checks(storage: StorageConfig) -> list[tuple[bool, str]]:
+    secret = storage.secret
+    if secret.startswith(HEX_PREFIX):
+        try:
+            size = len(bytes.fromhex(secret[len(HEX_PREFIX):]))
+        except ValueError:
+            size = -1
+        return [(size >= 16, ("storage.secret: after hex: come the hex digits of 16 bytes or "
+                             "more (the contents of DATA_DIR/secret.key)"))]
+    return [(not storage.url or len(secret) >= 16,
+             ("storage.secret: needed with storage.url, 16 characters or more, the same on "
+             "every node (for a migrated gallery: \"hex:\" and the contents of "
+             "DATA_DIR/secret.key)"))]
+
+
 def _url_checks(config: Config) -> list[tuple[bool, str]]:
     m = config.mqtt
     checks = [
@@ -367,6 +382,7 @@ def _url_checks(config: Config) -> list[tuple[bool, str]]:
         (not m.discovery_prefix or bool(_SLUG.fullmatch(m.discovery_prefix)),
          f"mqtt.discovery_prefix: letters, digits, _ and - only, got {m.discovery_prefix!r}"),
         (m.queue_size >= 10, f"mqtt.queue_size: must be >= 10, got {m.queue_size}"),
+        *_secret_checks(config.storage),
         (not config.storage.url or (
             config.storage.url.startswith(("postgresql://", "postgres://"))
             and len(config.storage.url.split("://", 1)[1]) > 0),

@@ -6,7 +6,8 @@ transaction, into a database that holds no gallery yet; then notifies running no
 The SQLite file is only read (safe while a server uses it) and stays as it was.
 
 Emails stay HMACs: the nodes that use the database must have this data dir's secret
-(``storage.secret``, or the contents of ``DATA_DIR/secret.key``); the database records which.
+(``storage.secret``, or ``"hex:"`` and the contents of ``DATA_DIR/secret.key``); the database
+records which.
 Accounts, API tokens and the audit log move too when the database has no accounts yet (a
 node started on it first made its own admin: then the database's accounts are kept). Login
 sessions do not move: people log in again.
@@ -25,7 +26,7 @@ import asyncpg
 from .auth import Auth
 from .config import Config
 from .pgstore import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, where
-from .privacy import load_or_create_secret
+from .privacy import SECRET_FILE, load_or_create_secret
 from .storage import DB_FILE, Gallery, GalleryError, StorageError, read_only
 
 #: Tables and columns moved, parents before children.
@@ -130,6 +131,8 @@ async def cmd_migrate(config: Config, url: str, out: TextIO, err: TextIO) -> int
         print(f"error: {exc}", file=err)
         return 1
     moved = ", ".join(f"{n} {table}" for table, n in counts.items())
-    print(f"moved {moved} from {db} into {where(url)}; set storage.url to use it (the nodes "
-          "need this data dir's secret)", file=out)
+    secret = ("the same storage.secret as here" if config.storage.secret else
+              f'storage.secret = "hex:" followed by the contents of {db.parent / SECRET_FILE}')
+    print(f"moved {moved} from {db} into {where(url)}; to use it, give every node "
+          f"storage.url and {secret}", file=out)
     return 0

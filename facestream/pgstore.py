@@ -56,6 +56,9 @@ from .storage import (
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+# While the database is away asyncpg's pool logs a traceback each time it fails to reopen a
+# connection; this module says when the database is lost and when it is back, once each.
+logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 #: The NOTIFY channel every node LISTENs on.
 CHANNEL: Final = "facestream_gallery"
@@ -191,9 +194,8 @@ class PostgresDb:
             stored = await conn.fetchval("SELECT value FROM meta WHERE key = 'secret_check'")
         if stored != check:
             raise StorageError(
-                f"{self.describe} holds emails hashed with another secret: give every node "
-                "the same storage.secret (the first node's, from its storage.secret or "
-                "DATA_DIR/secret.key)")
+                f"{self.describe} belongs to another storage.secret (emails are stored as "
+                "HMACs under it): give every node the same storage.secret as the first one")
 
     # -- reading -----------------------------------------------------------------------------
 

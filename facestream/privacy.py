@@ -24,9 +24,16 @@ REDACTED: Final = "***"
 _WORD_RE: Final = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
+#: ``storage.secret = "hex:..."``: the key's bytes in hex, as ``DATA_DIR/secret.key`` has them.
+HEX_PREFIX: Final = "hex:"
+
+
 def load_or_create_secret(data_dir: Path, configured: str = "") -> bytes:
-    """The HMAC key for emails: ``storage.secret`` if set, else ``data_dir/secret.key``,
-    generated (32 random bytes, mode 0600) on first start."""
+    """The HMAC key for emails: ``storage.secret`` if set (its text, or the bytes of
+    ``hex:<hex digits>``: what ``secret.key`` holds), else ``data_dir/secret.key``, generated
+    (32 random bytes, mode 0600) on first start."""
+    if configured.startswith(HEX_PREFIX):
+        return bytes.fromhex(configured[len(HEX_PREFIX):])  # checked with the config
     if configured:
         return configured.encode("utf-8")
     path = data_dir / SECRET_FILE

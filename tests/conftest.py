@@ -112,7 +112,8 @@ def make_config(tmp_path: Path, source: str | Path = TALKING_HEAD,
         presence=PresenceConfig(**(presence or {})),
         # Accounts are tested in test_auth.py; elsewhere the loopback server has them off.
         auth=AuthConfig(enabled=False),
-        storage=StorageConfig(data_dir=str(tmp_path / "data"), url=storage_url),
+        storage=StorageConfig(data_dir=str(tmp_path / "data"), url=storage_url,
+                              secret=PG_SECRET if storage_url else ""),
     )
 
 
@@ -223,6 +224,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
 # -- the two databases: SQLite in the data dir, PostgreSQL (a throwaway cluster) ----------------
 
 _databases = itertools.count()
+#: The storage.secret of the tests' nodes on PostgreSQL (needed with storage.url).
+PG_SECRET = "tests-storage-secret-0123456789"
 
 
 @pytest.fixture(scope="session")

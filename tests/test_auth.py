@@ -20,7 +20,7 @@ from facestream.auth import LOGIN_FAILURES
 from facestream.config import AuthConfig, Config, ConfigError, ServerConfig, from_mapping
 from facestream.server import create_app
 
-from .conftest import BIDEN, OBAMA, sqlite_only, upload
+from .conftest import BIDEN, OBAMA, PG_SECRET, sqlite_only, upload
 
 Client = TestClient[Any, Any]
 ADMIN_PASSWORD = "correct horse battery"
@@ -129,7 +129,7 @@ async def test_tokens_from_the_command_line_work_and_can_be_revoked(
 ) -> None:
     data_dir = client.server.app[CONFIG].storage.data_dir
     config = tmp_path / "config.toml"  # the server's database, for the command line too
-    config.write_text(f'[storage]\nurl = "{storage_url}"\n')
+    config.write_text(f'[storage]\nurl = "{storage_url}"\nsecret = "{PG_SECRET}"\n')
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "facestream", "tokens", "--config",

@@ -77,6 +77,15 @@ MODELS = ("SFace, Dlib, Facenet, Facenet512, ArcFace, VGG-Face, OpenFace, DeepFa
         ({"mqtt": {"port": 1883}},
          ("mqtt.port: unknown key (known: ca_file, client_id, discovery_prefix, password, "
           "queue_size, topic_prefix, url, username)")),
+        ({"storage": {"url": "mysql://u:pw@db/x", "secret": "s" * 16}},
+         ("storage.url: expected postgresql://user[:password]@host[:port]/database, got "
+          "'mysql://***@db/x'")),
+        ({"storage": {"url": "postgresql://db/x"}},
+         ("storage.secret: needed with storage.url, 16 characters or more, the same on every "
+          'node (for a migrated gallery: "hex:" and the contents of DATA_DIR/secret.key)')),
+        ({"storage": {"secret": "hex:00ff"}},
+         ("storage.secret: after hex: come the hex digits of 16 bytes or more (the contents "
+          "of DATA_DIR/secret.key)")),
         ({"webhooks": {"url": "http://x"}},
          "webhooks: expected [[webhooks]] tables, got {'url': 'http://x'}"),
         ({"webhooks": [{"url": "http://x/hook"}]},

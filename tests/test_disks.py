@@ -351,15 +351,19 @@ def test_a_disk_filling_up_under_an_open_gallery_is_an_error_not_sigbus(
     for leave in (8, 24):
         data = disk / f"data{leave}"
         data.mkdir()
-        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(data), str(leave)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-        assert writer.stdout is not None and writer.stdin is not None
-        assert writer.stdout.readline() == "open\n", writer.communicate()
-        shm = os.stat(data / f"{DB_FILE}-shm")  # no hole left for a store to fall into
-        assert shm.st_blocks * 512 >= shm.st_size >= SHM_RESERVE
-        filler = fill(disk, leave)
-        out, err = writer.communicate("go\n", timeout=120)
+        with subprocess.Popen([sys.executable, "-c", _WRITER, str(data), str(leave)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as writer:
+            try:  # a failed check must not leave the writer holding the disk
+                assert writer.stdout is not None and writer.stdin is not None
+                assert writer.stdout.readline() == "open\n", writer.communicate()
+                shm = os.stat(data / f"{DB_FILE}-shm")  # no hole for a store to fall into
+                assert shm.st_blocks * 512 >= shm.st_size >= SHM_RESERVE
+                filler = fill(disk, leave)
+                out, err = writer.communicate("go\n", timeout=120)
+            finally:
+                if writer.poll() is None:
+                    writer.kill()
         assert (writer.returncode, out, err) == (
             0, f"the disk holding {data / DB_FILE} is full: free space and retry\n", "")
         filler.unlink()

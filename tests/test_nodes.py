@@ -224,7 +224,8 @@ async def test_a_node_with_another_secret_is_refused_at_start(
     port = free_port()
     out, err = tmp_path / "c" / "stdout", tmp_path / "c" / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(
+        proc = await asyncio.to_thread(
+            subprocess.Popen,
             [sys.executable, "-m", "facestream", "--config", str(config), "--source",
              "/dev/null", "--port", str(port), "--data-dir", str(tmp_path / "c" / "data"),
              "--no-auth", "--workers", "1"],

@@ -254,8 +254,12 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
     assert ("moved 2 identities, 3 samples, 1 visits, 1 visit_images, 0 unknowns, 1 users, "
             "1 tokens, 1 audit") in out
 
+    assert 'storage.secret = "hex:" followed by the contents of' in out
+    # A node configured as the command says: storage.secret = "hex:<secret.key>".
+    configured = load_or_create_secret(tmp_path, "hex:" + (data / "secret.key").read_text())
+
     async def check() -> None:
-        g = await open_node(url, secret=secret)
+        g = await open_node(url, secret=configured)
         try:
             assert flat(await g.records()) == before
             assert [i.name for i in await g.find_by_email("ADA@example.org")] == ["Ada"]
@@ -330,7 +334,8 @@ def test_a_node_whose_database_is_not_there_stops_in_one_line(tmp_path: Path) ->
     """No gallery in memory to go on with at start-up: one line saying what to do, and the
     password in storage.url shown nowhere."""
     config = tmp_path / "config.toml"
-    config.write_text(f'[storage]\nurl = "postgresql://fs:s3cret-pw@127.0.0.1:{free_port()}/fs"\n')
+    config.write_text(f'[storage]\nurl = "postgresql://fs:s3cret-pw@127.0.0.1:{free_port()}/fs"'
+                      '\nsecret = "shared by every node"\n')
     proc = subprocess.run([sys.executable, "-m", "facestream", "faces", "list", "--config",
                            str(config), "--data-dir", str(tmp_path / "data")],
                           capture_output=True, text=True, timeout=60, check=False)
