@@ -36,6 +36,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -51,6 +52,7 @@ from .storage import (
     Rows,
     Statement,
     StorageError,
+    sample_columns,
 )
 
 T = TypeVar("T")
@@ -135,6 +137,7 @@ class PostgresDb:
         self._inbox: asyncio.Queue[str | None] = asyncio.Queue(INBOX_SIZE)
         self._follower: asyncio.Task[None] | None = None
         self._apply: Callable[[str, list[str]], Awaitable[None]] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facestream-pg")
         self._closed = False
 
     async def open(self) -> None:
@@ -201,21 +204,27 @@ class PostgresDb:
 
     async def load(self, faces: Sequence[str] | None = None) -> Rows:
         """The rows of the identities ``faces`` (all for None), as one snapshot."""
+        where, args = ("", ()) if faces is None else (" WHERE {} = ANY($1::text[])",
+                                                      (list(faces),))
+
         async def fetch(conn: asyncpg.Connection) -> Rows:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                if faces is None:
-                    return (await conn.fetch(f"{_SAMPLE_ROWS} ORDER BY id"),
-                            await conn.fetch(f"{_IDENTITY_ROWS} ORDER BY created_at"))
-                return (await conn.fetch(f"{_SAMPLE_ROWS} WHERE identity = ANY($1::text[]) "
-                                         "ORDER BY id", list(faces)),
-                        await conn.fetch(f"{_IDENTITY_ROWS} WHERE hash = ANY($1::text[])",
-                                         list(faces)))
+                fetched = [await conn.fetch(
+                    f"{_SAMPLE_ROWS}{where.format('identity')} ORDER BY id", *args)]
+                columns = await self.run(sample_columns, fetched)
+                return columns, await conn.fetch(
+                    f"{_IDENTITY_ROWS}{where.format('hash')} ORDER BY created_at", *args)
         return await self._guarded(fetch)
 
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query."""
         rows = await self._guarded(lambda c: c.fetch(postgres_sql(sql), *params))
         return [tuple(r) for r in rows]
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` off the event loop, on this database's one thread (where the rows
+        read were split, so the memory freed there is reused)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def changed_elsewhere(self) -> bool:
         """Other nodes' changes are notified as they commit (``follow``): nothing to poll."""
@@ -400,6 +409,7 @@ class PostgresDb:
             except (TimeoutError, *_UNREACHABLE):
                 self._pool.terminate()
             self._pool = None
+        self._thread.shutdown(wait=False)
 
 
 async def _close_quietly(conn: asyncpg.Connection) -> None:

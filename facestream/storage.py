@@ -516,9 +516,37 @@ def read_only(path: Path) -> Iterator[sqlite3.Connection]:
 Statement = tuple[str, tuple[Any, ...]]
 #: What a change tells the other nodes sharing the database: the event and the identities.
 Change = tuple[str, Sequence[str]]
-#: A gallery as it is read: samples ``(id, identity, dim, embedding, has_crop, source,
-#: created_at)`` and identities ``(hash, name, created_at, has_email)``.
-Rows = tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]
+#: A gallery's samples as they are read, by column: ids, identities, has_crop, source,
+#: created_at, and the embeddings as one matrix (a row per sample).
+SampleColumns = tuple[Sequence[int], Sequence[str], Sequence[Any], Sequence[str],
+                      Sequence[float], np.ndarray]
+#: A gallery as it is read: its samples' columns, and the identities' rows ``(hash, name,
+#: created_at, has_email)``.
+Rows = tuple[SampleColumns, Sequence[Sequence[Any]]]
+
+
+def sample_columns(fetched: list[Sequence[Sequence[Any]]]) -> SampleColumns:
+    """The columns of the sample rows ``(id, identity, dim, embedding, has_crop, source,
+    created_at)`` taken out of ``fetched``: the rows and the embeddings' bytes are freed as
+    soon as they are split and copied into one matrix (at a million samples they are a
+    million tuples and half a gigabyte, gone before the identities are read)."""
+    collecting = gc.isenabled()
+    gc.disable()  # a million new objects, none of them garbage: see SqliteDb._load_sync
+    try:
+        rows = fetched.pop()
+        sids, owners, dims, blobs, has_crops, sources, created = (
+            zip(*rows) if rows else ((),) * 7)
+        del rows
+        if not sids:
+            matrix = np.zeros((0, 0), dtype=np.float32)
+        elif len(set(dims)) > 1:  # never written so, but one row must not make the rest fail
+            matrix = np.stack([np.frombuffer(b, dtype="<f4") for b in blobs])
+        else:
+            matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+        return sids, owners, has_crops, sources, created, matrix.astype(np.float32, copy=False)
+    finally:
+        if collecting:
+            gc.enable()
 
 _SAMPLE_ROWS: Final = ("SELECT id, identity, dim, embedding, crop IS NOT NULL, source, "
                        "created_at FROM samples")
@@ -561,6 +589,10 @@ class SqliteDb:
 
     async def open(self) -> None:
         await self._run(self._open_sync)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the database's thread, which did the reading."""
+        return await self._run(fn, *args)
 
     def _open_sync(self) -> None:
         check_data_dir(self.path.parent)
@@ -639,13 +671,16 @@ class SqliteDb:
                 c.execute("BEGIN")
                 if faces is None:
                     self._data_version = c.execute("PRAGMA data_version").fetchone()[0]
-                    return (c.execute(f"{_SAMPLE_ROWS} ORDER BY id").fetchall(),
-                            c.execute(f"{_IDENTITY_ROWS} ORDER BY created_at").fetchall())
-                marks = ", ".join("?" * len(faces))
-                return (c.execute(f"{_SAMPLE_ROWS} WHERE identity IN ({marks}) ORDER BY id",
-                                  tuple(faces)).fetchall(),
-                        c.execute(f"{_IDENTITY_ROWS} WHERE hash IN ({marks})",
-                                  tuple(faces)).fetchall())
+                    where, params = "", ()
+                else:
+                    where = f" WHERE {{}} IN ({', '.join('?' * len(faces))})"
+                    params = tuple(faces)
+                fetched = [c.execute(f"{_SAMPLE_ROWS}{where.format('identity')} ORDER BY id",
+                                     params).fetchall()]
+                columns = sample_columns(fetched)
+                return columns, c.execute(
+                    f"{_IDENTITY_ROWS}{where.format('hash')} ORDER BY created_at",
+                    params).fetchall()
         finally:
             if collecting:
                 gc.enable()
@@ -760,30 +795,20 @@ class Database:
     async def forget(self, statements: Sequence[Statement], change: Change | None = None
                      ) -> None: ...
     async def changed_elsewhere(self) -> bool: ...
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
     def follow(self, apply: Callable[[str, list[str]], Awaitable[None]]) -> None: ...
     def status(self) -> dict[str, str]: ...
     async def close(self) -> None: ...
 
 
-def _build(rows: Rows, model: str) -> tuple[dict[str, Identity], dict[int, Embedding],
-                                            dict[int, str], np.ndarray, Sequence[str]]:
-    """Identities, embeddings and owners from the rows, plus the embedding matrix (one row
-    per sample, read in one piece) and each sample's identity position, for the index."""
+def _build(read: list[Rows], model: str) -> tuple[dict[str, Identity], dict[int, Embedding],
+                                                  dict[int, str], np.ndarray, Sequence[str]]:
+    """Identities, embeddings and owners from what was read (taken out of ``read``), plus the
+    embedding matrix and each sample's identity, for the index."""
     collecting = gc.isenabled()
     gc.disable()  # see SqliteDb._load_sync: a million identities are a million objects
     try:
-        sample_rows, identity_rows = rows
-        sids, owners, dims, blobs, has_crops, sources, created = (
-            zip(*sample_rows) if sample_rows else ((),) * 7)
-        if not sample_rows:
-            matrix = np.zeros((0, 0), dtype=np.float32)
-        elif len(set(dims)) > 1:  # never written so, but one row must not make the rest fail
-            matrix = np.stack([np.frombuffer(b, dtype="<f4") for b in blobs])
-        else:
-            matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
-        matrix = matrix.astype(np.float32, copy=False)
-        del blobs  # half a gigabyte at a million samples, free for what follows
-        sids = tuple(int(s) for s in sids)
+        (sids, owners, has_crops, sources, created, matrix), identity_rows = read.pop()
         samples: dict[str, list[Sample]] = {}
         for sid, ident, has_crop, source, at in zip(sids, owners, has_crops, sources, created):
             samples.setdefault(ident, []).append(Sample(sid, at, source, bool(has_crop)))
@@ -893,14 +918,18 @@ class Gallery:
             )
 
     async def _load(self) -> None:
-        """Read the whole gallery and build its index (off the event loop: at a million
-        identities this is seconds of work)."""
-        rows = await self.db.load()
-        identities, embeddings, owner, matrix, owners = await asyncio.to_thread(
-            _build, rows, self.model)
-        del rows
-        self.index = await asyncio.to_thread(self._index_of, identities, matrix, owners)
-        self._identities, self._embeddings, self._owner = identities, embeddings, owner
+        """Read the whole gallery and build its index, off the event loop (at a million
+        identities this is seconds of work) and on the database's own thread: the memory
+        the reading freed is reused by the building (built on another thread, the same
+        million-identity gallery kept 330 MB more of the process's memory)."""
+        read = [await self.db.load()]
+        self._identities, self._embeddings, self._owner, self.index = await self.db.run(
+            self._built, read)
+
+    def _built(self, read: list[Rows]) -> tuple[dict[str, Identity], dict[int, Embedding],
+                                                 dict[int, str], GalleryIndex]:
+        identities, embeddings, owner, matrix, owners = _build(read, self.model)
+        return identities, embeddings, owner, self._index_of(identities, matrix, owners)
 
     def _index_of(self, identities: dict[str, Identity], matrix: np.ndarray,
                   owners: Sequence[str]) -> GalleryIndex:
@@ -931,7 +960,7 @@ class Gallery:
                 self._changed("reloaded", None)
                 return
             before = self._identities.get(faces[0])
-            identities, embeddings, owner, _, _ = _build(await self.db.load(faces), self.model)
+            identities, embeddings, owner, _, _ = _build([await self.db.load(faces)], self.model)
             for sid in [s for face in faces if face in self._identities
                         for s in (x.id for x in self._identities[face].samples)]:
                 self._owner.pop(sid, None)
