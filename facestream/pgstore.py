@@ -211,7 +211,9 @@ class PostgresDb:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 fetched = [await conn.fetch(
                     f"{_SAMPLE_ROWS}{where.format('identity')} ORDER BY id", *args)]
-                columns = await self.run(sample_columns, fetched)
+                # A whole gallery is split off the event loop; a change's few rows at once.
+                columns = (await self.run(sample_columns, fetched) if faces is None
+                           else sample_columns(fetched))
                 return columns, await conn.fetch(
                     f"{_IDENTITY_ROWS}{where.format('hash')} ORDER BY created_at", *args)
         return await self._guarded(fetch)
