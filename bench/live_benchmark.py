@@ -356,11 +356,46 @@ async def camera_server(idle: bytes) -> AsyncIterator[tuple[Camera, str]]:
 
 
 @contextlib.asynccontextmanager
+async def serving(cmd: list[str], base: str, log_path: Path, timeout: float, cwd: Path,
+                  env: dict[str, str], camera_live: bool = True
+                  ) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Run the facestream server ``cmd`` (answering at ``base``) in a session of its own;
+    yield its process once /healthz answers, and says its (first) camera is live when
+    ``camera_live``. Always terminated, then killed with its workers, on exit."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        async with ClientSession(timeout=ClientTimeout(total=2)) as session:
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"facestream at {base} did not become ready "
+                                       f"(exit code {proc.poll()}):\n{tail}")
+                with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
+                    async with session.get(base + "/healthz") as r:
+                        if r.status == 200 and (not camera_live
+                                                or (await r.json())["camera"]["signal"]):
+                            break
+                await asyncio.sleep(0.25)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(proc.wait, 20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its worker processes too, if left over
+        await asyncio.to_thread(proc.wait)
+
+
+@contextlib.asynccontextmanager
 async def facestream_server(source: str | None, log_path: Path, timeout: float,
                             extra: tuple[str, ...] = ()) -> AsyncIterator[str]:
     """``python -m facestream`` on a free port with a fresh data dir; yields its base URL
-    once /healthz reports the (first) camera live. Always terminated (then killed) on exit.
-    ``source`` None: the cameras of the config given in ``extra``."""
+    once /healthz reports the (first) camera live. ``source`` None: the cameras of the
+    config given in ``extra``."""
     with tempfile.TemporaryDirectory(prefix="facestream-bench-") as tmp:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -369,30 +404,9 @@ async def facestream_server(source: str | None, log_path: Path, timeout: float,
         cmd = [sys.executable, "-m", "facestream",
                *(("--source", source) if source is not None else ()), "--port", str(port),
                "--data-dir", f"{tmp}/data", "--no-auth", *extra]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "DEEPFACE_HOME": tmp},
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + timeout
-            async with ClientSession(timeout=ClientTimeout(total=2)) as session:
-                while True:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        tail = log_path.read_text(errors="replace")[-2000:]
-                        raise RuntimeError(f"facestream did not become ready:\n{tail}")
-                    with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
-                        async with session.get(base + "/healthz") as r:
-                            if r.status == 200 and (await r.json())["camera"]["signal"]:
-                                break
-                    await asyncio.sleep(0.25)
+        async with serving(cmd, base, log_path, timeout, REPO,
+                           {**os.environ, "DEEPFACE_HOME": tmp}):
             yield base
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(proc.wait, 20)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its worker processes too, if left over
-            await asyncio.to_thread(proc.wait)
 
 
 async def post_image(session: ClientSession, url: str, field: str, image: bytes,

@@ -40,7 +40,6 @@ import json
 import math
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -65,6 +64,9 @@ GIVE_UP_S = 10.0
 
 sys.path.insert(0, str(REPO))
 from tests.pg import PgCluster, pg_cluster  # the tests' throwaway cluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live_benchmark import serving  # the sibling script, imported as a module
 
 
 @dataclass
@@ -115,34 +117,10 @@ async def facestream_node(name: str, root: Path, db_url: str, secret: str, sourc
     cmd = [sys.executable, "-m", "facestream", "--config", str(config), "--port", str(port),
            "--data-dir", str(home / "data"), "--workers", str(workers), "--no-auth",
            "--source", source]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=home, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "DEEPFACE_HOME": str(home)},
-                                start_new_session=True)
-    node = Node(name, base, proc, log)
-    try:
-        deadline = time.monotonic() + timeout
-        async with ClientSession(timeout=ClientTimeout(total=2)) as session:
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"node {name} did not become ready "
-                                       f"(exit code {proc.poll()}):\n{tail}")
-                with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
-                    async with session.get(base + "/healthz") as r:
-                        if r.status == 200 and (source == os.devnull
-                                                or (await r.json())["camera"]["signal"]):
-                            break
-                await asyncio.sleep(0.25)
-        yield node
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            await asyncio.to_thread(proc.wait, 20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # its worker processes too, if left over
-        await asyncio.to_thread(proc.wait)
+    async with serving(cmd, base, log, timeout, home,
+                       {**os.environ, "DEEPFACE_HOME": str(home)},
+                       camera_live=source != os.devnull) as proc:
+        yield Node(name, base, proc, log)
 
 
 class GalleryEvents:
