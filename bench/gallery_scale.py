@@ -32,6 +32,7 @@ ready to match (time and RSS).
 
     python bench/gallery_scale.py [--sizes 10000 100000 1000000] [--startup 1000000]
     python bench/gallery_scale.py --sizes --out bench/results/gallery_startup.json
+    python bench/gallery_scale.py --sizes --postgresql   # the start-up in PostgreSQL too
 
 Writes bench/results/gallery_scale.json and prints a table.
 """
@@ -342,16 +343,19 @@ def make_gallery(data_dir: Path, n: int) -> None:
                 [(h, DIM, e.astype("<f4").tobytes(), now) for h, e in zip(hashes, block)])
 
 
-def startup(data_dir: Path) -> dict[str, Any]:
-    """Open the gallery in this (fresh) process until its index is ready to match."""
+def startup(where: str) -> dict[str, Any]:
+    """Open the gallery (a data dir, or a PostgreSQL URL) in this (fresh) process until its
+    index is ready to match."""
     from facestream.config import Config
     from facestream.storage import Gallery
 
     async def run() -> dict[str, Any]:
         before = rss()
         t0 = time.perf_counter()
-        g = await Gallery.open(data_dir, "SFace", Config().recognition.policy("SFace"),
-                               b"k" * 32)
+        policy = Config().recognition.policy("SFace")
+        g = await (Gallery.open_url(where, "SFace", policy, b"k" * 32)
+                   if where.startswith("postgresql://")
+                   else Gallery.open(Path(where), "SFace", policy, b"k" * 32))
         ready = time.perf_counter() - t0
         grown = rss() - before
         probe = next(iter(g._embeddings.values()))
@@ -367,9 +371,30 @@ def startup(data_dir: Path) -> dict[str, Any]:
     return asyncio.run(run())
 
 
+def startup_postgresql(data_dir: Path) -> dict[str, Any]:
+    """The start-up gallery moved into PostgreSQL by ``gallery migrate``'s code, then opened
+    by a node in a fresh process."""
+    from facestream.config import Config
+    from facestream.pgmigrate import migrate
+    from facestream.storage import DB_FILE
+
+    sys.path.insert(0, str(REPO))
+    from tests.pg import pg_cluster  # the tests' throwaway cluster
+
+    with pg_cluster() as cluster:
+        url = cluster.create_database("scale")
+        (data_dir / "secret.key").write_text((b"k" * 32).hex())
+        t0 = time.perf_counter()
+        asyncio.run(migrate(data_dir / DB_FILE, url, "SFace", Config()))
+        moved = time.perf_counter() - t0
+        result = run_child(["--startup-dir", url], 2)
+    result["migrated_in_s"] = moved
+    return result
+
+
 def child(args: argparse.Namespace) -> int:
     if args.startup_dir:
-        print(json.dumps(startup(Path(args.startup_dir))))
+        print(json.dumps(startup(args.startup_dir)))
         return 0
     result = {str(n): measure(n, args.threads, args.hnsw) for n in args.sizes}
     print(json.dumps(result))
@@ -395,6 +420,9 @@ def main() -> int:
     p.add_argument("--startup", type=int, default=1_000_000,
                    help="identities in the start-up gallery (0: skip)")
     p.add_argument("--no-hnsw", dest="hnsw", action="store_false")
+    p.add_argument("--postgresql", action="store_true",
+                   help="also move the start-up gallery into a throwaway PostgreSQL cluster "
+                        "(gallery migrate) and time a node opening it")
     p.add_argument("--out", type=Path, default=RESULTS / "gallery_scale.json")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--startup-dir", help=argparse.SUPPRESS)
@@ -420,6 +448,8 @@ def main() -> int:
             results["startup"]["made_in_s"] = made
             results["startup"]["file_mb"] = sum(
                 f.stat().st_size for f in Path(data).iterdir()) / 2**20
+            if args.postgresql:
+                results["startup_postgresql"] = startup_postgresql(Path(data))
     RESULTS.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))
@@ -449,6 +479,12 @@ def table(results: dict[str, Any]) -> str:
         s = results["startup"]
         lines.append(f"\nstart-up: {s['identities']:,} identities from a "
                      f"{s['file_mb']:.0f} MB gallery.sqlite3 ready to match in "
+                     f"{s['startup_s']:.1f} s, RSS +{s['rss_mb']:.0f} MB "
+                     f"({s['bytes_per_identity']:.0f} B/identity)")
+    if "startup_postgresql" in results:
+        s = results["startup_postgresql"]
+        lines.append(f"the same in PostgreSQL (moved by gallery migrate in "
+                     f"{s['migrated_in_s']:.0f} s): a node ready to match in "
                      f"{s['startup_s']:.1f} s, RSS +{s['rss_mb']:.0f} MB "
                      f"({s['bytes_per_identity']:.0f} B/identity)")
     return "\n".join(lines)
