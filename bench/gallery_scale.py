@@ -475,18 +475,18 @@ def table(results: dict[str, Any]) -> str:
                              f"{f('p99_ms')} | {f('recall_at_2', '{:.4f}')} | "
                              f"{f('build_s')} | {mem} | {f('add_one_ms')} | "
                              f"{f('remove_one_ms')} |")
+    def ready(s: dict[str, Any]) -> str:
+        return (f"ready to match in {s['startup_s']:.1f} s, RSS +{s['rss_mb']:.0f} MB "
+                f"({s['bytes_per_identity']:.0f} B/identity)")
+
     if "startup" in results:
         s = results["startup"]
         lines.append(f"\nstart-up: {s['identities']:,} identities from a "
-                     f"{s['file_mb']:.0f} MB gallery.sqlite3 ready to match in "
-                     f"{s['startup_s']:.1f} s, RSS +{s['rss_mb']:.0f} MB "
-                     f"({s['bytes_per_identity']:.0f} B/identity)")
+                     f"{s['file_mb']:.0f} MB gallery.sqlite3 {ready(s)}")
     if "startup_postgresql" in results:
         s = results["startup_postgresql"]
         lines.append(f"the same in PostgreSQL (moved by gallery migrate in "
-                     f"{s['migrated_in_s']:.0f} s): a node ready to match in "
-                     f"{s['startup_s']:.1f} s, RSS +{s['rss_mb']:.0f} MB "
-                     f"({s['bytes_per_identity']:.0f} B/identity)")
+                     f"{s['migrated_in_s']:.0f} s): a node {ready(s)}")
     return "\n".join(lines)
 
 

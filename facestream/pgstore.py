@@ -127,8 +127,7 @@ class PostgresDb:
 
     def __init__(self, url: str, secret: bytes) -> None:
         self.url = url
-        self.where = where(url)
-        self.describe = f"the gallery database {self.where}"
+        self.describe = f"the gallery database {where(url)}"
         #: This node, in its notifications, so it skips its own.
         self.node = uuid.uuid4().hex
         self._secret = secret
@@ -178,8 +177,9 @@ class PostgresDb:
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise Conflict(str(exc)) from exc
 
-    def _unreachable(self, exc: BaseException) -> StorageError:
-        detail = str(exc) or type(exc).__name__
+    def _unreachable(self, why: BaseException | str) -> StorageError:
+        """A running node without its database: what it still does, and what it refuses."""
+        detail = why if isinstance(why, str) else str(why) or type(why).__name__
         return StorageError(
             f"{self.describe} cannot be reached ({detail}): changes are refused until it is "
             "back; recognition goes on with the gallery in memory")
@@ -239,9 +239,7 @@ class PostgresDb:
         """Run statements in one transaction (with the notification of ``change``); the id
         each INSERT into a numbered table gave its row, 0 for the others."""
         if not self.online:
-            raise StorageError(
-                f"{self.describe} cannot be reached (reconnecting): changes are refused until "
-                "it is back; recognition goes on with the gallery in memory")
+            raise self._unreachable("reconnecting")
 
         async def transaction(conn: asyncpg.Connection) -> list[int]:
             ids = []

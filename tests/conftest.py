@@ -48,6 +48,7 @@ from facestream.config import (
     ServerConfig,
     StorageConfig,
 )
+from facestream.pgstore import where
 from facestream.storage import DB_FILE, Gallery
 
 from .pg import PgCluster, pg_cluster
@@ -260,7 +261,7 @@ class Store:
     def __init__(self, data_dir: Path, url: str) -> None:
         self.data_dir = data_dir
         self.url = url
-        self.describe = (f"the gallery database {url.split('@', 1)[1]}" if url
+        self.describe = (f"the gallery database {where(url)}" if url
                          else f"the gallery {data_dir / DB_FILE}")
 
     async def open(self, model: str = "Dlib", secret: bytes = b"k" * 32) -> Gallery:
