@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .identity import Calibration, OpenSetPolicy
-from .privacy import HEX_PREFIX, redact_source
+from .privacy import HEX_PREFIX, redact_receiver, redact_source
 
 #: Recognition models DeepFace can run here, with the cosine similarity at or above which two
 #: faces are the same person when two faces are compared (1:1). SFace's is OpenCV Zoo's
@@ -376,7 +376,8 @@ def _url_checks(config: Config) -> list[tuple[bool, str]]:
     m = config.mqtt
     checks = [
         (not m.url or m.url.split("://", 1)[0] in ("mqtt", "mqtts"),
-         f"mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got {m.url!r}"),
+         "mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got "
+         f"{redact_source(m.url)!r}"),
         (bool(_SLUG.fullmatch(m.topic_prefix)),
          f"mqtt.topic_prefix: letters, digits, _ and - only, got {m.topic_prefix!r}"),
         (not m.discovery_prefix or bool(_SLUG.fullmatch(m.discovery_prefix)),
@@ -394,7 +395,8 @@ def _url_checks(config: Config) -> list[tuple[bool, str]]:
         checks += [
             (w.url.split("://", 1)[0] in ("http", "https") and "://" in w.url
              and len(w.url.split("://", 1)[1]) > 0,
-             f"{key}.url: expected an http:// or https:// URL, got {w.url!r}"),
+             f"{key}.url: expected an http:// or https:// URL, got "
+             f"{redact_receiver(w.url)!r}"),
             (len(w.secret) >= 16,
              f"{key}.secret: needed to sign the requests, 16 characters or more"),
             (w.timeout_s > 0, f"{key}.timeout_s: must be > 0, got {w.timeout_s}"),

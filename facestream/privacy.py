@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
 from pathlib import Path
 from typing import Final
-from urllib.parse import unquote_plus
 
 SECRET_FILE: Final = "secret.key"
 
-#: Parameter names (or words in them: ``access_token``, ``X-Amz-Signature``, ``apiKey``) that
-#: carry a credential; their values are redacted.
-SECRET_PARAMS: Final = frozenset({
-    "user", "username", "login", "pass", "password", "pwd", "passwd", "passcode",
-    "passphrase", "token", "key", "apikey", "auth", "authorization", "secret", "sig",
-    "signature", "credential", "credentials",
-})
 REDACTED: Final = "***"
-_WORD_RE: Final = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
 #: ``storage.secret = "hex:..."``: the key's bytes in hex, as ``DATA_DIR/secret.key`` has them.
@@ -58,13 +50,31 @@ def email_digest(secret: bytes, email: str) -> str:
     return hmac.new(secret, canonical, hashlib.sha256).hexdigest()
 
 
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write ``path`` whole, readable by its owner only (0600, whatever the umask), as a new
+    file that replaces the old one at once: an export or a report holds people's data."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def redact_source(source: str) -> str:
-    """A camera source fit for logs, ``/healthz`` and the "no signal" frame: every credential
-    in a URL replaced by ``***``. A source without ``://`` (a webcam index, a file) is kept.
+    """A camera source fit for logs, ``/healthz``, ``/cameras`` and the "no signal" frame: the
+    URL's userinfo and every parameter value replaced by ``***``. A source without ``://``
+    (a webcam index, a file) is kept.
 
     Camera URLs are often not valid URLs: passwords hold ``@ : / ? #`` and spaces unescaped,
-    and ``urlsplit`` then takes part of the password for the host or the path. So the rule
-    errs towards hiding too much, never too little:
+    and ``urlsplit`` then takes part of the password for the host or the path. Parameter
+    names are no guide either (``loginpas``, ``psw``, ``pw``, ``p``, ``upw`` all carry
+    passwords on some camera). So the rule errs towards hiding too much, never too little:
 
     1. Userinfo. After ``://``, the userinfo ends at the rightmost ``@`` that is followed by
        something host-like: the text from it to the next ``/``, ``?``, ``#`` (or the end)
@@ -74,12 +84,13 @@ def redact_source(source: str) -> str:
        hide more: an ``@`` in the path or the last query value (``?mail=a@b.org``) hides
        the host and path before it too. If no ``@`` qualifies but the authority (up to the
        first ``/ ? #``) holds one, it ends at the last ``@`` of the authority.
-    2. Parameters. After the host, in the path, query and fragment alike, a ``name=value``
-       piece (pieces are split at ``? & ; / #``) whose name is, or has a word that is, one
-       of ``SECRET_PARAMS`` (any case; ``api_key``, ``X-Amz-Signature``, ``accessToken``)
-       keeps its name and gets ``***`` for a value. The value runs to the next ``&`` or the
-       end, whatever ``/ ? # ;`` it holds (a token with a ``/``, or Xiongmai's
-       ``/user=admin_password=x_channel=1``); other parameters are kept as they are.
+    2. Query and fragment (after the first ``?`` or ``#``): split at ``&``, every piece
+       ``name=value`` becomes ``name=***`` and every bare piece ``***``; a value runs to the
+       next ``&`` whatever ``/ ? # ;`` it holds.
+    3. The path keeps its segments but for ``name=value`` pieces (some cameras take their
+       credentials there: ``/user=admin&password=1&channel=1``, Xiongmai's
+       ``/user=admin_password=x_channel=1``): the value is hidden up to the next ``&``, or
+       to the end of the path.
     """
     scheme_end = source.find("://")
     if scheme_end < 0:
@@ -90,6 +101,45 @@ def redact_source(source: str) -> str:
         head, rest = head + REDACTED + "@", rest[cut + 1:]
     host_end = len(re.match(r"[^/?#]*", rest).group())  # type: ignore[union-attr]
     return head + rest[:host_end] + _redact_params(rest[host_end:])
+
+
+def redact_receiver(url: str) -> str:
+    """A receiver's URL (a webhook) fit for ``/healthz`` and logs: the scheme, the host's
+    domain and port; every label before the domain, the path and the query hidden. Webhook
+    URLs carry their token anywhere (Slack's and Home Assistant's in the path, some in a
+    short or digit-free path segment, tunnels and request bins in the host name), so only
+    what names the receiver's owner is kept:
+    ``https://u:p@a1b2.hooks.example.org:8443/T0/abc?code=1`` ->
+    ``https://***.example.org:8443/***?***``. IP addresses and one-label hosts are shown."""
+    safe = redact_source(url)
+    scheme, sep, rest = safe.partition("://")
+    if not sep:
+        return REDACTED
+    rest = rest.rpartition("***@")[2] if rest.startswith("***@") else rest
+    authority = re.match(r"[^/?#]*", rest).group()  # type: ignore[union-attr]
+    tail = rest[len(authority):]
+    host, port = authority, ""
+    if not authority.endswith("]") and authority.count(":") == 1:
+        host, _, number = authority.partition(":")
+        port = f":{number}"
+    labels = host.split(".")
+    if not _is_address(host) and len(labels) > 2:
+        host = ".".join([REDACTED, *labels[-2:]])
+    shown = f"{scheme}://{host}{port}"
+    path, query = re.match(r"([^?#]*)(.*)", tail, re.S).groups()  # type: ignore[union-attr]
+    if path.strip("/"):
+        shown += "/" + REDACTED
+    if query:
+        shown += "?" + REDACTED
+    return shown
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _userinfo_end(rest: str) -> int | None:
@@ -104,27 +154,22 @@ def _userinfo_end(rest: str) -> int | None:
     return authority.rfind("@") if "@" in authority else None
 
 
-def _secret_param(name: str) -> bool:
-    name = unquote_plus(name)
-    words = {w.lower() for w in _WORD_RE.findall(name)}
-    return bool(re.sub(r"[^a-z0-9]", "", name.lower()) in SECRET_PARAMS
-                or words & SECRET_PARAMS)
-
-
 def _redact_params(tail: str) -> str:
-    """``tail`` (path, query, fragment) with the values of credential parameters redacted."""
+    """``tail`` (path, query, fragment) with every parameter value redacted."""
+    path, query = re.match(r"([^?#]*)(.*)", tail, re.S).groups()  # type: ignore[union-attr]
     out: list[str] = []
-    in_secret = False
-    for piece in re.split(r"([?&;/#])", tail):
-        if in_secret:  # a secret value runs to the next "&"
+    hiding = False
+    for piece in re.split(r"([/;&])", path):
+        if hiding:  # a value runs to the next "&"
             if piece == "&":
-                in_secret = False
+                hiding = False
                 out.append(piece)
             continue
         name, eq, _ = piece.partition("=")
-        if eq and _secret_param(name):
-            out.append(f"{name}={REDACTED}")
-            in_secret = True
-        else:
-            out.append(piece)
+        out.append(f"{name}={REDACTED}" if eq else piece)
+        hiding = bool(eq)
+    if query:
+        pieces = (p.partition("=") for p in query[1:].split("&"))
+        out.append(query[0] + "&".join(f"{name}={REDACTED}" if eq else (REDACTED if name else "")
+                                       for name, eq, _ in pieces))
     return "".join(out)

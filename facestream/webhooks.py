@@ -27,7 +27,6 @@ import hmac
 import json
 import logging
 import random
-import re
 import time
 import uuid
 from collections import deque
@@ -41,7 +40,7 @@ from . import __version__
 from .config import WebhookConfig
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
-from .privacy import REDACTED, redact_source
+from .privacy import redact_receiver
 from .storage import Identity
 
 if TYPE_CHECKING:
@@ -61,34 +60,11 @@ RETRY_MAX_S: Final = 60.0
 FLUSH_TIMEOUT_S: Final = 1.0
 #: Statuses worth retrying besides 5xx: the receiver timed out, or asks us to slow down.
 _RETRIED: Final = frozenset({408, 429})
-#: A path segment this long mixing letters and digits is taken for a token (Slack, Discord
-#: and Home Assistant webhook URLs carry theirs in the path) and not shown.
-_TOKEN_SEGMENT: Final = re.compile(r"(?=.*[0-9])(?=.*[A-Za-z])[^/]{16,}")
-
-
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     """The X-Facestream-Signature value for ``body`` sent at ``timestamp``."""
     mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode("ascii") + body,
                    hashlib.sha256)
     return f"t={timestamp},v1={mac.hexdigest()}"
-
-
-def shown_url(url: str) -> str:
-    """A receiver's URL fit for /healthz and logs: no userinfo, every query value ``***``, no
-    fragment, and path segments that look like tokens ``***``. Errs towards hiding too much:
-    ``https://u:p@hooks.example/T0/abcdef0123456789xyz?code=1`` ->
-    ``https://***@hooks.example/T0/***?code=***``."""
-    safe = redact_source(url).partition("#")[0]  # userinfo, however odd its password
-    safe, has_query, query = safe.partition("?")
-    scheme, sep, rest = safe.partition("://")
-    host, slash, path = rest.partition("/")
-    path = "/".join(REDACTED if _TOKEN_SEGMENT.fullmatch(s) else s for s in path.split("/"))
-    shown = f"{scheme}{sep}{host}{slash}{path}"
-    if has_query:
-        pieces = (p.partition("=") for p in query.split("&"))
-        shown += "?" + "&".join(f"{name}={REDACTED}" if eq else REDACTED
-                                for name, eq, _ in pieces)
-    return shown
 
 
 def backoff(attempt: int) -> float:
@@ -137,7 +113,7 @@ class Sender:
 
     def __init__(self, config: WebhookConfig, metrics: Metrics) -> None:
         self.config = config
-        self.url = shown_url(config.url)
+        self.url = redact_receiver(config.url)
         self._metrics = metrics
         self._queue: deque[_Delivery] = deque()
         self._current: _Delivery | None = None
@@ -354,4 +330,4 @@ class Webhooks:
             log.exception("webhooks: could not queue a %s event", event)
 
 
-__all__ = ["Webhooks", "shown_url", "sign"]
+__all__ = ["Webhooks", "sign"]

@@ -33,6 +33,7 @@ from aiohttp.test_utils import TestClient
 from facestream import webhooks
 from facestream.config import Config, WebhookConfig
 from facestream.metrics import Metrics
+from facestream.privacy import redact_receiver
 from facestream.server import create_app
 from facestream.storage import Identity
 from facestream.webhooks import Webhooks
@@ -340,8 +341,9 @@ async def test_server_errors_are_retried_with_the_same_delivery_id(
     first, second, third = (r.at for r in receiver.requests)
     assert second - first >= 0.08 and third - second >= 0.16  # doubling, +-20 %
     health = await webhook_health(client)
-    assert health == [{"url": receiver.url, "events": ["gallery"], "delivered": 1,
-                       "failed": 0, "dropped": 0, "pending": 0, "last_status": 200,
+    assert health == [{"url": f"http://127.0.0.1:{receiver.port}/***", "events": ["gallery"],
+                       "delivered": 1, "failed": 0, "dropped": 0, "pending": 0,
+                       "last_status": 200,
                        "last_error": None, "last_success_at": pytest.approx(time.time(),
                                                                            abs=10)}]
     for result, count in (("delivered", 1), ("failed", 0), ("dropped", 0)):
@@ -460,6 +462,21 @@ async def test_shutdown_flushes_briefly_then_stops(receivers: Any) -> None:
 # -- what /healthz shows ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("url,shown", [
+    # Tokens without digits, short ones, and tokens in the host name: only the domain stays.
+    ("https://hooks.example.org/services/abcdefghijklmnopqr", "https://***.example.org/***"),
+    ("https://h.example.org/x/AbC9", "https://***.example.org/***"),
+    ("https://tok3nhostabc.example.net/hook", "https://***.example.net/***"),
+    ("https://u:p@a1b2.hooks.example.org:8443/T0/abc?code=1#x",
+     "https://***.example.org:8443/***?***"),
+    ("http://192.168.1.20:8123/api/webhook/facestream-door", "http://192.168.1.20:8123/***"),
+    ("http://[fe80::1]:80/", "http://[fe80::1]:80"),
+    ("https://example.org", "https://example.org"),
+])
+def test_a_receiver_is_shown_by_its_domain_only(url: str, shown: str) -> None:
+    assert redact_receiver(url) == shown
+
+
 async def test_health_shows_each_receiver_without_its_secrets(
     receivers: Any, aiohttp_client: Any, config_factory: Callable[..., Config],
     caplog: pytest.LogCaptureFixture,
@@ -479,7 +496,7 @@ async def test_health_shows_each_receiver_without_its_secrets(
     resp = await client.get("/healthz")
     assert resp.status == 200
     assert (await resp.json())["webhooks"] == [{
-        "url": f"http://***@127.0.0.1:{receiver.port}/hook/***?token=***&team=***",
+        "url": f"http://127.0.0.1:{receiver.port}/***?***",
         "events": ["gallery", "arrived"], "delivered": 1, "failed": 0, "dropped": 0,
         "pending": 0, "last_status": 200, "last_error": None,
         "last_success_at": pytest.approx(time.time(), abs=10)}]
