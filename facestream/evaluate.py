@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +46,7 @@ from tqdm import tqdm
 from .config import Config
 from .identity import Calibration, GalleryIndex
 from .manage import faces_in, pool_for
+from .privacy import write_private
 from .workers import WorkerPool
 
 FOLDS: Final = 10
@@ -260,9 +263,10 @@ def _edit_recognition(config_path: Path, table: str, model: str, value: Any) -> 
         section[model] = inline
     else:
         section[model] = value
-    tmp = config_path.with_name(config_path.name + ".tmp")
-    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    tmp.replace(config_path)
+    # The file may hold secrets (an MQTT password, webhook secrets): it keeps its mode.
+    mode = stat.S_IMODE(config_path.stat().st_mode) if config_path.exists() else 0o600
+    write_private(config_path, tomlkit.dumps(doc))
+    os.chmod(config_path, mode)
 
 
 async def run(config: Config, root: Path, out_dir: Path, limit: int | None, seed: int,
@@ -313,7 +317,7 @@ def _run_facts(failures: dict[str, str], seconds: float, images: int, workers: i
 
 def _write(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_private(path, json.dumps(report, indent=2))  # it names the photos (people)
 
 
 def print_report(rep: dict[str, Any], out_dir: Path, stream: TextIO) -> None:

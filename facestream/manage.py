@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import Config
+from .privacy import write_private
 from .recognition import Face, ImageError, StoredFace, ambiguous
 from .storage import (
     AlreadyEnrolled,
@@ -329,9 +330,7 @@ async def cmd_export(config: Config, path: Path, out: TextIO) -> int:
                 for ident, email_hmac, samples in records
             ],
         }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    tmp.replace(path)
+    write_private(path, json.dumps(doc))  # names, email HMACs, embeddings, faces: 0600
     print(f"exported {len(doc['identities'])} identities to {path}", file=out)
     return 0
 

@@ -235,6 +235,13 @@ NO_IMAGES: Final = StoredImages()
 _BLANK_CHARACTERS: Final = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
+#: Characters that reorder the text around them (the bidi embeddings, overrides and isolates,
+#: and the direction marks): "\u202eevil" shows as "live". Names in right-to-left scripts
+#: display right without them.
+_BIDI_CONTROLS: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                                  "\u2066\u2067\u2068\u2069")
+
+
 def _invisible(ch: str) -> bool:
     """Shows nothing on its own: a format character (Cf: zero-width space and joiners, BOM,
     word joiner, bidi marks), a combining mark, or a blank filler."""
@@ -248,8 +255,9 @@ def clean_name(name: Any) -> str:
     either end are trimmed too (they show nothing there; inside, joiners build emoji and
     ZWNJ spells Persian). Refused: no visible character (only whitespace, format characters,
     combining marks or blank fillers), a control character (Unicode Cc: NUL, ESC, DEL, C1;
-    tab and newline count as whitespace), an unpaired surrogate or U+FFFD (text that was not
-    valid UTF-8 on its way here), more than ``MAX_NAME_LENGTH`` characters."""
+    tab and newline count as whitespace), a bidirectional control (U+202E and its kin), an
+    unpaired surrogate or U+FFFD (text that was not valid UTF-8 on its way here), more than
+    ``MAX_NAME_LENGTH`` characters."""
     if name is None:
         raise GalleryError("name is required")
     if not isinstance(name, str):
@@ -264,6 +272,10 @@ def clean_name(name: Any) -> str:
         if category == "Cs":
             raise GalleryError(f"name contains an unpaired surrogate (U+{ord(ch):04X}); "
                                "send valid Unicode text")
+        if ch in _BIDI_CONTROLS:
+            raise GalleryError(f"name contains a bidirectional control character "
+                               f"(U+{ord(ch):04X}), which changes how the text around it "
+                               "displays; right-to-left names need none")
         if ch == "\ufffd":
             raise GalleryError("name contains U+FFFD, the replacement character: it was not "
                                "valid UTF-8 text when it was sent")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -27,11 +28,15 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_lfw_slice_report_plots_and_apply(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     shutil.copy(ROOT / "config.toml", config)
+    config.chmod(0o640)  # it may hold an MQTT password: its mode is the owner's choice
     before_text = config.read_text()
     out = tmp_path / "eval"
     proc = run_cli(str(FACES / "lfw"), "--pairs", "60", "--out", str(out), "--config",
                    str(config), "--apply", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    # The report names the photos (people): the owner's only. The config keeps its mode.
+    assert stat.S_IMODE((out / "report.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640
     report = json.loads((out / "report.json").read_text())
     assert report["kind"] == "lfw" and report["pairs"] == 60
     assert report["same_pairs"] == 30 and report["different_pairs"] == 30

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import logging
 import sqlite3
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -263,8 +264,15 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
     assert last == "2 identities (SFace)"
 
     export = tmp_path / "gallery.json"
-    proc = run_cli("faces", "--data-dir", str(data), "export", str(export), cwd=tmp_path)
+    export.write_text("an older export, readable by all")
+    export.chmod(0o644)
+    proc = subprocess.run([sys.executable, "-m", "facestream", "faces", "--data-dir", str(data),
+                           "export", str(export)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False, umask=0o022)
     assert (proc.returncode, proc.stdout) == (0, f"exported 2 identities to {export}\n")
+    # Names, email HMACs, embeddings and faces: for the owner's eyes only, like a backup.
+    assert stat.S_IMODE(export.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.glob(".gallery.json*")] == []  # no temporary left
     other = tmp_path / "other"
     proc = run_cli("faces", "--data-dir", str(other), "import", str(export), cwd=tmp_path)
     assert (proc.returncode, proc.stdout) == (0, "imported 2 identities, skipped 0\n")

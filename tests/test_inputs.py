@@ -302,7 +302,7 @@ def _b64(data: bytes) -> bytes:
     ("\ufeff", "U+FEFF"),
     ("\u2060", "U+2060"),
     (" \u200b\u200c \t\u200d\ufeff\u2060 ", "U+200B, U+200C, U+200D, U+2060, U+FEFF"),
-    ("\u00ad\u202e", "U+00AD, U+202E"),  # soft hyphen, right-to-left override
+    ("\u00ad\u2063", "U+00AD, U+2063"),  # soft hyphen, invisible separator
     ("\u3164", "U+3164"),  # Hangul filler: a "letter" that shows nothing
 ])
 async def test_a_name_of_only_invisible_characters_is_400(
@@ -335,6 +335,27 @@ async def test_a_name_with_a_control_character_is_400(
     resp = await client.post("/faces", data=body, headers={"Content-Type": MULTIPART})
     assert await answer(resp) == (400, message)
     assert await gallery(client) == before
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u202d", "\u202a", "\u2066", "\u2067",
+                                  "\u2068", "\u2069", "\u200f", "\u061c"])
+async def test_a_name_with_a_bidirectional_control_is_400(
+    client: Client, enrolled: dict[str, Any], char: str
+) -> None:
+    """"Ada\u202eevil" would show as "Adalive": text that reorders what follows it is
+    refused, in a rename and in an enrollment; right-to-left names need none of it."""
+    before = await gallery(client)
+    message = {"error": f"name contains a bidirectional control character (U+{ord(char):04X}),"
+                        " which changes how the text around it displays; right-to-left names "
+                        "need none"}
+    resp = await client.patch(f"/faces/{enrolled['hash']}", json={"name": f"Ada{char}evil"})
+    assert await answer(resp) == (400, message)
+    body = multipart(text_part("name", f"{char}Bob"), file_part("image", OBAMA.read_bytes()))
+    resp = await client.post("/faces", data=body, headers={"Content-Type": MULTIPART})
+    assert await answer(resp) == (400, message)
+    assert await gallery(client) == before
+    resp = await client.patch(f"/faces/{enrolled['hash']}", json={"name": "דוד לוי"})
+    assert resp.status == 200 and (await resp.json())["name"] == "דוד לוי"
 
 
 async def test_names_are_trimmed_and_whitespace_runs_collapsed(
