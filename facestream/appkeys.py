@@ -8,6 +8,7 @@ from .auth import Auth
 from .cameras import Cameras
 from .config import Config
 from .history import History
+from .limits import UploadGate
 from .metrics import Metrics
 from .mqtt import MqttBridge
 from .storage import Gallery
@@ -23,3 +24,4 @@ AUTH = web.AppKey("auth", Auth)
 CAMERAS = web.AppKey("cameras", Cameras)
 MQTT = web.AppKey("mqtt", MqttBridge)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
+UPLOADS = web.AppKey("uploads", UploadGate)

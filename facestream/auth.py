@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
 
+from .config import AuthConfig, ServerConfig
+from .limits import Window, key as _key
 from .storage import Gallery, GalleryError, NotFound, StorageError
 
 log = logging.getLogger(__name__)
@@ -40,9 +43,26 @@ COOKIE: Final = "facestream_session"
 TOKEN_PREFIX: Final = "fst_"
 #: A token or session check is remembered this long (a revoked token stops working then).
 CACHE_S: Final = 5.0
-#: Failed logins allowed per client address, and per user name, in LOGIN_WINDOW_S.
+#: Login attempts per client address and user name together, in LOGIN_WINDOW_S: an attacker
+#: elsewhere cannot use them up for the real user.
 LOGIN_FAILURES: Final = 5
 LOGIN_WINDOW_S: Final = 60.0
+#: Failed logins per client address, whatever the user names (guessing one password for
+#: many users), in LOGIN_WINDOW_S.
+ADDRESS_FAILURES: Final = 20
+#: A user with this many failures from anywhere in USER_WINDOW_S is under attack: every
+#: address that has failed for them is held back until the count drops below it. Addresses
+#: that have not failed (the real user elsewhere) still get in with the right password.
+USER_FAILURES: Final = 10
+USER_WINDOW_S: Final = 900.0
+#: Password checks (Argon2id: 64 MiB and a fraction of a core each) at once, and logins
+#: waiting for one; more are answered 503 with Retry-After.
+CHECKS_AT_ONCE: Final = 2
+CHECKS_WAITING: Final = 32
+#: The longest user name (``_user_name``) and password a login may send; longer ones are
+#: refused before anything is checked or remembered.
+MAX_USER_NAME: Final = 64
+MAX_PASSWORD: Final = 1024
 MIN_PASSWORD: Final = 8
 
 _SCHEMA: Final = """
@@ -104,27 +124,45 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-class _Limiter:
-    """Failed attempts per key in a sliding window; bounded to the most recent keys."""
+class _LoginLimits:
+    """Who may try a password now: per address and user together, per address, and a
+    backoff for a user under attack that spares addresses which have not failed."""
 
-    def __init__(self, limit: int, window: float, keys: int = 10_000) -> None:
-        self.limit, self.window, self.keys = limit, window, keys
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+    def __init__(self) -> None:
+        self.pairs = Window(LOGIN_FAILURES, LOGIN_WINDOW_S)
+        self.addresses = Window(ADDRESS_FAILURES, LOGIN_WINDOW_S)
+        self.users = Window(USER_FAILURES, USER_WINDOW_S)
+        #: Address-and-user pairs that failed within USER_WINDOW_S (the backoff's targets).
+        self.failed = Window(1, USER_WINDOW_S)
 
-    def retry_after(self, key: str, now: float) -> float:
-        times = self._failures.get(key)
-        if not times:
-            return 0.0
-        while times and now - times[0] > self.window:
-            times.popleft()
-        return times[0] + self.window - now if len(times) >= self.limit else 0.0
+    def reserve(self, client: str, name: str, now: float) -> tuple[bytes, bytes, bytes]:
+        """Count this attempt now, before its password is checked; LoginRefused (with the
+        seconds to wait) when it is over a limit."""
+        pair, address, user = _key("pair", client, name), _key("ip", client), _key("user", name)
+        wait = max(self.pairs.wait(pair, now), self.addresses.wait(address, now),
+                   self.users.wait(user, now) if self.failed.count(pair, now) else 0.0)
+        if wait > 0:
+            raise LoginRefused("too many failed logins; try again later", wait)
+        self.pairs.add(pair, now)
+        self.addresses.add(address, now)
+        return pair, address, user
 
-    def failed(self, key: str, now: float) -> None:
-        times = self._failures.setdefault(key, deque(maxlen=self.limit))
-        self._failures.move_to_end(key)
-        times.append(now)
-        while len(self._failures) > self.keys:
-            self._failures.popitem(last=False)
+    def succeeded(self, keys: tuple[bytes, bytes, bytes], when: float) -> None:
+        pair, address, _ = keys
+        self.pairs.clear(pair)
+        self.addresses.discard(address, when)
+        self.failed.clear(pair)
+
+    def released(self, keys: tuple[bytes, bytes, bytes], when: float) -> None:
+        """The attempt could not be checked (the database was away): it does not count."""
+        pair, address, _ = keys
+        self.pairs.discard(pair, when)
+        self.addresses.discard(address, when)
+
+    def failed_now(self, keys: tuple[bytes, bytes, bytes], now: float) -> None:
+        pair, _, user = keys
+        self.users.add(user, now)
+        self.failed.add(pair, now)
 
 
 class Auth:
@@ -137,7 +175,9 @@ class Auth:
         self.session_s = session_days * 86400
         self._hasher = PasswordHasher()  # Argon2id, 64 MiB, 3 passes: argon2-cffi's defaults
         self._cache: dict[str, tuple[float, Principal | None]] = {}
-        self._limiter = _Limiter(LOGIN_FAILURES, LOGIN_WINDOW_S)
+        self._limits = _LoginLimits()
+        self._checks = asyncio.Semaphore(CHECKS_AT_ONCE)
+        self._waiting = 0
 
     async def ensure_schema(self) -> None:
         await self.gallery.write([(s.strip(), ()) for s in _SCHEMA.split(";") if s.strip()])
@@ -223,23 +263,35 @@ class Auth:
 
     async def login(self, name: str, password: str, client: str) -> tuple[str, Principal]:
         """A new session for ``name`` if ``password`` is theirs. Raises LoginRefused (with
-        the seconds to wait, when rate-limited)."""
-        now = time.monotonic()
-        wait = max(self._limiter.retry_after(f"ip:{client}", now),
-                   self._limiter.retry_after(f"user:{name}", now))
-        if wait > 0:
-            raise LoginRefused("too many failed logins; try again later", wait)
-        rows = await self.gallery.query("SELECT role, password FROM users WHERE name = ?",
-                                        (name,))
-        ok = False
-        if rows:
-            ok = await asyncio.to_thread(self._verify, rows[0][1], password)
-        else:  # as slow as a real check, so timing does not say which names exist
-            await asyncio.to_thread(self._verify, _DUMMY_HASH.get(self._hasher), password)
-        if not ok:
-            self._limiter.failed(f"ip:{client}", now)
-            self._limiter.failed(f"user:{name}", now)
+        the seconds to wait, when rate-limited or when too many checks are under way)."""
+        if len(name) > MAX_USER_NAME or len(password) > MAX_PASSWORD:
+            # No such account can exist: refused before anything is remembered or checked.
             raise LoginRefused("wrong user name or password", 0.0)
+        if self._waiting >= CHECKS_WAITING:
+            raise LoginRefused("too many logins are being checked; try again shortly", 1.0,
+                               busy=True)
+        now = time.monotonic()
+        keys = self._limits.reserve(client, name, now)
+        self._waiting += 1
+        try:
+            async with self._checks:
+                rows = await self.gallery.query(
+                    "SELECT role, password FROM users WHERE name = ?", (name,))
+                if rows:
+                    ok = await asyncio.to_thread(self._verify, rows[0][1], password)
+                else:  # as slow as a real check, so timing does not say which names exist
+                    ok = False
+                    await asyncio.to_thread(self._verify, _DUMMY_HASH.get(self._hasher),
+                                            password)
+        except BaseException:
+            self._limits.released(keys, now)
+            raise
+        finally:
+            self._waiting -= 1
+        if not ok:
+            self._limits.failed_now(keys, time.monotonic())
+            raise LoginRefused("wrong user name or password", 0.0)
+        self._limits.succeeded(keys, now)
         session = secrets.token_urlsafe(32)
         await self.gallery.write([
             ("DELETE FROM sessions WHERE expires_at < ?", (time.time(),)),
@@ -312,9 +364,13 @@ class Auth:
 
 
 class LoginRefused(Exception):
-    def __init__(self, message: str, retry_after: float) -> None:
+    """A login refused: wrong (``retry_after`` 0), rate-limited, or ``busy`` (too many
+    checks under way; not the caller's fault)."""
+
+    def __init__(self, message: str, retry_after: float, busy: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.busy = busy
 
 
 class _DummyHash:
@@ -360,15 +416,61 @@ VIEWER_WRITES: Final = {("POST", "/process-frame"), ("POST", "/process-frame/")}
 SAFE_METHODS: Final = {"GET", "HEAD", "OPTIONS"}
 
 
+#: What Sec-Fetch-Site says of a request the server's own page (or a person typing the
+#: address) made; "same-site" is another port or another name of the same site: not ours.
+_OWN_FETCH_SITES: Final = {"same-origin", "none"}
+
+
+def is_websocket(request: web.Request) -> bool:
+    """A websocket handshake, on whatever path."""
+    return "websocket" in request.headers.get("Upgrade", "").lower()
+
+
 def same_origin(request: web.Request) -> bool:
-    """False when the browser says the request comes from another site: its Origin names
-    another host, or Sec-Fetch-Site says cross-site. Programs send neither."""
+    """False when the browser says the request comes from another origin: its Origin names
+    another host or port (or is "null"), or Sec-Fetch-Site says it is not this origin's own.
+    Programs send neither. Compared with the Host header, which ``host_allowed`` vouches for."""
     origin = request.headers.get("Origin")
     if origin is not None:
         host = origin.split("://", 1)[-1].rstrip("/")
         if origin == "null" or host.lower() != request.host.lower():
             return False
-    return request.headers.get("Sec-Fetch-Site", "same-origin") != "cross-site"
+    return request.headers.get("Sec-Fetch-Site", "same-origin") in _OWN_FETCH_SITES
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header: no port, lower case, no trailing dot."""
+    if header.startswith("["):
+        name = header[:header.find("]") + 1] if "]" in header else header
+    else:
+        name, _, port = header.rpartition(":")
+        if not name or not port.isdigit():
+            name = header
+    return name.lower().rstrip(".")
+
+
+def host_allowed(header: str | None, allowed: tuple[str, ...], enforce: bool) -> bool:
+    """Whether a request's Host is one of this server's names. DNS rebinding gives a page
+    of the attacker's own name the server's address: its requests carry that name. So when
+    ``enforce`` (accounts off, or ``server.allowed_hosts`` set) only loopback names
+    (``localhost`` and names under it), IP addresses (which cannot be rebound) and the
+    ``allowed`` names are served. No Host at all is not a browser, and is served."""
+    if not enforce or header is None:
+        return True
+    name = host_name(header)
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name.strip("[]").partition("%")[0])
+        return True
+    except ValueError:
+        pass
+    for entry in allowed:
+        entry = entry.lower().rstrip(".")
+        if name == entry or (entry.startswith(".") and (name == entry[1:]
+                                                        or name.endswith(entry))):
+            return True
+    return False
 
 
 def needs_admin(request: web.Request) -> bool:
@@ -379,27 +481,40 @@ def needs_admin(request: web.Request) -> bool:
 
 
 def access_middleware(
-    auth: Callable[[], Auth], enabled: bool, metrics_open: bool
+    auth: Callable[[], Auth], server: ServerConfig, config: AuthConfig
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Refuses cross-site writes and websockets, then requires a principal with the role the
-    request needs (with authentication off everybody is an anonymous admin), then audits
-    every change that succeeded, with who made it."""
+    """Refuses requests for a Host that is not this server's (accounts off, or
+    ``server.allowed_hosts`` given), cross-origin changes and websockets (on every path),
+    then requires a principal with the role the request needs (with authentication off
+    everybody is an anonymous admin), then audits every change that succeeded, with who
+    made it."""
+    enabled = config.enabled
+    enforce_host = not enabled or bool(server.allowed_hosts)
 
     @web.middleware
     async def access(request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                      ) -> web.StreamResponse:
-        from .webutil import error
+        from .webutil import error, shown
 
+        host = request.headers.get("Host")
+        if not host_allowed(host, server.allowed_hosts, enforce_host):
+            return error(403, f"this server does not answer to the name "
+                              f"{shown(host_name(host or ''))}; its own names are "
+                              "localhost, its IP addresses and server.allowed_hosts")
         unsafe = request.method not in SAFE_METHODS
-        if (unsafe or request.path == "/ws") and not same_origin(request):
+        if (unsafe or is_websocket(request)) and not same_origin(request):
             return error(403, "cross-site request refused: it does not come from this "
                               "server's own page")
+        checker = auth()
         if (request.method, request.path) in OPEN_ROUTES or \
                 request.path.startswith(OPEN_PREFIXES) or \
-                (metrics_open and request.path == "/metrics"):
+                (config.metrics_open and request.path == "/metrics"):
+            if request.path == "/healthz":  # says more to those who may know more
+                known = await _quietly(checker, request) if enabled else ANONYMOUS
+                if known is not None:
+                    request[PRINCIPAL] = known
             return await handler(request)
-        checker = auth()
         who = await checker.principal(request) if enabled else ANONYMOUS
         if who is None:
             if request.method == "GET" and request.path == "/":
@@ -423,3 +538,12 @@ def access_middleware(
         return response
 
     return access
+
+
+async def _quietly(auth: Auth, request: web.Request) -> Principal | None:
+    """Who is asking, or None, also when the database cannot say (a health check must
+    answer whatever the database does)."""
+    try:
+        return await auth.principal(request)
+    except StorageError:
+        return None

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 from typing import Any, Final, Protocol, TypeAlias
 
 import cv2
@@ -88,9 +89,36 @@ class SourceSpec:
         s = source.strip()
         if s.isdigit():
             return cls("webcam", int(s))
+        if s[:7].lower() == "file://":
+            return cls("file", unquote(s[7:]))
         if "://" in s:
             return cls("url", s)
         return cls("file", s)
+
+
+#: What a camera URL given over the API may start with: the network streams cameras send.
+#: (FFmpeg would also read file://, ftp://, gopher://, tcp://, udp://, ... for anybody
+#: who can name a source.)
+STREAM_SCHEMES: Final = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https")
+
+
+def api_source_problem(source: str, files_allowed: bool) -> str | None:
+    """Why ``source`` may not be given over the API (POST /cameras), or None. A webcam
+    index and the stream schemes may; a file on this machine (a path, file://) only when
+    ``server.api_camera_files`` allows it (the config file always may); other schemes not."""
+    spec = SourceSpec.parse(source)
+    if spec.kind == "webcam":
+        return None
+    if spec.kind == "file":
+        return None if files_allowed else (
+            "source: a file on the server is refused from the API (set "
+            "server.api_camera_files = true in the config file to allow it); give a "
+            "webcam index or an " + ", ".join(f"{s}://" for s in STREAM_SCHEMES) + " URL")
+    scheme = source.strip().split("://", 1)[0].lower()
+    if scheme not in STREAM_SCHEMES:
+        return (f"source: {scheme[:20]!r} URLs are not camera streams; give a webcam index "
+                "or an " + ", ".join(f"{s}://" for s in STREAM_SCHEMES) + " URL")
+    return None
 
 
 def _open(spec: SourceSpec, timeout_s: float) -> cv2.VideoCapture | None:

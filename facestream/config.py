@@ -73,6 +73,18 @@ class ServerConfig:
     #: HTTPS: a PEM certificate (chain) and its private key; empty: plain HTTP.
     tls_cert: str = ""
     tls_key: str = ""
+    #: Host names this server answers to besides its loopback names (what a reverse proxy
+    #: or the users' browsers put in the Host header). Empty: any name while accounts are
+    #: on; with accounts off, only loopback names (a defence against DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Whether POST /cameras may name a file on this machine (a path or file://); the
+    #: config file always may.
+    api_camera_files: bool = False
+    #: Uploads (POST /process-frame, photos to enroll) each caller may send per minute;
+    #: 429 with Retry-After beyond it.
+    uploads_per_minute: int = 120
+    #: Uploads waiting for the upload worker; beyond this, 503 with Retry-After.
+    upload_queue: int = 8
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,11 @@ class RecognitionConfig:
     #: closest two different people of the shared LFW subset score 0.573 with SFace, which
     #: 1e-4 would refuse and 1e-6 does not).
     duplicate_far: float = 1e-6
+    #: Processes analysing the cameras' frames.
     workers: int = 2
+    #: Processes analysing uploads, apart from the cameras' and at a lower priority, so
+    #: uploads never take the cameras' workers.
+    upload_workers: int = 1
     #: Frames are scaled so their longest side is at most this before face detection.
     detect_max_side: int = 640
     #: dlib HOG/CNN upsampling: 0 finds faces of about 80 px and up, 1 about 40 px (4x slower).
@@ -272,6 +288,10 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return tuple(value)
     if isinstance(default, str):
         if isinstance(value, int) and not isinstance(value, bool) and \
                 re.fullmatch(r"camera\.source|cameras\[\d+\]\.source", key):
@@ -355,6 +375,9 @@ def _webhooks(raw: Any) -> tuple[WebhookConfig, ...]:
 
 
 _SLUG: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: A name for server.allowed_hosts: a DNS name (a leading dot: it and every name under it),
+#: an IPv4 address, or an IPv6 address in brackets.
+_HOST_NAME: Final = re.compile(r"\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]")
 
 
 def _secret_checks(storage: StorageConfig) -> list[tuple[bool, str]]:
@@ -486,6 +509,13 @@ def validate(config: Config) -> Config:
          f"server.request_timeout_s: must be > 0, got {s.request_timeout_s}"),
         (bool(s.tls_cert) == bool(s.tls_key),
          "server.tls_cert and server.tls_key: give both (HTTPS) or neither (HTTP)"),
+        *((bool(_HOST_NAME.fullmatch(h)),
+           f"server.allowed_hosts: {h!r} is not a host name (no scheme, port or path: "
+           "\"cams.example.org\", or \".example.org\" for it and every name under it)")
+          for h in s.allowed_hosts),
+        (s.uploads_per_minute >= 1,
+         f"server.uploads_per_minute: must be >= 1, got {s.uploads_per_minute}"),
+        (s.upload_queue >= 1, f"server.upload_queue: must be >= 1, got {s.upload_queue}"),
         *_camera_checks("camera", c),
         *_cameras_checks(config.cameras),
         (
@@ -515,6 +545,8 @@ def validate(config: Config) -> Config:
             f"recognition.min_face_score: expected 0 to 1, got {r.min_face_score}",
         ),
         (1 <= r.workers <= 64, f"recognition.workers: expected 1-64, got {r.workers}"),
+        (1 <= r.upload_workers <= 64,
+         f"recognition.upload_workers: expected 1-64, got {r.upload_workers}"),
         (
             r.detect_max_side >= 64,
             f"recognition.detect_max_side: must be >= 64, got {r.detect_max_side}",

@@ -36,12 +36,15 @@ from .appkeys import (
     METRICS,
     MQTT,
     POOL,
+    UPLOADS,
     WEBHOOKS,
 )
 from .cameras import Camera, CameraError, Cameras
+from .capture import api_source_problem
 from .config import Config, ConfigError, check_camera, parse_cameras
 from .history import History
 from .identity import face_hash
+from .limits import Refused, UploadGate
 from .metrics import CONTENT_TYPE, Metrics
 from .netguard import body_deadline
 from .presence import LiveFace
@@ -64,6 +67,7 @@ from .webutil import (
     int_query,
     json_body,
     json_errors,
+    retry_later,
     shown,
     upload_limit,
 )
@@ -85,6 +89,26 @@ _DATA_URL_RE: Final = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNO
 
 
 # -- pages and live state -------------------------------------------------------------------
+
+#: On every response. The pages load only their own scripts, styles and images (no inline
+#: script can run, whatever a name holds), talk only to this server, and no other page may
+#: frame them (clickjacking) or embed their images and streams.
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
 
 
 def _page(request: web.Request, page: str, assets: tuple[str, ...]) -> web.Response:
@@ -125,10 +149,7 @@ async def login(request: web.Request) -> web.Response:
         session, who = await request.app[AUTH].login(name, password, client)
     except access.LoginRefused as exc:
         if exc.retry_after > 0:
-            wait = max(1, round(exc.retry_after))
-            refused = error(429, str(exc), retry_after=wait)
-            refused.headers["Retry-After"] = str(wait)
-            return refused
+            return retry_later(503 if exc.busy else 429, str(exc), exc.retry_after)
         return error(401, str(exc))
     resp = web.json_response({"user": who.name, "role": who.role})
     resp.set_cookie(access.COOKIE, session, httponly=True, samesite="Strict",
@@ -237,17 +258,22 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Open to all, for health checks; only to a viewer or an admin (or anybody with
+    accounts off) does it say more than ok or degraded: sources, counters and receivers
+    would tell an anonymous poller what the server sees and when someone arrives."""
     app = request.app
-    cfg = app[CONFIG]
-    first = app[CAMERAS].first.capture if len(app[CAMERAS]) else None
-    camera = first.status() if first is not None else None
     recognizer = _recognizer(app)
     storage = app[GALLERY].db.status()
+    status = "ok" if recognizer == "ok" and storage["state"] == "ok" else "degraded"
+    if access.PRINCIPAL not in request:
+        return web.json_response({"status": status})
+    cfg = app[CONFIG]
+    first = app[CAMERAS].first.capture if len(app[CAMERAS]) else None
     return web.json_response(
         {
-            "status": "ok" if recognizer == "ok" and storage["state"] == "ok" else "degraded",
+            "status": status,
             "recognizer": recognizer,
-            "camera": camera,
+            "camera": first.status() if first is not None else None,
             "model": cfg.recognition.model,
             "detector": cfg.recognition.detector,
             "threshold": cfg.recognition.threshold(),
@@ -255,8 +281,9 @@ async def healthz(request: web.Request) -> web.Response:
                 app[GALLERY].index.comparisons)),
             "stranger_far": cfg.recognition.stranger_far,
             "workers": app[POOL].size,
+            "upload_workers": len(app[POOL].upload_pids),
             "worker_restarts": app[POOL].restarts,
-            "gallery": len(app[GALLERY].list()),
+            "gallery": app[GALLERY].count,
             "storage": storage,
             "webhooks": app[WEBHOOKS].status() if WEBHOOKS in app else [],
             "mqtt": app[MQTT].status() if MQTT in app else {"state": "off"},
@@ -266,7 +293,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
-    m.gallery_size.set(len(request.app[GALLERY].list()))
+    m.gallery_size.set(request.app[GALLERY].count)
     return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -401,7 +428,7 @@ async def _analyze(request: web.Request, data: bytes) -> list[Face]:
     except ImageError as exc:
         raise http_error(exc.status, exc.message) from None
     except (PoolBusy, WorkerCrashed) as exc:
-        raise http_error(503, str(exc)) from None
+        raise Refused(503, str(exc), 2.0) from None
     metrics.stage_seconds.labels("upload").observe(loop.time() - t0)
     metrics.faces_embedded.inc(len(faces))
     return faces
@@ -423,11 +450,21 @@ def _view(app: web.Application, face: Face) -> FaceView:
     )
 
 
+def _upload_slot(request: web.Request) -> contextlib.AbstractAsyncContextManager[None]:
+    """Room for one upload of this caller's, taken before its body is read (limits.Refused,
+    answered 429/503 with Retry-After, when there is none). With accounts off every caller
+    is the anonymous admin: each address counts apart."""
+    who = request[access.PRINCIPAL]
+    caller = who.label if who.kind != "anonymous" else f"address {request.remote}"
+    return request.app[UPLOADS].slot(caller, limited=not who.admin)
+
+
 async def process_frame(request: web.Request) -> web.Response:
-    data, _ = await _image_field(request, "frame")
-    if data is None:
-        return error(400, "missing form field 'frame' (an image file or a base64 string)")
-    faces = await _analyze(request, data)
+    async with _upload_slot(request):
+        data, _ = await _image_field(request, "frame")
+        if data is None:
+            return error(400, "missing form field 'frame' (an image file or a base64 string)")
+        faces = await _analyze(request, data)
     if not faces:
         return error(422, "no face found in the image")
     views = [_view(request.app, f) for f in faces]
@@ -488,21 +525,43 @@ def _identity(app: web.Application, ident: Identity) -> dict[str, Any]:
 
 
 async def list_faces(request: web.Request) -> web.Response:
-    """Everybody enrolled (oldest first), a page of them (``limit``, ``offset``), or whoever
-    was enrolled with ``email``."""
+    """A page of the people enrolled, oldest first: ``limit`` (at most ``MAX_FACES_PAGE``)
+    from ``offset``, or the page holding ``page_of`` (a hash); only names containing ``q``
+    (any case); or whoever was enrolled with ``email``. A 200,000-identity gallery answered
+    whole was 78 MB and blocked the event loop for seconds, so no answer is larger."""
     gallery = request.app[GALLERY]
     email = request.query.get("email")
+    text = request.query.get("q", "").strip().casefold()
+    wanted = hash_field(request.query.get("page_of"), "page_of")
+    limit = max(1, min(int_query(request, "limit", FACES_PAGE), MAX_FACES_PAGE))
+    offset = int_query(request, "offset", 0)
     faces = gallery.list() if email is None else await gallery.find_by_email(email)
-    total = len(faces)
-    offset = _int_query(request, "offset", 0)
-    limit = _int_query(request, "limit", total)
+    if text or wanted:
+        # A scan of every name (tens of milliseconds at 200,000): off the event loop.
+        faces, where = await asyncio.to_thread(_search, faces, text, wanted)
+        if wanted is not None:
+            if where is None:
+                return error(404, f"no enrolled face with hash {wanted}"
+                                  + (" among the names searched" if text else ""))
+            offset = where // limit * limit
     page = faces[offset:offset + limit]
     return web.json_response({"faces": [_identity(request.app, i) for i in page],
-                              "total": total})
+                              "total": len(faces), "offset": offset, "limit": limit})
 
 
-def _int_query(request: web.Request, key: str, default: int) -> int:
-    return int_query(request, key, default)
+#: GET /faces: identities per page by default, and at most.
+FACES_PAGE: Final = 50
+MAX_FACES_PAGE: Final = 200
+
+
+def _search(faces: list[Identity], text: str, wanted: str | None
+            ) -> tuple[list[Identity], int | None]:
+    """``faces`` whose name contains ``text`` (casefolded), and where ``wanted`` is in them."""
+    if text:
+        faces = [f for f in faces if text in f.name.casefold()]
+    where = next((i for i, f in enumerate(faces) if f.hash == wanted), None) \
+        if wanted is not None else None
+    return faces, where
 
 
 async def get_face(request: web.Request) -> web.Response:
@@ -568,13 +627,14 @@ async def enroll(request: web.Request) -> web.Response:
         embedding, images, source = live.first_embedding, live.first_images, "live"
         face_hash_: str | None = live.view.hash
     else:
-        data, fields = await _image_field(request, "image")
-        if data is None:
-            return error(400, "missing form field 'image'")
-        name, email = fields.get("name"), _check_email(fields.get("email"))
-        if not isinstance(name, str) or not name.strip():
-            return error(400, "missing form field 'name'")
-        face = await _uploaded_face(request, data)
+        async with _upload_slot(request):
+            data, fields = await _image_field(request, "image")
+            if data is None:
+                return error(400, "missing form field 'image'")
+            name, email = fields.get("name"), _check_email(fields.get("email"))
+            if not isinstance(name, str) or not name.strip():
+                return error(400, "missing form field 'name'")
+            face = await _uploaded_face(request, data)
         embedding, images, source, face_hash_ = face.embedding, face.images, "upload", None
     assert embedding is not None
     ident = await gallery.add(name, embedding, email=email, images=StoredImages.of(images),
@@ -602,10 +662,11 @@ async def add_sample(request: web.Request) -> web.Response:
         embedding, images = live.latest_embedding, live.latest_images
         source = "live"
     else:
-        data, _ = await _image_field(request, "image")
-        if data is None:
-            return error(400, "missing form field 'image'")
-        uploaded = await _uploaded_face(request, data)
+        async with _upload_slot(request):
+            data, _ = await _image_field(request, "image")
+            if data is None:
+                return error(400, "missing form field 'image'")
+            uploaded = await _uploaded_face(request, data)
         embedding, images, source = uploaded.embedding, uploaded.images, "upload"
     assert embedding is not None
     sample = await gallery.add_sample(face, embedding, images=StoredImages.of(images),
@@ -670,8 +731,14 @@ async def delete_face(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.Response:
-    """Arrivals and departures on every camera, newest first."""
-    return web.json_response({"events": request.app[CAMERAS].recent_events()})
+    """Arrivals and departures on every camera, newest first: ``limit`` (at most
+    ``MAX_EVENTS``; each camera keeps its latest 200)."""
+    limit = max(1, min(int_query(request, "limit", MAX_EVENTS), MAX_EVENTS))
+    return web.json_response({"events": request.app[CAMERAS].recent_events()[:limit]})
+
+
+#: GET /events answers at most this many, whatever the number of cameras.
+MAX_EVENTS: Final = 200
 
 
 def _live_face(request: web.Request, body: dict[str, Any], wanted: str | None,
@@ -713,6 +780,9 @@ async def add_camera(request: web.Request) -> web.Response:
         check_camera(config)
     except ConfigError as exc:
         return error(400, str(exc).replace("cameras[0].", "").replace("camera.", ""))
+    problem = api_source_problem(config.source, request.app[CONFIG].server.api_camera_files)
+    if problem is not None:
+        return error(400, problem)
     try:
         camera = await request.app[CAMERAS].add(config)
     except CameraError as exc:
@@ -819,7 +889,7 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    pool = WorkerPool(PoolSettings.from_config(cfg))
+    pool = WorkerPool(PoolSettings.from_config(cfg, server=True))
     await pool.start()
     app[POOL] = pool
     yield
@@ -864,13 +934,14 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     REST API, the gallery and history work; nobody is ever in view): for tests and tools."""
     # Base64 bodies are 4/3 of the image; the exact limit is checked after decoding.
     max_body = int(_upload_limit(config) * 4 / 3) + 64 * 1024
-    guard = access.access_middleware(lambda: app[AUTH], config.auth.enabled,
-                                     config.auth.metrics_open)
+    guard = access.access_middleware(lambda: app[AUTH], config.server, config.auth)
     app = web.Application(client_max_size=max_body, middlewares=[
         json_errors, guard, body_deadline(config.server.request_timeout_s)])
+    app.on_response_prepare.append(_security_headers)
     metrics_ = Metrics()
     app[CONFIG] = config
     app[METRICS] = metrics_
+    app[UPLOADS] = UploadGate(config.server.uploads_per_minute, config.server.upload_queue)
     app[CAMERAS] = Cameras(
         config, metrics_, gallery=lambda: app[GALLERY].index,
         unknowns=lambda: app[HISTORY].unknown_index if HISTORY in app else None)

@@ -1042,6 +1042,11 @@ class Gallery:
     def list(self) -> list[Identity]:
         return list(self._identities.values())
 
+    @property
+    def count(self) -> int:
+        """How many identities are enrolled."""
+        return len(self._identities)
+
     def get(self, face: str) -> Identity | None:
         return self._identities.get(face)
 

@@ -4,13 +4,16 @@ statuses), request-body and parameter checks."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
 
+from .limits import Refused
 from .storage import (
     AlreadyEnrolled,
     GalleryError,
@@ -27,12 +30,23 @@ HASH_RE: Final = re.compile(r"\A[0-9a-f]{64}\Z")
 #: Request bodies are flat objects; deeper JSON is refused (and the C parser's RecursionError
 #: on absurd nesting is answered the same way).
 MAX_JSON_DEPTH: Final = 32
+#: Largest JSON request body: every JSON endpoint takes a few short fields (a login, a name,
+#: a camera), so a body this size is already absurd; it is refused before it is read.
+MAX_JSON_BODY: Final = 64 * 1024
 #: Paging numbers above this are refused: SQLite integers are 64-bit.
 MAX_QUERY_INT: Final = 2**63 - 1
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
+
+
+def retry_later(status: int, message: str, seconds: float) -> web.Response:
+    """A 429 or 503 with Retry-After (whole seconds, at least 1)."""
+    wait = max(1, math.ceil(seconds))
+    refused = error(status, message, retry_after=wait)
+    refused.headers["Retry-After"] = str(wait)
+    return refused
 
 
 def http_error(status: int, message: str, **extra: Any) -> web.HTTPException:
@@ -55,11 +69,19 @@ async def json_errors(
     except web.HTTPRequestEntityTooLarge:
         # aiohttp's own limit (on the raw body, which base64 makes 4/3 larger) names a size
         # nobody configured; say which setting it is.
-        return error(413, f"the request is larger than {upload_limit(request)}")
+        return _unread(request, error(413, f"the request is larger than "
+                                           f"{upload_limit(request)}"))
+    except Refused as exc:  # an upload over its caller's or everybody's limit
+        return _unread(request, retry_later(exc.status, str(exc), exc.retry_after))
     except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
+        if exc.status < 400:
             raise
-        return error(exc.status, exc.text or exc.reason or "error")
+        if exc.content_type != "application/json":
+            return error(exc.status, exc.text or exc.reason or "error")
+        if exc.status != 413:
+            raise
+        return _unread(request, error(exc.status, json.loads(exc.text or "{}").get(
+            "error", "too large")))
     except AlreadyEnrolled as exc:  # also BelongsToOther: the face is somebody else
         return error(409, str(exc), hash=exc.hash, name=exc.name)
     except NotFound as exc:
@@ -78,6 +100,14 @@ async def json_errors(
         return error(500, "internal error; see the server log")
 
 
+def _unread(request: web.Request, response: web.Response) -> web.Response:
+    """A refusal answered before the body was read: the connection is closed after it, so
+    the rest of the body is neither read nor kept."""
+    if request.body_exists and not request.content.is_eof():
+        response.force_close()
+    return response
+
+
 def upload_limit(request: web.Request) -> str:
     """The upload limit, as users configure it: ``server.max_upload_mb (N MiB)``."""
     from .appkeys import CONFIG
@@ -90,8 +120,9 @@ async def json_body(request: web.Request, hint: str) -> dict[str, Any]:
     # without asking (no CORS preflight), never application/json.
     if request.content_type != "application/json":
         raise http_error(415, f"send Content-Type: application/json with {hint}")
+    data = await _limited_body(request, MAX_JSON_BODY)
     try:
-        body = await request.json()
+        body = json.loads(data.decode(request.charset or "utf-8"))
     except RecursionError:
         raise http_error(400, f"JSON nested too deep (more than {MAX_JSON_DEPTH} levels)") \
             from None
@@ -108,6 +139,23 @@ async def json_body(request: web.Request, hint: str) -> dict[str, Any]:
     if (problem := _json_problem(body)) is not None:
         raise http_error(400, problem)
     return body
+
+
+async def _limited_body(request: web.Request, limit: int) -> bytes:
+    """The request body, or HTTP 413 as soon as it is known to exceed ``limit`` bytes: from
+    Content-Length before anything is read, else while it arrives (chunked)."""
+    too_large = http_error(413, f"the request body is larger than {limit // 1024} KiB, the "
+                                "most a JSON request may send")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _json_problem(body: dict[str, Any]) -> str | None:

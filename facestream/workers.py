@@ -1,10 +1,14 @@
-"""The process pool that runs detection and embedding off the event loop.
+"""The process pools that run detection and embedding off the event loop.
 
 Each worker process loads the model once, in the pool's initializer, and keeps it in a
 process-global (child-process state only; the parent never touches it). Worker functions take
 and return plain picklable data. The parent bounds the work it hands out: live frames go
 through lanes (one frame per lane in flight), uploads through a small semaphore, so nothing
 ever queues without limit.
+
+A server keeps two sets of processes: the cameras' (``workers``) and the uploads'
+(``upload_workers``, at a lower priority). An upload, however large, never waits in front of
+a camera's frame, and a flood of them only gets the CPU the cameras leave.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ T = TypeVar("T")
 #: Worker processes run at a lower priority so that camera reading and stream encoding,
 #: which viewers feel at once, always get the CPU first.
 WORKER_NICENESS: Final = 5
+#: The upload workers run lower still: live recognition gets the CPU before them (Linux's
+#: scheduler gives a nice-10 process a third of a nice-5 one's share when both want it, and
+#: a tenth of a nice-0 one's), yet uploads are not starved by every other busy program.
+UPLOAD_NICENESS: Final = 10
 #: Uploads waiting for a worker beyond this are answered 503 rather than queued.
 MAX_PENDING_IMAGES: Final = 8
 
@@ -55,20 +63,18 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="facestream-parent-watch", daemon=True).start()
 
 
-def _init_worker(settings: PoolSettings) -> None:
+def _init_worker(settings: PoolSettings, niceness: int, threads: int) -> None:
     global _recognizer, _max_pixels
     _exit_with_parent()
     recognition.configure_environment()
     try:
-        os.nice(WORKER_NICENESS)
+        os.nice(niceness)
     except OSError:  # pragma: no cover - not permitted on some systems
         pass
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
     _max_pixels = settings.max_image_pixels
-    # One worker process per core already: threads inside each would oversubscribe.
-    threads = max(1, (os.cpu_count() or 1) // settings.workers)
     _recognizer = recognition.Recognizer(
         settings.model, settings.detect_max_side, settings.detect_upsample, settings.detector,
         settings.min_face_score, threads)
@@ -106,63 +112,56 @@ class PoolSettings:
     max_image_pixels: int
     detector: str = "yunet"
     min_face_score: float = 0.7
+    #: Processes of their own for uploads (the server's); 0: uploads use ``workers`` (the
+    #: commands, which have no camera).
+    upload_workers: int = 0
+    #: Uploads waiting for a worker, beyond which they are refused (PoolBusy).
+    max_pending_images: int = MAX_PENDING_IMAGES
 
     @classmethod
-    def from_config(cls, config: Config, model: str | None = None) -> PoolSettings:
+    def from_config(cls, config: Config, model: str | None = None, server: bool = False
+                    ) -> PoolSettings:
+        """For the server (``server``: uploads get processes of their own) or a command."""
         r = config.recognition
         return cls(model or r.model, r.workers, r.detect_max_side, r.detect_upsample,
-                   config.server.max_image_pixels, r.detector, r.min_face_score)
+                   config.server.max_image_pixels, r.detector, r.min_face_score,
+                   r.upload_workers if server else 0,
+                   config.server.upload_queue if server else MAX_PENDING_IMAGES)
 
 
-class WorkerPool:
-    """Owns the ProcessPoolExecutor. Start with ``await start()``, stop with ``close()``."""
+class _Processes:
+    """A ProcessPoolExecutor of ``count`` workers at ``niceness``, replaced at once when one
+    of its processes dies (a crash, an OOM kill)."""
 
-    def __init__(self, settings: PoolSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: PoolSettings, count: int, niceness: int, threads: int,
+                 what: str) -> None:
+        self.settings, self.count, self.what = settings, count, what
+        self._initargs = (settings, niceness, threads)
         self._executor: ProcessPoolExecutor | None = None
-        # At most one upload per worker inside the executor; the rest wait here, bounded.
-        self._images = asyncio.Semaphore(settings.workers)
-        self._pending_images = 0
         self._restart_lock = asyncio.Lock()
         self.pids: list[int] = []
         self.restarts = 0
-        #: True while the pool is being replaced after a worker died: nobody is recognised.
+        #: True while the processes are being replaced after one died.
         self.restarting = False
 
-    @property
-    def size(self) -> int:
-        return self.settings.workers
-
     async def start(self) -> None:
-        """Start the workers and wait until each has loaded the model.
-
-        The weights are provisioned and checked here first, in this process, so a missing
-        file is a WeightsError naming it, not a worker dying in its initializer."""
-        s = self.settings
-        weights.provision()
-        weights.check(s.model, s.detector)
-        # spawn, not fork: the parent has threads (camera, sqlite) that fork would copy mid-state.
-        ctx = multiprocessing.get_context("spawn")
-        executor = ProcessPoolExecutor(
-            max_workers=s.workers,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(s,),
-        )
+        """Start the processes and wait until each has loaded the model."""
+        # spawn, not fork: the parent has threads (camera, sqlite) that fork would copy.
+        executor = ProcessPoolExecutor(max_workers=self.count,
+                                       mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=self._initargs)
         loop = asyncio.get_running_loop()
         try:
             pids = await asyncio.gather(
-                *(loop.run_in_executor(executor, _ready) for _ in range(s.workers))
-            )
+                *(loop.run_in_executor(executor, _ready) for _ in range(self.count)))
         except BrokenProcessPool as exc:
             executor.shutdown(wait=True, cancel_futures=True)
-            raise RuntimeError(
-                f"the recognition workers failed to load model {s.model}; see the log above"
-            ) from exc
+            raise RuntimeError(f"the recognition workers failed to load model "
+                               f"{self.settings.model}; see the log above") from exc
         self._executor = executor
         self.pids = sorted(set(pids))
 
-    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+    async def submit(self, fn: Callable[..., T], *args: Any) -> T:
         if self._restart_lock.locked():  # a restart is under way: wait for it
             async with self._restart_lock:
                 pass
@@ -177,11 +176,11 @@ class WorkerPool:
             raise WorkerCrashed("a recognition worker died and was restarted; retry") from None
 
     async def _restart(self, broken: ProcessPoolExecutor) -> None:
-        """Replace a pool whose worker died (crash, OOM kill) with a fresh one, once."""
+        """Replace processes one of which died with fresh ones, once."""
         async with self._restart_lock:
             if self._executor is not broken:
-                return  # another caller already restarted it
-            log.error("a recognition worker died; restarting the worker pool")
+                return  # another caller already restarted them
+            log.error("a recognition worker (%s) died; restarting them", self.what)
             self._executor = None
             self.restarting = True
             try:
@@ -191,24 +190,84 @@ class WorkerPool:
                 self.restarting = False
             self.restarts += 1
 
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+class WorkerPool:
+    """Owns the worker processes. Start with ``await start()``, stop with ``close()``."""
+
+    def __init__(self, settings: PoolSettings) -> None:
+        self.settings = settings
+        cores = os.cpu_count() or 1
+        # One worker process per core already: threads inside each would oversubscribe.
+        self._frames = _Processes(settings, settings.workers, WORKER_NICENESS,
+                                  max(1, cores // settings.workers), "cameras")
+        self._uploads = _Processes(settings, settings.upload_workers, UPLOAD_NICENESS, 1,
+                                   "uploads") if settings.upload_workers else None
+        images = self._uploads or self._frames
+        # At most one upload per worker inside the executor; the rest wait here, bounded.
+        self._images = asyncio.Semaphore(images.count)
+        self._pending_images = 0
+
+    @property
+    def size(self) -> int:
+        """Workers for the cameras' frames."""
+        return self.settings.workers
+
+    @property
+    def pids(self) -> list[int]:
+        """The cameras' workers."""
+        return self._frames.pids
+
+    @property
+    def upload_pids(self) -> list[int]:
+        return self._uploads.pids if self._uploads else []
+
+    @property
+    def restarting(self) -> bool:
+        """True while the cameras' workers are being replaced: nobody is recognised."""
+        return self._frames.restarting
+
+    @property
+    def restarts(self) -> int:
+        return self._frames.restarts + (self._uploads.restarts if self._uploads else 0)
+
+    async def start(self) -> None:
+        """Start the workers and wait until each has loaded the model.
+
+        The weights are provisioned and checked here first, in this process, so a missing
+        file is a WeightsError naming it, not a worker dying in its initializer."""
+        s = self.settings
+        weights.provision()
+        weights.check(s.model, s.detector)
+        parts = [p for p in (self._frames, self._uploads) if p is not None]
+        started = await asyncio.gather(*(p.start() for p in parts), return_exceptions=True)
+        failed = [e for e in started if isinstance(e, BaseException)]
+        if failed:
+            self.close()
+            raise failed[0]
+
     async def analyze_frame(
         self,
         frame: NDArray[np.uint8],
         tracked: Sequence[TrackHint] = (),
         embed_new: bool = True,
     ) -> FrameResult:
-        return await self._submit(_analyze_frame, frame, list(tracked), embed_new)
+        return await self._frames.submit(_analyze_frame, frame, list(tracked), embed_new)
 
     async def analyze_image(self, data: bytes) -> list[Face]:
-        """Decode and analyse an uploaded image.
+        """Decode and analyse an uploaded image (on the upload workers, if there are any).
 
         Raises ImageError (4xx), PoolBusy or WorkerCrashed (503)."""
-        if self._pending_images >= MAX_PENDING_IMAGES:
+        if self._pending_images >= self.settings.max_pending_images:
             raise PoolBusy("too many images are being processed; retry shortly")
         self._pending_images += 1
         try:
             async with self._images:
-                return await self._submit(_analyze_image, data)
+                return await (self._uploads or self._frames).submit(_analyze_image, data)
         finally:
             self._pending_images -= 1
 
@@ -216,12 +275,12 @@ class WorkerPool:
         self, faces: Sequence[StoredFace]
     ) -> list[NDArray[np.float32] | None]:
         """Embed stored gallery samples with this pool's model (re-embedding)."""
-        return await self._submit(_embed_stored, list(faces))
+        return await (self._uploads or self._frames).submit(_embed_stored, list(faces))
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        for part in (self._frames, self._uploads):
+            if part is not None:
+                part.close()
 
 
 class WorkerCrashed(Exception):

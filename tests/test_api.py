@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from facestream.appkeys import CONFIG
+from facestream.appkeys import CONFIG, GALLERY
 from facestream.config import Config, ServerConfig
 from facestream.privacy import email_digest, load_or_create_secret
 from facestream.server import create_app
@@ -189,7 +189,8 @@ async def test_enroll_list_rename_delete(client: Client) -> None:
     resp = await client.delete(f"/faces/{enrolled['hash']}")
     assert (resp.status, await resp.json()) == (
         200, {"deleted": enrolled["hash"], "name": "Barack Obama"})
-    assert await (await client.get("/faces")).json() == {"faces": [], "total": 0}
+    assert await (await client.get("/faces")).json() == {"faces": [], "total": 0, "offset": 0,
+                                                         "limit": 50}
     gone = {"error": f"no enrolled face with hash {enrolled['hash']}"}
     resp = await client.delete(f"/faces/{enrolled['hash']}")
     assert (resp.status, await resp.json()) == (404, gone)
@@ -222,7 +223,8 @@ async def test_enroll_errors(client: Client, no_face_png: bytes) -> None:
     resp = await client.patch(f"/faces/{'0' * 64}", json={"nom": "x"})
     assert (resp.status, await resp.json()) == (400, {"error": 'send JSON {"name": "..."}'})
     # Nothing was enrolled by any of them.
-    assert await (await client.get("/faces")).json() == {"faces": [], "total": 0}
+    assert await (await client.get("/faces")).json() == {"faces": [], "total": 0, "offset": 0,
+                                                         "limit": 50}
 
 
 async def test_enrolling_from_the_live_view_without_a_camera_finds_nobody(client: Client) -> None:
@@ -269,6 +271,41 @@ async def test_metrics_count_each_upload_and_embedded_face(client: Client) -> No
     assert await counts() == (2, GROUP_FACES + 1, 1, 0, 0)
 
 
+async def test_the_gallery_is_answered_a_capped_page_at_a_time(client: Client) -> None:
+    """No answer lists more than 200 identities, whatever ``limit`` asks: a 200,000-identity
+    gallery answered whole was 78 MB and held the server for seconds. ``q`` finds names
+    on the server, ``page_of`` the page a person is on."""
+    gallery = client.server.app[GALLERY]
+    rng = np.random.default_rng(7)
+    hashes = []
+    for i in range(230):
+        emb = rng.standard_normal(128).astype(np.float32)
+        ident = await gallery.add(f"Person {i:03d}" if i != 170 else "Zelda Quint",
+                                  emb / np.linalg.norm(emb), force=True)
+        hashes.append(ident.hash)
+    body = await (await client.get("/faces", params={"limit": "100000"})).json()
+    assert (len(body["faces"]), body["total"], body["offset"], body["limit"]) == (200, 230, 0, 200)
+    assert [f["hash"] for f in body["faces"]] == hashes[:200]  # oldest first
+    body = await (await client.get("/faces")).json()
+    assert (len(body["faces"]), body["limit"]) == (50, 50)
+    body = await (await client.get("/faces", params={"offset": "200", "limit": "200"})).json()
+    assert [f["hash"] for f in body["faces"]] == hashes[200:]
+    body = await (await client.get("/faces", params={"q": "  zELDA "})).json()
+    assert ([f["name"] for f in body["faces"]], body["total"]) == (["Zelda Quint"], 1)
+    body = await (await client.get("/faces", params={"q": "person 1", "limit": "20"})).json()
+    assert body["total"] == 99 and len(body["faces"]) == 20  # 100-199 but Zelda's 170
+    body = await (await client.get("/faces", params={"page_of": hashes[130]})).json()
+    assert body["offset"] == 100 and hashes[130] in [f["hash"] for f in body["faces"]]
+    body = await (await client.get("/faces", params={"page_of": hashes[170], "q": "quint",
+                                                     "limit": "10"})).json()
+    assert (body["offset"], [f["hash"] for f in body["faces"]]) == (0, [hashes[170]])
+    resp = await client.get("/faces", params={"page_of": hashes[3], "q": "quint"})
+    assert resp.status == 404
+    resp = await client.get("/faces", params={"page_of": "x"})
+    assert (resp.status, await resp.json()) == (400, {
+        "error": "page_of must be a 64-character hex string"})
+
+
 async def test_health_describes_the_configuration_without_a_camera(client: Client) -> None:
     resp = await client.get("/healthz")
     assert (resp.status, await resp.json()) == (200, {
@@ -276,7 +313,8 @@ async def test_health_describes_the_configuration_without_a_camera(client: Clien
         "detector": "yunet",
         "threshold": 0.363,
         "identify_threshold": None,  # nobody enrolled: nobody can be named
-        "stranger_far": 0.01, "workers": 1, "worker_restarts": 0, "gallery": 0,
+        "stranger_far": 0.01, "workers": 1, "upload_workers": 1, "worker_restarts": 0,
+        "gallery": 0,
         "storage": {"kind": "sqlite", "state": "ok"},
         "mqtt": {"state": "off"}, "webhooks": [],  # none configured
     })

@@ -3,20 +3,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import io
+import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
 from facestream.appkeys import AUTH, CONFIG, GALLERY
-from facestream.auth import LOGIN_FAILURES
+from facestream.auth import ADDRESS_FAILURES, LOGIN_FAILURES, USER_FAILURES
 from facestream.config import AuthConfig, Config, ConfigError, ServerConfig, from_mapping
 from facestream.server import create_app
 
@@ -165,18 +170,92 @@ async def test_tokens_from_the_command_line_work_and_can_be_revoked(
         assert token.encode() not in db
 
 
+@contextlib.asynccontextmanager
+async def from_address(client: Client, address: str) -> AsyncIterator[Callable[..., Any]]:
+    """Log in to ``client``'s server from another loopback ``address``: a function
+    (user, password) -> (status, Retry-After or None)."""
+    async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=(address, 0))) as session:
+        async def attempt(user: str, password: str) -> tuple[int, str | None]:
+            async with session.post(client.make_url("/login"),
+                                    json={"username": user, "password": password}) as r:
+                await r.read()
+                return r.status, r.headers.get("Retry-After")
+
+        yield attempt
+
+
 @sqlite_only
-async def test_failed_logins_are_rate_limited(client: Client) -> None:
+async def test_failed_logins_are_limited_per_address_and_user(client: Client) -> None:
+    """Five failures lock that user out from that address only: the real user logs in from
+    elsewhere, and another user from the same address."""
     for _ in range(LOGIN_FAILURES):
         resp = await log_in(client, "admin", "not the password")
         assert (resp.status, await resp.json()) == (401, {"error":
                                                           "wrong user name or password"})
-    resp = await log_in(client, "admin", ADMIN_PASSWORD)  # right, but too late
+    resp = await log_in(client, "admin", ADMIN_PASSWORD)  # right, but too late from here
     body = await resp.json()
     assert resp.status == 429 and body["error"] == "too many failed logins; try again later"
     assert 55 <= int(resp.headers["Retry-After"]) <= 60
-    # Another name from the same address is limited too (per address as well as per name).
-    assert (await log_in(client, "vera", VIEWER_PASSWORD)).status == 429
+    assert (await log_in(client, "vera", VIEWER_PASSWORD)).status == 200
+    async with from_address(client, "127.0.0.2") as elsewhere:
+        assert await elsewhere("admin", ADMIN_PASSWORD) == (200, None)
+
+
+@sqlite_only
+async def test_concurrent_guesses_cannot_outrun_the_limit(client: Client) -> None:
+    """60 wrong passwords at once for one user from one address: each attempt is counted
+    before its password is checked, so only the first five are checked (401) and the rest
+    are refused at once (429 with Retry-After). The right password still works from an
+    address that has not failed."""
+    async with from_address(client, "127.0.0.3") as attacker:
+        answers = await asyncio.gather(*(attacker("vera", f"guess {i}") for i in range(60)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [401] * LOGIN_FAILURES + [429] * (60 - LOGIN_FAILURES)
+    assert all(wait is not None and 1 <= int(wait) <= 60 for status, wait in answers
+               if status == 429)
+    assert (await log_in(client, "vera", VIEWER_PASSWORD)).status == 200
+
+
+@sqlite_only
+async def test_one_address_guessing_many_users_is_stopped(client: Client) -> None:
+    """Password spraying: one address trying a password on many names is stopped after
+    ADDRESS_FAILURES, for every name; other addresses are not."""
+    async with from_address(client, "127.0.0.4") as sprayer:
+        for i in range(ADDRESS_FAILURES):
+            assert (await sprayer(f"user{i}", "Winter2026!"))[0] == 401
+        assert (await sprayer("vera", VIEWER_PASSWORD))[0] == 429
+    assert (await log_in(client, "vera", VIEWER_PASSWORD)).status == 200
+
+
+@sqlite_only
+async def test_a_user_under_attack_is_held_back_only_where_it_failed(client: Client) -> None:
+    """Failures for one user from many addresses (USER_FAILURES in all): every address that
+    failed is held back, even with the right password; an address that has not failed
+    still gets in."""
+    for i in range(USER_FAILURES):
+        async with from_address(client, f"127.0.1.{i + 1}") as bot:
+            assert (await bot("vera", "wrong guess"))[0] == 401
+    async with from_address(client, "127.0.1.1") as bot:
+        status, wait = await bot("vera", VIEWER_PASSWORD)
+        assert status == 429 and wait is not None and int(wait) > 60
+    async with from_address(client, "127.0.2.1") as real_user:
+        assert await real_user("vera", VIEWER_PASSWORD) == (200, None)
+
+
+@sqlite_only
+async def test_huge_logins_are_refused_unread_and_remember_nothing(client: Client) -> None:
+    """A 12 MB user name is refused (413) from its Content-Length, before it is read; a
+    name longer than any account's is refused before it is checked, and counts against no
+    user. Neither costs the real user anything."""
+    huge = io.BytesIO(json.dumps({"username": "x" * (12 << 20), "password": "x"}).encode())
+    resp = await client.post("/login", data=huge, headers={"Content-Type": "application/json"})
+    assert (resp.status, await resp.json()) == (413, {
+        "error": "the request body is larger than 64 KiB, the most a JSON request may send"})
+    for i in range(3 * LOGIN_FAILURES):
+        resp = await log_in(client, "admin" + "x" * (60 + i), "not the password")
+        assert resp.status == 401
+    assert (await log_in(client, "admin", ADMIN_PASSWORD)).status == 200
 
 
 @sqlite_only
@@ -210,6 +289,105 @@ async def test_cross_site_writes_and_websockets_are_refused(client: Client) -> N
     await ws.close()
     faces = (await (await client.get("/faces")).json())["faces"]
     assert [(f["hash"], f["name"]) for f in faces] == [(face, "Barack")]
+
+
+async def test_no_websocket_on_any_path_from_another_origin(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    """The origin check is the handshake's, whatever the path: /ws and every camera's
+    /cameras/{name}/ws refuse another site and another port of this host (same-site: the
+    SameSite=Strict cookie is sent), and accept the server's own page."""
+    cfg = with_auth(config_factory())
+    cfg = dataclasses.replace(cfg, cameras=(dataclasses.replace(cfg.camera, name="door"),
+                                            dataclasses.replace(cfg.camera, name="hall")))
+    client = await aiohttp_client(create_app(cfg, live=False))
+    await client.server.app[AUTH].set_password("admin", ADMIN_PASSWORD)
+    await log_in(client, "admin", ADMIN_PASSWORD)
+    own = f"http://{client.host}:{client.port}"
+    foreign = ("http://evil.example", f"http://{client.host}:{client.port + 1}", "null")
+    for path in ("/ws", "/cameras/door/ws", "/cameras/hall/ws", "/cameras/nosuch/ws"):
+        for origin in foreign:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await client.ws_connect(path, headers={"Origin": origin})
+            assert exc.value.status == 403, (path, origin)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+            await client.ws_connect(path, headers={"Sec-Fetch-Site": "same-site"})
+        assert exc.value.status == 403, path
+    for path in ("/ws", "/cameras/door/ws", "/cameras/hall/ws"):
+        ws = await client.ws_connect(path, headers={"Origin": own})
+        assert (await ws.receive_json(timeout=5))["type"] == "snapshot", path
+        await ws.close()
+
+
+async def test_with_accounts_off_only_the_servers_own_names_are_served(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    """DNS rebinding: a page of the attacker's name, resolved to 127.0.0.1, sends that name
+    as Host and Origin. With accounts off (nothing else stands in its way) every request
+    for a name that is not the server's is refused; loopback names, IP addresses and
+    server.allowed_hosts are served."""
+    cfg = config_factory()  # accounts off
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(
+        cfg.server, allowed_hosts=("cams.example.org", ".home.example")))
+    client = await aiohttp_client(create_app(cfg, live=False))
+    port = client.port
+    resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    face = (await resp.json())["hash"]
+    evil = f"rebind.attacker.example:{port}"
+    attacks = (("POST", "/faces", {"data": upload("image", BIDEN, name="Mallory")}),
+               ("POST", "/cameras", {"json": {"name": "spy", "source": "rtsp://10.0.0.9/"}}),
+               ("PATCH", f"/faces/{face}", {"json": {"name": "Mallory"}}),
+               ("GET", "/visits", {}), ("GET", "/hash", {}), ("GET", "/", {}))
+    for method, path, kwargs in attacks:
+        resp = await client.request(method, path, headers={
+            "Host": evil, "Origin": f"http://{evil}"}, **kwargs)
+        assert (resp.status, await resp.json()) == (403, {
+            "error": "this server does not answer to the name 'rebind.attacker.example'; its "
+                     "own names are localhost, its IP addresses and server.allowed_hosts"}), \
+            (method, path)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+        await client.ws_connect("/ws", headers={"Host": evil, "Origin": f"http://{evil}"})
+    assert exc.value.status == 403
+    faces = (await (await client.get("/faces")).json())["faces"]
+    assert [f["name"] for f in faces] == ["Barack"]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "cams.example.org",
+                 f"CAMS.example.org.:{port}", f"pi.home.example:{port}", "home.example"):
+        resp = await client.patch(f"/faces/{face}", json={"name": "Barack"}, headers={
+            "Host": host, "Origin": f"http://{host}"})
+        assert resp.status == 200, host
+    for host in ("home.example.attacker.example", "xcams.example.org", "localhost.evil"):
+        assert (await client.get("/hash", headers={"Host": host})).status == 403, host
+
+
+@sqlite_only
+async def test_health_says_only_ok_or_degraded_to_anonymous_callers(client: Client) -> None:
+    """Sources, counters and receivers would tell an anonymous poller what the server sees
+    and when someone arrives; a viewer gets all of it."""
+    resp = await client.get("/healthz")
+    assert (resp.status, await resp.json()) == (200, {"status": "ok"})
+    resp = await client.get("/healthz", headers={"Authorization": "Bearer fst_wrong"})
+    assert await resp.json() == {"status": "ok"}
+    await log_in(client, "vera", VIEWER_PASSWORD)
+    full = await (await client.get("/healthz")).json()
+    assert full["status"] == "ok" and {"camera", "gallery", "workers", "webhooks",
+                                       "mqtt", "upload_workers"} <= set(full)
+
+
+@sqlite_only
+async def test_every_answer_forbids_framing_and_sniffing(client: Client) -> None:
+    """A page of another site (or another port of this one) must not frame the dashboard,
+    nor embed its images; scripts run only from the server's own files."""
+    await log_in(client, "admin", ADMIN_PASSWORD)
+    for path in ("/", "/login", "/static/app.js", "/hash", "/healthz", "/faces/nosuch",
+                 "/metrics"):
+        resp = await client.get(path)
+        csp = resp.headers.get("Content-Security-Policy", "")
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp, path
+        assert "unsafe-inline" not in csp, path
+        assert resp.headers.get("X-Frame-Options") == "DENY", path
+        assert resp.headers.get("X-Content-Type-Options") == "nosniff", path
+        assert resp.headers.get("Referrer-Policy") == "no-referrer", path
+        assert resp.headers.get("Cross-Origin-Resource-Policy") == "same-origin", path
 
 
 def test_authentication_off_is_refused_off_loopback() -> None:

@@ -168,12 +168,41 @@ async def _faces(client: Client, camera: str, at_least: int) -> bool:
     return cams[camera]["faces_in_view"] >= at_least
 
 
+async def test_the_api_adds_only_camera_streams_unless_files_are_allowed(
+    aiohttp_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    """An admin on the network must not make the server read its own files (file://, a
+    path) or speak other protocols FFmpeg knows (gopher, ftp, tcp ...): those are refused
+    from the API unless server.api_camera_files says so; the config file always may."""
+    client = await aiohttp_client(create_app(config_factory(), live=False))
+    files = ("source: a file on the server is refused from the API (set "
+             "server.api_camera_files = true in the config file to allow it); give a webcam "
+             "index or an rtsp://, rtsps://, rtmp://, rtmps://, http://, https:// URL")
+    for source, message in (
+            ("file:///etc/passwd", files), ("/etc/passwd", files), (str(TALKING_HEAD), files),
+            ("gopher://127.0.0.1:9/x", "source: 'gopher' URLs are not camera streams; give a "
+             "webcam index or an rtsp://, rtsps://, rtmp://, rtmps://, http://, https:// URL"),
+            ("concat:/etc/passwd|/etc/hosts", files)):
+        resp = await client.post("/cameras", json={"name": "spy", "source": source})
+        assert (resp.status, await resp.json()) == (400, {"error": message}), source
+    assert list(await status(client)) == ["camera"]
+    for source in ("rtsp://user:pw@127.0.0.1:9/live", "https://127.0.0.1:9/video.mjpg", "3"):
+        resp = await client.post("/cameras", json={"name": f"c{len(source)}", "source": source})
+        assert resp.status == 201, source
+    allowed = dataclasses.replace(config_factory(), server=dataclasses.replace(
+        config_factory().server, api_camera_files=True))
+    other = await aiohttp_client(create_app(allowed, live=False))
+    resp = await other.post("/cameras", json={"name": "clip", "source": f"file://{OTHER_HEAD}"})
+    assert resp.status == 201
+
+
 async def test_cameras_come_and_go_while_the_others_stream_on(
     aiohttp_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     """POST /cameras adds one, DELETE removes it; a viewer of the first camera sees no gap."""
-    client = await aiohttp_client(create_app(with_cameras(config_factory(),
-                                                          ("door", TALKING_HEAD))))
+    cfg = with_cameras(config_factory(), ("door", TALKING_HEAD))
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, api_camera_files=True))
+    client = await aiohttp_client(create_app(cfg))
     stream = await client.get("/cameras/door/streaming")
     gaps: list[float] = []
 
