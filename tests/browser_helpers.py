@@ -7,9 +7,12 @@ is never needed. Set FACESTREAM_CHROMIUM to use another Chromium binary.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,6 +23,7 @@ from facestream.capture import KNOWN_COLOR, UNKNOWN_COLOR, label_font_size, labe
 try:
     from playwright.async_api import (
         Browser,
+        ConsoleMessage,
         Locator,
         Page,
         Playwright,
@@ -58,6 +62,47 @@ async def launch_chromium(playwright: Playwright) -> Browser:
     return await playwright.chromium.launch(
         executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
     )
+
+
+#: Run in every document before its own scripts: reports each Content-Security-Policy
+#: violation (an inline script or style, eval, a source the policy does not allow) to
+#: the test through the binding named here.
+_CSP_REPORTER = "__reportCspViolation"
+_CSP_WATCH = f"""
+document.addEventListener("securitypolicyviolation", (ev) => {{
+    window.{_CSP_REPORTER}(`${{ev.violatedDirective}} refused ${{ev.blockedURI || "(inline)"}}`
+        + ` at ${{ev.sourceFile || ev.documentURI}}:${{ev.lineNumber}}: ${{ev.sample}}`);
+}});
+"""
+
+
+async def watch_for_errors(page: Page, errors: list[str]) -> None:
+    """Append to ``errors`` every uncaught error in ``page`` and every violation of its
+    Content-Security-Policy (the event, and Chromium's console message, which also names
+    what was refused), from now on and across navigations."""
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def console(msg: ConsoleMessage) -> None:
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            errors.append(f"console: {msg.text}")
+
+    page.on("console", console)
+    await page.expose_function(_CSP_REPORTER, lambda text: errors.append(f"CSP violation: {text}"))
+    await page.add_init_script(_CSP_WATCH)
+
+
+async def wait_for_js(target: Page | Locator, function: str, arg: Any = None,
+                      timeout: float = 15) -> Any:
+    """Poll ``target.evaluate(function, arg)`` until it returns something true, and return
+    that. (Page.wait_for_function compiles its expression with eval in the page, which the
+    page's Content-Security-Policy rightly refuses.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := await target.evaluate(function, arg):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {function}")
+        await asyncio.sleep(0.1)
 
 
 async def stream_frame(page: Page) -> NDArray[np.uint8] | None:

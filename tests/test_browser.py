@@ -11,8 +11,12 @@ one fails the run instead of skipping it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import re
+import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -43,6 +47,8 @@ from .browser_helpers import (
     launch_chromium,
     natural_width,
     stream_frame,
+    wait_for_js,
+    watch_for_errors,
 )
 from .conftest import BIDEN, FACES, OBAMA, OBAMA2, OTHER_HEAD, TALKING_HEAD, write_video
 from .test_e2e import Server
@@ -75,6 +81,12 @@ VISITORS_CONFIG = """\
 [presence]
 depart_after_s = 0.4
 unknown_grace_s = 0.3
+"""
+#: The talking head's server may be given cameras reading files (POST /cameras refuses them
+#: unless the config allows it).
+HEAD_CONFIG = """\
+[server]
+api_camera_files = true
 """
 #: What the dashboard shows per page: gallery cards, and visits in the history.
 CARDS_PER_PAGE = 24
@@ -111,7 +123,13 @@ class Api:
             return resp.status, await resp.json()
 
     async def faces(self) -> list[dict]:
-        return (await self.get("/faces"))["faces"]
+        """Everybody enrolled, oldest first (GET /faces answers at most 200 at a time)."""
+        faces: list[dict] = []
+        while True:
+            body = await self.get(f"/faces?limit=200&offset={len(faces)}")
+            faces += body["faces"]
+            if not body["faces"] or len(faces) >= body["total"]:
+                return faces
 
     async def enroll_photo(self, photo: Path, name: str) -> tuple[int, dict]:
         form = aiohttp.FormData()
@@ -210,6 +228,7 @@ async def servers(
     view; and the visitors, with the presence settings of VISITORS_CONFIG. Afterwards each
     must have shut down cleanly."""
     head = tmp_path_factory.mktemp("browser")
+    (head / "config.toml").write_text(HEAD_CONFIG)
     visits = tmp_path_factory.mktemp("browser-visits")
     (visits / "config.toml").write_text(VISITORS_CONFIG)  # read from the server's cwd
     started: list[Server] = []
@@ -250,10 +269,17 @@ async def api(talking_head: Server, session: aiohttp.ClientSession) -> Api:
     return api
 
 
-async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
+async def new_page(browser: Browser, errors: list[str]) -> Page:
+    """A page in a context of its own; its uncaught errors and violations of the server's
+    Content-Security-Policy go to ``errors``."""
     context = await browser.new_context(viewport=DESKTOP)
     page = await context.new_page()
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await watch_for_errors(page, errors)
+    return page
+
+
+async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
+    page = await new_page(browser, errors)
     await page.goto(url)
     return page
 
@@ -267,7 +293,8 @@ async def visitors_api(visitors: Server, session: aiohttp.ClientSession) -> Api:
 
 
 async def dashboard(browser: Browser, api: Api) -> AsyncIterator[Page]:
-    """The dashboard of ``api``'s server. Fails on any uncaught JS error."""
+    """The dashboard of ``api``'s server. Fails on any uncaught JS error, and on anything
+    the server's Content-Security-Policy refused."""
     errors: list[str] = []
     page = await open_page(browser, api.url + "/", errors)
     await expect(page.get_by_test_id("connection")).to_have_text("live")
@@ -350,17 +377,13 @@ async def test_stream_plays_reconnects_and_lists_who_is_in_view(
             await route.continue_()
 
     errors: list[str] = []
-    context = await browser.new_context(viewport=DESKTOP)
-    page = await context.new_page()
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page = await new_page(browser, errors)
     await page.route("**/streaming*", fail_first_stream)
     try:
         await page.goto(api.url + "/")
         status = page.get_by_test_id("stream-status")
         await expect(status).to_contain_text("reconnecting")
-        await page.wait_for_function(
-            "document.querySelector('[data-testid=stream]').naturalWidth > 0"
-        )
+        await wait_for_js(page.get_by_test_id("stream"), "img => img.naturalWidth > 0")
         await expect(status).to_be_hidden()
         assert len(refused) == 1
         assert await page.get_by_test_id("stream").get_attribute("src") != "/streaming"
@@ -380,7 +403,7 @@ async def test_stream_plays_reconnects_and_lists_who_is_in_view(
         await expect(page.get_by_test_id("enroll-face")).to_have_value(live)
         await expect(page.get_by_test_id("connection")).to_have_text("live")
     finally:
-        await context.close()
+        await page.context.close()
     assert not errors, errors
 
 
@@ -410,9 +433,7 @@ async def test_a_camera_picker_and_a_grid_of_every_camera(browser: Browser, api:
             cells = page.get_by_test_id("grid-stream")
             await expect(cells).to_have_count(2)
             for i in range(2):
-                await page.wait_for_function(
-                    "(i) => document.querySelectorAll('[data-testid=grid-stream]')[i]"
-                    ".naturalWidth > 0", arg=i)
+                await wait_for_js(cells.nth(i), "img => img.naturalWidth > 0")
     finally:
         status, _ = await api.call("DELETE", "/cameras/hall")
         assert status == 200
@@ -599,7 +620,8 @@ async def test_samples_merge_and_not_this_person(page: Page, api: Api) -> None:
 
 async def test_email_search_finds_the_identity(page: Page, api: Api) -> None:
     """An email in the search box asks the server (GET /faces?email=) and shows only that
-    identity; a name filters as you type; "Show all" brings everyone back."""
+    identity; a name filters as you type (GET /faces?q=); "Show all" brings everyone
+    back."""
     for photo, name, email in [(OBAMA, "Barack", "barack@example.org"),
                                (BIDEN, "Joe", "joe@example.org")]:
         await page.get_by_test_id("enroll-source-photo").check()
@@ -626,8 +648,9 @@ async def test_email_search_finds_the_identity(page: Page, api: Api) -> None:
 
     await page.get_by_test_id("search-clear").click()
     await expect(cards.filter(visible=True)).to_have_count(2)
-    await search.fill("bar")
-    await expect(cards.filter(visible=True).get_by_test_id("face-name")).to_have_text("Barack")
+    await search.fill("bar")  # asked of the server (GET /faces?q=) once the typing pauses
+    await expect(result).to_have_text("1 name containing “bar”")
+    await expect(cards.filter(visible=True).get_by_test_id("face-name")).to_have_text(["Barack"])
 
 
 async def test_gallery_is_paged(page: Page, api: Api) -> None:
@@ -669,6 +692,124 @@ async def test_gallery_is_paged(page: Page, api: Api) -> None:
     await expect(shown).to_have_text("page 1 of 2")
     await expect(cards).to_have_count(CARDS_PER_PAGE)
     assert await page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+
+
+#: More people than GET /faces answers at once (200 at most): paging and searching them is the
+#: server's work, never the page's.
+CROWD = 230
+MAX_FACES_PAGE = 200
+
+
+async def facestream_cli(*args: str, cwd: Path) -> str:
+    """``python -m facestream ARGS`` run to completion; its output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "facestream", *args, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def fill_gallery(api: Api, data: Path, cwd: Path, names: list[str]) -> list[str]:
+    """Enroll ``names`` on ``api``'s server (its gallery at ``data``), oldest first; their
+    hashes. The first is enrolled from a real photo; the others are copies of it from
+    ``faces export``, renamed and with embeddings moved apart, given to ``faces import``
+    while the server runs (enrolling 230 photos would take minutes)."""
+    first = await api.enroll(OBAMA, names[0])
+    export = cwd / "one.json"
+    await facestream_cli("faces", "export", str(export), "--data-dir", str(data), cwd=cwd)
+    doc = json.loads(export.read_text())
+    (real,) = doc["identities"]
+    embedding = np.frombuffer(base64.b64decode(real["samples"][0]["embedding"]), "<f4")
+    rng = np.random.default_rng(7)
+    copies = []
+    for name in names[1:]:
+        moved = embedding + rng.normal(0, 0.05, embedding.shape).astype("<f4")
+        moved /= np.linalg.norm(moved)
+        sample = {**real["samples"][0], "embedding": base64.b64encode(
+            moved.astype("<f4").tobytes()).decode()}
+        copies.append({**real, "hash": secrets.token_hex(32), "name": name,
+                       "samples": [sample]})
+    doc["identities"] = copies
+    crowd = cwd / "crowd.json"
+    crowd.write_text(json.dumps(doc))
+    out = await facestream_cli("faces", "import", str(crowd), "--data-dir", str(data),
+                               cwd=cwd)
+    assert f"imported {len(copies)} identities, skipped 0" in out, out
+
+    async def all_there() -> bool:  # the server notices another process's changes
+        return (await api.get("/faces?limit=1"))["total"] == len(names)
+
+    await api.wait_for(all_there, f"{len(names)} people in the server's gallery", timeout=10)
+    return [first] + [c["hash"] for c in copies]
+
+
+async def test_a_gallery_larger_than_a_page_is_paged_and_searched_by_the_server(
+    browser: Browser, session: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """230 people: the gallery shows a page of them and how many there are; the search box
+    finds the one person named "Lastcomer", enrolled last, through the server; the merge
+    dialog's picker offers a few people and finds another by part of the name; merging
+    shows the merged card on its page; and no GET /faces of the page asks for more than 200
+    people, or leaves out how many it wants."""
+    root = tmp_path_factory.mktemp("browser-crowd")
+    server = Server(Path(os.devnull), root / "data", root, workers=1)
+    try:
+        await server.wait_ready(session)
+        api = Api(server, session)
+        names = [f"Crowd {i:03d}" for i in range(1, CROWD + 1)]
+        names[119], names[-1] = "Yves Middlemarch", "Zelda Lastcomer"
+        hashes = await fill_gallery(api, root / "data", root, names)
+        yves, zelda = hashes[119], hashes[-1]
+
+        asked: list[str] = []
+        errors: list[str] = []
+        page = await new_page(browser, errors)
+        page.on("request", lambda r: asked.append(r.url) if r.method == "GET" else None)
+        await page.goto(api.url + "/")
+        cards = page.get_by_test_id("face-card")
+        await expect(page.get_by_test_id("gallery-count")).to_have_text(f"({CROWD})")
+        await expect(page.get_by_test_id("gallery-page")).to_have_text("page 1 of 10")
+        await expect(cards).to_have_count(CARDS_PER_PAGE)
+        assert await cards.evaluate_all("els => els.map(e => e.dataset.hash)") \
+            == hashes[:CARDS_PER_PAGE]
+
+        # The search box: the one name on the last page, found by the server.
+        await page.get_by_test_id("search-input").fill("lastcomer")
+        await expect(page.get_by_test_id("search-result")).to_have_text(
+            "1 name containing “lastcomer”")
+        await expect(cards).to_have_count(1)
+        await expect(card(page, zelda).get_by_test_id("face-name")).to_have_text(
+            "Zelda Lastcomer")
+
+        # The merge dialog's picker: a few people at first, and more of them to type for.
+        await card(page, zelda).get_by_test_id("merge").click()
+        target = page.get_by_test_id("merge-target")
+        people = target.locator("option:not([value=''])")
+        await expect(target.locator("option[disabled]")).to_have_text(
+            re.compile(r"^\d+ more: type a name to find them$"))
+        assert 0 < await people.count() <= 20
+        await page.get_by_test_id("merge-target-search").fill("iddlemar")
+        await expect(people).to_have_text([f"Yves Middlemarch ({yves[:8]})"])
+        await target.select_option(yves)
+        await page.get_by_test_id("dialog-confirm").click()
+        await expect(message(page)).to_have_text("Merged Zelda Lastcomer into Yves Middlemarch.")
+
+        # Yves is not among the names searched for: the search is left for his page.
+        await expect(card(page, yves)).to_have_class(re.compile(r"\bflash\b"))
+        await expect(page.get_by_test_id("search-input")).to_have_value("")
+        await expect(page.get_by_test_id("gallery-count")).to_have_text(f"({CROWD - 1})")
+        await expect(page.get_by_test_id("gallery-page")).to_have_text("page 5 of 10")
+        await page.context.close()
+        assert not errors, errors
+
+        lists = [parse_qs(urlsplit(url).query) for url in asked if urlsplit(url).path == "/faces"]
+        assert any("q" in query for query in lists), asked  # searched by the server
+        assert any("page_of" in query for query in lists), asked  # Yves's page, found there
+        assert all("limit" in query and int(query["limit"][0]) <= MAX_FACES_PAGE
+                   for query in lists), asked
+    finally:
+        assert server.stop() == 0, server.log.read_text()[-3000:]
 
 
 async def test_event_log_shows_arrivals_and_departures(
@@ -792,8 +933,14 @@ async def test_history_lists_filters_and_pages_visits(
     for name in await visit_rows(page).get_by_test_id("visit-name").all_text_contents():
         assert re.fullmatch(r"unknown [0-9a-f]{8}", name), name
 
-    # One person: everybody again, then Angela from the list of people.
+    # One person: everybody again, then Angela, found by part of her name (GET /faces?q=).
     await page.get_by_test_id("history-all").check()
+    search = page.get_by_test_id("history-person-search")
+    people = page.get_by_test_id("history-person").locator("option")
+    await search.fill("nobody has this")
+    await expect(people).to_have_text(["Everybody", "No name contains “nobody has this”"])
+    await search.fill("GEL")
+    await expect(people).to_have_text(["Everybody", "Angela"])
     loaded = time.time()
     await page.get_by_test_id("history-person").select_option(angela)
     person = await shown_visits(page)

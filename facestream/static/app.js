@@ -257,13 +257,140 @@ async function askName(title, intro) {
   return ok ? { name: name.value.trim(), email: email.value.trim() } : null;
 }
 
-/** A select of everybody enrolled, for "which person" dialogs. */
-function personSelect(id, faces, chosen = "") {
-  const select = h("select", { id, testid: id },
-    h("option", { value: "" }, "Choose who…"),
-    faces.map((f) => h("option", { value: f.hash }, `${f.name} (${shortHash(f.hash)})`)));
-  select.value = faces.some((f) => f.hash === chosen) ? chosen : "";
-  return select;
+// -- people: one at a time, and a search for "which person" ----------------------------
+// The gallery may hold hundreds of thousands of people: the page never asks for everybody.
+
+const faceLookups = new Map();  // hash -> Promise of the identity or null; emptied on changes
+
+/** GET /faces/{hash}: the identity, or null when nobody enrolled has that hash. */
+function faceOf(hash) {
+  if (!faceLookups.has(hash)) {
+    faceLookups.set(hash, api("GET", `/faces/${encodeURIComponent(hash)}`).catch((err) => {
+      if (err.status === 404) return null;
+      faceLookups.delete(hash);  // not an answer: ask again next time
+      throw err;
+    }));
+  }
+  return faceLookups.get(hash);
+}
+
+/** How many people a picker offers at once (typing narrows them), and the pause in typing
+ *  after which a search asks the server. */
+const PICKER_SIZE = 20;
+const TYPING_PAUSE_MS = 180;
+
+/** "Alex (1a2b3c4d)"; with `hashes` false only the name, unless another shown has it too. */
+function personLabel(face, shown, hashes) {
+  const twin = shown.some((f) => f !== face && f.name === face.name);
+  return hashes || twin ? `${face.name} (${shortHash(face.hash)})` : face.name;
+}
+
+/**
+ * A "which person" picker: typing in `input` asks for the names containing the text
+ * (GET /faces?q=…&limit=PICKER_SIZE, once the typing pauses; an answer overtaken by more
+ * typing is dropped), and `select` offers them. The person chosen stays offered when not
+ * among the matches (a stranger as "unknown 1a2b3c4d"). `blank` is the first option's text;
+ * `exclude` a hash never offered; `hashes` puts the short hash after every name.
+ */
+function personPicker(input, select, { blank = "Choose who…", exclude = null, hashes = false } = {}) {
+  const state = { shown: [], more: 0, text: null, asked: 0, timer: null, chosen: "", faces: new Map() };
+
+  function option(face) {
+    return h("option", { value: face.hash }, personLabel(face, state.shown, hashes));
+  }
+
+  function render() {
+    const chosen = state.chosen;
+    const extra = [];
+    if (chosen && !state.shown.some((f) => f.hash === chosen)) {
+      const face = state.faces.get(chosen);
+      extra.push(face ? option(face)
+        : h("option", { value: chosen }, face === null ? `unknown ${shortHash(chosen)}` : `${shortHash(chosen)}…`));
+    }
+    const notes = [];
+    if (state.text !== null && !state.shown.length) {
+      notes.push(state.text ? `No name contains “${state.text}”` : `Nobody${exclude ? " else" : ""} is enrolled`);
+    } else if (state.more > 0) {
+      notes.push(`${state.more} more: type ${state.text ? "more of the name" : "a name"} to find them`);
+    }
+    select.replaceChildren(h("option", { value: "" }, blank), ...extra, ...state.shown.map(option),
+      ...notes.map((text) => h("option", { value: "", disabled: true }, text)));
+    select.value = chosen;
+  }
+
+  /** Ask for the names containing what is typed; the answer, or null if overtaken. */
+  async function refresh() {
+    clearTimeout(state.timer);
+    const text = input.value.trim();
+    const asked = ++state.asked;
+    const query = new URLSearchParams({ limit: String(PICKER_SIZE) });
+    if (text) query.set("q", text);
+    const body = await api("GET", `/faces?${query}`);
+    if (asked !== state.asked || text !== input.value.trim()) return null;
+    const kept = state.faces.get(state.chosen);
+    state.text = text;
+    state.shown = body.faces.filter((f) => f.hash !== exclude)
+      .sort((a, b) => a.name.localeCompare(b.name) || a.hash.localeCompare(b.hash));
+    state.more = body.total - body.faces.length;
+    state.faces = new Map(state.shown.map((f) => [f.hash, f]));
+    if (state.chosen && !state.faces.has(state.chosen) && kept !== undefined) state.faces.set(state.chosen, kept);
+    render();
+    return body;
+  }
+
+  function searchSoon() {
+    clearTimeout(state.timer);
+    state.timer = setTimeout(() => refresh().catch((err) => notify(`Could not search the names: ${err.message}`, "error")),
+      TYPING_PAUSE_MS);
+  }
+
+  /** Choose `hash` ("" for nobody); `face`, if known: its identity, or null for a stranger. */
+  function choose(hash, face = undefined) {
+    state.chosen = hash;
+    if (face !== undefined) state.faces.set(hash, face);
+    render();
+    if (!hash || face !== undefined || state.shown.some((f) => f.hash === hash)) return;
+    faceOf(hash).then((found) => {
+      if (state.chosen !== hash || state.shown.some((f) => f.hash === hash)) return;
+      state.faces.set(hash, found);
+      render();
+    }, () => { /* stays labelled by its hash */ });
+  }
+
+  input.addEventListener("input", searchSoon);
+  // Searching is not choosing: the field's own events stay out of the forms around it.
+  input.addEventListener("change", (ev) => ev.stopPropagation());
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") {
+      ev.preventDefault();
+      ev.stopPropagation();
+      refresh().catch((err) => notify(`Could not search the names: ${err.message}`, "error"));
+    } else if (ev.key === "ArrowDown") {
+      ev.preventDefault();
+      select.focus();
+    }
+  });
+  select.addEventListener("change", () => { state.chosen = select.value; });
+  render();
+  return {
+    refresh,
+    choose,
+    clear() { input.value = ""; },
+    /** The identity chosen (as the search or GET /faces/{hash} gave it), or null. */
+    face: () => (select.value ? state.faces.get(select.value) || null : null),
+  };
+}
+
+/** A picker in a dialog: a labelled field with the search (`<id>-search`) and the select. */
+function personField(id, label, options) {
+  const input = h("input", { type: "search", id: `${id}-search`, testid: `${id}-search`, autocomplete: "off",
+                             placeholder: "Type part of a name", "aria-controls": id });
+  const select = h("select", { id, testid: id, "aria-label": label });
+  const picker = personPicker(input, select, options);
+  picker.input = input;
+  picker.select = select;
+  picker.field = h("div", { class: "field picker" }, h("label", { for: `${id}-search` }, label), input, select);
+  return picker;
 }
 
 /** A row of previous / "page k of n" / next, under a paged grid. */
@@ -526,9 +653,9 @@ async function loadEvents() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Gallery: a page of cards (GET /faces?limit&offset), keyed by hash and updated in place so
-// open editors and panels survive updates. Searching, merging and the history's person
-// filter need everybody: GET /faces, fetched when needed and again after changes.
+// Gallery: a page of cards (GET /faces?limit&offset, with q= while a name is searched or
+// email= for an email's owners), keyed by hash and updated in place so open editors and
+// panels survive updates.
 // ---------------------------------------------------------------------------------------
 
 const gallery = {
@@ -537,64 +664,41 @@ const gallery = {
   page: 0,
   cards: new Map(),   // hash -> card, for the page shown
   expanded: new Set(),
-  filter: null,       // {text}: names containing it; {text, hashes}: the owners of an email
+  filter: null,       // {text}: names containing it; {text, email: true}: the owners of an email
 };
-const everybody = { faces: null, stale: true, loading: null };
 
-/** Everybody enrolled, oldest first. */
-async function allFaces() {
-  if (everybody.faces && !everybody.stale) return everybody.faces;
-  if (!everybody.loading) {
-    everybody.stale = false;
-    everybody.loading = api("GET", "/faces").then(
-      (body) => { everybody.faces = body.faces; return body.faces; },
-      (err) => { everybody.stale = true; throw err; },
-    ).finally(() => { everybody.loading = null; });
-  }
-  return everybody.loading;
+/** The query of GET /faces for a page of the gallery as filtered now, plus `extra`. */
+function galleryQuery(extra) {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE), ...extra });
+  if (gallery.filter) query.set(gallery.filter.email ? "email" : "q", gallery.filter.text);
+  return query;
 }
 
-/** Everybody enrolled, or null after telling the user the gallery could not be loaded. */
-async function allFacesOrSay() {
-  try {
-    return await allFaces();
-  } catch (err) {
-    notify(`Could not load the gallery: ${err.message}`, "error");
-    return null;
-  }
-}
-
-const matches = (face, filter) =>
-  filter.hashes ? filter.hashes.has(face.hash) : face.name.toLowerCase().includes(filter.text);
+const galleryPage = (page) => api("GET", `/faces?${galleryQuery({ offset: String(page * PAGE_SIZE) })}`);
 
 const loadGallery = coalesced(async () => {
+  const { filter, page } = gallery;
   try {
-    let enrolled;
-    if (gallery.filter) {
-      const faces = await allFaces();
-      const found = faces.filter((f) => matches(f, gallery.filter));
-      enrolled = faces.length;
-      gallery.total = found.length;
-      gallery.page = Math.min(gallery.page, pageCount(found.length) - 1);
-      gallery.faces = found.slice(gallery.page * PAGE_SIZE, (gallery.page + 1) * PAGE_SIZE);
-    } else {
-      let body = await api("GET", `/faces?limit=${PAGE_SIZE}&offset=${gallery.page * PAGE_SIZE}`);
-      if (!body.faces.length && body.total && gallery.page > 0) {  // the page emptied: the last one
-        gallery.page = pageCount(body.total) - 1;
-        body = await api("GET", `/faces?limit=${PAGE_SIZE}&offset=${gallery.page * PAGE_SIZE}`);
-      }
-      enrolled = gallery.total = body.total;
-      gallery.faces = body.faces;
+    // Filtered, the total is the matches': how many are enrolled is asked apart.
+    const [shown, everybody] = await Promise.all([galleryPage(page), filter ? api("GET", "/faces?limit=1") : null]);
+    if (filter !== gallery.filter || page !== gallery.page) return;  // changed: loading again
+    let body = shown;
+    if (!body.faces.length && body.total && page > 0) {  // the page emptied: the last one
+      gallery.page = pageCount(body.total) - 1;
+      body = await galleryPage(gallery.page);
     }
-    renderGallery(enrolled);
+    gallery.total = body.total;
+    gallery.faces = body.faces;
+    renderGallery((everybody || body).total);
   } catch (err) {
     notify(`Could not load the gallery: ${err.message}`, "error");
   }
 });
 
-/** Re-fetch the page shown; `changed` (the default): the gallery changed, so everybody too. */
+/** Re-fetch the page shown; `changed` (the default): the gallery changed, so forget the
+ *  people looked up one by one. */
 function refreshGallery(changed = true) {
-  if (changed) everybody.stale = true;
+  if (changed) faceLookups.clear();
   return loadGallery();
 }
 
@@ -624,7 +728,7 @@ function renderGallery(enrolled) {
   showGalleryPage(gallery.page, pageCount(gallery.total));
   const filter = gallery.filter;
   $("search-clear").hidden = !filter;
-  if (filter && !filter.hashes) {
+  if (filter && !filter.email) {
     $("search-result").textContent = gallery.total ? `${plural(gallery.total, "name")} containing “${filter.text}”` : `No name contains “${filter.text}”.`;
   }
 }
@@ -709,12 +813,15 @@ function monogram(name) {
 /** Show somebody's card: on the page it is on (leaving a search it is not part of). */
 async function showCard(hash, scroll = false) {
   if (!gallery.cards.has(hash)) {
-    const faces = await allFacesOrSay();
-    if (!faces) return;
-    if (gallery.filter && !faces.some((f) => f.hash === hash && matches(f, gallery.filter))) clearSearch(false);
-    const index = (gallery.filter ? faces.filter((f) => matches(f, gallery.filter)) : faces).findIndex((f) => f.hash === hash);
-    if (index < 0) return;
-    gallery.page = Math.floor(index / PAGE_SIZE);
+    let offset;
+    try {
+      offset = await pageOf(hash);
+    } catch (err) {
+      notify(`Could not load the gallery: ${err.message}`, "error");
+      return;
+    }
+    if (offset === null) return;
+    gallery.page = Math.floor(offset / PAGE_SIZE);
     await refreshGallery(false);
   }
   const card = gallery.cards.get(hash);
@@ -723,6 +830,19 @@ async function showCard(hash, scroll = false) {
   card.el.classList.remove("flash");
   void card.el.offsetWidth;  // restart the animation
   card.el.classList.add("flash");
+}
+
+/** Where the page (of PAGE_SIZE) holding `hash` starts (GET /faces?page_of=): among the
+ *  search's matches if it is one, else, the search cleared, among everybody; null when
+ *  nobody enrolled has that hash. */
+async function pageOf(hash) {
+  const ask = () => api("GET", `/faces?${galleryQuery({ page_of: hash })}`).then(
+    (body) => body.offset,
+    (err) => { if (err.status === 404) return null; throw err; });
+  const offset = await ask();
+  if (offset !== null || !gallery.filter) return offset;
+  clearSearch(false);
+  return ask();
 }
 
 /** Switch to the gallery and show the card. */
@@ -791,30 +911,40 @@ async function deleteFace(card, button) {
   });
 }
 
+/** A picker's first matches (nobody typed yet), or null after saying they could not be had. */
+async function firstMatches(picker) {
+  try {
+    return await picker.refresh();
+  } catch (err) {
+    notify(`Could not load the gallery: ${err.message}`, "error");
+    return null;
+  }
+}
+
 async function mergeInto(card, button) {
   const face = card.face;
-  const everyone = await allFacesOrSay();
-  if (!everyone) return;
-  const others = everyone.filter((f) => f.hash !== face.hash);
-  if (!others.length) {
+  const picker = personField("merge-target", "The same person as", { exclude: face.hash, hashes: true });
+  const first = await firstMatches(picker);
+  if (!first) return;
+  if (first.total <= 1) {
     notify(`Merge: there is nobody else in the gallery to merge ${face.name} into.`, "error");
     return;
   }
-  const select = personSelect("merge-target", others);
   const yes = await confirmDialog({
     title: `Merge ${face.name} into another identity`,
     body: [
-      h("label", { class: "field", for: "merge-target" }, h("span", {}, "The same person as"), select),
+      picker.field,
       `${face.name}'s samples move to the identity you pick, which keeps its name; ${face.name} is then deleted.`,
     ],
     confirm: "Merge",
     danger: true,
-    ready: () => select.value !== "",
+    ready: () => picker.select.value !== "",
+    focus: picker.input,
   });
-  if (!yes || !select.value) return;
-  const target = others.find((f) => f.hash === select.value);
+  const target = picker.face();
+  if (!yes || !target) return;
   await act(`Could not merge ${face.name}`, button, async () => {
-    const merged = await api("POST", `/faces/${select.value}/merge`, { from: face.hash });
+    const merged = await api("POST", `/faces/${target.hash}/merge`, { from: face.hash });
     await refreshGallery();
     showCard(merged.hash);
     return `Merged ${face.name} into ${merged.name || target.name}.`;
@@ -929,9 +1059,13 @@ async function deleteSample(card, sample, button) {
   });
 }
 
-// -- search: names filter as you type; an email is looked up on the server -------------
+// -- search: names filter as you type (GET /faces?q=, once the typing pauses); an email is
+// looked up on Find --------------------------------------------------------------------
+
+let searchTimer = null;
 
 function clearSearch(reload = true) {
+  clearTimeout(searchTimer);
   gallery.filter = null;
   gallery.page = 0;
   $("search-input").value = "";
@@ -940,27 +1074,39 @@ function clearSearch(reload = true) {
   if (reload) refreshGallery(false);
 }
 
-$("search-input").addEventListener("input", () => {
+/** Show the names containing what is typed (an email waits for Find). */
+function searchNames() {
+  clearTimeout(searchTimer);
   const text = $("search-input").value.trim().toLowerCase();
-  if (text.includes("@")) return;  // emails are looked up on submit
+  if (text.includes("@")) return;
   gallery.filter = text ? { text } : null;
   gallery.page = 0;
   if (!text) $("search-result").textContent = "";
   refreshGallery(false);
+}
+
+$("search-input").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(searchNames, TYPING_PAUSE_MS);
 });
 
 $("search").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const text = $("search-input").value.trim();
-  if (!text.includes("@")) return;
+  if (!text.includes("@")) {
+    searchNames();
+    return;
+  }
+  clearTimeout(searchTimer);
   await act("Could not search", $("search").querySelector('button[type="submit"]'), async () => {
-    const body = await api("GET", `/faces?email=${encodeURIComponent(text)}`);
-    gallery.filter = { text, hashes: new Set(body.faces.map((f) => f.hash)) };
+    const body = await api("GET", `/faces?${new URLSearchParams({ email: text, limit: String(PAGE_SIZE) })}`);
+    gallery.filter = { text, email: true };
     gallery.page = 0;
+    const others = body.total - body.faces.length;
     $("search-result").textContent = body.faces.length
-      ? `${text} belongs to ${body.faces.map((f) => f.name).join(", ")}.`
+      ? `${text} belongs to ${body.faces.map((f) => f.name).join(", ")}${others > 0 ? ` and ${plural(others, "other")}` : ""}.`
       : `Nobody in the gallery has the email ${text}.`;
-    await refreshGallery();
+    await refreshGallery(false);
     if (body.faces.length) showCard(body.faces[0].hash, true);
   });
 });
@@ -1111,6 +1257,7 @@ function setFilters(filter) {
   $("history-filters").querySelector(`input[name="known"][value="${visits.filter.known}"]`).checked = true;
   $("history-from").value = visits.filter.from;
   $("history-to").value = visits.filter.to;
+  personFilter.clear();
   return fillPersonFilter();
 }
 
@@ -1136,19 +1283,17 @@ $("visits-fresh").addEventListener("click", () => {
   loadVisits();
 });
 
-/** The person filter: everybody enrolled by name, and the stranger chosen, if one is. */
+/** The person filter: a search of the names, and the person (or stranger) chosen. */
+const personFilter = personPicker($("history-person-search"), $("history-person"), { blank: "Everybody" });
+
+/** Show the person chosen in the filter, and the names matching its search as they are now. */
 async function fillPersonFilter() {
-  const select = $("history-person");
-  const faces = (await allFacesOrSay()) || [];
-  const chosen = visits.filter.person;
-  const names = new Map();
-  for (const f of faces) names.set(f.name, (names.get(f.name) || 0) + 1);
-  const options = [...faces]
-    .sort((a, b) => a.name.localeCompare(b.name) || a.hash.localeCompare(b.hash))
-    .map((f) => h("option", { value: f.hash }, names.get(f.name) > 1 ? `${f.name} (${shortHash(f.hash)})` : f.name));
-  if (chosen && !faces.some((f) => f.hash === chosen)) options.unshift(h("option", { value: chosen }, `unknown ${shortHash(chosen)}`));
-  select.replaceChildren(h("option", { value: "" }, "Everybody"), ...options);
-  select.value = chosen;
+  personFilter.choose(visits.filter.person);
+  try {
+    await personFilter.refresh();
+  } catch (err) {
+    notify(`Could not load the gallery: ${err.message}`, "error");
+  }
 }
 
 /** With a person chosen: who, with "Forget history" (and "Name this person" for a stranger). */
@@ -1160,10 +1305,13 @@ async function renderPersonHead() {
     box.replaceChildren();
     return;
   }
-  let face = null;
+  let face;
   try {
-    face = (await allFaces()).find((f) => f.hash === hash) || null;
-  } catch { /* shown as a stranger; loading the gallery reports its own error */ }
+    face = await faceOf(hash);
+  } catch (err) {
+    notify(`Could not show who ${shortHash(hash)} is: ${err.message}`, "error");
+    return;
+  }
   if (visits.filter.person !== hash) return;  // changed meanwhile
   const name = face ? face.name : `unknown ${shortHash(hash)}`;
   const img = h("img", { src: face ? thumbnailUrl(face) : `/unknowns/${hash}/crop`, alt: `Face of ${name}` });
@@ -1265,25 +1413,27 @@ async function nameFromVisit(v, button) {
 }
 
 async function addVisitAsSample(v, button) {
-  const faces = await allFacesOrSay();
-  if (!faces) return;
-  if (!faces.length) {
+  const picker = personField("sample-target", "Enrolled person", { hashes: true });
+  // A known visitor's own identity comes chosen, if they are still enrolled.
+  const [first, own] = await Promise.all([firstMatches(picker), v.known ? faceOf(v.hash).catch(() => null) : null]);
+  if (!first) return;
+  if (!first.total) {
     notify("Add to: nobody is enrolled yet; use Name… to enroll this face.", "error");
     return;
   }
+  if (own) picker.choose(own.hash, own);
   const who = faceLabel(v);
-  const select = personSelect("sample-target", faces, v.known ? v.hash : "");
   const yes = await confirmDialog({
     title: `Add this face of ${who} to…`,
     body: [
-      h("label", { class: "field", for: "sample-target" }, h("span", {}, "Enrolled person"), select),
+      picker.field,
       `The face of this visit (${formatFull(v.arrived_at)}) becomes one more sample of the person you pick.`,
     ],
     confirm: "Add sample",
-    ready: () => select.value !== "",
+    ready: () => picker.select.value !== "",
   });
-  if (!yes || !select.value) return;
-  const target = faces.find((f) => f.hash === select.value);
+  const target = picker.face();
+  if (!yes || !target) return;
   await act(`Could not add the face to ${target.name}`, button, async () => {
     try {
       await api("POST", `/faces/${target.hash}/samples`, { from_visit: v.id });
