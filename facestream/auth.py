@@ -495,17 +495,18 @@ def access_middleware(
     async def access(request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                      ) -> web.StreamResponse:
-        from .webutil import error, shown
+        from .webutil import error, refuse_unread, shown
 
         host = request.headers.get("Host")
         if not host_allowed(host, server.allowed_hosts, enforce_host):
-            return error(403, f"this server does not answer to the name "
-                              f"{shown(host_name(host or ''))}; its own names are "
-                              "localhost, its IP addresses and server.allowed_hosts")
+            return refuse_unread(request, error(
+                403, f"this server does not answer to the name {shown(host_name(host or ''))}; "
+                     "its own names are localhost, its IP addresses and server.allowed_hosts"))
         unsafe = request.method not in SAFE_METHODS
         if (unsafe or is_websocket(request)) and not same_origin(request):
-            return error(403, "cross-site request refused: it does not come from this "
-                              "server's own page")
+            return refuse_unread(request, error(
+                403, "cross-site request refused: it does not come from this server's own "
+                     "page"))
         checker = auth()
         if (request.method, request.path) in OPEN_ROUTES or \
                 request.path.startswith(OPEN_PREFIXES) or \
@@ -519,10 +520,12 @@ def access_middleware(
         if who is None:
             if request.method == "GET" and request.path == "/":
                 raise web.HTTPFound("/login")
-            return error(401, "log in first (POST /login), or send Authorization: Bearer "
-                              "<token> (python -m facestream tokens create)")
+            return refuse_unread(request, error(
+                401, "log in first (POST /login), or send Authorization: Bearer <token> "
+                     "(python -m facestream tokens create)"))
         if needs_admin(request) and not who.admin:
-            return error(403, f"this needs an admin; {who.label} is a {who.role}")
+            return refuse_unread(request, error(
+                403, f"this needs an admin; {who.label} is a {who.role}"))
         request[PRINCIPAL] = who
         response = await handler(request)
         # A change is audited; asking who is in a photo changes nothing (and would cost a

@@ -29,6 +29,7 @@ import contextlib
 import errno
 import functools
 import gc
+import itertools
 import json
 import logging
 import os
@@ -1041,6 +1042,11 @@ class Gallery:
 
     def list(self) -> list[Identity]:
         return list(self._identities.values())
+
+    def page(self, offset: int, limit: int) -> list[Identity]:
+        """``limit`` identities from ``offset``, oldest first, without copying the others
+        (``list()`` of 200,000 costs a millisecond each time)."""
+        return list(itertools.islice(self._identities.values(), offset, offset + limit))
 
     @property
     def count(self) -> int:

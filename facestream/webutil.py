@@ -69,10 +69,10 @@ async def json_errors(
     except web.HTTPRequestEntityTooLarge:
         # aiohttp's own limit (on the raw body, which base64 makes 4/3 larger) names a size
         # nobody configured; say which setting it is.
-        return _unread(request, error(413, f"the request is larger than "
+        return refuse_unread(request, error(413, f"the request is larger than "
                                            f"{upload_limit(request)}"))
     except Refused as exc:  # an upload over its caller's or everybody's limit
-        return _unread(request, retry_later(exc.status, str(exc), exc.retry_after))
+        return refuse_unread(request, retry_later(exc.status, str(exc), exc.retry_after))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -80,7 +80,7 @@ async def json_errors(
             return error(exc.status, exc.text or exc.reason or "error")
         if exc.status != 413:
             raise
-        return _unread(request, error(exc.status, json.loads(exc.text or "{}").get(
+        return refuse_unread(request, error(exc.status, json.loads(exc.text or "{}").get(
             "error", "too large")))
     except AlreadyEnrolled as exc:  # also BelongsToOther: the face is somebody else
         return error(409, str(exc), hash=exc.hash, name=exc.name)
@@ -100,7 +100,7 @@ async def json_errors(
         return error(500, "internal error; see the server log")
 
 
-def _unread(request: web.Request, response: web.Response) -> web.Response:
+def refuse_unread(request: web.Request, response: web.Response) -> web.Response:
     """A refusal answered before the body was read: the connection is closed after it, so
     the rest of the body is neither read nor kept."""
     if request.body_exists and not request.content.is_eof():
