@@ -283,7 +283,7 @@ class Auth:
                     ok = False
                     await asyncio.to_thread(self._verify, _DUMMY_HASH.get(self._hasher),
                                             password)
-        except BaseException:
+        except StorageError:  # not checked: it does not count (a dropped client's does)
             self._limits.released(keys, now)
             raise
         finally:
