@@ -277,7 +277,8 @@ async def measure(session: ClientSession, a: Node, b: Node, args: argparse.Names
         at = events.seen.get(("added", face))
         res.enroll_push.append(math.inf if at is None else at - answered)
     await change_some(session, a, b, args, res)
-    async with session.get(a.base + "/faces") as ra, session.get(b.base + "/faces") as rb:
+    async with session.get(a.base + "/faces?limit=200") as ra, \
+            session.get(b.base + "/faces?limit=200") as rb:
         on_a, on_b = (await ra.json())["faces"], (await rb.json())["faces"]
     if [(f["hash"], f["name"]) for f in on_a] != [(f["hash"], f["name"]) for f in on_b]:
         raise RuntimeError("after the run, node A's and node B's galleries differ")
