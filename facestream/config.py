@@ -80,8 +80,8 @@ class ServerConfig:
     #: Whether POST /cameras may name a file on this machine (a path or file://); the
     #: config file always may.
     api_camera_files: bool = False
-    #: Uploads (POST /process-frame, photos to enroll) each caller may send per minute;
-    #: 429 with Retry-After beyond it.
+    #: Uploads (POST /process-frame, photos to enroll) a viewer may send per minute (and 2
+    #: at once); 429 with Retry-After beyond it. Admins have no such limit.
     uploads_per_minute: int = 120
     #: Uploads waiting for the upload worker; beyond this, 503 with Retry-After.
     upload_queue: int = 8

@@ -83,10 +83,11 @@ class Refused(Exception):
 
 
 class UploadGate:
-    """Who may send an upload now. Each caller (a user, a token; an address with accounts
-    off) has at most ``AT_ONCE`` uploads in flight and, unless an admin, ``per_minute`` in
-    any minute (429); and at most ``queue`` uploads wait for the upload workers at once
-    (503). Asked before the body is read, so a refused upload costs nothing."""
+    """Who may send an upload now. A viewer (a user or a token) has at most ``AT_ONCE``
+    uploads in flight and ``per_minute`` in any minute (429); an admin (an enrollment
+    script; everybody, with accounts off) only shares the bound of all: at most ``queue``
+    uploads wait for the upload workers at once (503). Asked before the body is read, so a
+    refused upload costs nothing."""
 
     AT_ONCE: Final = 2
 
@@ -100,7 +101,7 @@ class UploadGate:
     async def slot(self, caller: str, limited: bool) -> AsyncIterator[None]:
         who = key("upload", caller)
         now = asyncio.get_running_loop().time()
-        if self._in_flight.get(who, 0) >= self.AT_ONCE:
+        if limited and self._in_flight.get(who, 0) >= self.AT_ONCE:
             raise Refused(429, f"you have {self.AT_ONCE} uploads in progress; send the next "
                                "when one is answered", 1.0)
         if limited and (wait := self._rate.wait(who, now)) > 0:

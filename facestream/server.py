@@ -452,8 +452,7 @@ def _view(app: web.Application, face: Face) -> FaceView:
 
 def _upload_slot(request: web.Request) -> contextlib.AbstractAsyncContextManager[None]:
     """Room for one upload of this caller's, taken before its body is read (limits.Refused,
-    answered 429/503 with Retry-After, when there is none). With accounts off every caller
-    is the anonymous admin: each address counts apart."""
+    answered 429/503 with Retry-After, when there is none)."""
     who = request[access.PRINCIPAL]
     caller = who.label if who.kind != "anonymous" else f"address {request.remote}"
     return request.app[UPLOADS].slot(caller, limited=not who.admin)

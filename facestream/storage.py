@@ -1046,6 +1046,8 @@ class Gallery:
     def page(self, offset: int, limit: int) -> list[Identity]:
         """``limit`` identities from ``offset``, oldest first, without copying the others
         (``list()`` of 200,000 costs a millisecond each time)."""
+        if offset >= len(self._identities):
+            return []  # (islice takes no offset beyond sys.maxsize, which a query may ask)
         return list(itertools.islice(self._identities.values(), offset, offset + limit))
 
     @property

@@ -195,9 +195,10 @@ async def test_workers_exit_when_the_server_is_killed(
     server = Server(Path(os.devnull), tmp_path / "data", tmp_path)
     try:
         await server.wait_ready(session)
-        children = _children(server.proc.pid)  # the two workers and multiprocessing's tracker
+        # The cameras' two workers, the uploads' one, and multiprocessing's tracker.
+        children = _children(server.proc.pid)
         workers = [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
-        assert len(workers) == 2
+        assert len(workers) == 3
         server.proc.kill()
         server.proc.wait()
         deadline = time.monotonic() + 10

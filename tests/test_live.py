@@ -200,7 +200,7 @@ async def test_slow_viewer_does_not_slow_the_others(
     client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
     # A viewer that connects and never reads: the server's writes to it stall.
     _, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(b"GET /streaming HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /streaming HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
     fast = await client.get("/streaming")
     await read_part(fast)

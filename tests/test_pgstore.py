@@ -316,7 +316,8 @@ async def test_a_server_without_its_database_recognises_keeps_its_viewers_and_re
                                  headers=bearer)
         assert resp.status == 503
         assert "cannot be reached" in (await resp.json())["error"]
-        health = await (await client.get("/healthz")).json()
+        assert await (await client.get("/healthz")).json() == {"status": "degraded"}
+        health = await (await client.get("/healthz", headers=bearer)).json()
         assert (health["status"], health["storage"]) == (
             "degraded", {"kind": "postgresql", "state": "reconnecting"})
 
@@ -325,7 +326,7 @@ async def test_a_server_without_its_database_recognises_keeps_its_viewers_and_re
         resp = await client.post("/faces", data=upload("image", BIDEN, name="Joe"),
                                  headers=bearer)
         assert resp.status == 201
-        health = await (await client.get("/healthz")).json()
+        health = await (await client.get("/healthz", headers=bearer)).json()
         assert (health["status"], health["storage"]["state"]) == ("ok", "ok")
         await client.close()
 
