@@ -344,22 +344,22 @@ async def test_a_name_with_a_control_character_is_400(
     assert await gallery(client) == before
 
 
-@pytest.mark.parametrize("char", ["\u202e", "\u202d", "\u202a", "\u2066", "\u2067",
-                                  "\u2068", "\u2069", "\u200f", "\u061c"])
 async def test_a_name_with_a_bidirectional_control_is_400(
-    client: Client, enrolled: dict[str, Any], char: str
+    client: Client, enrolled: dict[str, Any]
 ) -> None:
     """"Ada\u202eevil" would show as "Adalive": text that reorders what follows it is
     refused, in a rename and in an enrollment; right-to-left names need none of it."""
     before = await gallery(client)
-    message = {"error": f"name contains a bidirectional control character (U+{ord(char):04X}),"
-                        " which changes how the text around it displays; right-to-left names "
-                        "need none"}
-    resp = await client.patch(f"/faces/{enrolled['hash']}", json={"name": f"Ada{char}evil"})
-    assert await answer(resp) == (400, message)
-    body = multipart(text_part("name", f"{char}Bob"), file_part("image", OBAMA.read_bytes()))
-    resp = await client.post("/faces", data=body, headers={"Content-Type": MULTIPART})
-    assert await answer(resp) == (400, message)
+    for char in ("\u202e", "\u202d", "\u202a", "\u2066", "\u2067", "\u2068", "\u2069",
+                 "\u200f", "\u061c"):
+        message = {"error": f"name contains a bidirectional control character "
+                            f"(U+{ord(char):04X}), which changes how the text around it "
+                            "displays; right-to-left names need none"}
+        resp = await client.patch(f"/faces/{enrolled['hash']}", json={"name": f"Ada{char}evil"})
+        assert await answer(resp) == (400, message)
+        body = multipart(text_part("name", f"{char}Bob"), file_part("image", OBAMA.read_bytes()))
+        resp = await client.post("/faces", data=body, headers={"Content-Type": MULTIPART})
+        assert await answer(resp) == (400, message)
     assert await gallery(client) == before
     resp = await client.patch(f"/faces/{enrolled['hash']}", json={"name": "דוד לוי"})
     assert resp.status == 200 and (await resp.json())["name"] == "דוד לוי"
