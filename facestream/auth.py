@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
 import secrets
 import time
@@ -33,6 +32,7 @@ from aiohttp import web
 
 from .config import AuthConfig, ServerConfig
 from .limits import Window, key as _key
+from .privacy import is_ip_address
 from .storage import Gallery, GalleryError, NotFound, StorageError
 
 log = logging.getLogger(__name__)
@@ -459,11 +459,8 @@ def host_allowed(header: str | None, allowed: tuple[str, ...], enforce: bool) ->
     name = host_name(header)
     if name == "localhost" or name.endswith(".localhost"):
         return True
-    try:
-        ipaddress.ip_address(name.strip("[]").partition("%")[0])
+    if is_ip_address(name):
         return True
-    except ValueError:
-        pass
     for entry in allowed:
         entry = entry.lower().rstrip(".")
         if name == entry or (entry.startswith(".") and (name == entry[1:]

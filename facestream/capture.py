@@ -100,6 +100,8 @@ class SourceSpec:
 #: (FFmpeg would also read file://, ftp://, gopher://, tcp://, udp://, ... for anybody
 #: who can name a source.)
 STREAM_SCHEMES: Final = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https")
+_API_SOURCES: Final = ("give a webcam index or an " + ", ".join(f"{s}://" for s in STREAM_SCHEMES)
+                       + " URL")
 
 
 def api_source_problem(source: str, files_allowed: bool) -> str | None:
@@ -112,12 +114,10 @@ def api_source_problem(source: str, files_allowed: bool) -> str | None:
     if spec.kind == "file":
         return None if files_allowed else (
             "source: a file on the server is refused from the API (set "
-            "server.api_camera_files = true in the config file to allow it); give a "
-            "webcam index or an " + ", ".join(f"{s}://" for s in STREAM_SCHEMES) + " URL")
+            f"server.api_camera_files = true in the config file to allow it); {_API_SOURCES}")
     scheme = source.strip().split("://", 1)[0].lower()
     if scheme not in STREAM_SCHEMES:
-        return (f"source: {scheme[:20]!r} URLs are not camera streams; give a webcam index "
-                "or an " + ", ".join(f"{s}://" for s in STREAM_SCHEMES) + " URL")
+        return f"source: {scheme[:20]!r} URLs are not camera streams; {_API_SOURCES}"
     return None
 
 

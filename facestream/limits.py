@@ -71,7 +71,6 @@ class Window:
         self._times.pop(key, None)
 
 
-
 class Refused(Exception):
     """Over a limit: ``status`` (429: this caller's; 503: everybody's) and the seconds to
     wait (for Retry-After)."""

@@ -115,7 +115,7 @@ def redact_receiver(url: str) -> str:
     scheme, sep, rest = safe.partition("://")
     if not sep:
         return REDACTED
-    rest = rest.rpartition("***@")[2] if rest.startswith("***@") else rest
+    rest = rest.removeprefix(REDACTED + "@")
     authority = re.match(r"[^/?#]*", rest).group()  # type: ignore[union-attr]
     tail = rest[len(authority):]
     host, port = authority, ""
@@ -123,7 +123,7 @@ def redact_receiver(url: str) -> str:
         host, _, number = authority.partition(":")
         port = f":{number}"
     labels = host.split(".")
-    if not _is_address(host) and len(labels) > 2:
+    if not is_ip_address(host) and len(labels) > 2:
         host = ".".join([REDACTED, *labels[-2:]])
     shown = f"{scheme}://{host}{port}"
     path, query = re.match(r"([^?#]*)(.*)", tail, re.S).groups()  # type: ignore[union-attr]
@@ -134,7 +134,8 @@ def redact_receiver(url: str) -> str:
     return shown
 
 
-def _is_address(host: str) -> bool:
+def is_ip_address(host: str) -> bool:
+    """An IP address, v4 or v6 (in brackets or not, with a zone or not): not a DNS name."""
     try:
         ipaddress.ip_address(host.strip("[]").partition("%")[0])
     except ValueError:

@@ -110,7 +110,6 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.setdefault(name, value)
 
 
-
 def _page(request: web.Request, page: str, assets: tuple[str, ...]) -> web.Response:
     """A static page whose stylesheet and script are linked with a hash of their content
     (``?v=...``), so a browser never runs a cached script against a newer server."""
@@ -281,7 +280,7 @@ async def healthz(request: web.Request) -> web.Response:
                 app[GALLERY].index.comparisons)),
             "stranger_far": cfg.recognition.stranger_far,
             "workers": app[POOL].size,
-            "upload_workers": len(app[POOL].upload_pids),
+            "upload_workers": app[POOL].settings.upload_workers,
             "worker_restarts": app[POOL].restarts,
             "gallery": app[GALLERY].count,
             "storage": storage,
@@ -534,22 +533,21 @@ async def list_faces(request: web.Request) -> web.Response:
     wanted = hash_field(request.query.get("page_of"), "page_of")
     limit = max(1, min(int_query(request, "limit", FACES_PAGE), MAX_FACES_PAGE))
     offset = int_query(request, "offset", 0)
-    if email is None and not text and wanted is None:
-        return web.json_response({"faces": [_identity(request.app, i) for i in
-                                            gallery.page(offset, limit)],
-                                  "total": gallery.count, "offset": offset, "limit": limit})
-    faces = gallery.list() if email is None else await gallery.find_by_email(email)
-    if text or wanted:
-        # A scan of every name (tens of milliseconds at 200,000): off the event loop.
-        faces, where = await asyncio.to_thread(_search, faces, text, wanted)
-        if wanted is not None:
-            if where is None:
-                return error(404, f"no enrolled face with hash {wanted}"
-                                  + (" among the names searched" if text else ""))
-            offset = where // limit * limit
-    page = faces[offset:offset + limit]
+    if email is None and not text and wanted is None:  # a page, not a copy of everybody
+        page, total = gallery.page(offset, limit), gallery.count
+    else:
+        faces = gallery.list() if email is None else await gallery.find_by_email(email)
+        if text or wanted:
+            # A scan of every name (tens of milliseconds at 200,000): off the event loop.
+            faces, where = await asyncio.to_thread(_search, faces, text, wanted)
+            if wanted is not None:
+                if where is None:
+                    return error(404, f"no enrolled face with hash {wanted}"
+                                      + (" among the names searched" if text else ""))
+                offset = where // limit * limit
+        page, total = faces[offset:offset + limit], len(faces)
     return web.json_response({"faces": [_identity(request.app, i) for i in page],
-                              "total": len(faces), "offset": offset, "limit": limit})
+                              "total": total, "offset": offset, "limit": limit})
 
 
 #: GET /faces: identities per page by default, and at most.

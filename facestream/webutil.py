@@ -76,12 +76,10 @@ async def json_errors(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        if exc.content_type != "application/json":
-            return error(exc.status, exc.text or exc.reason or "error")
-        if exc.status != 413:
-            raise
-        return refuse_unread(request, error(exc.status, json.loads(exc.text or "{}").get(
-            "error", "too large")))
+        if exc.content_type != "application/json":  # aiohttp's own, in plain text
+            return refuse_unread(request, error(exc.status, exc.text or exc.reason or "error"))
+        return refuse_unread(request, web.Response(status=exc.status, text=exc.text,
+                                                   content_type="application/json"))
     except AlreadyEnrolled as exc:  # also BelongsToOther: the face is somebody else
         return error(409, str(exc), hash=exc.hash, name=exc.name)
     except NotFound as exc:

@@ -223,10 +223,6 @@ class WorkerPool:
         return self._frames.pids
 
     @property
-    def upload_pids(self) -> list[int]:
-        return self._uploads.pids if self._uploads else []
-
-    @property
     def restarting(self) -> bool:
         """True while the cameras' workers are being replaced: nobody is recognised."""
         return self._frames.restarting
