@@ -142,6 +142,10 @@ def free_port() -> int:
 
 
 class Server:
+    #: Every server started, so that none outlives the probe (each runs in a session of its
+    #: own: a case that fails half-way would otherwise leave its server and workers busy).
+    started: list[Server] = []
+
     def __init__(self, root: Path, source: str, extra: tuple[str, ...] = (), config: str = "",
                  workers: int | None = 1) -> None:
         """``config``: more of config.toml after ``[camera]``; ``workers`` None: the
@@ -157,6 +161,7 @@ class Server:
                 [sys.executable, "-m", "facestream", "--port", str(self.port), "--data-dir",
                  str(root / "data"), *pool, *extra],
                 cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        Server.started.append(self)
 
     async def ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -1462,8 +1467,13 @@ def main() -> int:
         return 0
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="facestream-probe-") as tmp:
-        report = asyncio.run(main_async(Path(tmp), args.only, args.gallery_size,
-                                        facestream_module()))
+        try:
+            report = asyncio.run(main_async(Path(tmp), args.only, args.gallery_size,
+                                            facestream_module()))
+        finally:
+            for server in Server.started:
+                if server.proc.poll() is None:
+                    server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"{'case':<52}{'checks':>7}{'5xx':>6}{'violations':>12}")
