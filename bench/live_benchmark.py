@@ -21,6 +21,10 @@ Method: this script is the network camera, so the ground truth is exact.
   ``hash: null``; reads of C as known; /hash latency; the server's own frame rates and stage
   means from ``GET /metrics`` (deltas over the run). ``--runs N`` reports medians.
 
+``--canvas 1920x1080 --picture 240`` puts each 640x480 picture, scaled to 240 px high, in the
+middle of a dark 1920x1080 frame: a far camera's small faces (about a quarter of their size
+at 640x480) in a frame as large as a door camera's.
+
 ``--load N`` runs N CPU-bound processes (busy loops) beside the server for the whole run, as a
 loaded machine would.
 
@@ -101,7 +105,22 @@ def jpeg(img: np.ndarray, quality: int = 85) -> bytes:
     return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
 
 
-def build_program(duration: float, seg_s: float, gap_s: float) -> Program:
+def placed(img: np.ndarray, canvas: tuple[int, int] | None, picture: int) -> np.ndarray:
+    """``img`` letterboxed to SIZE; with ``canvas`` (w, h), that picture scaled to
+    ``picture`` pixels high in the middle of a dark frame of the canvas's size."""
+    boxed = letterbox(img)
+    if canvas is None:
+        return boxed
+    (cw, ch), (h, w) = canvas, boxed.shape[:2]
+    small = cv2.resize(boxed, (round(w * picture / h), picture), interpolation=cv2.INTER_AREA)
+    out = np.full((ch, cw, 3), 24, np.uint8)
+    y, x = (ch - small.shape[0]) // 2, (cw - small.shape[1]) // 2
+    out[y:y + small.shape[0], x:x + small.shape[1]] = small
+    return out
+
+
+def build_program(duration: float, seg_s: float, gap_s: float,
+                  canvas: tuple[int, int] | None = None, picture: int = 0) -> Program:
     cycle: list[tuple[str, list[bytes]]] = []
     empties, enroll = [], {}
     for label, rel in CLIPS.items():
@@ -111,11 +130,12 @@ def build_program(duration: float, seg_s: float, gap_s: float) -> Program:
         cap.release()
         if len(raw) < 10:
             raise RuntimeError(f"cannot read {VIDEOS / rel}")
-        played = [jpeg(letterbox(f)) for f in raw[: len(raw) - max(1, len(raw) // 5)]]
+        played = [jpeg(placed(f, canvas, picture))
+                  for f in raw[: len(raw) - max(1, len(raw) // 5)]]
         order = played + played[-2:0:-1]  # ping-pong: no jump cut inside a segment
         cycle.append((label, [order[i % len(order)] for i in range(round(seg_s * FPS))]))
         tiny = cv2.resize(letterbox(raw[0]), (4, 3), interpolation=cv2.INTER_AREA)
-        empties.append(jpeg(cv2.resize(tiny, SIZE, interpolation=cv2.INTER_CUBIC)))
+        empties.append(jpeg(cv2.resize(tiny, canvas or SIZE, interpolation=cv2.INTER_CUBIC)))
         cycle.append(("", [empties[-1]] * round(gap_s * FPS)))
         if label in ENROLLED:
             enroll[label] = jpeg(raw[-1], 95)  # a part of the clip that is never played
@@ -558,6 +578,9 @@ def main() -> int:
     p.add_argument("--poll-ms", type=float, default=20.0)
     p.add_argument("--startup-timeout", type=float, default=180.0)
     p.add_argument("--model", help="serve with this model (default: the server's, SFace)")
+    p.add_argument("--canvas", help="frame size WxH, e.g. 1920x1080 (with --picture)")
+    p.add_argument("--picture", type=int, default=240,
+                   help="with --canvas: the 640x480 picture's height in the frame")
     p.add_argument("--load", type=int, default=0,
                    help="CPU-bound processes to run beside the server")
     p.add_argument("--baseline", action="store_true", help="time the synchronous design")
@@ -567,13 +590,15 @@ def main() -> int:
     mode = "baseline" if args.baseline else "live"
     args.out = args.out or REPO / "bench/results" / f"{mode}.json"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    prog = build_program(args.duration, args.segment_s, args.gap_s)
+    canvas = tuple(map(int, args.canvas.lower().split("x"))) if args.canvas else None
+    prog = build_program(args.duration, args.segment_s, args.gap_s, canvas,  # type: ignore[arg-type]
+                         args.picture)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     def git(*cmd: str) -> str:  # which code was measured
         return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True,
                               text=True).stdout.strip()
 
-    config |= {"clips": CLIPS, "frame_size": SIZE, "fps": FPS, "cpus": os.cpu_count(),
+    config |= {"clips": CLIPS, "frame_size": canvas or SIZE, "fps": FPS, "cpus": os.cpu_count(),
                "commit": git("rev-parse", "HEAD"),
                "uncommitted": git("status", "--porcelain", "facestream").splitlines()}
     if args.baseline:
