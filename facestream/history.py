@@ -44,6 +44,8 @@ MAX_PAGE: Final = 200
 SAMPLES_FROM_HISTORY: Final = 3
 #: Storing a visit the database refused is retried after these, doubling.
 RETRY_S: Final = (0.5, 30.0)
+#: Forgotten visits and people remembered, so that late events do not bring them back.
+MAX_TOMBSTONES: Final = 10_000
 
 _VISIT_COLUMNS: Final = "id, person, known, name, camera, arrived_at, left_at"
 
@@ -77,6 +79,10 @@ class History:
         self._unknowns: dict[str, tuple[Embedding, int]] = {}  # hash -> mean, visits
         self._last_seen: dict[str, float] = {}
         self._stored_quality: dict[str, float] = {}  # open visits: quality of stored images
+        self._written: set[str] = set()  # open visits whose row is stored
+        # Visits (by id) and people (by hash, with when) forgotten while a visit may still be
+        # open or queued: their later events are not stored (see _forgotten_event).
+        self._tombstones: dict[str, float] = {}
         self._queue: asyncio.Queue[VisitEvent] = asyncio.Queue(MAX_PENDING)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -131,6 +137,7 @@ class History:
                 await self._store_retrying(event)
             except Exception:
                 log.exception("storing visit %s failed", event.visit.id)
+                self._stored_quality.pop(event.visit.id, None)
             finally:
                 self._queue.task_done()
 
@@ -138,57 +145,104 @@ class History:
         """Store ``event``; while the database cannot take it (a full or failing disk, a
         shared database away) try again with backoff, one line when that starts and one when
         it ends. Events keep queueing meanwhile (the oldest dropped past MAX_PENDING)."""
+        v = event.visit
+        if self._forgotten_event(v):
+            self._ended(event)
+            return
         statements = await self._statements(event)
         delay, failing = RETRY_S[0], False
         while True:
+            if self._forgotten_event(v):
+                self._ended(event)
+                return  # forgotten while its images were encoded or the database was away
             try:
                 await self.gallery.write(statements)
             except StorageError as exc:
                 if not failing:
-                    log.error("visit %s not stored yet (retrying): %s", event.visit.id, exc)
+                    log.error("visit %s not stored yet (retrying): %s", v.id, exc)
                 failing = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_S[1])
                 continue
             if failing:
-                log.warning("history is being stored again (visit %s)", event.visit.id)
+                log.warning("history is being stored again (visit %s)", v.id)
+            if event.kind == "arrived":
+                self._written.add(v.id)
+            self._ended(event)
             return
+
+    def _ended(self, event: VisitEvent) -> None:
+        if event.kind == "left":
+            self._written.discard(event.visit.id)
+            self._stored_quality.pop(event.visit.id, None)
+
+    def _forgotten_event(self, v: VisitRecord) -> bool:
+        """Whether ``v`` was deleted (DELETE /visits/{id}), or its person's history forgotten
+        after it began, while its events waited: storing them would bring it back."""
+        if v.id in self._tombstones:
+            return True
+        forgotten_at = self._tombstones.get(v.person)
+        return forgotten_at is not None and v.arrived_at <= forgotten_at
+
+    def _tombstone(self, key: str) -> None:
+        self._tombstones.pop(key, None)
+        self._tombstones[key] = time.time()
+        while len(self._tombstones) > MAX_TOMBSTONES:
+            del self._tombstones[next(iter(self._tombstones))]
 
     async def _statements(self, event: VisitEvent) -> list[tuple[str, tuple[Any, ...]]]:
         """What storing ``event`` writes, in one transaction (built once: it also moves this
-        visit's stored quality and its stranger group on)."""
+        visit's stored quality and its stranger group on).
+
+        A visit's row and its images row are inserted together, once (at its arrival, or
+        at its departure if the arrival was never stored); later events only update them,
+        so a visit deleted meanwhile (with its person, its history or on its own) stays
+        deleted. A known visit is kept only while its person is enrolled: a person deleted
+        while their arrival waited takes it with them."""
         v = event.visit
         statements: list[tuple[str, tuple[Any, ...]]] = []
         quality = v.best.quality if v.best is not None else None
-        # An upsert either way: a departure whose arrival was never stored (the queue
-        # overflowed) still records the whole visit.
-        statements.append((
-            # A person enrolled meanwhile (a stranger named from history while this event
-            # waited) stays known: an older event never makes them a stranger again.
-            (f"INSERT INTO visits ({_VISIT_COLUMNS}, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-             "ON CONFLICT (id) DO UPDATE SET left_at = excluded.left_at, "
-             "name = CASE WHEN visits.known = 1 AND excluded.known = 0 THEN visits.name "
-             "ELSE excluded.name END, "
-             "known = CASE WHEN visits.known = 1 THEN 1 ELSE excluded.known END, "
-             "quality = excluded.quality"),
-            (v.id, v.person, int(v.known), v.name, v.camera, float(v.arrived_at),
-             None if v.left_at is None else float(v.left_at),
-             None if quality is None else float(quality))))
+        quality = None if quality is None else float(quality)
+        left_at = None if v.left_at is None else float(v.left_at)
+        update = v.id in self._written
+        if update:
+            # Once stored as known, the gallery owns the row's name (renames and merges
+            # update it); a stranger named from history while this event waited stays known.
+            statements.append((
+                ("UPDATE visits SET left_at = ?, quality = ?, "
+                 "name = CASE WHEN known = 1 THEN name ELSE ? END, "
+                 "known = CASE WHEN known = 1 THEN 1 ELSE ? END WHERE id = ?"),
+                (left_at, quality, v.name, int(v.known), v.id)))
+        else:
+            statements.append((
+                (f"INSERT INTO visits ({_VISIT_COLUMNS}, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                 "ON CONFLICT (id) DO NOTHING"),
+                (v.id, v.person, int(v.known), v.name, v.camera, float(v.arrived_at), left_at,
+                 quality)))
         stored = self._stored_quality.get(v.id)
         if v.best is not None and (stored is None or v.best.quality > stored):
             crop, context, geometry, snapshot = await asyncio.to_thread(self._encode, v)
-            statements.append((
-                ("INSERT INTO visit_images (visit, crop, context, geometry, snapshot) "
-                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (visit) DO UPDATE SET "
-                 "crop = excluded.crop, context = excluded.context, "
-                 "geometry = excluded.geometry, snapshot = excluded.snapshot"),
-                (v.id, crop, context, geometry, snapshot)))
+            images = (crop, context, geometry, snapshot)
+            if update:
+                statements.append((
+                    ("UPDATE visit_images SET crop = ?, context = ?, geometry = ?, "
+                     "snapshot = ? WHERE visit = ?"), (*images, v.id)))
+            else:
+                statements.append((
+                    ("INSERT INTO visit_images (visit, crop, context, geometry, snapshot) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (visit) DO NOTHING"), (v.id, *images)))
             self._stored_quality[v.id] = v.best.quality
+        elif not update:
+            statements.append((
+                "INSERT INTO visit_images (visit) VALUES (?) ON CONFLICT (visit) DO NOTHING",
+                (v.id,)))
+        if v.known:
+            statements.append((
+                ("DELETE FROM visits WHERE id = ? AND known = 1 AND NOT EXISTS "
+                 "(SELECT 1 FROM identities WHERE hash = visits.person)"), (v.id,)))
         if (event.kind == "left" and not v.known and v.best is not None
                 and self.gallery.get(v.person) is None):
             statements.append(self._grouped(v.person, v.best.embedding))
-        if event.kind == "left":
-            self._stored_quality.pop(v.id, None)
         return statements
 
     def _encode(self, v: VisitRecord) -> tuple[bytes, bytes, str, bytes | None]:
@@ -232,7 +286,8 @@ class History:
 
     def gallery_changed(self, event: str, identity: Identity | None) -> None:
         """An enrolled stranger is no longer unknown (Gallery.add removed the group's row);
-        a deleted person's visits went with them."""
+        a deleted person's visits went with them (and their open visit's events are not
+        stored)."""
         if identity is None:
             return
         if identity.hash in self._unknowns:
@@ -240,6 +295,7 @@ class History:
             self.unknown_index = self.unknown_index.removed(identity.hash)
         if event == "deleted":
             self._last_seen.pop(identity.hash, None)
+            self._tombstone(identity.hash)
 
     # -- retention -----------------------------------------------------------------------
 
@@ -344,6 +400,7 @@ class History:
 
     async def delete_visit(self, vid: str) -> Visit:
         visit = await self.visit(vid)
+        self._tombstone(vid)
         await self.gallery.forget([("DELETE FROM visits WHERE id = ?", (vid,))])
         await self._forgotten(visit.person)
         return visit
@@ -352,6 +409,7 @@ class History:
         """Delete every visit of ``person`` (a hash, enrolled or not), images included."""
         rows = await self.gallery.query("SELECT COUNT(*) FROM visits WHERE person = ?",
                                         (person,))
+        self._tombstone(person)
         await self.gallery.forget([
             ("DELETE FROM visits WHERE person = ?", (person,)),
             ("DELETE FROM unknowns WHERE hash = ?", (person,)),

@@ -274,3 +274,50 @@ async def test_naming_a_stranger_is_not_undone_by_a_late_departure(
     assert [(v["id"], v["known"], v["name"]) for v in visits] == [
         (late, True, "Joe"), (vid, True, "Joe")]
     assert (await (await app_client.get("/unknowns")).json())["unknowns"] == []
+
+
+async def test_a_visit_deleted_while_still_open_stays_deleted(
+    app_client: Client, views: dict
+) -> None:
+    """A person deleted, a stranger's history forgotten, or one visit deleted while the
+    visit is still open (its arrival stored, or still waiting in the writer's queue): the
+    departure that follows does not bring the visit back, with its name and no images."""
+    history = app_client.server.app[HISTORY]
+    resp = await app_client.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    obama = (await resp.json())["hash"]
+    stranger, other = "5e" * 32, "6f" * 32
+    now = time.time()
+
+    async def arrive(person: str, known: bool = False, name: str | None = None,
+                     wait: bool = True) -> VisitRecord:
+        record = VisitRecord(uuid.uuid4().hex, person, name, known, "cam", now - 30, None,
+                             views["obama2"] if known else views["biden"])
+        history.visit_event(VisitEvent("arrived", record))
+        if wait:
+            await asyncio.wait_for(history._queue.join(), 10)
+            assert (await app_client.get(f"/visits/{record.id}")).status == 200
+        return record
+
+    async def leave(*records: VisitRecord) -> None:
+        for record in records:
+            history.visit_event(VisitEvent("left", replace(record, left_at=now)))
+        await asyncio.wait_for(history._queue.join(), 10)
+
+    barack, seen, alone, kept = (await arrive(obama, True, "Barack"), await arrive(stranger),
+                                 await arrive(other), await arrive(other))
+    assert (await app_client.delete(f"/faces/{obama}")).status == 200
+    assert (await app_client.delete(f"/people/{stranger}/visits")).status == 200
+    assert (await app_client.delete(f"/visits/{alone.id}")).status == 200
+    await leave(barack, seen, alone, kept)
+    visits = (await (await app_client.get("/visits")).json())["visits"]
+    assert [(v["id"], v["left_at"]) for v in visits] == [(kept.id, now)]
+    assert (await app_client.get(f"/visits/{kept.id}/snapshot")).status == 200
+
+    # Deleted while the arrival still waits in the queue: neither event is stored.
+    resp = await app_client.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    obama = (await resp.json())["hash"]
+    queued = await arrive(obama, True, "Barack", wait=False)
+    assert (await app_client.delete(f"/faces/{obama}")).status == 200
+    await leave(queued)
+    assert [v["id"] for v in (await (await app_client.get("/visits")).json())["visits"]] \
+        == [kept.id]
