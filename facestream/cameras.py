@@ -70,7 +70,7 @@ class Camera:
                 loop.call_soon_threadsafe(self._publish, packet)
 
         self.pipeline = LivePipeline(self.hub, pool, self.presence, self.metrics, share,
-                                     self.name)
+                                     self.name, self.config.min_face_px, self.config.sweep_mp_per_s)
         self.capture = Capture(self.config, deliver, self.presence, self.metrics)
         self.capture.start()
         self._task = asyncio.create_task(self.pipeline.run(), name=f"camera {self.name}")
@@ -95,8 +95,17 @@ class Camera:
                 "signal": capture["signal"] if capture else False,
                 "state": capture["state"] if capture else "not started",
                 "reconnects": capture["reconnects"] if capture else 0,
+                "resolution": capture["resolution"] if capture else None,
                 "fps": round(self.fps, 1), "faces_in_view": len(snapshot.faces),
-                "analysed": self.pipeline.analysed if self.pipeline else 0}
+                "analysed": self.pipeline.analysed if self.pipeline else 0,
+                **self._sweep_status()}
+
+    def _sweep_status(self) -> dict[str, float | None]:
+        """How long the full-resolution sweep for small faces takes, and should take."""
+        sweep = self.pipeline.sweep if self.pipeline else None
+        if sweep is None or not sweep.target_s:
+            return {"sweep_s": None, "sweep_planned_s": None}
+        return {"sweep_s": _rounded(sweep.last_s), "sweep_planned_s": _rounded(sweep.target_s)}
 
     async def stop(self) -> None:
         """Stop reading and recognising, end every stream and websocket of this camera."""
@@ -240,3 +249,7 @@ class Cameras:
         # The configured order (the first answers /streaming, /hash and /ws).
         self._cameras = {n: self._cameras[n] for n in wanted if n in self._cameras}
         return done
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

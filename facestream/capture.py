@@ -380,6 +380,8 @@ class Capture:
             "signal": self._connected,
             "state": "live" if self._connected else self._reason,
             "reconnects": self.reconnects,
+            "resolution": None if self._frame is None else
+            f"{self._frame.shape[1]}x{self._frame.shape[0]}",
         }
 
     # -- reader thread ---------------------------------------------------------------------
@@ -520,7 +522,10 @@ class Capture:
                 ok, jpeg = cv2.imencode(".jpg", shown, quality)
                 self._metrics.stage_seconds.labels("encode").observe(time.perf_counter() - t0)
                 if ok:
-                    self._emit(clean, jpeg.tobytes(), frame_at, True, pos)
+                    # The reader hands over a new array per frame: the full-resolution frame
+                    # goes on as it is, for recognition's full-resolution passes.
+                    self._emit(clean, jpeg.tobytes(), frame_at, True, pos,
+                               None if clean.shape == frame.shape else frame)
             elif (not connected or stale) and now - last_no_signal >= NO_SIGNAL_INTERVAL_S:
                 last_no_signal = now
                 why = reason if not connected else "no frames from the source"
@@ -530,7 +535,9 @@ class Capture:
                     self._emit(None, jpeg.tobytes(), now, False, -1)
 
     def _emit(self, image: NDArray[np.uint8] | None, jpeg: bytes, captured_at: float,
-              signal: bool, frame_position: int) -> None:
+              signal: bool, frame_position: int, full: NDArray[np.uint8] | None = None
+              ) -> None:
         self._seq += 1
         self._metrics.frames_encoded.inc()
-        self._deliver(Packet(self._seq, captured_at, image, jpeg, signal, frame_position))
+        self._deliver(Packet(self._seq, captured_at, image, jpeg, signal, frame_position,
+                             full))

@@ -101,6 +101,13 @@ class CameraConfig:
     reconnect_max_s: float = 10.0
     #: A source that delivers no frame for this long counts as lost.
     read_timeout_s: float = 5.0
+    #: The smallest face to look for, in the camera's own pixels (see regions.py): faces
+    #: this wide are searched for at full resolution, around tracked faces and in a sweep.
+    min_face_px: int = 24
+    #: The full-resolution frame is searched for new small faces tile by tile, this many
+    #: megapixels of it per second: a 1080p frame (2.1 MP) every 0.52 s, a 4K one (8.3 MP)
+    #: every 2.1 s, at the same CPU cost. 0: no sweep (only faces the fast pass finds).
+    sweep_mp_per_s: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -441,6 +448,11 @@ def _camera_checks(key: str, c: CameraConfig) -> list[tuple[bool, str]]:
         (c.reconnect_max_s >= c.reconnect_min_s,
          f"{key}.reconnect_max_s: must be >= reconnect_min_s, got {c.reconnect_max_s}"),
         (c.read_timeout_s > 0, f"{key}.read_timeout_s: must be > 0, got {c.read_timeout_s}"),
+        (8 <= c.min_face_px <= 1000,
+         f"{key}.min_face_px: expected 8-1000 pixels, got {c.min_face_px}"),
+        (0 <= c.sweep_mp_per_s <= 1000,
+         f"{key}.sweep_mp_per_s: 0 (no sweep) to 1000 megapixels a second, "
+         f"got {c.sweep_mp_per_s}"),
     ]
 
 

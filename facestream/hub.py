@@ -25,6 +25,9 @@ class Packet:
     jpeg: bytes
     signal: bool
     frame_position: int = -1  # frame index within a file source, -1 for live sources
+    #: The camera's full-resolution frame when ``image`` (the stream copy) is scaled down
+    #: from it; None when they are the same size.
+    full: NDArray[np.uint8] | None = None
 
 
 class FrameHub:

@@ -57,6 +57,12 @@ class Metrics:
             "facestream_camera_up", "1 while the camera delivers frames, 0 during no signal.",
             ["camera"], registry=r,
         )
+        self.sweep_seconds = Gauge(
+            "facestream_sweep_seconds", "How long the last full-resolution sweep of the "
+            "camera's frame for small faces took (planned: its megapixels / "
+            "camera.sweep_mp_per_s).",
+            ["camera"], registry=r,
+        )
         self.mqtt_connected = Gauge(
             "facestream_mqtt_connected", "1 while connected to the MQTT broker (mqtt.url).",
             registry=r,

@@ -13,13 +13,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 from .hub import FrameHub, Packet
 from .metrics import Metrics
 from .presence import Presence
-from .recognition import FrameResult
+from .recognition import FrameResult, RegionImage, TrackHint
+from .regions import Sweep, tile_regions, track_regions
 from .workers import WorkerCrashed, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,17 @@ class FairShare:
 
 class LivePipeline:
     def __init__(self, hub: FrameHub, pool: WorkerPool, presence: Presence,
-                 metrics: Metrics, share: FairShare | None = None, camera: str = "camera"
-                 ) -> None:
+                 metrics: Metrics, share: FairShare | None = None, camera: str = "camera",
+                 min_face_px: int = 24, sweep_mp_per_s: float = 0.0) -> None:
         self.hub = hub
         self.pool = pool
         self.presence = presence
         self.metrics = metrics
         self.share = share or FairShare(pool.size)
         self.camera = camera
+        self.min_face_px = min_face_px
+        self.sweep_mp_per_s = sweep_mp_per_s
+        self._sweep: Sweep | None = None
         self._taken = 0
         #: Frames analysed by the pool for this camera.
         self.analysed = 0
@@ -136,10 +140,12 @@ class LivePipeline:
                 self._taken = packet.seq
                 self.metrics.camera_up.labels(self.camera).set(1)
                 plan = self.presence.plan(packet.captured_at)
+                regions, ratio = self._regions(packet, plan.tracked)
                 t0 = time.perf_counter()
                 try:
-                    result = await self.pool.analyze_frame(packet.image, plan.tracked,
-                                                           plan.embed_new)
+                    result = await self.pool.analyze_frame(
+                        packet.image, plan.tracked, plan.embed_new, regions, ratio,
+                        self.min_face_px)
                 except asyncio.CancelledError:
                     self.presence.abandon(plan)
                     raise
@@ -156,6 +162,30 @@ class LivePipeline:
             if self.presence.observe(plan, packet.seq, packet.captured_at, packet.frame_position,
                                      packet.image, result):
                 self.metrics.results_stale.inc()
+
+    def _regions(self, packet: Packet, tracked: Sequence[TrackHint]
+                 ) -> tuple[list[RegionImage], float]:
+        """The parts of the full-resolution frame to search besides the stream copy (see
+        regions.py), and how many times larger than the stream copy that frame is."""
+        assert packet.image is not None
+        full = packet.full if packet.full is not None else packet.image
+        ratio = full.shape[1] / packet.image.shape[1]
+        detect_max = self.pool.settings.detect_max_side
+        fast_scale = min(1.0, detect_max / max(packet.image.shape[:2])) / ratio
+        if self._sweep is None or self._sweep.fast_scale != fast_scale:
+            self._sweep = Sweep(self.sweep_mp_per_s, self.min_face_px, fast_scale)
+        sweep = self._sweep
+        tiles = sweep.take(full.shape[1], full.shape[0], time.monotonic())
+        if sweep.last_s is not None:
+            self.metrics.sweep_seconds.labels(self.camera).set(sweep.last_s)
+        regions = track_regions(full, ratio, tracked, fast_scale)
+        regions += tile_regions(full, tiles, sweep.scale)
+        return regions, ratio
+
+    @property
+    def sweep(self) -> Sweep | None:
+        """The sweep of the full-resolution frame (None before the first frame)."""
+        return self._sweep
 
     def _count(self, packet: Packet, result: FrameResult) -> None:
         self.analysed += 1

@@ -148,6 +148,22 @@ class Face:
     images: SampleImages | None = None
     score: float = 0.0
     look: NDArray[np.float32] | None = None
+    #: How much this look of the face tells who it is (0-1): see ``look_quality``.
+    quality: float = 0.0
+
+
+@dataclass(frozen=True)
+class RegionImage:
+    """A part of the camera's full-resolution frame to look for faces in: its pixels, where
+    it lies in the full frame, and the scale to detect at (above 1: upsampled)."""
+
+    pixels: NDArray[np.uint8]
+    x0: int
+    y0: int
+    scale: float
+    #: A tile of the sweep: a new face found in it is embedded at once, whatever
+    #: ``embed_new`` says (the next frame searches another tile, so it would be lost).
+    tile: bool = False
 
 
 @dataclass(frozen=True)
@@ -495,8 +511,19 @@ class Recognizer:
         bgr: NDArray[np.uint8],
         tracked: Sequence[TrackHint] = (),
         embed_new: bool = True,
+        regions: Sequence[RegionImage] = (),
+        ratio: float = 1.0,
+        min_face_px: int = 0,
     ) -> FrameResult:
-        """Detect every face; embed only those that need it.
+        """Detect every face; embed only those that need it. Boxes are in ``bgr``'s pixels
+        (the stream copy of the frame).
+
+        Besides ``bgr`` (the fast pass, scaled to ``detect_max_side``), faces are looked for
+        in ``regions`` of the full-resolution frame, ``ratio`` times ``bgr``'s size (see
+        regions.py). The passes' detections are merged (one face each, a full-resolution one
+        preferred), and a face found at full resolution is embedded, and its gallery images
+        cut, from full-resolution pixels. Faces narrower than ``min_face_px`` full-resolution
+        pixels are ignored.
 
         A face overlapping a tracked box is embedded when the track is due, or when its look
         is no longer the one the track had at its last embedding (a camera cut, somebody
@@ -504,22 +531,61 @@ class Recognizer:
         ``embed_new``, so two workers never both embed the same newcomer.
         """
         t0 = time.perf_counter()
-        dets = self.detect(bgr, self.detect_max_side, self.detect_upsample)
+        floor = min_face_px * MIN_FACE_SLACK
+        found: list[tuple[Detection, NDArray[np.uint8], Detection, float]] = [
+            (d, bgr, d, max(d.box[2], d.box[3]) * ratio)
+            for d in self.detect(bgr, self.detect_max_side, self.detect_upsample)]
+        swept: set[int] = set()  # ids of the detections found in a tile of the sweep
+        if self._yunet is not None and self.detector == "yunet":
+            for region in regions:
+                for d in self._detect_region(region):
+                    x, y, w, h = d.box
+                    in_stream = Detection(tuple(round(v) for v in (  # type: ignore[arg-type]
+                        (x + region.x0) / ratio, (y + region.y0) / ratio, w / ratio,
+                        h / ratio)), d.score)
+                    found.append((in_stream, region.pixels, d, max(w, h)))
+                    if region.tile:
+                        swept.add(id(d))
+        found = _merged([f for f in found if f[3] >= floor], bgr.shape)
         t1 = time.perf_counter()
         faces = [Face(box := d.clipped(bgr.shape), score=d.score, look=look(bgr, box))
-                 for d in dets]
+                 for d, _, _, _ in found]
         todo = []
         for i, face in enumerate(faces):
             hint = max(tracked, key=lambda t: iou(face.box, t.box), default=None)
             if hint is None or iou(face.box, hint.box) < TRACK_IOU:
-                if embed_new:
+                if embed_new or id(found[i][2]) in swept:
                     todo.append(i)
             elif hint.due or _changed_look(face.look, hint.look):
                 todo.append(i)
-        for i, (emb, images) in zip(todo, self._embed(bgr, [dets[i] for i in todo], True)):
-            faces[i].embedding, faces[i].images = emb, images
+        chips = {i: self.aligned(found[i][1], found[i][2]) for i in todo}
+        ready = [i for i in todo if chips[i] is not None]
+        for i, emb in zip(ready, self.embed_chips([chips[i] for i in ready])):  # type: ignore[misc]
+            if emb is None:
+                continue
+            _, source, det, side = found[i]
+            faces[i].embedding = emb
+            faces[i].images = sample_images(source, det)
+            faces[i].quality = look_quality(det, side, chips[i])  # type: ignore[arg-type]
         t2 = time.perf_counter()
         return FrameResult(faces, detect_s=t1 - t0, embed_s=t2 - t1, embedded=len(todo))
+
+    def _detect_region(self, region: RegionImage) -> list[Detection]:
+        """YuNet's faces in ``region`` at its scale, in the region's own pixels (floats:
+        alignment wants them exact)."""
+        import cv2
+
+        h, w = region.pixels.shape[:2]
+        s = region.scale
+        image = np.ascontiguousarray(region.pixels)
+        if abs(s - 1.0) > 1e-3:
+            size = (max(1, round(w * s)), max(1, round(h * s)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if s > 1
+                               else cv2.INTER_AREA)
+        return [Detection(tuple(float(v) / s for v in d.box), d.score,  # type: ignore[arg-type]
+                          None if d.landmarks is None else
+                          tuple(float(v) / s for v in d.landmarks))
+                for d in self._yunet_detect(image)]
 
     def analyze_image(self, bgr: NDArray[np.uint8]) -> list[Face]:
         """Every face in a still image, largest first, each with its embedding, detection
@@ -535,6 +601,60 @@ class Recognizer:
             box = tuple(round(v * scale_back) for v in det.clipped(work.shape))
             faces.append(Face(box, emb, images, det.score))  # type: ignore[arg-type]
         return faces
+
+
+#: Faces this much narrower than ``camera.min_face_px`` still count (detected sizes vary).
+MIN_FACE_SLACK: Final = 0.8
+#: A look of a face this many (full-resolution) pixels wide or more is sharp enough.
+GOOD_FACE_PX: Final = 80
+#: The variance of the Laplacian of an aligned 112 px chip above which it counts as sharp.
+SHARP_VARIANCE: Final = 150.0
+
+
+def _merged(found: list[tuple[Detection, NDArray[np.uint8], Detection, float]],
+            shape: tuple[int, ...]) -> list[tuple[Detection, NDArray[np.uint8], Detection, float]]:
+    """One detection per face: the passes overlap (a tracked face's region, the tiles, the
+    fast pass), so detections of one face are merged, keeping the one seen at the finest
+    resolution (the largest in its own pixels), then the most confident; largest first."""
+    order = sorted(found, key=lambda f: (max(f[2].box[2], f[2].box[3]), f[0].score),
+                   reverse=True)
+    kept: list[tuple[Detection, NDArray[np.uint8], Detection, float]] = []
+    for f in order:
+        box = f[0].clipped(shape)
+        if box[2] < 2 or box[3] < 2:
+            continue
+        if all(iou(box, k[0].clipped(shape)) < TRACK_IOU and not _inside(box, k[0].clipped(shape))
+               for k in kept):
+            kept.append(f)
+    kept.sort(key=lambda f: area(f[0].clipped(shape)), reverse=True)
+    return kept
+
+
+def _inside(a: Box, b: Box) -> bool:
+    """Most of ``a`` lies within ``b`` (a tile cut through a face found whole elsewhere)."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return ix * iy >= 0.6 * aw * ah
+
+
+def look_quality(det: Detection, side: float, chip: NDArray[np.uint8]) -> float:
+    """How much one look of a face tells who it is, 0-1: the detector's confidence, times
+    its size (full-resolution pixels, up to GOOD_FACE_PX), how frontal it is (the nose
+    between the eyes, from the landmarks) and how sharp its aligned chip is."""
+    import cv2
+
+    size = min(1.0, side / GOOD_FACE_PX)
+    frontal = 1.0
+    if det.landmarks is not None:
+        (rx, _), (lx, _), (nx, _) = np.asarray(det.landmarks[:6]).reshape(3, 2)
+        eyes = abs(lx - rx)
+        if eyes > 0:
+            frontal = max(0.2, 1.0 - 1.5 * abs(nx - (lx + rx) / 2) / eyes)
+    gray = cv2.cvtColor(chip, cv2.COLOR_BGR2GRAY)
+    sharp = min(1.0, 0.3 + 0.7 * float(cv2.Laplacian(gray, cv2.CV_64F).var()) / SHARP_VARIANCE)
+    return float(max(0.0, min(1.0, det.score)) * size * frontal * sharp)
 
 
 #: A photo whose second-largest face has at least this share of the largest one's area shows

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from . import recognition, weights
 from .config import Config
-from .recognition import Face, FrameResult, ImageError, StoredFace, TrackHint
+from .recognition import Face, FrameResult, ImageError, RegionImage, StoredFace, TrackHint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,10 +86,11 @@ def _ready() -> int:
 
 
 def _analyze_frame(
-    frame: NDArray[np.uint8], tracked: Sequence[TrackHint], embed_new: bool
+    frame: NDArray[np.uint8], tracked: Sequence[TrackHint], embed_new: bool,
+    regions: Sequence[RegionImage], ratio: float, min_face_px: int,
 ) -> FrameResult:
     assert _recognizer is not None
-    return _recognizer.analyze_frame(frame, tracked, embed_new)
+    return _recognizer.analyze_frame(frame, tracked, embed_new, regions, ratio, min_face_px)
 
 
 def _analyze_image(data: bytes) -> list[Face]:
@@ -251,8 +252,14 @@ class WorkerPool:
         frame: NDArray[np.uint8],
         tracked: Sequence[TrackHint] = (),
         embed_new: bool = True,
+        regions: Sequence[RegionImage] = (),
+        ratio: float = 1.0,
+        min_face_px: int = 0,
     ) -> FrameResult:
-        return await self._frames.submit(_analyze_frame, frame, list(tracked), embed_new)
+        """Analyse a camera frame (see Recognizer.analyze_frame): ``frame`` is the stream
+        copy; ``regions`` parts of the full-resolution frame, ``ratio`` times larger."""
+        return await self._frames.submit(_analyze_frame, frame, list(tracked), embed_new,
+                                         list(regions), ratio, min_face_px)
 
     async def analyze_image(self, data: bytes) -> list[Face]:
         """Decode and analyse an uploaded image (on the upload workers, if there are any).

@@ -56,8 +56,8 @@ MODELS = ("SFace, Dlib, Facenet, Facenet512, ArcFace, VGG-Face, OpenFace, DeepFa
     ("raw", "message"),
     [
         ({"camera": {"sauce": "0"}},
-         ("camera.sauce: unknown key (known: jpeg_quality, max_side, name, read_timeout_s, "
-          "reconnect_max_s, reconnect_min_s, source)")),
+         ("camera.sauce: unknown key (known: jpeg_quality, max_side, min_face_px, name, "
+          "read_timeout_s, reconnect_max_s, reconnect_min_s, source, sweep_mp_per_s)")),
         ({"webcams": {}},
          ("webcams: unknown section (known: server, camera, recognition, presence, history, "
           "auth, mqtt, storage, cameras, webhooks)")),
@@ -68,6 +68,10 @@ MODELS = ("SFace, Dlib, Facenet, Facenet512, ArcFace, VGG-Face, OpenFace, DeepFa
          "cameras[1].name: 'a' is already the name of another camera"),
         ({"cameras": [{"name": "a", "source": "0", "jpeg_quality": 101}]},
          "cameras[0].jpeg_quality: expected 1-100, got 101"),
+        ({"cameras": [{"name": "a", "source": "0", "min_face_px": 4}]},
+         "cameras[0].min_face_px: expected 8-1000 pixels, got 4"),
+        ({"camera": {"sweep_mp_per_s": -1}},
+         "camera.sweep_mp_per_s: 0 (no sweep) to 1000 megapixels a second, got -1.0"),
         ({"camera": {"name": "front door"}},
          "camera.name: letters, digits, _ and - only (it names MQTT topics), got 'front door'"),
         ({"mqtt": {"url": "tcp://broker"}},
