@@ -6,8 +6,17 @@ whose last embedding is older than ``reembed_interval``, and tracked faces whose
 since their last embedding (the worker checks) are embedded again. A track whose new embedding
 no longer resembles it (a camera cut, somebody else in that place) is split at once, so a name
 follows the person, not the box. Who a track is comes from the gallery's open-set decision
-(``GalleryIndex.identify``) on the mean of its recent embeddings. An unknown face that is lost
-for a moment and comes back within ``memory_s`` gets its provisional hash back.
+(``GalleryIndex.identify``) on its evidence: the quality-weighted mean of its best recent
+looks (``Track.evidence``). An unknown face that is lost for a moment and comes back within
+``memory_s`` gets its provisional hash back.
+
+A far face gets a few good looks and many poor ones, so the evidence is weighted by each
+look's quality (detector confidence, size, how frontal, how sharp: recognition.look_quality),
+keeps the EVIDENCE_KEPT best looks (a good look is not pushed out by the poor ones after it)
+and is not renormalised: its score against an identity is the weighted mean of the looks'
+own similarities, never higher than the looks say. Averaging similarities narrows a
+stranger's spread around their mean, so the single-look open-set threshold keeps at least
+the stranger rate it was calibrated for (README, "Faces at a distance").
 """
 
 from __future__ import annotations
@@ -27,6 +36,10 @@ from .recognition import Face, SampleImages, TrackHint
 
 #: Embeddings kept per track for its running mean.
 EMBEDDINGS_KEPT = 10
+#: Looks kept per track for its evidence: the best ones (by quality).
+EVIDENCE_KEPT = 8
+#: A look's weight is at least this (a face only ever seen poorly is still decided on).
+MIN_LOOK_WEIGHT = 0.02
 #: A face this many pixels wide or more counts as fully sharp for its best view.
 BEST_SIDE = 112
 
@@ -83,17 +96,40 @@ class Track:
     provisional_hash: str = ""
     #: The best view of the face so far (detector score times size), for its visit.
     best: BestView | None = None
+    #: The looks its identity is decided on: (quality, embedding), best kept.
+    looks: list[tuple[float, Embedding]] = field(default_factory=list)
+    first_quality: float = 0.0
 
     def __post_init__(self) -> None:
         self.provisional_hash = self.provisional_hash or face_hash(self.first_embedding)
         if not self.embeddings:
             self.embeddings.append(self.first_embedding)
+        if not self.looks:
+            self.looks.append((max(MIN_LOOK_WEIGHT, self.first_quality), self.first_embedding))
+
+    def add_look(self, embedding: Embedding, quality: float) -> None:
+        """One more embedded look; beyond EVIDENCE_KEPT the poorest (the oldest of equals)
+        goes."""
+        self.embeddings.append(embedding)
+        self.looks.append((max(MIN_LOOK_WEIGHT, quality), embedding))
+        if len(self.looks) > EVIDENCE_KEPT:
+            worst = min(range(len(self.looks)), key=lambda i: self.looks[i][0])
+            del self.looks[worst]
+
+    @property
+    def evidence(self) -> Embedding:
+        """The quality-weighted mean of its kept looks, not renormalised (see the module's
+        docstring): what the gallery decides on."""
+        weights = np.array([q for q, _ in self.looks], dtype=np.float32)
+        stacked = np.stack([e for _, e in self.looks])
+        return (weights @ stacked / float(weights.sum())).astype(np.float32)
 
     def offer(self, face: Face, seen_at: float, frame: NDArray[np.uint8] | None) -> None:
         """Keep ``face`` (in ``frame``) as the track's best view if it is better."""
         if face.embedding is None or face.images is None:
             return
-        quality = face.score * min(1.0, (face.box[2] * face.box[3]) ** 0.5 / BEST_SIDE)
+        quality = face.quality or \
+            face.score * min(1.0, (face.box[2] * face.box[3]) ** 0.5 / BEST_SIDE)
         if self.best is None or quality > self.best.quality:
             self.best = BestView(quality, face.embedding, face.images, seen_at, frame)
 
@@ -194,11 +230,11 @@ class Tracker:
                 track.box = face.box
                 track.last_seen = seen_at
             if face.embedding is not None:
-                track.embeddings.append(face.embedding)
+                track.add_look(face.embedding, face.quality)
                 track.last_embedded = max(track.last_embedded, seen_at)
                 track.last_images = face.images or track.last_images
                 track.look = face.look if face.look is not None else track.look
-                track.match = index.identify(track.mean)
+                track.match = index.identify(track.evidence)
                 track.offer(face, seen_at, frame)
         for track in ended:
             self._end(track, seen_at)
@@ -216,10 +252,14 @@ class Tracker:
             revived.box = face.box
             # Back in view: this appearance starts now (its earlier one may be a past visit).
             revived.first_seen = revived.last_seen = revived.last_embedded = seen_at
-            revived.embeddings.append(emb)
+            # Who it is is decided again from what is seen now: the looks from before the
+            # gap may be somebody else's who stood there (a far, poorly seen stranger must
+            # not inherit a name through the old track's good looks).
+            revived.looks.clear()
+            revived.add_look(emb, face.quality)
             revived.last_images = face.images or revived.last_images
             revived.look = face.look
-            revived.match = index.identify(revived.mean)
+            revived.match = index.identify(revived.evidence)
             return revived
         seen_before = unknowns.identify(emb) if unknowns is not None else None
         track = Track(
@@ -233,8 +273,9 @@ class Tracker:
             last_images=face.images,
             look=face.look,
             provisional_hash=seen_before.hash if seen_before is not None else "",
+            first_quality=face.quality,
         )
-        track.match = index.identify(track.mean)
+        track.match = index.identify(track.evidence)
         return track
 
     def _revive(self, emb: Embedding, now: float) -> Track | None:
@@ -272,7 +313,7 @@ class Tracker:
     def rematch(self, index: GalleryIndex) -> None:
         """Re-evaluate every track against a changed gallery (enroll, rename, delete)."""
         for track in self._tracks:
-            track.match = index.identify(track.mean)
+            track.match = index.identify(track.evidence)
         for _, track in self._lost:
             track.match = None  # recomputed on revival
 
