@@ -5,8 +5,9 @@ A far face gives a track many poor looks. facestream names a track on the qualit
 mean of its best looks, not renormalised (``tracking.Track.evidence``): its score is the
 weighted mean of the looks' own similarities. This measures, with the real model on the
 shared LFW subset, how often strangers are named and enrolled people are named right when
-deciding on one look, on that evidence, and on the renormalised mean of the looks (what
-facestream did before).
+deciding on one look, on that evidence, on the renormalised mean of the looks (what
+facestream did before), and as Frigate does (each look's best match; the name with the most
+face area behind it, if its area-weighted mean score passes; no answer on a tie).
 
 Method: people with two or more photos are enrolled from their first photo, and half of
 the one-photo people too (a gallery of a few hundred); the other one-photo people are the
@@ -35,10 +36,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facestream.config import Config  # noqa: E402
-from facestream.identity import GalleryIndex, face_hash, normalize  # noqa: E402
-from facestream.recognition import RegionImage, Recognizer, look_quality  # noqa: E402
-from facestream.regions import TRACK_FACE_PX  # noqa: E402
+from facestream.config import Config
+from facestream.identity import GalleryIndex, face_hash, normalize
+from facestream.recognition import Recognizer, RegionImage, look_quality
+from facestream.regions import TRACK_FACE_PX
 
 LFW = REPO.parent / "shared" / "data" / "faces" / "lfw"
 #: LFW deep-funneled faces are about this wide in their 250 px photos.
@@ -46,12 +47,13 @@ LFW_FACE_PX = 100
 
 
 def far_look(recognizer: Recognizer, photo: np.ndarray, rng: random.Random
-             ) -> tuple[np.ndarray, float] | None:
-    """One far look of ``photo``: (embedding, quality), or None if no face is found."""
+             ) -> tuple[np.ndarray, float, float] | None:
+    """One far look of ``photo``: (embedding, quality, face width), or None if no face is
+    found."""
     face_px = rng.uniform(24, 48)
     s = face_px / LFW_FACE_PX
     small = cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    _, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 70])
     small = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     pad = round(face_px * 0.7)
     dx, dy = rng.randint(0, 2), rng.randint(0, 2)
@@ -68,7 +70,8 @@ def far_look(recognizer: Recognizer, photo: np.ndarray, rng: random.Random
     (emb,) = recognizer.embed_chips([chip])
     if emb is None:
         return None
-    return emb, look_quality(det, max(det.box[2], det.box[3]), chip)
+    side = max(det.box[2], det.box[3])
+    return emb, look_quality(det, side, chip), side
 
 
 def main() -> None:
@@ -98,10 +101,20 @@ def main() -> None:
     print(f"gallery: {len(samples)} people; identify threshold "
           f"{policy.identify_threshold(index.comparisons):.3f}")
 
+    sizes: dict[int, float] = {}
+
     def track(photo: Path) -> list[tuple[np.ndarray, float]]:
         image = cv2.imread(str(photo))
-        looks = [far_look(recognizer, image, rng) for _ in range(args.looks)]
-        return [look for look in looks if look is not None]
+        looks = []
+        for _ in range(args.looks):
+            look = far_look(recognizer, image, rng)
+            if look is not None:
+                sizes[id(look[0])] = look[2]
+                looks.append(look[:2])
+        return looks
+
+    def areas(looks: list[tuple[np.ndarray, float]]) -> list[float]:
+        return [sizes[id(e)] ** 2 for e, _ in looks]
 
     def decisions(looks: list[tuple[np.ndarray, float]]) -> dict[str, list[str | None]]:
         weights = np.array([max(0.02, q) for _, q in looks], dtype=np.float32)
@@ -112,8 +125,23 @@ def main() -> None:
                    "renormalised mean": [normalize(stacked.mean(axis=0))]}
         for way, vs in vectors.items():
             best[way] += [m.similarity for v in vs if (m := index.best(v)) is not None]
-        return {way: [m.hash if (m := index.identify(v)) else None for v in vs]
-                for way, vs in vectors.items()}
+        named = {way: [m.hash if (m := index.identify(v)) else None for v in vs]
+                 for way, vs in vectors.items()}
+        # Frigate's way: each look's best match, the name with the most face area behind
+        # it, named if its area-weighted mean score passes (no answer on a tie).
+        votes: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for (e, _), area in zip(looks, areas(looks)):
+            if (m := index.best(e)) is not None:
+                votes[m.hash].append((area, m.similarity))
+        weight = {h: sum(a for a, _ in v) for h, v in votes.items()}
+        ranked = sorted(weight, key=lambda h: -weight[h])
+        winner = None
+        if ranked and (len(ranked) == 1 or weight[ranked[0]] > weight[ranked[1]]):
+            score = sum(a * sim for a, sim in votes[ranked[0]]) / weight[ranked[0]]
+            if score >= policy.identify_threshold(index.comparisons):
+                winner = ranked[0]
+        named["area-weighted vote"] = [winner]
+        return named
 
     results: dict[str, dict[str, list[bool]]] = {
         "stranger named": defaultdict(list), "enrolled named right": defaultdict(list)}
@@ -135,11 +163,12 @@ def main() -> None:
 
     table = {what: {way: {"rate": float(np.mean(v)), "n": len(v)} for way, v in ways.items()}
              for what, ways in results.items()}
-    print("| | one look | track evidence (weighted, not renormalised) | renormalised mean |")
-    print("|---|---|---|---|")
+    print("| | one look | track evidence (weighted, not renormalised) | renormalised mean "
+          "| area-weighted vote (Frigate) |")
+    print("|---|---|---|---|---|")
     for what, ways in table.items():
         cells = [f"{100 * ways[w]['rate']:.1f}% (n={ways[w]['n']})"
-                 for w in ("one look", "evidence", "renormalised mean")]
+                 for w in ("one look", "evidence", "renormalised mean", "area-weighted vote")]
         print(f"| {what} | " + " | ".join(cells) + " |")
     print("| a stranger's best similarity: mean / 99th percentile / max | " + " | ".join(
         "{mean:.3f} / {p99:.3f} / {max:.3f}".format(**strangers_best[w])

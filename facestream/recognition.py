@@ -150,6 +150,9 @@ class Face:
     look: NDArray[np.float32] | None = None
     #: How much this look of the face tells who it is (0-1): see ``look_quality``.
     quality: float = 0.0
+    #: Whether the embedding was made from the camera's full-resolution pixels (not from a
+    #: stream copy scaled down from them).
+    full_res: bool = True
 
 
 @dataclass(frozen=True)
@@ -563,10 +566,14 @@ class Recognizer:
         for i, emb in zip(ready, self.embed_chips([chips[i] for i in ready])):  # type: ignore[misc]
             if emb is None:
                 continue
-            _, source, det, side = found[i]
+            _, source, det, _ = found[i]
             faces[i].embedding = emb
             faces[i].images = sample_images(source, det)
-            faces[i].quality = look_quality(det, side, chips[i])  # type: ignore[arg-type]
+            # Its size in the pixels it was embedded from: a look from the scaled stream
+            # copy tells less than one from the full-resolution frame.
+            faces[i].quality = look_quality(det, max(det.box[2], det.box[3]),
+                                            chips[i])  # type: ignore[arg-type]
+            faces[i].full_res = source is not bgr or ratio <= 1.0
         t2 = time.perf_counter()
         return FrameResult(faces, detect_s=t1 - t0, embed_s=t2 - t1, embedded=len(todo))
 

@@ -117,7 +117,9 @@ class Sweep:
     def take(self, width: int, height: int, now: float) -> list[Tile]:
         """The tiles to search in a frame of ``width`` x ``height`` analysed at ``now``
         (monotonic seconds)."""
-        if self.mp_per_s <= 0:
+        if self.mp_per_s <= 0 or self.scale <= self.fast_scale * 1.05:
+            # No sweep, or none needed: the fast pass sees the frame at the sweep's scale
+            # already (a camera no larger than recognition.detect_max_side).
             return []
         if (height, width) != self._shape:
             self._shape = (height, width)

@@ -40,6 +40,8 @@ EMBEDDINGS_KEPT = 10
 EVIDENCE_KEPT = 8
 #: A look's weight is at least this (a face only ever seen poorly is still decided on).
 MIN_LOOK_WEIGHT = 0.02
+#: Frames a new track embedded from the stream copy asks for a full-resolution look.
+FULL_RES_TRIES = 2
 #: A face this many pixels wide or more counts as fully sharp for its best view.
 BEST_SIDE = 112
 
@@ -99,6 +101,10 @@ class Track:
     #: The looks its identity is decided on: (quality, embedding), best kept.
     looks: list[tuple[float, Embedding]] = field(default_factory=list)
     first_quality: float = 0.0
+    #: Looks still to ask for at full resolution: a face first embedded from the scaled
+    #: stream copy (the fast pass found it) is due again at once, when the worker gets the
+    #: full-resolution region around it (tried twice at most).
+    full_res_wanted: int = 0
 
     def __post_init__(self) -> None:
         self.provisional_hash = self.provisional_hash or face_hash(self.first_embedding)
@@ -180,9 +186,10 @@ class Tracker:
         analysed concurrently by another worker does not embed the same face twice."""
         hints = []
         for t in self._tracks:
-            due = now - t.last_embedded >= self.reembed_interval
+            due = now - t.last_embedded >= self.reembed_interval or t.full_res_wanted > 0
             if due:
                 t.last_embedded = now
+                t.full_res_wanted = max(0, t.full_res_wanted - 1)
             hints.append(TrackHint(t.box, t.look, due))
         return hints
 
@@ -231,6 +238,7 @@ class Tracker:
                 track.last_seen = seen_at
             if face.embedding is not None:
                 track.add_look(face.embedding, face.quality)
+                track.full_res_wanted = 0 if face.full_res else track.full_res_wanted
                 track.last_embedded = max(track.last_embedded, seen_at)
                 track.last_images = face.images or track.last_images
                 track.look = face.look if face.look is not None else track.look
@@ -257,6 +265,7 @@ class Tracker:
             # not inherit a name through the old track's good looks).
             revived.looks.clear()
             revived.add_look(emb, face.quality)
+            revived.full_res_wanted = 0 if face.full_res else FULL_RES_TRIES
             revived.last_images = face.images or revived.last_images
             revived.look = face.look
             revived.match = index.identify(revived.evidence)
@@ -274,6 +283,7 @@ class Tracker:
             look=face.look,
             provisional_hash=seen_before.hash if seen_before is not None else "",
             first_quality=face.quality,
+            full_res_wanted=0 if face.full_res else FULL_RES_TRIES,
         )
         track.match = index.identify(track.evidence)
         return track

@@ -130,3 +130,34 @@ def test_late_result_with_embeddings_still_starts_and_feeds_tracks(emb: dict) ->
     t.update([Face(BOX, emb["b1"])], 0.25, index, stale=True)  # stale: no split, no move
     (view,) = t.views()
     assert view.name == "obama" and view.box == MOVED
+
+
+def test_a_face_embedded_from_the_stream_copy_asks_for_a_full_resolution_look(
+    emb: dict
+) -> None:
+    """A large face first found by the fast pass is embedded from the scaled stream copy;
+    the next frames are told it is due, so its region of the full-resolution frame is sent
+    and it is embedded again from there (twice at most), then not until the interval."""
+    t = Tracker(THRESHOLD, reembed_interval=1.0, timeout=0.4)
+    empty = GalleryIndex.empty()
+    t.update([Face(BOX, emb["o1"], look=LOOK, full_res=False)], 0.0, empty)
+    assert due(t.plan(0.04)) == [BOX]
+    t.update([Face(BOX, emb["o2"], look=LOOK, full_res=True, quality=0.8)], 0.04, empty)
+    assert due(t.plan(0.08)) == []
+    # Never found at full resolution: asked twice, then left to the interval.
+    t.update([Face(MOVED, emb["b1"], look=LOOK, full_res=False)], 0.5, empty)
+    asked = [bool(due(t.plan(0.5 + 0.04 * i))) for i in range(1, 5)]
+    assert asked[:2] == [True, True] and asked[2:] == [False, False]
+
+
+def test_poor_looks_do_not_outweigh_good_ones(emb: dict) -> None:
+    """A track's evidence is the quality-weighted mean of its best looks: many poor looks of
+    somebody else in the same box (not enough to split it) do not take over its name."""
+    t = Tracker(-1.0, reembed_interval=1.0, timeout=0.4)  # never split: weighting decides
+    index = gallery(obama=emb["o1"], biden=emb["b1"])
+    t.update([Face(BOX, emb["o2"], look=LOOK, quality=0.9)], 0.0, index)
+    for i in range(1, 12):
+        t.update([Face(BOX, emb["b2"], look=LOOK, quality=0.03)], 0.1 * i, index)
+    (track,) = t.tracks()
+    assert track.match is not None and track.match.name == "obama"
+    assert len(track.looks) == 8 and max(q for q, _ in track.looks) == pytest.approx(0.9)
