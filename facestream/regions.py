@@ -44,8 +44,8 @@ TILE_PX: Final = 640
 #: A tracked face's region: this many times its size, centred on it (the gallery's context
 #: square is twice the face, so its sample images are cut from full-resolution pixels too).
 TRACK_SPAN: Final = 2.4
-#: A tracked face is detected at a scale that makes it about this wide (never below 1x,
-#: at most MAX_UPSAMPLE).
+#: A small tracked face is upsampled so it is about this wide (at most MAX_UPSAMPLE times);
+#: one larger than LARGE_FACE_PX is detected at that width, enough for exact landmarks.
 TRACK_FACE_PX: Final = 40
 MAX_UPSAMPLE: Final = 3.0
 LARGE_FACE_PX: Final = 96
@@ -109,10 +109,6 @@ class Sweep:
         self._started = 0.0
         #: Seconds the last complete sweep took (None before the first one).
         self.last_s: float | None = None
-
-    @property
-    def tiles(self) -> int:
-        return len(self._tiles)
 
     def take(self, width: int, height: int, now: float) -> list[Tile]:
         """The tiles to search in a frame of ``width`` x ``height`` analysed at ``now``
