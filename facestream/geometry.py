@@ -10,14 +10,24 @@ Box = tuple[int, int, int, int]  # x, y, w, h
 TRACK_IOU: Final = 0.3
 
 
-def iou(a: Box, b: Box) -> float:
+def intersection(a: Box, b: Box) -> int:
+    """The area the two boxes share."""
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
     iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
+    return ix * iy
+
+
+def iou(a: Box, b: Box) -> float:
+    inter = intersection(a, b)
+    union = area(a) + area(b) - inter
     return inter / union if union > 0 else 0.0
+
+
+def inside(a: Box, b: Box, share: float = 0.6) -> bool:
+    """At least ``share`` of ``a`` lies within ``b``."""
+    return intersection(a, b) >= share * area(a)
 
 
 def area(box: Box) -> int:

@@ -28,13 +28,13 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import weights
-from .geometry import TRACK_IOU, Box, area, iou
+from .geometry import TRACK_IOU, Box, area, inside, iou
 from .identity import normalize
 
 #: Five (x, y) points, flattened: right eye, left eye, nose tip, right and left mouth corner.
@@ -461,16 +461,19 @@ class Recognizer:
         per_image = [result] if len(chips) == 1 else result
         return [objs[0]["embedding"] for objs in per_image]
 
-    def _embed(self, bgr: NDArray[np.uint8], dets: Sequence[Detection], keep_images: bool
-               ) -> list[tuple[NDArray[np.float32] | None, SampleImages | None]]:
-        chips = [self.aligned(bgr, d) for d in dets]
+    def _embed(self, faces: Sequence[tuple[NDArray[np.uint8], Detection]]
+               ) -> list[tuple[NDArray[np.float32], SampleImages, NDArray[np.uint8]] | None]:
+        """Each face ``(image, detection)`` embedded, with its gallery images cut from that
+        image and its aligned chip; None for one that cannot be aligned or embedded."""
+        chips = [self.aligned(image, det) for image, det in faces]
         ready = [i for i, c in enumerate(chips) if c is not None]
         embs = self.embed_chips([chips[i] for i in ready])  # type: ignore[misc]
-        out: list[tuple[NDArray[np.float32] | None, SampleImages | None]] = \
-            [(None, None)] * len(dets)
+        out: list[tuple[NDArray[np.float32], SampleImages, NDArray[np.uint8]] | None] = \
+            [None] * len(faces)
         for i, emb in zip(ready, embs):
-            images = sample_images(bgr, dets[i]) if keep_images and emb is not None else None
-            out[i] = (emb, images)
+            if emb is not None:
+                image, det = faces[i]
+                out[i] = (emb, sample_images(image, det), chips[i])  # type: ignore[assignment]
         return out
 
     def embed_stored(self, faces: Sequence[StoredFace]) -> list[NDArray[np.float32] | None]:
@@ -534,11 +537,8 @@ class Recognizer:
         ``embed_new``, so two workers never both embed the same newcomer.
         """
         t0 = time.perf_counter()
-        floor = min_face_px * MIN_FACE_SLACK
-        found: list[tuple[Detection, NDArray[np.uint8], Detection, float]] = [
-            (d, bgr, d, max(d.box[2], d.box[3]) * ratio)
-            for d in self.detect(bgr, self.detect_max_side, self.detect_upsample)]
-        swept: set[int] = set()  # ids of the detections found in a tile of the sweep
+        found = [_Found(d, bgr, d, max(d.box[2], d.box[3]) * ratio)
+                 for d in self.detect(bgr, self.detect_max_side, self.detect_upsample)]
         if self._yunet is not None and self.detector == "yunet":
             for region in regions:
                 for d in self._detect_region(region):
@@ -546,34 +546,30 @@ class Recognizer:
                     in_stream = Detection(tuple(round(v) for v in (  # type: ignore[arg-type]
                         (x + region.x0) / ratio, (y + region.y0) / ratio, w / ratio,
                         h / ratio)), d.score)
-                    found.append((in_stream, region.pixels, d, max(w, h)))
-                    if region.tile:
-                        swept.add(id(d))
-        found = _merged([f for f in found if f[3] >= floor], bgr.shape)
+                    found.append(_Found(in_stream, region.pixels, d, max(w, h), region.tile))
+        floor = min_face_px * MIN_FACE_SLACK
+        found = _merged([f for f in found if f.side >= floor], bgr.shape)
         t1 = time.perf_counter()
-        faces = [Face(box := d.clipped(bgr.shape), score=d.score, look=look(bgr, box))
-                 for d, _, _, _ in found]
+        faces = [Face(box := f.stream.clipped(bgr.shape), score=f.stream.score,
+                      look=look(bgr, box)) for f in found]
         todo = []
         for i, face in enumerate(faces):
             hint = max(tracked, key=lambda t: iou(face.box, t.box), default=None)
             if hint is None or iou(face.box, hint.box) < TRACK_IOU:
-                if embed_new or id(found[i][2]) in swept:
+                if embed_new or found[i].swept:
                     todo.append(i)
             elif hint.due or _changed_look(face.look, hint.look):
                 todo.append(i)
-        chips = {i: self.aligned(found[i][1], found[i][2]) for i in todo}
-        ready = [i for i in todo if chips[i] is not None]
-        for i, emb in zip(ready, self.embed_chips([chips[i] for i in ready])):  # type: ignore[misc]
-            if emb is None:
+        embedded = self._embed([(found[i].source, found[i].det) for i in todo])
+        for i, done in zip(todo, embedded):
+            if done is None:
                 continue
-            _, source, det, _ = found[i]
-            faces[i].embedding = emb
-            faces[i].images = sample_images(source, det)
+            f = found[i]
+            faces[i].embedding, faces[i].images, chip = done
             # Its size in the pixels it was embedded from: a look from the scaled stream
             # copy tells less than one from the full-resolution frame.
-            faces[i].quality = look_quality(det, max(det.box[2], det.box[3]),
-                                            chips[i])  # type: ignore[arg-type]
-            faces[i].full_res = source is not bgr or ratio <= 1.0
+            faces[i].quality = look_quality(f.det, max(f.det.box[2], f.det.box[3]), chip)
+            faces[i].full_res = f.source is not bgr or ratio <= 1.0
         t2 = time.perf_counter()
         return FrameResult(faces, detect_s=t1 - t0, embed_s=t2 - t1, embedded=len(todo))
 
@@ -602,9 +598,10 @@ class Recognizer:
         side = STILL_DETECT_SIDE if self.detector == "yunet" else STILL_DETECT_SIDE_DLIB
         dets = self.detect(work, side, STILL_UPSAMPLE, still=True)
         faces = []
-        for det, (emb, images) in zip(dets, self._embed(work, dets, True)):
-            if emb is None:
+        for det, done in zip(dets, self._embed([(work, d) for d in dets])):
+            if done is None:
                 continue
+            emb, images, _ = done
             box = tuple(round(v * scale_back) for v in det.clipped(work.shape))
             faces.append(Face(box, emb, images, det.score))  # type: ignore[arg-type]
         return faces
@@ -618,32 +615,35 @@ GOOD_FACE_PX: Final = 80
 SHARP_VARIANCE: Final = 150.0
 
 
-def _merged(found: list[tuple[Detection, NDArray[np.uint8], Detection, float]],
-            shape: tuple[int, ...]) -> list[tuple[Detection, NDArray[np.uint8], Detection, float]]:
+class _Found(NamedTuple):
+    """A face one of analyze_frame's passes detected: its detection in the stream copy's
+    pixels, the image it was found in (the stream copy or a full-resolution region) with its
+    detection there, its width in full-resolution pixels, and whether a tile of the sweep
+    found it."""
+
+    stream: Detection
+    source: NDArray[np.uint8]
+    det: Detection
+    side: float
+    swept: bool = False
+
+
+def _merged(found: list[_Found], shape: tuple[int, ...]) -> list[_Found]:
     """One detection per face: the passes overlap (a tracked face's region, the tiles, the
     fast pass), so detections of one face are merged, keeping the one seen at the finest
-    resolution (the largest in its own pixels), then the most confident; largest first."""
-    order = sorted(found, key=lambda f: (max(f[2].box[2], f[2].box[3]), f[0].score),
+    resolution (the largest in its own pixels), then the most confident; largest first.
+    A detection mostly inside a kept one is a tile's cut through a face found whole."""
+    order = sorted(found, key=lambda f: (max(f.det.box[2], f.det.box[3]), f.stream.score),
                    reverse=True)
-    kept: list[tuple[Detection, NDArray[np.uint8], Detection, float]] = []
+    kept: list[tuple[Box, _Found]] = []
     for f in order:
-        box = f[0].clipped(shape)
+        box = f.stream.clipped(shape)
         if box[2] < 2 or box[3] < 2:
             continue
-        if all(iou(box, k[0].clipped(shape)) < TRACK_IOU and not _inside(box, k[0].clipped(shape))
-               for k in kept):
-            kept.append(f)
-    kept.sort(key=lambda f: area(f[0].clipped(shape)), reverse=True)
-    return kept
-
-
-def _inside(a: Box, b: Box) -> bool:
-    """Most of ``a`` lies within ``b`` (a tile cut through a face found whole elsewhere)."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    return ix * iy >= 0.6 * aw * ah
+        if all(iou(box, other) < TRACK_IOU and not inside(box, other) for other, _ in kept):
+            kept.append((box, f))
+    kept.sort(key=lambda k: area(k[0]), reverse=True)
+    return [f for _, f in kept]
 
 
 def look_quality(det: Detection, side: float, chip: NDArray[np.uint8]) -> float:
