@@ -1005,6 +1005,12 @@ async def test_a_visit_opens_its_snapshot(visitors_page: Page, visitors_api: Api
 
     visit_id = await page.locator("[data-testid=event][data-event=arrived]").first \
         .get_attribute("data-visit")
+
+    async def stored() -> bool:
+        # The log shows an arrival as it happens; the history stores it a moment later.
+        return any(v["id"] == visit_id for v in await api.visits())
+
+    await api.wait_for(stored, f"the visit {visit_id} of the newest arrival to be stored")
     arrival = page.locator(f'[data-testid=event][data-event=arrived][data-visit="{visit_id}"]')
     await arrival.get_by_test_id("event-visit").click()
     await expect(viewer).to_be_visible()
