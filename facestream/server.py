@@ -17,7 +17,7 @@ import math
 import re
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any, Final
 
@@ -888,13 +888,27 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     await hooks.close()
 
 
-async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[CONFIG]
-    pool = WorkerPool(PoolSettings.from_config(cfg, server=True))
-    await pool.start()
-    app[POOL] = pool
-    yield
-    await asyncio.to_thread(pool.close)
+def _pool_ctx(shared: WorkerPool | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The worker processes: the app's own, or ``shared`` (started by the caller, which
+    closes it: tests run many apps on one pool, since starting one loads the models)."""
+
+    async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+        if shared is not None:
+            wanted = PoolSettings.from_config(app[CONFIG], server=True)
+            if shared.settings != wanted:
+                raise ValueError(f"the shared pool runs {shared.settings}, the config asks "
+                                 f"for {wanted}")
+            shared.adopt()
+            app[POOL] = shared
+            yield
+            return
+        pool = WorkerPool(PoolSettings.from_config(app[CONFIG], server=True))
+        await pool.start()
+        app[POOL] = pool
+        yield
+        await asyncio.to_thread(pool.close)
+
+    return pool_ctx
 
 
 async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -930,9 +944,11 @@ async def _on_shutdown(app: web.Application) -> None:
         await camera.broadcaster.close_all()
 
 
-def create_app(config: Config, live: bool = True) -> web.Application:
+def create_app(config: Config, live: bool = True, pool: WorkerPool | None = None
+               ) -> web.Application:
     """The application. ``live=False`` leaves the camera and recognition lanes out (the
-    REST API, the gallery and history work; nobody is ever in view): for tests and tools."""
+    REST API, the gallery and history work; nobody is ever in view): for tests and tools.
+    ``pool``: started workers to use (and leave running) instead of starting its own."""
     # Base64 bodies are 4/3 of the image; the exact limit is checked after decoding.
     max_body = int(_upload_limit(config) * 4 / 3) + 64 * 1024
     guard = access.access_middleware(lambda: app[AUTH], config.server, config.auth)
@@ -946,7 +962,7 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     app[CAMERAS] = Cameras(
         config, metrics_, gallery=lambda: app[GALLERY].index,
         unknowns=lambda: app[HISTORY].unknown_index if HISTORY in app else None)
-    contexts = [_gallery_ctx, _auth_ctx, _wiring_ctx, _history_ctx, _pool_ctx]
+    contexts = [_gallery_ctx, _auth_ctx, _wiring_ctx, _history_ctx, _pool_ctx(pool)]
     if config.mqtt.url:
         contexts.append(_mqtt_ctx)
     if config.webhooks:

@@ -191,6 +191,12 @@ class _Processes:
                 self.restarting = False
             self.restarts += 1
 
+    def adopt(self) -> None:
+        """A lock for the running event loop (asyncio primitives belong to one loop)."""
+        if self._restart_lock.locked():
+            raise RuntimeError("the workers are being restarted under another event loop")
+        self._restart_lock = asyncio.Lock()
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
@@ -279,6 +285,17 @@ class WorkerPool:
     ) -> list[NDArray[np.float32] | None]:
         """Embed stored gallery samples with this pool's model (re-embedding)."""
         return await (self._uploads or self._frames).submit(_embed_stored, list(faces))
+
+    def adopt(self) -> None:
+        """Take this pool into the running event loop, from an application that ran before
+        on another (the tests' shared pool; an asyncio lock or semaphore belongs to the first
+        loop that waits on it). Nothing may be in flight."""
+        if self._pending_images:
+            raise RuntimeError("images are still being processed under another event loop")
+        for part in (self._frames, self._uploads):
+            if part is not None:
+                part.adopt()
+        self._images = asyncio.Semaphore((self._uploads or self._frames).count)
 
     def close(self) -> None:
         for part in (self._frames, self._uploads):

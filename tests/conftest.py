@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import pytest
 from aiohttp import FormData
+from aiohttp.test_utils import TestClient
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACESTREAM_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -49,7 +50,9 @@ from facestream.config import (
     StorageConfig,
 )
 from facestream.pgstore import where
+from facestream.server import create_app
 from facestream.storage import DB_FILE, Gallery
+from facestream.workers import PoolSettings, WorkerPool
 
 from .pg import PgCluster, pg_cluster
 
@@ -158,6 +161,37 @@ def face_then_empty_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     blank = np.full_like(frames[0], 90)
     path = tmp_path_factory.mktemp("video") / "face_then_empty.mp4"
     return write_video(path, frames + [blank] * 75)
+
+
+@pytest.fixture(scope="session")
+def worker_pools() -> Iterator[dict[PoolSettings, WorkerPool]]:
+    """Worker pools shared by the whole run, one per pool settings, started when first
+    asked for: starting one spawns processes that load the models (about 2 s), and most
+    tests build an app. A test that kills workers starts its own (``create_app`` alone)."""
+    pools: dict[PoolSettings, WorkerPool] = {}
+    yield pools
+    for pool in pools.values():
+        pool.close()
+
+
+AppClient = Callable[..., Any]
+
+
+@pytest.fixture
+def app_client(aiohttp_client: Any, worker_pools: dict[PoolSettings, WorkerPool]
+               ) -> AppClient:
+    """``await app_client(config, live=...)``: a test client of ``create_app(config, live)``
+    running on the shared worker pool for the config's settings."""
+
+    async def make(config: Config, live: bool = True, **client: Any) -> TestClient:
+        settings = PoolSettings.from_config(config, server=True)
+        pool = worker_pools.get(settings)
+        if pool is None:
+            pool = worker_pools[settings] = WorkerPool(settings)
+            await pool.start()
+        return await aiohttp_client(create_app(config, live=live, pool=pool), **client)
+
+    return make
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""HTTP API on the real app (real worker pool, real model, real SQLite), via aiohttp_client.
+"""HTTP API on the real app (real worker pool, real model, real SQLite), via app_client.
 
 The REST API needs no camera: these tests build the app with ``live=False`` (gallery, history
 and workers, no capture thread or recognition lanes), so nothing competes with the uploads
@@ -23,7 +23,6 @@ from aiohttp.test_utils import TestClient
 from facestream.appkeys import CONFIG, GALLERY
 from facestream.config import Config, ServerConfig
 from facestream.privacy import email_digest, load_or_create_secret
-from facestream.server import create_app
 from facestream.storage import DB_FILE
 
 from .conftest import BIDEN, GROUP, OBAMA, OBAMA2, OBAMA3, RGBA_PNG, WEBP_AS_JPG, upload
@@ -33,10 +32,10 @@ Client = TestClient[Any, Any]
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, config_factory: Callable[..., Config]) -> Client:
+async def client(app_client: Any, config_factory: Callable[..., Config]) -> Client:
     cfg = config_factory()
     cfg = dataclasses.replace(cfg, server=ServerConfig(max_upload_mb=2.0))
-    return await aiohttp_client(create_app(cfg, live=False))
+    return await app_client(cfg, live=False)
 
 
 #: Where YuNet finds the faces (x, y, w, h), measured once; a few pixels of slack.

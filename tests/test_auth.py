@@ -23,7 +23,6 @@ from aiohttp.test_utils import TestClient
 from facestream.appkeys import AUTH, CONFIG, GALLERY
 from facestream.auth import ADDRESS_FAILURES, LOGIN_FAILURES, USER_FAILURES
 from facestream.config import AuthConfig, Config, ConfigError, ServerConfig, from_mapping
-from facestream.server import create_app
 
 from .conftest import BIDEN, OBAMA, PG_SECRET, sqlite_only, upload
 
@@ -37,11 +36,11 @@ def with_auth(cfg: Config, **auth: Any) -> Config:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, config_factory: Callable[..., Config],
+async def client(app_client: Any, config_factory: Callable[..., Config],
                  storage_url: str) -> Client:
     """The server without a camera, its accounts in SQLite or in PostgreSQL."""
-    c = await aiohttp_client(create_app(with_auth(config_factory(storage_url=storage_url)),
-                                        live=False))
+    c = await app_client(with_auth(config_factory(storage_url=storage_url)),
+                                        live=False)
     auth = c.server.app[AUTH]
     await auth.set_password("admin", ADMIN_PASSWORD)  # the first start made one; choose it
     await auth.add_user("vera", "viewer", VIEWER_PASSWORD)
@@ -74,18 +73,18 @@ async def test_nothing_but_health_and_login_without_credentials(client: Client) 
 
 
 async def test_first_start_creates_one_admin_and_prints_its_password_once(
-    aiohttp_client: Any, config_factory: Callable[..., Config],
+    app_client: Any, config_factory: Callable[..., Config],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     cfg = with_auth(config_factory())
-    first = await aiohttp_client(create_app(cfg, live=False))
+    first = await app_client(cfg, live=False)
     printed = capsys.readouterr().err
     match = re.search(r"user 'admin', password (\S+)", printed)
     assert match is not None
     resp = await log_in(first, "admin", match.group(1))
     assert (resp.status, await resp.json()) == (200, {"user": "admin", "role": "admin"})
     await first.close()
-    again = await aiohttp_client(create_app(cfg, live=False))  # same data dir
+    again = await app_client(cfg, live=False)  # same data dir
     assert "password" not in capsys.readouterr().err
     assert [u[:2] for u in await again.server.app[AUTH].users()] == [("admin", "admin")]
 
@@ -292,7 +291,7 @@ async def test_cross_site_writes_and_websockets_are_refused(client: Client) -> N
 
 
 async def test_no_websocket_on_any_path_from_another_origin(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     """The origin check is the handshake's, whatever the path: /ws and every camera's
     /cameras/{name}/ws refuse another site and another port of this host (same-site: the
@@ -300,7 +299,7 @@ async def test_no_websocket_on_any_path_from_another_origin(
     cfg = with_auth(config_factory())
     cfg = dataclasses.replace(cfg, cameras=(dataclasses.replace(cfg.camera, name="door"),
                                             dataclasses.replace(cfg.camera, name="hall")))
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     await client.server.app[AUTH].set_password("admin", ADMIN_PASSWORD)
     await log_in(client, "admin", ADMIN_PASSWORD)
     own = f"http://{client.host}:{client.port}"
@@ -320,7 +319,7 @@ async def test_no_websocket_on_any_path_from_another_origin(
 
 
 async def test_with_accounts_off_only_the_servers_own_names_are_served(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     """DNS rebinding: a page of the attacker's name, resolved to 127.0.0.1, sends that name
     as Host and Origin. With accounts off (nothing else stands in its way) every request
@@ -329,7 +328,7 @@ async def test_with_accounts_off_only_the_servers_own_names_are_served(
     cfg = config_factory()  # accounts off
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(
         cfg.server, allowed_hosts=("cams.example.org", ".home.example")))
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     port = client.port
     resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack"))
     face = (await resp.json())["hash"]
@@ -400,10 +399,10 @@ def test_authentication_off_is_refused_off_loopback() -> None:
 
 
 async def test_metrics_can_be_opened_by_config(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    c = await aiohttp_client(create_app(with_auth(config_factory(), metrics_open=True),
-                                        live=False))
+    c = await app_client(with_auth(config_factory(), metrics_open=True),
+                                        live=False)
     resp = await c.get("/metrics")
     assert resp.status == 200 and "facestream_frames_captured_total 0.0" in await resp.text()
     assert (await c.get("/hash")).status == 401

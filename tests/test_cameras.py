@@ -22,7 +22,6 @@ from aiohttp.test_utils import TestClient
 
 from facestream.config import CameraConfig, Config
 from facestream.pipeline import FairShare
-from facestream.server import create_app
 
 from .conftest import GROUP, OTHER_HEAD, TALKING_HEAD, write_video
 from .test_e2e import Server
@@ -102,10 +101,10 @@ def crowd_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def test_two_cameras_each_with_its_stream_presence_and_websocket(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     cfg = with_cameras(config_factory(), ("door", TALKING_HEAD), ("hall", OTHER_HEAD))
-    client = await aiohttp_client(create_app(cfg))
+    client = await app_client(cfg)
 
     async def both_see_someone() -> Any:
         cams = await status(client)
@@ -147,12 +146,12 @@ async def test_two_cameras_each_with_its_stream_presence_and_websocket(
 
 
 async def test_one_worker_is_shared_fairly_with_a_crowded_camera(
-    aiohttp_client: Any, config_factory: Callable[..., Config], crowd_video: Path
+    app_client: Any, config_factory: Callable[..., Config], crowd_video: Path
 ) -> None:
     """One worker, a camera full of faces beside a camera with one: the door camera keeps
     getting about half the analyses, and its face stays recognised as in view."""
     cfg = with_cameras(config_factory(), ("crowd", crowd_video), ("door", TALKING_HEAD))
-    client = await aiohttp_client(create_app(cfg))
+    client = await app_client(cfg)
     await wait_for(lambda: _faces(client, "crowd", 5), 60, 0.2)
     before = await status(client)
     await asyncio.sleep(5)
@@ -169,12 +168,12 @@ async def _faces(client: Client, camera: str, at_least: int) -> bool:
 
 
 async def test_the_api_adds_only_camera_streams_unless_files_are_allowed(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     """An admin on the network must not make the server read its own files (file://, a
     path) or speak other protocols FFmpeg knows (gopher, ftp, tcp ...): those are refused
     from the API unless server.api_camera_files says so; the config file always may."""
-    client = await aiohttp_client(create_app(config_factory(), live=False))
+    client = await app_client(config_factory(), live=False)
     files = ("source: a file on the server is refused from the API (set "
              "server.api_camera_files = true in the config file to allow it); give a webcam "
              "index or an rtsp://, rtsps://, rtmp://, rtmps://, http://, https:// URL")
@@ -191,18 +190,18 @@ async def test_the_api_adds_only_camera_streams_unless_files_are_allowed(
         assert resp.status == 201, source
     allowed = dataclasses.replace(config_factory(), server=dataclasses.replace(
         config_factory().server, api_camera_files=True))
-    other = await aiohttp_client(create_app(allowed, live=False))
+    other = await app_client(allowed, live=False)
     resp = await other.post("/cameras", json={"name": "clip", "source": f"file://{OTHER_HEAD}"})
     assert resp.status == 201
 
 
 async def test_cameras_come_and_go_while_the_others_stream_on(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     """POST /cameras adds one, DELETE removes it; a viewer of the first camera sees no gap."""
     cfg = with_cameras(config_factory(), ("door", TALKING_HEAD))
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, api_camera_files=True))
-    client = await aiohttp_client(create_app(cfg))
+    client = await app_client(cfg)
     stream = await client.get("/cameras/door/streaming")
     gaps: list[float] = []
 

@@ -36,7 +36,6 @@ from facestream.appkeys import GALLERY, HISTORY
 from facestream.config import Config, StorageConfig
 from facestream.identity import normalize
 from facestream.presence import VisitEvent, VisitRecord
-from facestream.server import create_app
 from facestream.storage import (
     DB_FILE,
     MIN_FREE_BYTES,
@@ -379,13 +378,13 @@ def data_on(disk: Path, tmp_path: Path) -> Config:
 
 
 async def test_a_full_disk_answers_507_and_changes_nothing(
-        aiohttp_client: Any, disks: Disks, tmp_path: Path,
+        app_client: Any, disks: Disks, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     disk = disks.tmpfs("disk", "8m")
     cfg = data_on(disk, tmp_path)
     db = cfg.data_path / DB_FILE
-    app = create_app(cfg, live=False)
-    client = await aiohttp_client(app)
+    client = await app_client(cfg, live=False)
+    app = client.server.app
     resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack Obama"))
     assert resp.status == 201
     face = (await resp.json())["hash"]
@@ -434,7 +433,7 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
 
 
 async def test_a_damaged_page_read_while_serving_answers_503(
-        aiohttp_client: Any, tmp_path: Path) -> None:
+        app_client: Any, tmp_path: Path) -> None:
     """Bit rot under a running server (a visit snapshot's overflow chain broken): 503 with the
     way out, not 500."""
     cfg = make_config(tmp_path)
@@ -458,7 +457,7 @@ async def test_a_damaged_page_read_while_serving_answers_503(
     # An overflow page's "next page" pointer, out of range.
     overwrite(db, (pages[0] - 1) * size, (0x7FFFFFF0).to_bytes(4, "big"))
 
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     resp = await client.get(f"/visits/{vid}/snapshot")
     assert (resp.status, await resp.json()) == (503, {"error": (
         f"the gallery {db} is damaged (database disk image is malformed): `python -m "
@@ -521,10 +520,10 @@ async def test_gallery_check_passes_a_good_gallery_and_names_the_damage(tmp_path
 
 
 async def test_backup_while_serving_and_writing_restores_the_same_gallery(
-        aiohttp_client: Any, tmp_path: Path) -> None:
+        app_client: Any, tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
-    app = create_app(cfg, live=False)
-    client = await aiohttp_client(app)
+    client = await app_client(cfg, live=False)
+    app = client.server.app
     faces = {}
     for path, name in ((OBAMA, "Barack Obama"), (BIDEN, "Joe Biden")):
         resp = await client.post("/faces", data=upload("image", path, name=name))
@@ -589,13 +588,13 @@ async def test_backup_while_serving_and_writing_restores_the_same_gallery(
 
 
 async def test_restore_refuses_while_served_keeps_the_old_file_and_refuses_damage(
-        aiohttp_client: Any, tmp_path: Path) -> None:
+        app_client: Any, tmp_path: Path) -> None:
     backup = await build_gallery(tmp_path / "source", people=3)
     cfg = make_config(tmp_path)
     data = cfg.data_path
     db = data / DB_FILE
-    app = create_app(cfg, live=False)
-    client = await aiohttp_client(app)
+    client = await app_client(cfg, live=False)
+    app = client.server.app
     resp = await client.post("/faces", data=upload("image", OBAMA, name="Barack Obama"))
     assert resp.status == 201
 

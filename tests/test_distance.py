@@ -23,7 +23,6 @@ from aiohttp.test_utils import TestClient
 
 from facestream.config import Config
 from facestream.recognition import Recognizer
-from facestream.server import create_app
 
 from .conftest import OTHER_HEAD, TALKING_HEAD, VIDEO, read_video, upload, write_video
 from .test_live import wait_for
@@ -91,13 +90,13 @@ def segment(position: int) -> str:
 @pytest.mark.parametrize(("face_px", "mono"), [(32, False), (48, True)],
                          ids=["colour-32px", "monochrome-48px"])
 async def test_a_far_person_is_named_and_a_far_stranger_stays_a_stranger(
-    aiohttp_client: Any, config_factory: Callable[..., Config],
+    app_client: Any, config_factory: Callable[..., Config],
     clips: Callable[[int, bool], Path], face_px: int, mono: bool,
 ) -> None:
     """A 1080p camera: A, 32 px wide (colour) or 48 px (monochrome, enrolled in colour),
     is named on /hash and in the visits; the stranger C, as small, stays unknown on every
     read of their 6 s, and their visit is a stranger's."""
-    client: Client = await aiohttp_client(create_app(config_factory(clips(face_px, mono))))
+    client: Client = await app_client(config_factory(clips(face_px, mono)))
     enrolled = {}
     for name, clip in (("A", TALKING_HEAD), ("B", OTHER_HEAD)):
         closeup = cv2.imencode(".jpg", read_video(clip, limit=A_FRAMES)[-1])[1].tobytes()

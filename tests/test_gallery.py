@@ -22,7 +22,6 @@ from aiohttp.test_utils import TestClient
 
 from facestream.config import Config, StorageConfig
 from facestream.recognition import Recognizer
-from facestream.server import create_app
 from facestream.storage import DB_FILE, Gallery, ModelMismatch
 
 from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3, TALKING_HEAD, upload
@@ -44,9 +43,9 @@ async def identify(client: Client, path: Path) -> dict[str, Any]:
 
 
 async def test_samples_are_added_listed_served_and_removed(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory(), live=False))
+    client = await app_client(config_factory(), live=False)
     obama = await enroll(client, OBAMA, "Barack")
     resp = await client.post(f"/faces/{obama}/samples", data=upload("image", OBAMA2))
     assert resp.status == 201
@@ -86,9 +85,9 @@ async def test_samples_are_added_listed_served_and_removed(
 
 
 async def test_merge_moves_samples_and_changes_recognition(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory(), live=False))
+    client = await app_client(config_factory(), live=False)
     obama = await enroll(client, OBAMA, "Barack")
     biden = await enroll(client, BIDEN, "Joe")
     assert (await identify(client, BIDEN2))["hash"] == biden
@@ -114,9 +113,9 @@ async def test_merge_moves_samples_and_changes_recognition(
 
 
 async def test_find_by_email_without_storing_it(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory(), live=False))
+    client = await app_client(config_factory(), live=False)
     joe = await enroll(client, BIDEN, "Joe", email="joe@example.org")
     await enroll(client, OBAMA, "Barack")
     found = await (await client.get("/faces", params={"email": " Joe@Example.org"})).json()
@@ -126,11 +125,11 @@ async def test_find_by_email_without_storing_it(
 
 
 async def test_not_this_person_removes_the_sample_behind_a_wrong_match(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     """A photo of somebody else was added to an identity by mistake; the live view then
     names a stranger. "Not X" removes exactly that sample."""
-    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD, workers=2)))
+    client = await app_client(config_factory(TALKING_HEAD, workers=2))
 
     async def live() -> dict[str, Any] | None:
         body = await (await client.get("/hash")).json()
@@ -162,10 +161,10 @@ async def test_not_this_person_removes_the_sample_behind_a_wrong_match(
 
 
 async def test_changes_from_the_command_line_reach_the_running_server(
-    aiohttp_client: Any, config_factory: Callable[..., Config], tmp_path: Path
+    app_client: Any, config_factory: Callable[..., Config], tmp_path: Path
 ) -> None:
     cfg = config_factory()
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     ws = await client.ws_connect("/ws")
     await ws.receive_json(timeout=10)
     proc = await asyncio.create_subprocess_exec(
@@ -193,14 +192,14 @@ async def test_changes_from_the_command_line_reach_the_running_server(
 
 
 async def test_an_outside_change_it_cannot_load_is_logged_once_and_its_end_too(
-    aiohttp_client: Any, config_factory: Callable[..., Config],
+    app_client: Any, config_factory: Callable[..., Config],
     caplog: pytest.LogCaptureFixture
 ) -> None:
     """Another process leaves samples of another model: the server keeps serving what it has,
     says so once (not on every one-second poll), and says when the file is readable again."""
     caplog.set_level(logging.INFO, logger="facestream")
     cfg = config_factory()
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     face = await enroll(client, OBAMA, "Barack Obama")
     db = Path(cfg.storage.data_dir) / DB_FILE
     with sqlite3.connect(db) as outside:

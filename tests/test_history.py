@@ -26,7 +26,6 @@ from facestream.config import Config
 from facestream.identity import face_hash
 from facestream.presence import VisitEvent, VisitRecord
 from facestream.recognition import Recognizer, decode_image
-from facestream.server import create_app
 from facestream.tracking import BestView
 
 from .conftest import BIDEN, OBAMA, OBAMA2, upload
@@ -42,13 +41,13 @@ def jpeg_ok(data: bytes) -> tuple[int, ...]:
 
 
 async def test_live_visits_are_stored_and_a_stranger_named_from_history(
-    aiohttp_client: Any, config_factory: Callable[..., Config], face_then_empty_video: Path
+    app_client: Any, config_factory: Callable[..., Config], face_then_empty_video: Path
 ) -> None:
     """The clip shows a stranger 3 s, nobody 3 s, and loops: two visits of one stranger,
     each with a face crop and a snapshot, grouped under one hash; after a restart the same
     stranger still has that hash; naming them from history keeps it."""
     cfg = config_factory(face_then_empty_video, presence={"depart_after_s": 1.0})
-    client = await aiohttp_client(create_app(cfg))
+    client = await app_client(cfg)
     ws = await client.ws_connect("/ws")
     events: list[dict[str, Any]] = []
 
@@ -85,7 +84,7 @@ async def test_live_visits_are_stored_and_a_stranger_named_from_history(
     await client.close()
 
     # Restarted: the history is there, and the stranger is recognised as seen before.
-    client = await aiohttp_client(create_app(cfg))
+    client = await app_client(cfg)
 
     async def live_hash() -> str | None:
         return (await (await client.get("/hash")).json())["hash"]
@@ -134,10 +133,10 @@ def views(recognizer: Recognizer) -> dict[str, BestView]:
 
 
 @pytest.fixture
-async def app_client(aiohttp_client: Any, config_factory: Callable[..., Config],
-                     storage_url: str) -> Client:
+async def api(app_client: Any, config_factory: Callable[..., Config],
+              storage_url: str) -> Client:
     """The server without a camera, its history in SQLite or in PostgreSQL."""
-    return await aiohttp_client(create_app(config_factory(storage_url=storage_url), live=False))
+    return await app_client(config_factory(storage_url=storage_url), live=False)
 
 
 async def store(client: Client, person: str, best: BestView | None, arrived: float,
@@ -152,44 +151,44 @@ async def store(client: Client, person: str, best: BestView | None, arrived: flo
     return vid
 
 
-async def test_visits_page_newest_first_with_filters(app_client: Client, views: dict) -> None:
+async def test_visits_page_newest_first_with_filters(api: Client, views: dict) -> None:
     a, b = face_hash(views["obama"].embedding), face_hash(views["biden"].embedding)
     t0 = 1_700_000_000.0
-    ids = [await store(app_client, a if i % 3 else b, None, t0 + 60 * i, t0 + 60 * i + 30)
+    ids = [await store(api, a if i % 3 else b, None, t0 + 60 * i, t0 + 60 * i + 30)
            for i in range(120)]
     seen: list[str] = []
     cursor = None
     pages = 0
     while True:
         url = "/visits?limit=50" + (f"&cursor={cursor}" if cursor else "")
-        body = await (await app_client.get(url)).json()
+        body = await (await api.get(url)).json()
         seen += [v["id"] for v in body["visits"]]
         pages += 1
         cursor = body["next"]
         if cursor is None:
             break
     assert pages == 3 and seen == ids[::-1]
-    only_b = (await (await app_client.get(f"/visits?person={b}&limit=200")).json())["visits"]
+    only_b = (await (await api.get(f"/visits?person={b}&limit=200")).json())["visits"]
     assert [v["id"] for v in only_b] == ids[::3][::-1]
-    window = (await (await app_client.get(
+    window = (await (await api.get(
         f"/visits?since={t0 + 60 * 10}&until={t0 + 60 * 20}")).json())["visits"]
     assert [v["id"] for v in window] == ids[19:9:-1]
     for query, message in (("known=maybe", "known must be true or false"),
                            ("since=yesterday", "since must be a time"),
                            ("person=nope", "person must be a 64-character hex string"),
                            ("cursor=zzz", "not a visits cursor")):
-        resp = await app_client.get(f"/visits?{query}")
+        resp = await api.get(f"/visits?{query}")
         assert resp.status == 400 and message in (await resp.json())["error"]
 
 
 async def test_forgetting_deletes_visits_and_their_images(
-    app_client: Client, views: dict, tmp_path: Path, storage_url: str
+    api: Client, views: dict, tmp_path: Path, storage_url: str
 ) -> None:
     stranger = "ab" * 32
     now = time.time()
-    keep = await store(app_client, stranger, views["biden"], now - 100, now - 90)
-    drop = await store(app_client, stranger, views["biden"], now - 50, now - 40)
-    snapshot = await (await app_client.get(f"/visits/{drop}/snapshot")).read()
+    keep = await store(api, stranger, views["biden"], now - 100, now - 90)
+    drop = await store(api, stranger, views["biden"], now - 50, now - 40)
+    snapshot = await (await api.get(f"/visits/{drop}/snapshot")).read()
     data_dir = tmp_path / "data"
 
     async def on_disk() -> bytes:
@@ -205,85 +204,85 @@ async def test_forgetting_deletes_visits_and_their_images(
         return b"".join(b for r in rows for b in r if b)
 
     assert snapshot[100:164] in await on_disk()
-    resp = await app_client.delete(f"/visits/{drop}")
+    resp = await api.delete(f"/visits/{drop}")
     assert resp.status == 200 and await resp.json() == {"deleted": drop}
-    assert (await app_client.get(f"/visits/{drop}")).status == 404
-    assert (await app_client.get(f"/visits/{keep}")).status == 200
-    resp = await app_client.delete(f"/people/{stranger}/visits")
+    assert (await api.get(f"/visits/{drop}")).status == 404
+    assert (await api.get(f"/visits/{keep}")).status == 200
+    resp = await api.delete(f"/people/{stranger}/visits")
     assert await resp.json() == {"hash": stranger, "deleted_visits": 1}
-    assert (await (await app_client.get("/visits")).json())["visits"] == []
+    assert (await (await api.get("/visits")).json())["visits"] == []
     assert snapshot[100:164] not in await on_disk()
 
 
 async def test_a_person_deleted_takes_their_history_and_old_visits_expire(
-    app_client: Client, views: dict
+    api: Client, views: dict
 ) -> None:
-    resp = await app_client.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    resp = await api.post("/faces", data=upload("image", OBAMA, name="Barack"))
     obama = (await resp.json())["hash"]
     now = time.time()
-    await store(app_client, obama, views["obama2"], now - 10, now - 5, True, "Barack")
-    old = await store(app_client, "cd" * 32, views["biden"], now - 40 * 86400,
+    await store(api, obama, views["obama2"], now - 10, now - 5, True, "Barack")
+    old = await store(api, "cd" * 32, views["biden"], now - 40 * 86400,
                       now - 40 * 86400 + 5)
-    face = await (await app_client.get(f"/faces/{obama}")).json()
+    face = await (await api.get(f"/faces/{obama}")).json()
     assert face["last_seen"] == pytest.approx(now - 5)
-    history = app_client.server.app[HISTORY]
+    history = api.server.app[HISTORY]
     assert await history.prune() == 1  # 40 days old; the retention is 30
-    assert (await app_client.get(f"/visits/{old}")).status == 404
-    assert (await app_client.delete(f"/faces/{obama}")).status == 200
-    assert (await (await app_client.get("/visits")).json())["visits"] == []
+    assert (await api.get(f"/visits/{old}")).status == 404
+    assert (await api.delete(f"/faces/{obama}")).status == 200
+    assert (await (await api.get("/visits")).json())["visits"] == []
 
 
 async def test_a_visit_face_becomes_a_sample_or_a_new_person(
-    app_client: Client, views: dict
+    api: Client, views: dict
 ) -> None:
-    resp = await app_client.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    resp = await api.post("/faces", data=upload("image", OBAMA, name="Barack"))
     obama = (await resp.json())["hash"]
     stranger = "ef" * 32
-    vid = await store(app_client, stranger, views["obama2"], time.time() - 20, time.time())
-    resp = await app_client.post(f"/faces/{obama}/samples", json={"from_visit": vid})
+    vid = await store(api, stranger, views["obama2"], time.time() - 20, time.time())
+    resp = await api.post(f"/faces/{obama}/samples", json={"from_visit": vid})
     assert resp.status == 201, await resp.text()
-    face = await (await app_client.get(f"/faces/{obama}")).json()
+    face = await (await api.get(f"/faces/{obama}")).json()
     assert [s["source"] for s in face["samples"]] == ["upload", "history"]
-    other = await store(app_client, "12" * 32, views["biden"], time.time() - 9, time.time())
-    resp = await app_client.post("/faces", json={"from_visit": other, "name": "Joe"})
+    other = await store(api, "12" * 32, views["biden"], time.time() - 9, time.time())
+    resp = await api.post("/faces", json={"from_visit": other, "name": "Joe"})
     assert resp.status == 201 and (await resp.json())["hash"] == "12" * 32
-    resp = await app_client.post("/faces", json={"from_visit": other, "name": "Joe again"})
+    resp = await api.post("/faces", json={"from_visit": other, "name": "Joe again"})
     assert resp.status == 409
-    resp = await app_client.post("/faces", json={"from_visit": "nope", "name": "x"})
+    resp = await api.post("/faces", json={"from_visit": "nope", "name": "x"})
     assert resp.status == 404
 
 
 async def test_naming_a_stranger_is_not_undone_by_a_late_departure(
-    app_client: Client, views: dict
+    api: Client, views: dict
 ) -> None:
     """The stranger's visit ends (its "left" waits in the writer's queue) while they are
     named from history: they stay known and do not come back as a stranger."""
     stranger = "9a" * 32
-    history = app_client.server.app[HISTORY]
+    history = api.server.app[HISTORY]
     now = time.time()
-    vid = await store(app_client, stranger, views["biden"], now - 60, now - 50)
+    vid = await store(api, stranger, views["biden"], now - 60, now - 50)
     late = uuid.uuid4().hex
     record = VisitRecord(late, stranger, None, False, "cam", now - 20, None, views["biden"])
     history.visit_event(VisitEvent("arrived", record))
     await asyncio.wait_for(history._queue.join(), 10)
-    resp = await app_client.post("/faces", json={"from_visit": vid, "name": "Joe"})
+    resp = await api.post("/faces", json={"from_visit": vid, "name": "Joe"})
     assert resp.status == 201
     history.visit_event(VisitEvent("left", replace(record, left_at=now - 10)))
     await asyncio.wait_for(history._queue.join(), 10)
-    visits = (await (await app_client.get(f"/visits?person={stranger}")).json())["visits"]
+    visits = (await (await api.get(f"/visits?person={stranger}")).json())["visits"]
     assert [(v["id"], v["known"], v["name"]) for v in visits] == [
         (late, True, "Joe"), (vid, True, "Joe")]
-    assert (await (await app_client.get("/unknowns")).json())["unknowns"] == []
+    assert (await (await api.get("/unknowns")).json())["unknowns"] == []
 
 
 async def test_a_visit_deleted_while_still_open_stays_deleted(
-    app_client: Client, views: dict
+    api: Client, views: dict
 ) -> None:
     """A person deleted, a stranger's history forgotten, or one visit deleted while the
     visit is still open (its arrival stored, or still waiting in the writer's queue): the
     departure that follows does not bring the visit back, with its name and no images."""
-    history = app_client.server.app[HISTORY]
-    resp = await app_client.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    history = api.server.app[HISTORY]
+    resp = await api.post("/faces", data=upload("image", OBAMA, name="Barack"))
     obama = (await resp.json())["hash"]
     stranger, other = "5e" * 32, "6f" * 32
     now = time.time()
@@ -295,7 +294,7 @@ async def test_a_visit_deleted_while_still_open_stays_deleted(
         history.visit_event(VisitEvent("arrived", record))
         if wait:
             await asyncio.wait_for(history._queue.join(), 10)
-            assert (await app_client.get(f"/visits/{record.id}")).status == 200
+            assert (await api.get(f"/visits/{record.id}")).status == 200
         return record
 
     async def leave(*records: VisitRecord) -> None:
@@ -305,19 +304,19 @@ async def test_a_visit_deleted_while_still_open_stays_deleted(
 
     barack, seen, alone, kept = (await arrive(obama, True, "Barack"), await arrive(stranger),
                                  await arrive(other), await arrive(other))
-    assert (await app_client.delete(f"/faces/{obama}")).status == 200
-    assert (await app_client.delete(f"/people/{stranger}/visits")).status == 200
-    assert (await app_client.delete(f"/visits/{alone.id}")).status == 200
+    assert (await api.delete(f"/faces/{obama}")).status == 200
+    assert (await api.delete(f"/people/{stranger}/visits")).status == 200
+    assert (await api.delete(f"/visits/{alone.id}")).status == 200
     await leave(barack, seen, alone, kept)
-    visits = (await (await app_client.get("/visits")).json())["visits"]
+    visits = (await (await api.get("/visits")).json())["visits"]
     assert [(v["id"], v["left_at"]) for v in visits] == [(kept.id, now)]
-    assert (await app_client.get(f"/visits/{kept.id}/snapshot")).status == 200
+    assert (await api.get(f"/visits/{kept.id}/snapshot")).status == 200
 
     # Deleted while the arrival still waits in the queue: neither event is stored.
-    resp = await app_client.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    resp = await api.post("/faces", data=upload("image", OBAMA, name="Barack"))
     obama = (await resp.json())["hash"]
     queued = await arrive(obama, True, "Barack", wait=False)
-    assert (await app_client.delete(f"/faces/{obama}")).status == 200
+    assert (await api.delete(f"/faces/{obama}")).status == 200
     await leave(queued)
-    assert [v["id"] for v in (await (await app_client.get("/visits")).json())["visits"]] \
+    assert [v["id"] for v in (await (await api.get("/visits")).json())["visits"]] \
         == [kept.id]

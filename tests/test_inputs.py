@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestClient
 
 from facestream.config import Config
 from facestream.manage import cmd_list, gallery_of
-from facestream.server import create_app
 from facestream.storage import DB_FILE
 
 from .conftest import OBAMA
@@ -40,8 +39,8 @@ SQLITE_MAX = 2**63 - 1
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, config_factory: Callable[..., Config]) -> Client:
-    return await aiohttp_client(create_app(config_factory(), live=False))
+async def client(app_client: Any, config_factory: Callable[..., Config]) -> Client:
+    return await app_client(config_factory(), live=False)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from aiohttp import ClientResponse, FormData
 from aiohttp.test_utils import TestClient
 
 from facestream.config import Config
-from facestream.server import create_app
 
 from .conftest import OTHER_HEAD, TALKING_HEAD, read_video, write_video
 
@@ -59,9 +58,9 @@ async def metric(client: Client, name: str) -> float:
 
 
 async def test_stream_serves_annotated_jpegs_at_the_source_rate(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
+    client = await app_client(config_factory(TALKING_HEAD))
     resp = await client.get("/streaming")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace; boundary=")
@@ -78,10 +77,10 @@ async def test_stream_serves_annotated_jpegs_at_the_source_rate(
 
 
 async def test_tracked_face_keeps_its_hash_and_is_not_reembedded_every_frame(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     # Two workers, as served by default: results come back out of order.
-    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD, workers=2)))
+    client = await app_client(config_factory(TALKING_HEAD, workers=2))
 
     async def face_hash() -> str | None:
         return (await (await client.get("/hash")).json())["hash"]
@@ -101,11 +100,11 @@ async def test_tracked_face_keeps_its_hash_and_is_not_reembedded_every_frame(
 
 
 async def test_websocket_pushes_arrivals_departures_and_live_enrollment(
-    aiohttp_client: Any, config_factory: Callable[..., Config], face_then_empty_video: Path
+    app_client: Any, config_factory: Callable[..., Config], face_then_empty_video: Path
 ) -> None:
     # Departures confirmed after 1 s, so the clip's 3 s without a face ends each visit.
     cfg = config_factory(face_then_empty_video, presence={"depart_after_s": 1.0})
-    client = await aiohttp_client(create_app(cfg))
+    client = await app_client(cfg)
     ws = await client.ws_connect("/ws")
     snapshot = await ws.receive_json(timeout=10)
     # First the whole GET /hash document, whatever is in view at that moment.
@@ -168,10 +167,10 @@ async def test_websocket_pushes_arrivals_departures_and_live_enrollment(
 
 
 async def test_absent_camera_shows_no_signal_then_reconnects(
-    aiohttp_client: Any, config_factory: Callable[..., Config], tmp_path: Path
+    app_client: Any, config_factory: Callable[..., Config], tmp_path: Path
 ) -> None:
     later = tmp_path / "camera-comes-online.mp4"
-    client = await aiohttp_client(create_app(config_factory(later)))
+    client = await app_client(config_factory(later))
     health = await (await client.get("/healthz")).json()
     assert health["camera"]["signal"] is False
     resp = await client.get("/streaming")
@@ -195,9 +194,9 @@ async def test_absent_camera_shows_no_signal_then_reconnects(
 
 
 async def test_slow_viewer_does_not_slow_the_others(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
+    client = await app_client(config_factory(TALKING_HEAD))
     # A viewer that connects and never reads: the server's writes to it stall.
     _, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(b"GET /streaming HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -224,7 +223,7 @@ async def test_slow_viewer_does_not_slow_the_others(
 
 
 async def test_a_name_follows_the_person_across_a_camera_cut(
-    aiohttp_client: Any, config_factory: Callable[..., Config], tmp_path: Path
+    app_client: Any, config_factory: Callable[..., Config], tmp_path: Path
 ) -> None:
     """Two enrolled people, a hard cut from one to the other with the face in the same place
     (the tracked box carries over): no analysed frame of the second may carry the first's
@@ -232,7 +231,7 @@ async def test_a_name_follows_the_person_across_a_camera_cut(
     a_frames = read_video(TALKING_HEAD, limit=120)
     b_frames = [cv2.resize(f, a_frames[0].shape[1::-1]) for f in read_video(OTHER_HEAD, limit=120)]
     cut = write_video(tmp_path / "cut.mp4", a_frames[:50] + b_frames[:50])
-    client = await aiohttp_client(create_app(config_factory(cut, workers=2)))
+    client = await app_client(config_factory(cut, workers=2))
     hashes = {}
     for name, frame in (("A", a_frames[110]), ("B", b_frames[110])):  # frames never played
         form = FormData()

@@ -31,7 +31,6 @@ from aiohttp.test_utils import TestClient
 from facestream.appkeys import CAMERAS, MQTT
 from facestream.config import Config, MqttConfig
 from facestream.presence import VisitEvent, VisitRecord
-from facestream.server import create_app
 
 from .conftest import (
     BIDEN,
@@ -152,12 +151,12 @@ DISCOVERY = "homeassistant/binary_sensor/facestream_facestream"
 
 
 async def test_discovery_and_people_follow_the_gallery(
-    aiohttp_client: Any, config_factory: Callable[..., Config], broker: Broker
+    app_client: Any, config_factory: Callable[..., Config], broker: Broker
 ) -> None:
     """Enroll, rename, delete: Home Assistant's binary sensor per person appears, is renamed
     and disappears; each person's state is retained; the camera's sensor and snapshot entity
     and the availability are there from the start."""
-    client = await aiohttp_client(create_app(mqtt_config(config_factory, broker), live=False))
+    client = await app_client(mqtt_config(config_factory, broker), live=False)
     async with Listener(broker.port) as ha:
         await ha.until("facestream/available", lambda p: p == b"online")
         obama = (await (await client.post("/faces", data=upload(
@@ -196,7 +195,7 @@ async def test_discovery_and_people_follow_the_gallery(
 
 
 async def test_a_live_timeline_gives_the_retained_states_and_events(
-    aiohttp_client: Any, config_factory: Callable[..., Config], broker: Broker,
+    app_client: Any, config_factory: Callable[..., Config], broker: Broker,
     face_then_empty_video: Path,
 ) -> None:
     """The clip shows Alexandria 3 s, nobody 3 s, and loops. On the broker: she arrives
@@ -205,7 +204,7 @@ async def test_a_live_timeline_gives_the_retained_states_and_events(
     visits, in order."""
     cfg = mqtt_config(config_factory, broker, face_then_empty_video,
                       presence={"depart_after_s": 1.0})
-    client = await aiohttp_client(create_app(cfg))
+    client = await app_client(cfg)
     ok, frame = cv2.imencode(".jpg", read_video(TALKING_HEAD, limit=1)[0])
     assert ok
     async with Listener(broker.port) as ha:
@@ -242,7 +241,7 @@ async def test_a_live_timeline_gives_the_retained_states_and_events(
 
 
 async def test_a_broker_that_goes_away_costs_only_the_events_beyond_the_queue(
-    aiohttp_client: Any, config_factory: Callable[..., Config], broker: Broker,
+    app_client: Any, config_factory: Callable[..., Config], broker: Broker,
     tmp_path: Path
 ) -> None:
     """The broker stops: recognition and /hash go on at full speed, /healthz says so, events
@@ -253,7 +252,7 @@ async def test_a_broker_that_goes_away_costs_only_the_events_beyond_the_queue(
     scene = read_video(TALKING_HEAD, limit=50)
     empty = write_video(tmp_path / "empty.mp4", [np.full_like(scene[0], 90) for _ in scene])
     cfg = mqtt_config(config_factory, broker, empty, mqtt={"queue_size": 10})
-    client = await aiohttp_client(create_app(cfg))
+    client = await app_client(cfg)
 
     async def position() -> int:
         return int((await (await client.get("/hash")).json())["frame_position"])
@@ -334,7 +333,7 @@ async def _mqtt_state(client: Client, expect: str) -> Any:
 
 
 async def test_tls_and_credentials_and_no_password_anywhere(
-    aiohttp_client: Any, config_factory: Callable[..., Config], tmp_path: Path,
+    app_client: Any, config_factory: Callable[..., Config], tmp_path: Path,
     caplog: pytest.LogCaptureFixture
 ) -> None:
     """A broker that takes only TLS and a user name and password: facestream connects with
@@ -351,7 +350,7 @@ async def test_tls_and_credentials_and_no_password_anywhere(
             cfg = dataclasses.replace(config_factory(), mqtt=MqttConfig(
                 url=secure.url, username="facestream", password=password,
                 ca_file=str(cert)))
-            client = await aiohttp_client(create_app(cfg, live=False))
+            client = await app_client(cfg, live=False)
 
             mqtt = await wait_for(lambda c=client, e=expect: _mqtt_state(c, e), 15)
             assert mqtt["broker"] == secure.url
@@ -366,13 +365,13 @@ async def test_tls_and_credentials_and_no_password_anywhere(
 
 
 async def test_each_camera_has_its_topics_and_entities_until_it_is_removed(
-    aiohttp_client: Any, config_factory: Callable[..., Config], broker: Broker
+    app_client: Any, config_factory: Callable[..., Config], broker: Broker
 ) -> None:
     base = mqtt_config(config_factory, broker)
     cfg = dataclasses.replace(base, cameras=tuple(
         dataclasses.replace(base.camera, name=n, source=str(TALKING_HEAD))
         for n in ("door", "hall")))
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     sensor = "homeassistant/sensor/facestream_facestream/{}_in_view/config"
     async with Listener(broker.port) as ha:
         for name in ("door", "hall"):

@@ -17,7 +17,6 @@ from typing import Any
 from aiohttp import FormData
 
 from facestream.config import Config
-from facestream.server import create_app
 
 from .conftest import FACES, upload
 
@@ -27,13 +26,13 @@ AMBIGUOUS = ["Bertrand_Bonello", "Charles_Grassley", "Jimmy_Carter", "Kate_Winsl
 
 
 async def test_with_123_people_enrolled_strangers_stay_strangers(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     people = {d.name: sorted(d.glob("*.jpg")) for d in sorted(LFW.iterdir()) if d.is_dir()}
     several = {n: f for n, f in people.items() if len(f) >= 2}
     strangers = [f[0] for f in people.values() if len(f) == 1]
     assert (len(several), len(strangers)) == (123, 219)
-    client = await aiohttp_client(create_app(config_factory(workers=2, upload_workers=2)))
+    client = await app_client(config_factory(workers=2, upload_workers=2))
     limit = asyncio.Semaphore(4)
 
     async def post(path: str, form: FormData) -> tuple[int, dict[str, Any]]:

@@ -27,7 +27,6 @@ from facestream.config import Config
 from facestream.identity import Embedding, normalize
 from facestream.pgstore import PostgresDb
 from facestream.privacy import load_or_create_secret
-from facestream.server import create_app
 from facestream.storage import (
     AlreadyEnrolled,
     Gallery,
@@ -289,14 +288,14 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
 
 
 async def test_a_server_without_its_database_recognises_keeps_its_viewers_and_refuses_changes(
-        aiohttp_client: Any, tmp_path: Path) -> None:
+        app_client: Any, tmp_path: Path) -> None:
     """What a user of a node sees when the shared database goes away and comes back: the
     gallery in memory still recognises, a logged-in viewer keeps watching, an enrollment is
     a 503 that says why, /healthz is degraded; then everything works again."""
     with pg_cluster() as own:
         cfg = make_config(tmp_path, storage_url=own.url)
         cfg = dataclasses.replace(cfg, auth=dataclasses.replace(cfg.auth, enabled=True))
-        client = await aiohttp_client(create_app(cfg, live=False))
+        client = await app_client(cfg, live=False)
         app = client.server.app
         _, token = await app[AUTH].create_token("admin", "test")
         bearer = {"Authorization": f"Bearer {token}"}

@@ -25,6 +25,7 @@ from .test_live import read_part, wait_for
 async def test_a_killed_worker_is_replaced_and_serving_continues(
     aiohttp_client: Any, config_factory: Callable[..., Config]
 ) -> None:
+    # Its own workers, not the shared ones: it kills one.
     client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
     pool = client.server.app[POOL]
     os.kill(pool.pids[0], signal.SIGKILL)
@@ -104,10 +105,10 @@ async def camera() -> AsyncIterator[MjpegCamera]:
 
 
 async def test_network_camera_drop_out_shows_no_signal_and_reconnects(
-    aiohttp_client: Any, config_factory: Callable[..., Config], camera: MjpegCamera
+    app_client: Any, config_factory: Callable[..., Config], camera: MjpegCamera
 ) -> None:
     source = f"http://127.0.0.1:{camera.port}/cam.mjpg"
-    client = await aiohttp_client(create_app(config_factory(source)))
+    client = await app_client(config_factory(source))
 
     async def state() -> dict[str, Any]:
         return await (await client.get("/hash")).json()

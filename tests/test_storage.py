@@ -23,7 +23,6 @@ import pytest
 from facestream.config import Config
 from facestream.identity import face_hash, normalize
 from facestream.privacy import email_digest, load_or_create_secret, redact_source
-from facestream.server import create_app
 from facestream.storage import (
     DB_FILE,
     AlreadyEnrolled,
@@ -287,7 +286,7 @@ def test_camera_credentials_are_redacted(source: str, shown: str) -> None:
 
 
 async def test_a_live_server_shows_and_logs_no_camera_credentials(
-    aiohttp_client: Any, config_factory: Callable[..., Config], caplog: pytest.LogCaptureFixture
+    app_client: Any, config_factory: Callable[..., Config], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The live app on a camera URL with a password and credentials in parameters no list
     of names knows (loginuse/loginpas, pw), at 127.0.0.1 on a closed port: /healthz,
@@ -298,7 +297,7 @@ async def test_a_live_server_shows_and_logs_no_camera_credentials(
     source = (f"rtsp://admin:p@ss:w rd@127.0.0.1:{port}/live?loginuse=cam0user&"
               "loginpas=L0GINPAS&pw=PW42&channel=1")
     shown = f"rtsp://***@127.0.0.1:{port}/live?loginuse=***&loginpas=***&pw=***&channel=***"
-    client = await aiohttp_client(create_app(config_factory(source)))
+    client = await app_client(config_factory(source))
     for _ in range(200):
         if sum("cannot open" in r.getMessage() for r in caplog.records) >= 2:
             break

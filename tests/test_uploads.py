@@ -17,7 +17,6 @@ from aiohttp.test_utils import TestClient
 from facestream.appkeys import AUTH
 from facestream.config import AuthConfig, Config
 from facestream.limits import Refused, UploadGate
-from facestream.server import create_app
 
 from .conftest import OBAMA, TALKING_HEAD, upload
 
@@ -61,12 +60,12 @@ async def test_the_queue_is_bounded_for_everybody() -> None:
 
 
 async def test_a_viewer_over_its_rate_gets_429_with_retry_after(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     cfg = config_factory()
     cfg = dataclasses.replace(cfg, auth=AuthConfig(enabled=True), server=dataclasses.replace(
         cfg.server, uploads_per_minute=2))
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     auth = client.server.app[AUTH]
     _, viewer = await auth.create_token("viewer", "door display")
     _, admin = await auth.create_token("admin", "enrollment script")
@@ -100,14 +99,14 @@ async def analysed(client: Client) -> int:
 
 
 async def test_a_flood_of_huge_uploads_leaves_the_camera_its_worker(
-    aiohttp_client: Any, config_factory: Callable[..., Config]
+    app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
     """One camera worker, one upload worker: 8 callers posting 36-megapixel photos as fast
     as they are answered. The uploads are analysed (on their own process), and the camera
     keeps analysing its frames meanwhile. Before, uploads and the camera shared the
     workers, and such a flood took a camera from 25 analysed frames a second to about 1.
     (The benchmark's probe measures the share kept; here it must be most of it.)"""
-    client = await aiohttp_client(create_app(config_factory(TALKING_HEAD)))
+    client = await app_client(config_factory(TALKING_HEAD))
     photo = huge_photo()
     start = time.monotonic()
     while await analysed(client) < 10:  # the camera is running

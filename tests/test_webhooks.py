@@ -34,7 +34,6 @@ from facestream import webhooks
 from facestream.config import Config, WebhookConfig
 from facestream.metrics import Metrics
 from facestream.privacy import redact_receiver
-from facestream.server import create_app
 from facestream.storage import Identity
 from facestream.webhooks import Webhooks
 
@@ -195,14 +194,14 @@ async def webhook_health(client: Client) -> list[dict[str, Any]]:
 
 
 async def test_arrivals_and_departures_of_a_real_clip_reach_the_visits_receiver(
-    receivers: Any, aiohttp_client: Any, config_factory: Callable[..., Config],
+    receivers: Any, app_client: Any, config_factory: Callable[..., Config],
     face_then_empty_video: Path,
 ) -> None:
     """The clip shows a stranger 3 s, nobody 3 s, and loops: the receiver gets the same
     arrivals and departures as GET /events, in order, and none of the hash changes."""
     visits = await receivers()
     cfg = config_factory(face_then_empty_video, presence={"depart_after_s": 1.0})
-    client = await aiohttp_client(create_app(with_hooks(cfg, hook(visits))))
+    client = await app_client(with_hooks(cfg, hook(visits)))
 
     def one_visit_ended() -> bool:
         return any(e["event"] == "left" for e in visits.events)
@@ -224,14 +223,14 @@ async def test_arrivals_and_departures_of_a_real_clip_reach_the_visits_receiver(
 
 
 async def test_changes_of_who_is_in_view_reach_the_hash_receiver(
-    receivers: Any, aiohttp_client: Any, config_factory: Callable[..., Config],
+    receivers: Any, app_client: Any, config_factory: Callable[..., Config],
     face_then_empty_video: Path,
 ) -> None:
     """Each change of the face in view, as the websocket's "hash" message: the face comes,
     the face goes; each event's ``previous`` is the one before's hash, nothing missed."""
     hashes = await receivers()
     cfg = config_factory(face_then_empty_video, presence={"depart_after_s": 1.0})
-    client = await aiohttp_client(create_app(with_hooks(cfg, hook(hashes, ("hash",)))))
+    client = await app_client(with_hooks(cfg, hook(hashes, ("hash",))))
 
     def gone() -> bool:
         return any(e["hash"] is None for e in hashes.events)
@@ -252,11 +251,11 @@ async def test_changes_of_who_is_in_view_reach_the_hash_receiver(
 
 
 async def test_gallery_changes_reach_only_the_gallery_receiver(
-    receivers: Any, aiohttp_client: Any, config_factory: Callable[..., Config],
+    receivers: Any, app_client: Any, config_factory: Callable[..., Config],
 ) -> None:
     gallery, visits = await receivers(), await receivers()
     cfg = with_hooks(config_factory(), hook(gallery, ("gallery",)), hook(visits))
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     face = await enroll(client, "Barack")
     assert (await client.patch(f"/faces/{face}", json={"name": "Barack Obama"})).status == 200
     assert (await client.delete(f"/faces/{face}")).status == 200
@@ -320,14 +319,14 @@ async def test_the_signature_lets_a_receiver_reject_tampering_and_replays(
 
 
 async def test_server_errors_are_retried_with_the_same_delivery_id(
-    receivers: Any, aiohttp_client: Any, config_factory: Callable[..., Config],
+    receivers: Any, app_client: Any, config_factory: Callable[..., Config],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(webhooks, "RETRY_FIRST_S", 0.1)
     monkeypatch.setattr(webhooks, "RETRY_MAX_S", 1.0)
     receiver = await receivers(answers=[500, 500])
     cfg = with_hooks(config_factory(), hook(receiver, ("gallery",)))
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     face = await enroll(client, "Barack")
 
     async def delivered() -> bool:
@@ -413,14 +412,14 @@ async def test_an_event_fails_after_max_attempts(caplog: pytest.LogCaptureFixtur
 
 
 async def test_a_receiver_that_never_answers_stays_bounded_and_delays_nobody(
-    receivers: Any, aiohttp_client: Any, config_factory: Callable[..., Config],
+    receivers: Any, app_client: Any, config_factory: Callable[..., Config],
 ) -> None:
     """One receiver accepts connections and never answers: its queue stays at queue_size
     (the oldest dropped, counted), while the API and the other receiver go on at once."""
     stuck, fine = await receivers(hang=True), await receivers()
     cfg = with_hooks(config_factory(), hook(stuck, ("gallery",), queue_size=3, timeout_s=60),
                      hook(fine, ("gallery",)))
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     face = await enroll(client, "Barack")
     t0 = time.monotonic()
     for i in range(10):
@@ -478,7 +477,7 @@ def test_a_receiver_is_shown_by_its_domain_only(url: str, shown: str) -> None:
 
 
 async def test_health_shows_each_receiver_without_its_secrets(
-    receivers: Any, aiohttp_client: Any, config_factory: Callable[..., Config],
+    receivers: Any, app_client: Any, config_factory: Callable[..., Config],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -486,7 +485,7 @@ async def test_health_shows_each_receiver_without_its_secrets(
     url = (f"http://hookuser:pa55-w0rd@127.0.0.1:{receiver.port}/hook/T0A1B2C3D4E5F6G7H8"
            "?token=qwerty123&team=ops")
     cfg = with_hooks(config_factory(), hook(url, ("gallery", "arrived")))
-    client = await aiohttp_client(create_app(cfg, live=False))
+    client = await app_client(cfg, live=False)
     await enroll(client, "Barack")
 
     async def delivered() -> bool:

@@ -194,13 +194,13 @@ def build_standin_onnx(path: Path, size: int = 160, dim: int = 128) -> None:
 
 
 async def test_non_default_model_wiring_with_a_standin_onnx_graph(
-    aiohttp_client: Any, tmp_path: Path, monkeypatch: Any
+    app_client: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
     home = tmp_path / "home"
     monkeypatch.setenv("DEEPFACE_HOME", str(home))
     build_standin_onnx(weights.weights_dir() / "facenet_weights.onnx")
     cfg: Config = make_config(tmp_path, model="Facenet")
-    client = await aiohttp_client(create_app(cfg, live=False))  # uploads only: no camera
+    client = await app_client(cfg, live=False)  # uploads only: no camera
 
     resp = await client.post("/process-frame", data=upload("frame", OBAMA))
     assert resp.status == 200, await resp.text()
