@@ -124,7 +124,7 @@ def _page(request: web.Request, page: str, assets: tuple[str, ...]) -> web.Respo
 
 async def index(request: web.Request) -> web.Response:
     """The dashboard."""
-    return _page(request, "index.html", ("style.css", "app.js"))
+    return _page(request, "index.html", ("style.css", "js/main.js"))
 
 
 # -- accounts -------------------------------------------------------------------------------
@@ -959,7 +959,8 @@ def create_app(config: Config, live: bool = True) -> web.Application:
     app.router.add_post("/logout", logout)
     app.router.add_get("/me", me)
     app.router.add_get("/audit", audit_log)
-    # The dashboard's stylesheet and script (index.html links them).
+    # The pages' stylesheet and scripts (index.html links them; js/ holds the dashboard's
+    # modules).
     app.router.add_static("/static/", str(resources.files("facestream").joinpath("static")),
                           name="static")
     app.router.add_get("/streaming", streaming)
