@@ -56,7 +56,7 @@ An attacker's second review (issue 16), each on a server of its own kind:
     most 200 identities; /hash p99 < 20 ms while three loops of it run as fast as they are
     answered.
 17. **Export file**: ``facestream faces export FILE`` under umask 022 writes mode 600.
-18. **Framing and sniffing**: ``/``, ``/login``, ``/static/app.js``, ``/hash`` and
+18. **Framing and sniffing**: ``/``, ``/login``, ``/static/js/main.js``, ``/hash`` and
     ``/healthz`` carry ``Content-Security-Policy: frame-ancestors 'none'``,
     ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff`` and a Referrer-Policy.
 19. **Bidi controls**: a rename to ``Ada\u202eevil`` and an enrollment named ``\u2066Bob``:
@@ -131,7 +131,7 @@ WEBHOOK_TOKENS = ("abcdefghijklmnopqr", "AbC9", "tok3nhostabc")
 #: The photo the upload flood blows up to 6000 x 6000.
 FLOOD_PHOTO = DATA / "faces" / "facenet_pytorch" / "test_images" / "angelina_jolie" / "1.jpg"
 #: Pages that must forbid framing and sniffing.
-PAGES = ("/", "/login", "/static/app.js", "/hash", "/healthz")
+PAGES = ("/", "/login", "/static/js/main.js", "/hash", "/healthz")
 MIB = 1 << 20
 
 

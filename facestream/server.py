@@ -110,6 +110,17 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.setdefault(name, value)
 
 
+async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+    """Files under /static/ may be kept but are checked before each use (``no-cache``; the
+    static route answers a 304 to a matching ETag or Last-Modified). The pages link their
+    entry script with a content hash (see `_page`), but the dashboard's ES modules import one
+    another by plain URL, which no hash can reach without a build step or an import map (the
+    CSP forbids inline ones): without this a browser could run a fresh main.js with modules
+    cached from an older server."""
+    if request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-cache")
+
+
 def _page(request: web.Request, page: str, assets: tuple[str, ...]) -> web.Response:
     """A static page whose stylesheet and script are linked with a hash of their content
     (``?v=...``), so a browser never runs a cached script against a newer server."""
@@ -124,7 +135,7 @@ def _page(request: web.Request, page: str, assets: tuple[str, ...]) -> web.Respo
 
 async def index(request: web.Request) -> web.Response:
     """The dashboard."""
-    return _page(request, "index.html", ("style.css", "app.js"))
+    return _page(request, "index.html", ("style.css", "js/main.js"))
 
 
 # -- accounts -------------------------------------------------------------------------------
@@ -955,6 +966,7 @@ def create_app(config: Config, live: bool = True, pool: WorkerPool | None = None
     app = web.Application(client_max_size=max_body, middlewares=[
         json_errors, guard, body_deadline(config.server.request_timeout_s)])
     app.on_response_prepare.append(_security_headers)
+    app.on_response_prepare.append(_revalidate_static)
     metrics_ = Metrics()
     app[CONFIG] = config
     app[METRICS] = metrics_
@@ -975,7 +987,8 @@ def create_app(config: Config, live: bool = True, pool: WorkerPool | None = None
     app.router.add_post("/logout", logout)
     app.router.add_get("/me", me)
     app.router.add_get("/audit", audit_log)
-    # The dashboard's stylesheet and script (index.html links them).
+    # The pages' stylesheet and scripts (index.html links them; js/ holds the dashboard's
+    # modules). `_revalidate_static` makes browsers check them before each use.
     app.router.add_static("/static/", str(resources.files("facestream").joinpath("static")),
                           name="static")
     app.router.add_get("/streaming", streaming)

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -324,6 +325,18 @@ async def test_health_describes_the_configuration_without_a_camera(client: Clien
     threshold = Config().recognition.policy().identify_threshold(1)
     assert health["identify_threshold"] == round(threshold, 4)
 
+
+async def test_the_dashboard_modules_are_revalidated_before_each_use(client: Client) -> None:
+    """The page links its entry module with a hash of its content; the modules it imports
+    have none, so every static file is answered no-cache, then 304 while unchanged."""
+    page = await (await client.get("/")).text()
+    entry = re.search(r'<script type="module" src="(/static/js/main\.js\?v=[\w%-]+)">', page)
+    assert entry, page
+    for url in (entry.group(1), "/static/js/dom.js"):
+        resp = await client.get(url)
+        assert (resp.status, resp.headers["Cache-Control"]) == (200, "no-cache"), url
+        again = await client.get(url, headers={"If-None-Match": resp.headers["ETag"]})
+        assert (again.status, again.headers["Cache-Control"]) == (304, "no-cache"), url
 
 async def test_unknown_routes_and_methods_answer_json(client: Client) -> None:
     resp = await client.get("/nope")

@@ -377,7 +377,7 @@ async def test_every_answer_forbids_framing_and_sniffing(client: Client) -> None
     """A page of another site (or another port of this one) must not frame the dashboard,
     nor embed its images; scripts run only from the server's own files."""
     await log_in(client, "admin", ADMIN_PASSWORD)
-    for path in ("/", "/login", "/static/app.js", "/hash", "/healthz", "/faces/nosuch",
+    for path in ("/", "/login", "/static/js/main.js", "/hash", "/healthz", "/faces/nosuch",
                  "/metrics"):
         resp = await client.get(path)
         csp = resp.headers.get("Content-Security-Policy", "")

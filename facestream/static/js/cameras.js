@@ -1,0 +1,61 @@
+// Cameras: a picker when there are several, and a grid of all of them. Choosing one writes
+// shown.camera (state.js) and points the stream, who is in view and the websocket at it.
+
+import { $, h } from "./dom.js";
+import { api } from "./api.js";
+import { shown } from "./state.js";
+import { restartStream, updateLive } from "./live.js";
+import { reconnect } from "./socket.js";
+
+let cameraNames = [];
+
+/** GET /cameras: offer the cameras there are now (they may be added and removed). */
+export async function loadCameras() {
+  let body;
+  try {
+    body = await api("GET", "/cameras");
+  } catch {
+    return;
+  }
+  const names = body.cameras.map((c) => c.name);
+  if (names.join("\n") !== cameraNames.join("\n")) {
+    cameraNames = names;
+    const select = $("camera");
+    select.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
+    select.value = shown.camera && names.includes(shown.camera) ? shown.camera : names[0];
+    $("camera-pick").hidden = names.length < 2;
+    $("grid-toggle").hidden = names.length < 2;
+    if (shown.camera && !names.includes(shown.camera)) chooseCamera(null);  // it was removed
+    if (!$("grid").hidden) fillGrid();
+  }
+}
+
+function chooseCamera(name) {
+  shown.camera = name === cameraNames[0] ? null : name;
+  const url = new URL(location.href);
+  if (shown.camera) url.searchParams.set("camera", shown.camera); else url.searchParams.delete("camera");
+  history.replaceState(null, "", url);
+  $("camera").value = name || cameraNames[0] || "";
+  updateLive([], true);
+  restartStream();
+  reconnect();
+}
+
+function fillGrid() {
+  $("grid").replaceChildren(...cameraNames.map((name) => {
+    const img = h("img", { src: `/cameras/${encodeURIComponent(name)}/streaming`,
+                           alt: `Live stream of camera ${name}`, testid: "grid-stream" });
+    return h("button", { type: "button", class: "grid-cell", title: `Show ${name}`,
+                         onclick: () => { showGrid(false); chooseCamera(name); } },
+             img, h("span", {}, name));
+  }));
+}
+
+function showGrid(on) {
+  $("grid").hidden = !on;
+  $("grid-toggle").setAttribute("aria-pressed", String(on));
+  if (on) fillGrid(); else $("grid").replaceChildren();  // closes those streams
+}
+
+$("camera").addEventListener("change", (ev) => chooseCamera(ev.target.value));
+$("grid-toggle").addEventListener("click", () => showGrid($("grid").hidden));

@@ -1,0 +1,127 @@
+// The live view: the camera's stream (reconnecting with backoff when it fails) and who is in
+// view. Who is in view is rebuilt when who changes; boxes (re-sent as they move) only redraw
+// the crops. This module owns that state; the others read it through facesInView(),
+// knownInView() and hasSignal().
+
+import { $, h, shortHash, faceLabel } from "./dom.js";
+import { api } from "./api.js";
+import { act, confirmDialog } from "./ui.js";
+import { cameraPath } from "./state.js";
+import { chooseForEnrollment, renderEnrollChoices } from "./enroll.js";
+import { refreshGallery, renderSeenCards } from "./gallery.js";
+
+// -- the stream ---------------------------------------------------------------------------
+
+const stream = $("stream");
+let streamRetry = 1000;
+let streamTimer = null;
+
+/** Load the stream of the camera shown again, after `delay` ms. */
+export function restartStream(delay = 0) {
+  clearTimeout(streamTimer);
+  streamTimer = setTimeout(() => { stream.src = `${cameraPath("streaming")}?t=${Date.now()}`; }, delay);
+}
+
+function streamFailed() {
+  $("stream-status").hidden = false;
+  $("stream-status").textContent = `Stream interrupted; reconnecting in ${Math.round(streamRetry / 1000)} s…`;
+  restartStream(streamRetry);
+  streamRetry = Math.min(streamRetry * 2, 10000);
+}
+
+stream.addEventListener("error", streamFailed);
+stream.addEventListener("load", () => {
+  $("stream-status").hidden = true;
+  streamRetry = 1000;
+  drawCrops();
+});
+// The <img> starts loading before this (deferred) module runs: it may have failed already.
+if (stream.complete && !stream.naturalWidth) streamFailed();
+
+// -- who is in view ----------------------------------------------------------------------
+
+const live = { faces: [], signal: true, who: null, known: new Set() };
+
+/** The faces in view, largest first, as the server last sent them. */
+export const facesInView = () => live.faces;
+/** Whether somebody enrolled with this hash is in view. */
+export const knownInView = (hash) => live.known.has(hash);
+/** Whether the camera sent a picture lately. */
+export const hasSignal = () => live.signal;
+
+/** Who is in view now (from the websocket; empty when the camera changes). */
+export function updateLive(faces, signal) {
+  live.faces = faces;
+  live.signal = signal;
+  const who = JSON.stringify([signal, faces.map((f) => [f.hash, f.known, f.name])]);
+  if (who !== live.who) {
+    live.who = who;
+    live.known = new Set(faces.filter((f) => f.known).map((f) => f.hash));
+    renderInView();
+    renderEnrollChoices();
+    renderSeenCards();
+  } else {
+    for (const [i, f] of faces.entries()) {
+      const details = $("inview").querySelector(`[data-index="${i}"] .sub`);
+      if (details) details.textContent = faceDetails(f);
+    }
+  }
+  drawCrops();
+}
+
+const faceDetails = (f) => (f.known ? `similarity ${Number(f.similarity).toFixed(2)}` : `not enrolled · ${shortHash(f.hash)}`);
+
+export function renderInView() {
+  const list = $("inview");
+  const faces = live.faces;
+  $("inview-count").textContent = faces.length ? `(${faces.length})` : "";
+  if (!faces.length) {
+    list.replaceChildren(h("li", { class: "empty" }, live.signal ? "Nobody in view" : "No camera signal"));
+    return;
+  }
+  list.replaceChildren(...faces.map((f, i) => {
+    const button = f.known
+      ? h("button", { type: "button", class: "danger", testid: "not-button",
+                      title: `Tell facestream this is not ${f.name}`,
+                      onclick: (ev) => notThisPerson(f, ev.currentTarget) }, `Not ${f.name}`)
+      : h("button", { type: "button", testid: "enroll-this",
+                      onclick: () => chooseForEnrollment(f.hash) }, "Add…");
+    return h("li", { class: f.known ? "known" : "unknown", testid: "inview-face", "data-hash": f.hash, "data-index": i },
+      h("canvas", { width: 96, height: 96, "aria-hidden": "true" }),
+      h("div", { class: "who" },
+        h("span", { class: "face-name", testid: "inview-name" }, faceLabel(f)),
+        h("span", { class: "sub" }, faceDetails(f))),
+      button);
+  }));
+}
+
+/** Copy each face's box out of the current stream frame into its little canvas. */
+function drawCrops() {
+  if (!stream.complete || !stream.naturalWidth) return;
+  for (const item of $("inview").querySelectorAll("li[data-index]")) {
+    const face = live.faces[Number(item.dataset.index)];
+    if (!face || !face.box) continue;
+    const canvas = item.querySelector("canvas");
+    const [x, y, w, hgt] = face.box;
+    const side = Math.max(w, hgt) * 1.3;
+    const cx = x + w / 2, cy = y + hgt / 2;
+    try {
+      canvas.getContext("2d").drawImage(stream, cx - side / 2, cy - side / 2, side, side, 0, 0, canvas.width, canvas.height);
+    } catch { /* the frame is not decodable right now; keep the old crop */ }
+  }
+}
+
+async function notThisPerson(face, button) {
+  const yes = await confirmDialog({
+    title: `Not ${face.name}?`,
+    body: [`facestream will remove the sample of ${face.name} that made this match, so this face is no longer recognised as ${face.name}.`],
+    confirm: `Not ${face.name}`,
+    danger: true,
+  });
+  if (!yes) return;
+  await act(`Could not correct ${face.name}`, button, async () => {
+    const result = await api("POST", "/live/not", { hash: face.hash });
+    refreshGallery();
+    return `Removed sample #${result.removed_sample} from ${face.name}.`;
+  });
+}
