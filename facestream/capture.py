@@ -36,6 +36,7 @@ from .hub import Packet
 from .metrics import Metrics
 from .presence import Snapshot
 from .privacy import redact_source
+from .retry import Backoff, Outage
 from .tracking import FaceView
 
 log = logging.getLogger(__name__)
@@ -387,11 +388,10 @@ class Capture:
     # -- reader thread ---------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        backoff = self.config.reconnect_min_s
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
         shown = redact_source(self.config.source)
-        #: When the current run of failed opens began (None: the last open worked).
-        failing_since: float | None = None
-        failures = 0
+        #: The current run of failed opens (logged when it starts, reminded now and then).
+        outage = Outage(log)
         reminded = 0.0
         #: "opened" is logged when the source is first opened and after it was lost or
         #: could not be opened; a file starting over from its beginning is no news.
@@ -399,31 +399,31 @@ class Capture:
         while not self._stop.is_set():
             cap = _open(self.spec, self.config.read_timeout_s)
             if cap is None:
-                self._set_lost(f"cannot open source; retrying in {backoff:.1f}s")
-                now = time.monotonic()
-                failures += 1
+                self._set_lost(f"cannot open source; retrying in {backoff.upcoming:.1f}s")
                 announce = True
-                if failing_since is None:
-                    failing_since = reminded = now
-                    log.warning("camera %s: %s. Retrying every %.1fs at first, then up to "
-                                "every %.1fs; each attempt is logged at DEBUG", shown,
-                                unavailable_hint(self.spec, shown),
-                                self.config.reconnect_min_s, self.config.reconnect_max_s)
+                now = time.monotonic()
+                if outage.failed(logging.WARNING, "camera %s: %s. Retrying every %.1fs at "
+                                 "first, then up to every %.1fs; each attempt is logged at "
+                                 "DEBUG", shown, unavailable_hint(self.spec, shown),
+                                 backoff.first, backoff.last):
+                    reminded = now
                 elif now - reminded >= UNAVAILABLE_REMINDER_S:
                     reminded = now
                     log.warning("camera %s: still cannot open it (%d attempts in %.0f min); "
-                                "retrying", shown, failures, (now - failing_since) / 60)
+                                "retrying", shown, outage.failures,
+                                (now - (outage.since or now)) / 60)
                 else:
-                    log.debug("camera %s: cannot open; retrying in %.1fs", shown, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.config.reconnect_max_s)
+                    log.debug("camera %s: cannot open; retrying in %.1fs", shown,
+                              backoff.upcoming)
+                self._stop.wait(backoff.next())
                 continue
             if announce:
-                log.info("camera %s: opened%s", shown, self._opened_details(cap, failures))
+                log.info("camera %s: opened%s", shown, self._opened_details(cap,
+                                                                            outage.failures))
                 announce = False
             else:
                 log.debug("camera %s: playing it again from the start", shown)
-            failing_since, failures = None, 0
+            outage.recovered(logging.DEBUG, "camera %s: open again", shown)
             try:
                 got_any = self._read_from(cap)
             finally:
@@ -434,13 +434,11 @@ class Capture:
                 continue  # end of file: play it again from the start
             self.reconnects += 1
             announce = True
-            self._set_lost(f"source lost; reconnecting in {backoff:.1f}s")
-            log.warning("camera %s: lost; reconnecting in %.1fs", shown, backoff)
-            self._stop.wait(backoff)
             if got_any:
-                backoff = self.config.reconnect_min_s
-            else:
-                backoff = min(backoff * 2, self.config.reconnect_max_s)
+                backoff.reset()
+            self._set_lost(f"source lost; reconnecting in {backoff.upcoming:.1f}s")
+            log.warning("camera %s: lost; reconnecting in %.1fs", shown, backoff.upcoming)
+            self._stop.wait(backoff.next())
 
     def _opened_details(self, cap: cv2.VideoCapture, failures: int) -> str:
         """`` (640x360, played in a loop) after 3 failed attempts``, as far as known."""

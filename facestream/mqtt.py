@@ -42,6 +42,7 @@ from .config import MqttConfig
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import redact_source
+from .retry import Backoff, Outage
 from .storage import Identity
 
 if TYPE_CHECKING:
@@ -247,14 +248,18 @@ class MqttBridge:
             logger=logging.getLogger("facestream.mqtt.client"))
 
     async def _run(self) -> None:
-        delay = RECONNECT_MIN_S
+        backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        outage = Outage(log)
+        shown = redact_source(self.config.url)
         while True:
             try:
                 async with self._client() as client:
                     await client.publish(self.available_topic, b"online", qos=1, retain=True)
-                    if self.state != "connected":
-                        log.info("MQTT: connected to %s", redact_source(self.config.url))
-                    self.state, self.last_error, delay = "connected", None, RECONNECT_MIN_S
+                    if not outage.recovered(logging.INFO, "MQTT: connected to %s", shown) and \
+                            self.state == "connecting":
+                        log.info("MQTT: connected to %s", shown)
+                    self.state, self.last_error = "connected", None
+                    backoff.reset()
                     self._metrics.mqtt_connected.set(1)
                     # A restarted broker may have lost every retained message: send them all.
                     self._dirty = dict.fromkeys(t for t, v in self._retained.items() if v)
@@ -266,15 +271,12 @@ class MqttBridge:
                                                  retain=True, timeout=2.0)
                         raise
             except aiomqtt.MqttError as exc:
-                if self.state != "disconnected":
-                    log.warning("MQTT: broker %s unreachable (%s); retrying, events are "
-                                "kept (up to %d)", redact_source(self.config.url), exc,
-                                self.config.queue_size)
-                    self.reconnects += self.state == "connected"
+                outage.failed(logging.WARNING, "MQTT: broker %s unreachable (%s); retrying, "
+                              "events are kept (up to %d)", shown, exc, self.config.queue_size)
+                self.reconnects += self.state == "connected"
                 self.state, self.last_error = "disconnected", str(exc)
                 self._metrics.mqtt_connected.set(0)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_S)
+            await asyncio.sleep(backoff.next())
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Publish until the connection is lost: then MqttError. Losing it is noticed at

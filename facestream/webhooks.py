@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 import uuid
 from collections import deque
@@ -41,6 +40,7 @@ from .config import WebhookConfig
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import redact_receiver
+from .retry import Backoff
 from .storage import Identity
 
 if TYPE_CHECKING:
@@ -65,12 +65,6 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode("ascii") + body,
                    hashlib.sha256)
     return f"t={timestamp},v1={mac.hexdigest()}"
-
-
-def backoff(attempt: int) -> float:
-    """How long to wait after failed attempt number ``attempt`` (1, 2, ...)."""
-    delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(attempt - 1, 30))
-    return min(RETRY_MAX_S, delay * random.uniform(0.8, 1.2))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -198,6 +192,7 @@ class Sender:
                 self._current = None
 
     async def _deliver(self, session: aiohttp.ClientSession, item: _Delivery) -> None:
+        backoff = Backoff(RETRY_FIRST_S, RETRY_MAX_S, jitter=0.2)
         for attempt in range(1, self.config.max_attempts + 1):
             outcome, wait = await self._attempt(session, item)
             if item.dropped.is_set():
@@ -207,7 +202,7 @@ class Sender:
                 return
             if outcome == "refused" or attempt == self.config.max_attempts:
                 break
-            delay = min(RETRY_MAX_S, wait) if wait is not None else backoff(attempt)
+            delay = min(RETRY_MAX_S, wait) if wait is not None else backoff.next()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await item.dropped.wait()

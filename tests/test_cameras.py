@@ -85,9 +85,10 @@ async def test_slots_bound_what_is_in_flight_and_cancelled_waiters_free_nothing(
     waiters[-1].cancel()  # cancelled while waiting
     results = await asyncio.gather(*waiters, return_exceptions=True)
     assert most == 2 and sum(isinstance(r, asyncio.CancelledError) for r in results) == 1
-    # Nothing leaked: both slots are free again.
-    async with share.turn("a"), share.turn("b"):
-        pass
+    # Nothing leaked: both slots are free again (a leaked one would make this wait forever).
+    async with asyncio.timeout(2):
+        async with share.turn("a"), share.turn("b"):
+            pass
 
 
 # -- several cameras through the API ---------------------------------------------------------

@@ -32,7 +32,7 @@ async def test_with_123_people_enrolled_strangers_stay_strangers(
     several = {n: f for n, f in people.items() if len(f) >= 2}
     strangers = [f[0] for f in people.values() if len(f) == 1]
     assert (len(several), len(strangers)) == (123, 219)
-    client = await app_client(config_factory(workers=2, upload_workers=2))
+    client = await app_client(config_factory(workers=2, upload_workers=2), live=False)
     limit = asyncio.Semaphore(4)
 
     async def post(path: str, form: FormData) -> tuple[int, dict[str, Any]]:
