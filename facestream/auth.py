@@ -491,7 +491,7 @@ def access_middleware(
     async def access(request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                      ) -> web.StreamResponse:
-        from .webutil import error, refuse_unread, shown
+        from .web.http import error, refuse_unread, shown
 
         host = request.headers.get("Host")
         if not host_allowed(host, server.allowed_hosts, enforce_host):

@@ -638,8 +638,8 @@ def _tls_context(cert: str, key: str) -> Any:
 async def _serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     from aiohttp import web
 
-    from .netguard import ConnectionLimiter, GuardedSite
     from .server import create_app
+    from .web.netguard import ConnectionLimiter, GuardedSite
 
     s = config.server
     tls = _tls_context(s.tls_cert, s.tls_key) if s.tls_cert else None

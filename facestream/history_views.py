@@ -23,7 +23,7 @@ from aiohttp import web
 from .appkeys import GALLERY, HISTORY, POOL
 from .history import images_of
 from .storage import AlreadyEnrolled
-from .webutil import error, hash_field, http_error, int_query, shown
+from .web.http import error, hash_field, http_error, int_query, shown
 from .workers import PoolBusy, WorkerCrashed
 
 #: A cursor as ``History.visits`` makes one: ``repr(arrived_at)``, "_", the visit's id.

@@ -46,7 +46,6 @@ from .history import History
 from .identity import face_hash
 from .limits import Refused, UploadGate
 from .metrics import CONTENT_TYPE, Metrics
-from .netguard import body_deadline
 from .presence import LiveFace
 from .recognition import Face, ImageError, ambiguous
 from .storage import (
@@ -58,9 +57,10 @@ from .storage import (
     StoredImages,
 )
 from .tracking import FaceView
-from .webutil import (
+from .web.http import (
     HASH_RE,
     MAX_QUERY_INT,
+    body_deadline,
     error,
     hash_field,
     http_error,
@@ -69,7 +69,6 @@ from .webutil import (
     json_errors,
     retry_later,
     shown,
-    upload_limit,
 )
 from .workers import PoolBusy, PoolSettings, WorkerCrashed, WorkerPool
 
@@ -400,7 +399,7 @@ async def _image_field(request: web.Request, field: str) -> tuple[bytes | None, 
         return None, texts
     limit = _upload_limit(request.app[CONFIG])
     if len(data) > limit:
-        raise http_error(413, f"{field} is larger than {upload_limit(request)}")
+        raise http_error(413, f"{field} is larger than {_limit_words(request.app[CONFIG])}")
     return data, texts
 
 
@@ -415,6 +414,11 @@ def _from_base64(text: str, field: str) -> bytes:
 
 def _upload_limit(config: Config) -> int:
     return int(config.server.max_upload_mb * 1024 * 1024)
+
+
+def _limit_words(config: Config) -> str:
+    """The upload limit, as users configure it: ``server.max_upload_mb (N MiB)``."""
+    return f"server.max_upload_mb ({config.server.max_upload_mb:g} MiB)"
 
 
 async def _analyze(request: web.Request, data: bytes) -> list[Face]:
@@ -953,7 +957,7 @@ def create_app(config: Config, live: bool = True, pool: WorkerPool | None = None
     max_body = int(_upload_limit(config) * 4 / 3) + 64 * 1024
     guard = access.access_middleware(lambda: app[AUTH], config.server, config.auth)
     app = web.Application(client_max_size=max_body, middlewares=[
-        json_errors, guard, body_deadline(config.server.request_timeout_s)])
+        json_errors(_limit_words(config)), guard, body_deadline(config.server.request_timeout_s)])
     app.on_response_prepare.append(_security_headers)
     metrics_ = Metrics()
     app[CONFIG] = config

@@ -1,5 +1,7 @@
 """What every HTTP handler shares: JSON errors (one middleware maps gallery refusals to their
-statuses), request-body and parameter checks."""
+statuses), request-body and parameter checks, and the deadline on request bodies.
+
+Nothing here knows the configuration: a limit or its wording is passed in by the caller."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .limits import Refused
-from .storage import (
+from ..limits import Refused
+from ..storage import (
     AlreadyEnrolled,
     GalleryError,
     LastSample,
@@ -23,7 +25,7 @@ from .storage import (
     StorageFull,
 )
 
-log = logging.getLogger("facestream.server")
+log = logging.getLogger(__name__)
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "<hash>\n" through.
 HASH_RE: Final = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -58,44 +60,52 @@ def http_error(status: int, message: str, **extra: Any) -> web.HTTPException:
     return exc
 
 
-@web.middleware
-async def json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+Middleware = Callable[..., Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_errors(body_limit: str) -> Middleware:
     """Every error answers JSON ``{"error": ...}``: gallery refusals map to their statuses
-    here, in one place; unexpected errors are logged, not leaked."""
-    try:
-        return await handler(request)
-    except web.HTTPRequestEntityTooLarge:
-        # aiohttp's own limit (on the raw body, which base64 makes 4/3 larger) names a size
-        # nobody configured; say which setting it is.
-        return refuse_unread(request, error(413, f"the request is larger than "
-                                           f"{upload_limit(request)}"))
-    except Refused as exc:  # an upload over its caller's or everybody's limit
-        return refuse_unread(request, retry_later(exc.status, str(exc), exc.retry_after))
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    here, in one place; unexpected errors are logged, not leaked. ``body_limit`` names the
+    request size limit as users configure it, for the 413 that aiohttp's own check raises."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            # aiohttp's own limit (on the raw body, which base64 makes 4/3 larger) names a
+            # size nobody configured; say which setting it is.
+            return refuse_unread(request, error(413, f"the request is larger than "
+                                               f"{body_limit}"))
+        except Refused as exc:  # an upload over its caller's or everybody's limit
+            return refuse_unread(request, retry_later(exc.status, str(exc), exc.retry_after))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            if exc.content_type != "application/json":  # aiohttp's own, in plain text
+                return refuse_unread(request, error(exc.status,
+                                                    exc.text or exc.reason or "error"))
+            return refuse_unread(request, web.Response(status=exc.status, text=exc.text,
+                                                       content_type="application/json"))
+        except AlreadyEnrolled as exc:  # also BelongsToOther: the face is somebody else
+            return error(409, str(exc), hash=exc.hash, name=exc.name)
+        except NotFound as exc:
+            return error(404, str(exc))
+        except LastSample as exc:
+            return error(409, str(exc))
+        except StorageError as exc:  # the disk, not the request: nothing was written
+            log.error("%s %s: %s", request.method, request.path, exc)
+            return error(507 if isinstance(exc, StorageFull) else 503, str(exc))
+        except GalleryError as exc:
+            return error(400, str(exc))
+        except (asyncio.CancelledError, ConnectionResetError):
             raise
-        if exc.content_type != "application/json":  # aiohttp's own, in plain text
-            return refuse_unread(request, error(exc.status, exc.text or exc.reason or "error"))
-        return refuse_unread(request, web.Response(status=exc.status, text=exc.text,
-                                                   content_type="application/json"))
-    except AlreadyEnrolled as exc:  # also BelongsToOther: the face is somebody else
-        return error(409, str(exc), hash=exc.hash, name=exc.name)
-    except NotFound as exc:
-        return error(404, str(exc))
-    except LastSample as exc:
-        return error(409, str(exc))
-    except StorageError as exc:  # the disk, not the request: nothing was written
-        log.error("%s %s: %s", request.method, request.path, exc)
-        return error(507 if isinstance(exc, StorageFull) else 503, str(exc))
-    except GalleryError as exc:
-        return error(400, str(exc))
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error(500, "internal error; see the server log")
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return error(500, "internal error; see the server log")
+
+    return errors
 
 
 def refuse_unread(request: web.Request, response: web.Response) -> web.Response:
@@ -104,13 +114,6 @@ def refuse_unread(request: web.Request, response: web.Response) -> web.Response:
     if request.body_exists and not request.content.is_eof():
         response.force_close()
     return response
-
-
-def upload_limit(request: web.Request) -> str:
-    """The upload limit, as users configure it: ``server.max_upload_mb (N MiB)``."""
-    from .appkeys import CONFIG
-
-    return f"server.max_upload_mb ({request.app[CONFIG].server.max_upload_mb:g} MiB)"
 
 
 async def json_body(request: web.Request, hint: str) -> dict[str, Any]:
@@ -210,3 +213,28 @@ def hash_field(value: Any, what: str = "hash") -> str | None:
     if value is not None and not (isinstance(value, str) and HASH_RE.match(value)):
         raise http_error(400, f"{what} must be a 64-character hex string")
     return value
+
+
+#: Methods whose requests carry a body that must arrive in time.
+_WITH_BODY: Final = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def body_deadline(timeout_s: float) -> Middleware:
+    """Requests with a body must be read and answered within ``timeout_s`` (a body shorter
+    than its Content-Length would otherwise hold the connection for minutes)."""
+
+    @web.middleware
+    async def deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method not in _WITH_BODY:
+            return await handler(request)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await handler(request)
+        except TimeoutError:
+            late = web.json_response(
+                {"error": f"the request did not arrive (and was not answered) within "
+                          f"{timeout_s:g} s"}, status=408)
+            late.force_close()  # the rest of that body is not worth waiting for
+            return late
+
+    return deadline
