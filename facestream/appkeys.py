@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import Auth
+from .accounts import Auth
 from .cameras import Cameras
 from .config import Config
 from .history import History

@@ -525,7 +525,7 @@ def _password(from_stdin: bool) -> str:
 
 def accounts(argv: list[str]) -> int:
     """``users list|add|passwd|delete`` and ``tokens list|create|revoke``."""
-    from .auth import Auth
+    from .accounts import Auth
 
     kind = argv[0]
     args = _accounts_parser(kind).parse_args(argv[1:])

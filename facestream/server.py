@@ -25,8 +25,8 @@ from aiohttp import BodyPartReader, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader
 
-from . import auth as access
 from . import history_views
+from .accounts import Auth, LoginRefused
 from .appkeys import (
     AUTH,
     CAMERAS,
@@ -57,6 +57,7 @@ from .storage import (
     StoredImages,
 )
 from .tracking import FaceView
+from .web import access
 from .web.http import (
     HASH_RE,
     MAX_QUERY_INT,
@@ -145,7 +146,7 @@ async def login(request: web.Request) -> web.Response:
     client = request.remote or "?"
     try:
         session, who = await request.app[AUTH].login(name, password, client)
-    except access.LoginRefused as exc:
+    except LoginRefused as exc:
         if exc.retry_after > 0:
             return retry_later(503 if exc.busy else 429, str(exc), exc.retry_after)
         return error(401, str(exc))
@@ -844,7 +845,7 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
     """Accounts live in the gallery database; the first start creates an admin and shows its
     password once, on the console (never in a log)."""
     cfg = app[CONFIG].auth
-    auth = access.Auth(app[GALLERY], cfg.session_days)
+    auth = Auth(app[GALLERY], cfg.session_days)
     await auth.ensure_schema()
     if cfg.enabled and (password := await auth.first_admin()) is not None:
         print(f"\nfacestream: created the first account: user 'admin', password "
