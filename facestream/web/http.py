@@ -1,5 +1,6 @@
 """What every HTTP handler shares: JSON errors (one middleware maps gallery refusals to their
-statuses), request-body and parameter checks, and the deadline on request bodies.
+statuses), request-body, form and parameter checks, the deadline on request bodies, and the
+security headers of every response.
 
 Nothing here knows the configuration: a limit or its wording is passed in by the caller."""
 
@@ -13,7 +14,9 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader
 
 from ..limits import Refused
 from ..storage import (
@@ -238,3 +241,102 @@ def body_deadline(timeout_s: float) -> Middleware:
             return late
 
     return deadline
+
+
+#: On every response. The pages load only their own scripts, styles and images (no inline
+#: script can run, whatever a name holds), talk only to this server, and no other page may
+#: frame them (clickjacking) or embed their images and streams.
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``SECURITY_HEADERS`` on a response, unless it sets its own (``on_response_prepare``)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+# -- forms ----------------------------------------------------------------------------------
+
+
+_NAMELESS_PART: Final = ("a part of the multipart form has no name (Content-Disposition: "
+                         "form-data; name=...), or the body is truncated")
+#: aiohttp's words for a broken multipart body (the start of its message), and ours.
+_FORM_ERRORS: Final = (
+    ("Reading after EOF", ("the multipart form is truncated: the body ends inside a part, "
+                           "before the closing boundary")),
+    ("Could not find starting boundary", ("the body does not start with the boundary that "
+                                          "its Content-Type names")),
+)
+#: Our forms have two or three fields (the image, name, email); more parts are refused.
+MAX_FORM_PARTS: Final = 16
+
+
+async def multipart_form(request: web.Request, field: str) -> tuple[dict[str, str], bytes | None]:
+    """A multipart form's text fields, and ``field`` as bytes when it came as a file or any
+    part with a non-text type (a part with a text type is base64, left among the texts).
+
+    Read part by part into memory (``client_max_size`` bounds the body), not with
+    ``request.post()``: on a truncated body that leaves its temporary file open, and its
+    errors cannot say which field is wrong. Text is decoded strictly, in the part's charset
+    (UTF-8 unless it names another); every malformed body answers 400 saying what is wrong."""
+    if not parse_mimetype(request.headers.get("Content-Type", "")).parameters.get("boundary"):
+        raise http_error(400, "multipart/form-data without a boundary: send Content-Type: "
+                              "multipart/form-data; boundary=...")
+    texts: dict[str, str] = {}
+    image: bytes | None = None
+    seen: set[str] = set()
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise http_error(400, "a part of the form is itself multipart; send plain fields")
+            name = part.name
+            if not name:
+                raise http_error(400, _NAMELESS_PART)
+            if name in seen:
+                raise http_error(400, f"form field {shown(name)} is sent twice")
+            if len(seen) == MAX_FORM_PARTS:
+                raise http_error(400, f"the form has more than {MAX_FORM_PARTS} fields")
+            seen.add(name)
+            data = bytes(await part.read(decode=True))
+            if request.content.total_bytes > request.client_max_size:
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=request.client_max_size, actual_size=request.content.total_bytes)
+            ctype = part.headers.get("Content-Type")
+            textual = part.filename is None and (
+                ctype is None or ctype.lower().startswith("text/"))
+            if name == field and not textual:
+                image = data
+                continue
+            if part.filename is not None:  # a file the form does not ask for
+                continue
+            charset = part.get_charset("utf-8") if textual else "utf-8"
+            try:
+                texts[name] = data.decode(charset)
+            except UnicodeDecodeError:
+                raise http_error(400, f"form field {shown(name)} is not valid {charset} text") \
+                    from None
+            except LookupError as exc:  # charset=<no text encoding: bogus, zlib, ...>
+                raise http_error(400, f"form field {shown(name)} names an unusable charset "
+                                      f"({exc})") from None
+    except InvalidHeader:
+        raise http_error(400, "a part of the multipart form has a malformed header line "
+                              "(each must be 'Name: value')") from None
+    except (ValueError, HttpProcessingError, RuntimeError) as exc:
+        # aiohttp's multipart reader says what broke in ValueErrors (RuntimeError: an unknown
+        # Content-Transfer-Encoding); the common ones in words, the rest as aiohttp puts it.
+        text = str(exc)
+        for start, message in _FORM_ERRORS:
+            if text.startswith(start):
+                raise http_error(400, message) from None
+        raise http_error(400, f"the multipart form cannot be parsed: {text}") from None
+    return texts, image
