@@ -1,6 +1,11 @@
 """Who may make a request: the access middleware, the Host and Origin checks, and the
 credentials a request carries (a session cookie or ``Authorization: Bearer <token>``).
 
+The middleware knows no path: what a request needs comes from the declaration of the route
+it matched (``web/routes.py``: ``Role.OPEN``, ``VIEWER`` or ``ADMIN``, and the few rules a
+route may add). A request that matches no route (404, 405) needs a login to read and an
+admin to change, as a route would, so a stranger learns nothing of what exists.
+
 The session cookie is HttpOnly, SameSite=Strict and Secure over TLS (``web/accounts.py``
 sets it); tokens come from ``python -m facestream tokens create``.
 """
@@ -14,10 +19,12 @@ from typing import Final
 from aiohttp import web
 
 from ..accounts import ANONYMOUS, Auth, Principal
+from ..appkeys import ROUTE_ACCESS
 from ..config import AuthConfig, ServerConfig
 from ..privacy import is_ip_address
 from ..storage import StorageError
 from .http import error, refuse_unread, shown
+from .routes import SAFE_METHODS, Role
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +38,6 @@ async def principal(auth: Auth, request: web.Request) -> Principal | None:
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else None
     return await auth.principal(token, request.cookies.get(COOKIE))
-
-
-#: Reachable without logging in.
-OPEN_ROUTES: Final = {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login"),
-                      ("POST", "/logout")}
-OPEN_PREFIXES: Final = ("/static/",)
-#: What a viewer may send besides reading (GET/HEAD): asking who is in a photo.
-VIEWER_WRITES: Final = {("POST", "/process-frame"), ("POST", "/process-frame/")}
-SAFE_METHODS: Final = {"GET", "HEAD", "OPTIONS"}
 
 
 #: What Sec-Fetch-Site says of a request the server's own page (or a person typing the
@@ -96,21 +94,14 @@ def host_allowed(header: str | None, allowed: tuple[str, ...], enforce: bool) ->
     return False
 
 
-def needs_admin(request: web.Request) -> bool:
-    method, path = request.method, request.path
-    if method in SAFE_METHODS:
-        return (path == "/faces" and "email" in request.query) or path == "/audit"
-    return (method, path) not in VIEWER_WRITES
-
-
 def access_middleware(
     auth: Callable[[], Auth], server: ServerConfig, config: AuthConfig
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Refuses requests for a Host that is not this server's (accounts off, or
     ``server.allowed_hosts`` given), cross-origin changes and websockets (on every path),
-    then requires a principal with the role the request needs (with authentication off
-    everybody is an anonymous admin), then audits every change that succeeded, with who
-    made it."""
+    then requires a principal with the role that the matched route declares (with
+    authentication off everybody is an anonymous admin), then audits every change that
+    succeeded on a route that declares it audited, with who made it."""
     enabled = config.enabled
     enforce_host = not enabled or bool(server.allowed_hosts)
 
@@ -128,31 +119,28 @@ def access_middleware(
             return refuse_unread(request, error(
                 403, "cross-site request refused: it does not come from this server's own "
                      "page"))
+        declared = request.app[ROUTE_ACCESS].of(request)
+        role = declared.role_for(request.query, config)
         checker = auth()
-        if (request.method, request.path) in OPEN_ROUTES or \
-                request.path.startswith(OPEN_PREFIXES) or \
-                (config.metrics_open and request.path == "/metrics"):
-            if request.path == "/healthz":  # says more to those who may know more
+        if role is Role.OPEN:
+            if declared.identify:  # says more to those who may know more
                 known = await _quietly(checker, request) if enabled else ANONYMOUS
                 if known is not None:
                     request[PRINCIPAL] = known
             return await handler(request)
         who = await principal(checker, request) if enabled else ANONYMOUS
         if who is None:
-            if request.method == "GET" and request.path == "/":
-                raise web.HTTPFound("/login")
+            if declared.strangers_to is not None:
+                raise web.HTTPFound(declared.strangers_to)
             return refuse_unread(request, error(
                 401, "log in first (POST /login), or send Authorization: Bearer <token> "
                      "(python -m facestream tokens create)"))
-        if needs_admin(request) and not who.admin:
+        if role is Role.ADMIN and not who.admin:
             return refuse_unread(request, error(
                 403, f"this needs an admin; {who.label} is a {who.role}"))
         request[PRINCIPAL] = who
         response = await handler(request)
-        # A change is audited; asking who is in a photo changes nothing (and would cost a
-        # database write per recognition query).
-        if unsafe and response.status < 400 and (request.method, request.path) not in \
-                VIEWER_WRITES:
+        if declared.audited and response.status < 400:
             try:
                 await checker.audit(who.label, f"{request.method} {request.path}",
                                     response.status)
