@@ -53,7 +53,9 @@ class Access:
 
     role: Role
     #: Query parameters that make a request admin-only (GET /faces?email=: who has this
-    #: address is not a viewer's to ask).
+    #: address is not a viewer's to ask). A rule in the declaration rather than a check in
+    #: the handler, so that the route says all of who may use it, the refusal is the
+    #: middleware's one 403 before the handler runs, and a test can read and probe it.
     admin_query: tuple[str, ...] = ()
     #: Open to everybody when this says so of the [auth] config (GET /metrics with
     #: auth.metrics_open, for a scraper).
