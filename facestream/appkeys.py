@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import Auth
+from .accounts import Auth
 from .cameras import Cameras
 from .config import Config
 from .history import History
@@ -12,6 +12,7 @@ from .limits import UploadGate
 from .metrics import Metrics
 from .mqtt import MqttBridge
 from .storage import Gallery
+from .web.routes import RouteAccess
 from .webhooks import Webhooks
 from .workers import WorkerPool
 
@@ -25,3 +26,5 @@ CAMERAS = web.AppKey("cameras", Cameras)
 MQTT = web.AppKey("mqtt", MqttBridge)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 UPLOADS = web.AppKey("uploads", UploadGate)
+#: Who may use each route (each declares it in its route table; see web/routes.py).
+ROUTE_ACCESS = web.AppKey("route_access", RouteAccess)

@@ -525,7 +525,7 @@ def _password(from_stdin: bool) -> str:
 
 def accounts(argv: list[str]) -> int:
     """``users list|add|passwd|delete`` and ``tokens list|create|revoke``."""
-    from .auth import Auth
+    from .accounts import Auth
 
     kind = argv[0]
     args = _accounts_parser(kind).parse_args(argv[1:])
@@ -638,8 +638,8 @@ def _tls_context(cert: str, key: str) -> Any:
 async def _serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     from aiohttp import web
 
-    from .netguard import ConnectionLimiter, GuardedSite
     from .server import create_app
+    from .web.netguard import ConnectionLimiter, GuardedSite
 
     s = config.server
     tls = _tls_context(s.tls_cert, s.tls_key) if s.tls_cert else None

@@ -23,7 +23,7 @@ from typing import Any, Final, TextIO
 
 import asyncpg
 
-from .auth import Auth
+from .accounts import Auth
 from .config import Config
 from .pgstore import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, where
 from .privacy import SECRET_FILE, load_or_create_secret

@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from facestream.accounts import ADDRESS_FAILURES, LOGIN_FAILURES, USER_FAILURES
 from facestream.appkeys import AUTH, CONFIG, GALLERY
-from facestream.auth import ADDRESS_FAILURES, LOGIN_FAILURES, USER_FAILURES
 from facestream.config import AuthConfig, Config, ConfigError, ServerConfig, from_mapping
 
 from .conftest import BIDEN, OBAMA, PG_SECRET, sqlite_only, upload

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from facestream import cli
+from facestream.accounts import Auth
 from facestream.appkeys import AUTH, GALLERY
-from facestream.auth import Auth
 from facestream.config import Config
 from facestream.identity import Embedding, normalize
 from facestream.pgstore import PostgresDb

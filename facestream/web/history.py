@@ -8,8 +8,8 @@ more than once, naming a stranger from history, and forgetting.
     GET    /unknowns?limit=&offset=      strangers seen, most recent first, with visit counts
     GET    /unknowns/{hash}/crop         a stranger's best face crop
     DELETE /people/{hash}/visits         forget a person's (or a stranger's) whole history
-    POST   /faces {"from_unknown" | "from_visit", "name"}      (see server.enroll)
-    POST   /faces/{hash}/samples {"from_visit": id}            (see server.add_sample)
+    POST   /faces {"from_unknown" | "from_visit", "name"}      (see faces.enroll)
+    POST   /faces/{hash}/samples {"from_visit": id}            (see faces.add_sample)
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .appkeys import GALLERY, HISTORY, POOL
-from .history import images_of
-from .storage import AlreadyEnrolled
-from .webutil import error, hash_field, http_error, int_query, shown
-from .workers import PoolBusy, WorkerCrashed
+from ..appkeys import GALLERY, HISTORY, POOL
+from ..history import images_of
+from ..storage import AlreadyEnrolled
+from ..workers import PoolBusy, WorkerCrashed
+from .http import error, hash_field, http_error, int_query, shown
+from .routes import Role, Routes
+
+routes = Routes()
 
 #: A cursor as ``History.visits`` makes one: ``repr(arrived_at)``, "_", the visit's id.
 _CURSOR_RE: Final = re.compile(r"[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?_[0-9A-Za-z-]{1,64}")
@@ -54,6 +57,7 @@ def _float_query(request: web.Request, key: str) -> float | None:
     return value
 
 
+@routes.get("/visits", role=Role.VIEWER)
 async def list_visits(request: web.Request) -> web.Response:
     q = request.query
     known = {"true": True, "false": False, None: None, "": None}.get(q.get("known"), "bad")
@@ -67,11 +71,13 @@ async def list_visits(request: web.Request) -> web.Response:
     return web.json_response({"visits": [v.to_json() for v in visits], "next": cursor})
 
 
+@routes.get("/visits/{id}", role=Role.VIEWER)
 async def get_visit(request: web.Request) -> web.Response:
     visit = await request.app[HISTORY].visit(request.match_info["id"])
     return web.json_response(visit.to_json())
 
 
+@routes.get("/visits/{id}/{which:crop|snapshot}", role=Role.VIEWER)
 async def visit_image(request: web.Request) -> web.Response:
     vid, which = request.match_info["id"], request.match_info["which"]
     data = await request.app[HISTORY].image(vid, which)
@@ -82,17 +88,20 @@ async def visit_image(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "private, max-age=3600"})
 
 
+@routes.delete("/visits/{id}", role=Role.ADMIN)
 async def delete_visit(request: web.Request) -> web.Response:
     visit = await request.app[HISTORY].delete_visit(request.match_info["id"])
     return web.json_response({"deleted": visit.id})
 
 
+@routes.get("/unknowns", role=Role.VIEWER)
 async def list_unknowns(request: web.Request) -> web.Response:
     limit, offset = int_query(request, "limit", 50), int_query(request, "offset", 0)
     groups, total = await request.app[HISTORY].unknown_groups(limit, offset)
     return web.json_response({"unknowns": groups, "total": total})
 
 
+@routes.get("/unknowns/{hash}/crop", role=Role.VIEWER)
 async def unknown_crop(request: web.Request) -> web.Response:
     person = hash_field(request.match_info["hash"])
     assert person is not None
@@ -103,6 +112,8 @@ async def unknown_crop(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "private, max-age=60"})
 
 
+@routes.delete("/unknowns/{hash}", role=Role.ADMIN)
+@routes.delete("/people/{hash}/visits", role=Role.ADMIN)
 async def forget_person(request: web.Request) -> web.Response:
     person = hash_field(request.match_info["hash"])
     assert person is not None
@@ -162,14 +173,3 @@ async def sample_from_visit(request: web.Request, face: str, visit_id: Any) -> w
     sample = await request.app[GALLERY].add_sample(face, embedding, images=images_of(faces[0]),
                                                    source="history")
     return web.json_response({"hash": face, "id": sample.id}, status=201)
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/visits", list_visits)
-    app.router.add_get("/visits/{id}", get_visit)
-    app.router.add_get("/visits/{id}/{which:crop|snapshot}", visit_image)
-    app.router.add_delete("/visits/{id}", delete_visit)
-    app.router.add_get("/unknowns", list_unknowns)
-    app.router.add_get("/unknowns/{hash}/crop", unknown_crop)
-    app.router.add_delete("/unknowns/{hash}", forget_person)
-    app.router.add_delete("/people/{hash}/visits", forget_person)

@@ -1,16 +1,15 @@
-"""Accounts, roles, API tokens and sessions: who may do what, and who did what.
+"""Accounts, roles, API tokens and sessions: who is asking, and who did what.
 
-Two roles. A ``viewer`` watches: the stream, GET /hash, the websocket, the gallery and the
-visit history, and may ask who is in a photo (POST /process-frame). An ``admin`` may do
-everything, including every change to the gallery and looking people up by email.
+Two roles. A ``viewer`` watches; an ``admin`` may do everything. Which requests each may
+make is declared at each route (``facestream/web/``) and enforced by ``web/access.py``,
+which also reads the credentials off a request; nothing here speaks HTTP.
 
 People log in to the dashboard with a name and a password (hashed with Argon2id by
-argon2-cffi) and get a session cookie (HttpOnly, SameSite=Strict, Secure over TLS). Programs
-send ``Authorization: Bearer <token>``; tokens are 256 random bits, stored as SHA-256 (like
-sessions: a stolen database gives no usable credential). The first start with no account
-creates ``admin`` with a random password and prints it once. Login attempts are limited per
-client address and per user name. Every change made through the API is written to an audit
-log with who made it.
+argon2-cffi) and get a session (a cookie). Programs send a token; tokens are 256 random
+bits, stored as SHA-256 (like sessions: a stolen database gives no usable credential). The
+first start with no account creates ``admin`` with a random password and prints it once.
+Login attempts are limited per client address and per user name. Every change made through
+the API is written to an audit log with who made it.
 
 The accounts live in the gallery database (tables ``users``, ``tokens``, ``sessions``,
 ``audit``), so ``python -m facestream users|tokens ...`` works beside a running server, which
@@ -21,24 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aiohttp import web
-
-from .config import AuthConfig, ServerConfig
-from .limits import Window, key as _key
-from .privacy import is_ip_address
+from .limits import Window
+from .limits import key as _key
 from .storage import Gallery, GalleryError, NotFound, StorageError
 
-log = logging.getLogger(__name__)
-
 ROLES: Final = ("viewer", "admin")
-COOKIE: Final = "facestream_session"
 TOKEN_PREFIX: Final = "fst_"
 #: A token or session check is remembered this long (a revoked token stops working then).
 CACHE_S: Final = 5.0
@@ -115,8 +106,6 @@ class Principal:
 
 
 ANONYMOUS: Final = Principal("anonymous", "(authentication off)", "admin")
-#: Who made a request, for handlers (set by the access middleware).
-PRINCIPAL: Final = web.RequestKey("principal", Principal)
 
 
 def _digest(secret: str) -> str:
@@ -314,11 +303,11 @@ class Auth:
 
     # -- who is asking -------------------------------------------------------------------
 
-    async def principal(self, request: web.Request) -> Principal | None:
-        header = request.headers.get("Authorization", "")
-        if header.lower().startswith("bearer "):
-            return await self._lookup("t", header[7:].strip())
-        session = request.cookies.get(COOKIE)
+    async def principal(self, token: str | None, session: str | None) -> Principal | None:
+        """Whose ``token`` (when one is given, whatever the session) or ``session`` this is;
+        None for neither, or for one that is unknown, revoked or expired."""
+        if token is not None:
+            return await self._lookup("t", token)
         if session:
             return await self._lookup("s", session)
         return None
@@ -402,147 +391,3 @@ def _user_name(name: str) -> str:
     if not name or len(name) > 64 or not all(c.isalnum() or c in "._-@" for c in name):
         raise AuthError("a user name is 1-64 letters, digits or . _ - @")
     return name
-
-
-# -- the HTTP side ------------------------------------------------------------------------
-
-#: Reachable without logging in.
-OPEN_ROUTES: Final = {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login"),
-                      ("POST", "/logout")}
-OPEN_PREFIXES: Final = ("/static/",)
-#: What a viewer may send besides reading (GET/HEAD): asking who is in a photo.
-VIEWER_WRITES: Final = {("POST", "/process-frame"), ("POST", "/process-frame/")}
-SAFE_METHODS: Final = {"GET", "HEAD", "OPTIONS"}
-
-
-#: What Sec-Fetch-Site says of a request the server's own page (or a person typing the
-#: address) made; "same-site" is another port or another name of the same site: not ours.
-_OWN_FETCH_SITES: Final = {"same-origin", "none"}
-
-
-def is_websocket(request: web.Request) -> bool:
-    """A websocket handshake, on whatever path."""
-    return "websocket" in request.headers.get("Upgrade", "").lower()
-
-
-def same_origin(request: web.Request) -> bool:
-    """False when the browser says the request comes from another origin: its Origin names
-    another host or port (or is "null"), or Sec-Fetch-Site says it is not this origin's own.
-    Programs send neither. Compared with the Host header, which ``host_allowed`` vouches for."""
-    origin = request.headers.get("Origin")
-    if origin is not None:
-        host = origin.split("://", 1)[-1].rstrip("/")
-        if origin == "null" or host.lower() != request.host.lower():
-            return False
-    return request.headers.get("Sec-Fetch-Site", "same-origin") in _OWN_FETCH_SITES
-
-
-def host_name(header: str) -> str:
-    """The name in a Host header: no port, lower case, no trailing dot."""
-    if header.startswith("["):
-        name = header[:header.find("]") + 1] if "]" in header else header
-    else:
-        name, _, port = header.rpartition(":")
-        if not name or not port.isdigit():
-            name = header
-    return name.lower().rstrip(".")
-
-
-def host_allowed(header: str | None, allowed: tuple[str, ...], enforce: bool) -> bool:
-    """Whether a request's Host is one of this server's names. DNS rebinding gives a page
-    of the attacker's own name the server's address: its requests carry that name. So when
-    ``enforce`` (accounts off, or ``server.allowed_hosts`` set) only loopback names
-    (``localhost`` and names under it), IP addresses (which cannot be rebound) and the
-    ``allowed`` names are served. No Host at all is not a browser, and is served."""
-    if not enforce or header is None:
-        return True
-    name = host_name(header)
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    if is_ip_address(name):
-        return True
-    for entry in allowed:
-        entry = entry.lower().rstrip(".")
-        if name == entry or (entry.startswith(".") and (name == entry[1:]
-                                                        or name.endswith(entry))):
-            return True
-    return False
-
-
-def needs_admin(request: web.Request) -> bool:
-    method, path = request.method, request.path
-    if method in SAFE_METHODS:
-        return (path == "/faces" and "email" in request.query) or path == "/audit"
-    return (method, path) not in VIEWER_WRITES
-
-
-def access_middleware(
-    auth: Callable[[], Auth], server: ServerConfig, config: AuthConfig
-) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Refuses requests for a Host that is not this server's (accounts off, or
-    ``server.allowed_hosts`` given), cross-origin changes and websockets (on every path),
-    then requires a principal with the role the request needs (with authentication off
-    everybody is an anonymous admin), then audits every change that succeeded, with who
-    made it."""
-    enabled = config.enabled
-    enforce_host = not enabled or bool(server.allowed_hosts)
-
-    @web.middleware
-    async def access(request: web.Request,
-                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
-        from .webutil import error, refuse_unread, shown
-
-        host = request.headers.get("Host")
-        if not host_allowed(host, server.allowed_hosts, enforce_host):
-            return refuse_unread(request, error(
-                403, f"this server does not answer to the name {shown(host_name(host or ''))}; "
-                     "its own names are localhost, its IP addresses and server.allowed_hosts"))
-        unsafe = request.method not in SAFE_METHODS
-        if (unsafe or is_websocket(request)) and not same_origin(request):
-            return refuse_unread(request, error(
-                403, "cross-site request refused: it does not come from this server's own "
-                     "page"))
-        checker = auth()
-        if (request.method, request.path) in OPEN_ROUTES or \
-                request.path.startswith(OPEN_PREFIXES) or \
-                (config.metrics_open and request.path == "/metrics"):
-            if request.path == "/healthz":  # says more to those who may know more
-                known = await _quietly(checker, request) if enabled else ANONYMOUS
-                if known is not None:
-                    request[PRINCIPAL] = known
-            return await handler(request)
-        who = await checker.principal(request) if enabled else ANONYMOUS
-        if who is None:
-            if request.method == "GET" and request.path == "/":
-                raise web.HTTPFound("/login")
-            return refuse_unread(request, error(
-                401, "log in first (POST /login), or send Authorization: Bearer <token> "
-                     "(python -m facestream tokens create)"))
-        if needs_admin(request) and not who.admin:
-            return refuse_unread(request, error(
-                403, f"this needs an admin; {who.label} is a {who.role}"))
-        request[PRINCIPAL] = who
-        response = await handler(request)
-        # A change is audited; asking who is in a photo changes nothing (and would cost a
-        # database write per recognition query).
-        if unsafe and response.status < 400 and (request.method, request.path) not in \
-                VIEWER_WRITES:
-            try:
-                await checker.audit(who.label, f"{request.method} {request.path}",
-                                    response.status)
-            except StorageError as exc:  # the change is made: say so, and log the gap
-                log.warning("audit entry for %s %s by %s not stored: %s", request.method,
-                            request.path, who.label, exc)
-        return response
-
-    return access
-
-
-async def _quietly(auth: Auth, request: web.Request) -> Principal | None:
-    """Who is asking, or None, also when the database cannot say (a health check must
-    answer whatever the database does)."""
-    try:
-        return await auth.principal(request)
-    except StorageError:
-        return None

@@ -6,8 +6,8 @@
 - Unfinished headers and idle keep-alive connections are closed after ``keepalive_timeout_s``
   (aiohttp's keep-alive timer, which it arms from the moment a connection opens).
 - A request body that does not arrive within ``request_timeout_s`` (20 s) is answered 408
-  (``body_deadline`` middleware); streams and websockets drop a client that stops reading
-  (their own write timeouts).
+  (the ``body_deadline`` middleware in ``web/http.py``); streams and websockets drop a client
+  that stops reading (their own write timeouts).
 """
 
 from __future__ import annotations
@@ -16,16 +16,11 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
 from aiohttp import web
 
 log = logging.getLogger(__name__)
-
-#: Methods whose requests carry a body that must arrive in time.
-_WITH_BODY: Final = {"POST", "PUT", "PATCH", "DELETE"}
-
 
 class ConnectionLimiter:
     """Open connections per client address."""
@@ -115,26 +110,3 @@ class GuardedSite(web.TCPSite):
             reuse_port=self._reuse_port)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
-
-
-def body_deadline(timeout_s: float) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Requests with a body must be read and answered within ``timeout_s`` (a body shorter
-    than its Content-Length would otherwise hold the connection for minutes)."""
-
-    @web.middleware
-    async def deadline(request: web.Request,
-                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                       ) -> web.StreamResponse:
-        if request.method not in _WITH_BODY:
-            return await handler(request)
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await handler(request)
-        except TimeoutError:
-            late = web.json_response(
-                {"error": f"the request did not arrive (and was not answered) within "
-                          f"{timeout_s:g} s"}, status=408)
-            late.force_close()  # the rest of that body is not worth waiting for
-            return late
-
-    return deadline

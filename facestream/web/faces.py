@@ -1,0 +1,293 @@
+"""The gallery: the people enrolled, their samples and crops, enrolling (from a photo, the
+live view or the history), merging two identities, and "this is not X" from the live view.
+Reading is a viewer's; every change, and looking someone up by email, an admin's."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from aiohttp import web
+
+from ..appkeys import CAMERAS, GALLERY, HISTORY
+from ..presence import LiveFace
+from ..storage import Identity, LastSample, StoredImages
+from . import history
+from .http import (
+    HASH_RE,
+    MAX_QUERY_INT,
+    error,
+    hash_field,
+    http_error,
+    int_query,
+    json_body,
+    shown,
+)
+from .routes import Role, Routes
+from .uploads import image_field, upload_slot, uploaded_face
+
+routes = Routes()
+
+
+def _face_param(request: web.Request) -> str:
+    face = request.match_info["hash"]
+    if not HASH_RE.match(face) and request.app[GALLERY].get(face) is None:
+        raise http_error(404, f"no enrolled face with hash {face}")
+    return face
+
+
+def _check_email(email: Any) -> str | None:
+    if email is None or email == "":
+        return None
+    if not isinstance(email, str):
+        raise http_error(400, "email must be a string")
+    # No spaces, control or format characters, or unpaired surrogates inside an address
+    # (isprintable is False for all but the space); its HMAC needs UTF-8 text.
+    trimmed = email.strip()
+    if "@" not in trimmed or len(email) > 320 or not trimmed.isprintable() or " " in trimmed:
+        raise http_error(400, "email is not a valid address")
+    return email
+
+
+def _identity(app: web.Application, ident: Identity) -> dict[str, Any]:
+    """An identity as the API shows it: with when it was last seen (from its visits)."""
+    return {**ident.to_json(), "last_seen": app[HISTORY].last_seen(ident.hash)}
+
+
+# Who was enrolled with an email address is an admin's question.
+@routes.get("/faces", role=Role.VIEWER, admin_query=("email",))
+async def list_faces(request: web.Request) -> web.Response:
+    """A page of the people enrolled, oldest first: ``limit`` (at most ``MAX_FACES_PAGE``)
+    from ``offset``, or the page holding ``page_of`` (a hash); only names containing ``q``
+    (any case); or whoever was enrolled with ``email``. A 200,000-identity gallery answered
+    whole was 78 MB and blocked the event loop for seconds, so no answer is larger."""
+    gallery = request.app[GALLERY]
+    email = request.query.get("email")
+    text = request.query.get("q", "").strip().casefold()
+    wanted = hash_field(request.query.get("page_of"), "page_of")
+    limit = max(1, min(int_query(request, "limit", FACES_PAGE), MAX_FACES_PAGE))
+    offset = int_query(request, "offset", 0)
+    if email is None and not text and wanted is None:  # a page, not a copy of everybody
+        page, total = gallery.page(offset, limit), gallery.count
+    else:
+        faces = gallery.list() if email is None else await gallery.find_by_email(email)
+        if text or wanted:
+            # A scan of every name (tens of milliseconds at 200,000): off the event loop.
+            faces, where = await asyncio.to_thread(_search, faces, text, wanted)
+            if wanted is not None:
+                if where is None:
+                    return error(404, f"no enrolled face with hash {wanted}"
+                                      + (" among the names searched" if text else ""))
+                offset = where // limit * limit
+        page, total = faces[offset:offset + limit], len(faces)
+    return web.json_response({"faces": [_identity(request.app, i) for i in page],
+                              "total": total, "offset": offset, "limit": limit})
+
+
+#: GET /faces: identities per page by default, and at most.
+FACES_PAGE: Final = 50
+MAX_FACES_PAGE: Final = 200
+
+
+def _search(faces: list[Identity], text: str, wanted: str | None
+            ) -> tuple[list[Identity], int | None]:
+    """``faces`` whose name contains ``text`` (casefolded), and where ``wanted`` is in them."""
+    if text:
+        faces = [f for f in faces if text in f.name.casefold()]
+    where = next((i for i, f in enumerate(faces) if f.hash == wanted), None) \
+        if wanted is not None else None
+    return faces, where
+
+
+@routes.post("/faces", role=Role.ADMIN)
+async def enroll(request: web.Request) -> web.Response:
+    """Enroll: an uploaded photo, the face in the live view, or a stranger from history."""
+    gallery = request.app[GALLERY]
+    if request.content_type == "application/json":
+        body = await json_body(request, '{"from_live": true, "name": ...}')
+        name, email = body.get("name"), _check_email(body.get("email"))
+        if body.get("from_visit") is not None or body.get("from_unknown") is not None:
+            return await history.enroll_from_history(request, body, name, email)
+        if body.get("from_live") is not True:
+            return error(400, 'JSON enrollment needs {"from_live": true, "name": ...} (or '
+                              '"from_visit": <visit id> or "from_unknown": <hash>); to enroll '
+                              "an image, send multipart with 'image' and 'name'")
+        wanted = hash_field(body.get("hash"))
+        live = _live_face(request, body, wanted, unknown_only=wanted is None)
+        if live is None:
+            what = f"face {wanted}" if wanted else "unknown face"
+            return error(422, f"no {what} in the live view to enroll")
+        if live.match is not None:
+            return error(409, f"the face in view is already enrolled as {live.match.name!r}",
+                         hash=live.match.hash, name=live.match.name)
+        # The first embedding, so the identity keeps the hash the face already had in view
+        # (a stranger seen before keeps their group's hash, and their visits).
+        embedding, images, source = live.first_embedding, live.first_images, "live"
+        face_hash_: str | None = live.view.hash
+    else:
+        async with upload_slot(request):
+            data, fields = await image_field(request, "image")
+            if data is None:
+                return error(400, "missing form field 'image'")
+            name, email = fields.get("name"), _check_email(fields.get("email"))
+            if not isinstance(name, str) or not name.strip():
+                return error(400, "missing form field 'name'")
+            face = await uploaded_face(request, data)
+        embedding, images, source, face_hash_ = face.embedding, face.images, "upload", None
+    assert embedding is not None
+    ident = await gallery.add(name, embedding, email=email, images=StoredImages.of(images),
+                              source=source, face=face_hash_)
+    return web.json_response({"hash": ident.hash, "name": ident.name}, status=201)
+
+
+@routes.get("/faces/{hash}", role=Role.VIEWER)
+async def get_face(request: web.Request) -> web.Response:
+    ident = request.app[GALLERY].get(_face_param(request))
+    if ident is None:
+        return error(404, f"no enrolled face with hash {request.match_info['hash']}")
+    return web.json_response(_identity(request.app, ident))
+
+
+@routes.patch("/faces/{hash}", role=Role.ADMIN)
+async def rename_face(request: web.Request) -> web.Response:
+    face = _face_param(request)
+    body = await json_body(request, '{"name": "..."}')
+    if "name" not in body:
+        return error(400, 'send JSON {"name": "..."}')
+    ident = await request.app[GALLERY].rename(face, body["name"])
+    return web.json_response(_identity(request.app, ident))
+
+
+@routes.delete("/faces/{hash}", role=Role.ADMIN)
+async def delete_face(request: web.Request) -> web.Response:
+    ident = await request.app[GALLERY].delete(_face_param(request))
+    return web.json_response({"deleted": ident.hash, "name": ident.name})
+
+
+async def _jpeg(crop: bytes | None, missing: str) -> web.Response:
+    if crop is None:
+        return error(404, missing)
+    return web.Response(body=crop, content_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=60"})
+
+
+@routes.get("/faces/{hash}/thumbnail", role=Role.VIEWER)
+async def thumbnail(request: web.Request) -> web.Response:
+    face = _face_param(request)
+    return await _jpeg(await request.app[GALLERY].crop(face), f"no face crop stored for {face}")
+
+
+def _sample_param(request: web.Request) -> int:
+    """A sample id from the path: ASCII digits, at most SQLite's largest integer (no sample
+    has a larger id, and SQLite cannot even be asked about one), else 404."""
+    raw = request.match_info["sample"]
+    if not (raw.isascii() and raw.isdigit()):
+        raise http_error(404, f"sample ids are whole numbers, got {shown(raw)}")
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_QUERY_INT)) or int(digits) > MAX_QUERY_INT:
+        cut = raw if len(raw) <= 30 else raw[:30] + "…"
+        raise http_error(404, f"no sample {cut} of face {request.match_info['hash']}")
+    return int(digits)
+
+
+@routes.post("/faces/{hash}/samples", role=Role.ADMIN)
+async def add_sample(request: web.Request) -> web.Response:
+    """Another photo of an enrolled person: an upload, or the face in the live view."""
+    face = _face_param(request)
+    gallery = request.app[GALLERY]
+    if gallery.get(face) is None:
+        return error(404, f"no enrolled face with hash {face}")
+    if request.content_type == "application/json":
+        body = await json_body(request, '{"from_live": true, "hash": <face in view>}')
+        if body.get("from_visit") is not None:
+            return await history.sample_from_visit(request, face, body["from_visit"])
+        if body.get("from_live") is not True:
+            return error(400, 'send {"from_live": true}, {"from_visit": <visit id>} or a '
+                              'multipart "image"')
+        wanted = hash_field(body.get("hash"))
+        live = _live_face(request, body, wanted)
+        if live is None:
+            return error(422, "no such face in the live view")
+        embedding, images = live.latest_embedding, live.latest_images
+        source = "live"
+    else:
+        async with upload_slot(request):
+            data, _ = await image_field(request, "image")
+            if data is None:
+                return error(400, "missing form field 'image'")
+            uploaded = await uploaded_face(request, data)
+        embedding, images, source = uploaded.embedding, uploaded.images, "upload"
+    assert embedding is not None
+    sample = await gallery.add_sample(face, embedding, images=StoredImages.of(images),
+                                      source=source)
+    return web.json_response({"hash": face, "id": sample.id}, status=201)
+
+
+@routes.get("/faces/{hash}/samples/{sample}/crop", role=Role.VIEWER)
+async def sample_crop(request: web.Request) -> web.Response:
+    face, sample_id = _face_param(request), _sample_param(request)
+    crop = await request.app[GALLERY].crop(face, sample_id)
+    return await _jpeg(crop, f"no crop stored for sample {sample_id} of {face}")
+
+
+@routes.delete("/faces/{hash}/samples/{sample}", role=Role.ADMIN)
+async def delete_sample(request: web.Request) -> web.Response:
+    face, sample_id = _face_param(request), _sample_param(request)
+    await request.app[GALLERY].delete_sample(face, sample_id)
+    return web.json_response({"deleted": sample_id, "hash": face})
+
+
+@routes.post("/faces/{hash}/merge", role=Role.ADMIN)
+async def merge_faces(request: web.Request) -> web.Response:
+    """"These are the same person": the identity in the path absorbs ``from``."""
+    target = _face_param(request)
+    body = await json_body(request, '{"from": <hash of the identity to merge in>}')
+    source = body.get("from")
+    if not isinstance(source, str) or not source:
+        return error(400, 'send {"from": <hash of the identity to merge in>}')
+    merged = await request.app[GALLERY].merge(target, source)
+    return web.json_response(_identity(request.app, merged))
+
+
+@routes.post("/live/not", role=Role.ADMIN)
+async def not_this_person(request: web.Request) -> web.Response:
+    """"This is not X", from the live view: remove X's sample that made the wrong match."""
+    body = await json_body(request, '{"hash": <hash of a known face in view>}')
+    wanted = hash_field(body.get("hash"))
+    if wanted is None:
+        return error(400, 'send {"hash": <hash of a known face in view>}')
+    gallery = request.app[GALLERY]
+    live = _live_face(request, body, wanted)
+    if live is None or live.match is None:
+        return error(422, f"no recognised face {wanted} in the live view")
+    ident = gallery.get(live.match.hash)
+    if ident is None:
+        return error(422, "that identity was deleted meanwhile")
+    samples = gallery.sample_embeddings(ident.hash)
+    culprit = max(samples, key=lambda sid: float(samples[sid] @ live.mean))
+    try:
+        await gallery.delete_sample(ident.hash, culprit)
+    except LastSample:
+        return error(409, f"{ident.name!r} has only this one sample, so every match comes "
+                           "from it: delete the identity or enroll better photos",
+                      hash=ident.hash)
+    return web.json_response({"identity": ident.hash, "name": ident.name,
+                              "removed_sample": culprit})
+
+
+def _live_face(request: web.Request, body: dict[str, Any], wanted: str | None,
+               unknown_only: bool = False) -> LiveFace | None:
+    """The face in view with hash ``wanted`` on ``body["camera"]``, or on any camera (the
+    first one first); without ``wanted``, the largest (unknown) face of that camera."""
+    name = body.get("camera")
+    cameras = request.app[CAMERAS]
+    if name is not None:
+        camera = cameras.get(name) if isinstance(name, str) else None
+        if camera is None:
+            raise http_error(404, f"no camera named {name!r} (GET /cameras lists them)")
+        return camera.presence.live_face(wanted, unknown_only)
+    for camera in cameras:
+        live = camera.presence.live_face(wanted, unknown_only)
+        if live is not None or wanted is None:
+            return live
+    return None
