@@ -30,6 +30,7 @@ from . import history_views
 from .appkeys import (
     AUTH,
     CAMERAS,
+    EVENTS,
     CONFIG,
     GALLERY,
     HISTORY,
@@ -42,6 +43,7 @@ from .appkeys import (
 from .cameras import Camera, CameraError, Cameras
 from .capture import api_source_problem
 from .config import Config, ConfigError, check_camera, parse_cameras
+from .events import Events
 from .history import History
 from .identity import face_hash
 from .limits import Refused, UploadGate
@@ -817,6 +819,7 @@ async def remove_camera(request: web.Request) -> web.Response:
 async def _gallery_ctx(app: web.Application) -> AsyncIterator[None]:
     gallery = await Gallery.for_config(app[CONFIG])
     app[GALLERY] = gallery
+    app[EVENTS].follow(gallery)
     watcher = asyncio.create_task(_watch_gallery(gallery))
     yield
     watcher.cancel()
@@ -863,12 +866,10 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     history = History(app[GALLERY], app[CONFIG].history)
-    await history.start()
+    await app[EVENTS].start(history)
     app[HISTORY] = history
-    app[GALLERY].on_change(history.gallery_changed)
-    app[CAMERAS].on_camera(lambda camera: camera.presence.on_visit(history.visit_event))
     yield
-    await history.close([v for c in app[CAMERAS] for v in c.presence.open_visits()])
+    await app[EVENTS].stop(history)
 
 
 async def _mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -878,12 +879,10 @@ async def _mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
 
     cfg, gallery = app[CONFIG], app[GALLERY]
     bridge = MqttBridge(cfg.mqtt, __version__, app[METRICS], gallery.list)
-    gallery.on_change(bridge.gallery_changed)
-    app[CAMERAS].on_camera(bridge.attach, bridge.detach)
-    bridge.start()
+    await app[EVENTS].start(bridge)
     app[MQTT] = bridge
     yield
-    await bridge.close()
+    await app[EVENTS].stop(bridge)
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -891,12 +890,10 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     from .webhooks import Webhooks
 
     hooks = Webhooks(app[CONFIG].webhooks, app[METRICS])
-    await hooks.start()
-    app[CAMERAS].on_camera(hooks.attach)
-    app[GALLERY].on_change(hooks.gallery_changed)
+    await app[EVENTS].start(hooks)
     app[WEBHOOKS] = hooks
     yield
-    await hooks.close()
+    await app[EVENTS].stop(hooks)
 
 
 def _pool_ctx(shared: WorkerPool | None) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -931,24 +928,6 @@ async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
     await cameras.stop()
 
 
-def _wire_gallery(app: web.Application) -> None:
-    """Gallery changes reach every live view and every websocket (called once it is open)."""
-    cameras = app[CAMERAS]
-
-    def changed(event: str, ident: Any) -> None:
-        face = ident.to_json() if ident else None
-        for camera in cameras:
-            camera.presence.gallery_changed()
-            camera.broadcaster.gallery_changed(event, face)
-
-    app[GALLERY].on_change(changed)
-
-
-async def _wiring_ctx(app: web.Application) -> AsyncIterator[None]:
-    _wire_gallery(app)
-    yield
-
-
 async def _on_shutdown(app: web.Application) -> None:
     for camera in app[CAMERAS]:
         camera.hub.close()  # ends every MJPEG response
@@ -974,7 +953,10 @@ def create_app(config: Config, live: bool = True, pool: WorkerPool | None = None
     app[CAMERAS] = Cameras(
         config, metrics_, gallery=lambda: app[GALLERY].index,
         unknowns=lambda: app[HISTORY].unknown_index if HISTORY in app else None)
-    contexts = [_gallery_ctx, _auth_ctx, _wiring_ctx, _history_ctx, _pool_ctx(pool)]
+    # Everything that happens, to every output (the cameras' live state first).
+    app[EVENTS] = Events(app[CAMERAS])
+    app[EVENTS].connect(app[CAMERAS])
+    contexts = [_gallery_ctx, _auth_ctx, _history_ctx, _pool_ctx(pool)]
     if config.mqtt.url:
         contexts.append(_mqtt_ctx)
     if config.webhooks:
