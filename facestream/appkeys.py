@@ -7,6 +7,7 @@ from aiohttp import web
 from .accounts import Auth
 from .cameras import Cameras
 from .config import Config
+from .events import Events
 from .history import History
 from .limits import UploadGate
 from .metrics import Metrics
@@ -23,6 +24,7 @@ POOL = web.AppKey("pool", WorkerPool)
 HISTORY = web.AppKey("history", History)
 AUTH = web.AppKey("auth", Auth)
 CAMERAS = web.AppKey("cameras", Cameras)
+EVENTS = web.AppKey("events", Events)
 MQTT = web.AppKey("mqtt", MqttBridge)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 UPLOADS = web.AppKey("uploads", UploadGate)

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from .capture import Capture
 from .config import CameraConfig, Config
+from .events import GalleryChange, Output
 from .fanout import Broadcaster
 from .hub import FrameHub, Packet
 from .identity import GalleryIndex
@@ -52,9 +53,8 @@ class Camera:
         self.presence = Presence(
             config.name, r.threshold(), r.reembed_interval_s, r.track_timeout_s,
             p.depart_after_s, p.unknown_grace_s, gallery=gallery, unknowns=unknowns)
+        #: Its websocket viewers (Events tells it what happens on this camera).
         self.broadcaster = Broadcaster(metrics, config.name)
-        self.presence.on_snapshot(self.broadcaster.snapshot_changed)
-        self.presence.on_visit(self.broadcaster.visit_event)
         self.capture: Capture | None = None
         self.pipeline: LivePipeline | None = None
         self._task: asyncio.Task[None] | None = None
@@ -122,8 +122,9 @@ class Camera:
                 gauge.remove(self.name)
 
 
-class Cameras:
-    """Every camera, in order; the one place that adds and removes them."""
+class Cameras(Output):
+    """Every camera, in order; the one place that adds and removes them. As an output, it
+    has every camera re-decide who is in view when the gallery changes."""
 
     def __init__(self, config: Config, metrics: Metrics, gallery: Callable[[], GalleryIndex],
                  unknowns: Callable[[], GalleryIndex | None]) -> None:
@@ -180,6 +181,10 @@ class Cameras:
         return sorted(events, key=lambda e: e["at"], reverse=True)
 
     # -- listeners ---------------------------------------------------------------------------
+
+    def gallery_changed(self, change: GalleryChange) -> None:
+        for camera in self:
+            camera.presence.gallery_changed()
 
     def on_camera(self, attach: Callable[[Camera], None],
                   detach: Callable[[Camera], None] | None = None) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from aiohttp import WSCloseCode, web
 
+from .events import Camera, GalleryChange, Output
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 
@@ -58,17 +59,19 @@ class Subscriber:
                 self.queue.task_done()
 
 
-class Broadcaster:
-    """Turns presence and gallery changes into websocket messages for every client."""
+class Broadcaster(Output):
+    """One camera's websocket clients: turns its presence changes and the gallery's into
+    messages for each of them."""
 
     def __init__(self, metrics: Metrics, camera: str = "camera") -> None:
         self._metrics = metrics
         self.camera = camera
         self._subscribers: set[Subscriber] = set()
 
-    # -- what changed --------------------------------------------------------------------
+    # -- what changed (Events calls these for this camera only) ----------------------------
 
-    def snapshot_changed(self, new: Snapshot, old: Snapshot, boxes_due: bool) -> None:
+    def snapshot_changed(self, camera: Camera, new: Snapshot, old: Snapshot,
+                         boxes_due: bool) -> None:
         self._metrics.faces_in_view.labels(self.camera).set(len(new.faces))
         old_hash = old.primary.hash if old.primary else None
         if (new.primary.hash if new.primary else None) != old_hash:
@@ -81,11 +84,11 @@ class Broadcaster:
         elif boxes_due:
             self.broadcast(faces, droppable=True)
 
-    def visit_event(self, event: VisitEvent) -> None:
+    def visit_event(self, camera: Camera, event: VisitEvent) -> None:
         self.broadcast(event.to_json())
 
-    def gallery_changed(self, event: str, identity: dict[str, Any] | None) -> None:
-        self.broadcast({"type": "gallery", "event": event, "face": identity})
+    def gallery_changed(self, change: GalleryChange) -> None:
+        self.broadcast({"type": "gallery", "event": change.event, "face": change.face()})
 
     # -- delivery ------------------------------------------------------------------------
 

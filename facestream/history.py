@@ -22,12 +22,14 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
 
 from .config import HistoryConfig
+from .events import Camera, GalleryChange, Output
 from .identity import Embedding, GalleryIndex, normalize
 from .presence import VisitEvent, VisitRecord
 from .recognition import StoredFace
@@ -71,7 +73,7 @@ class Visit:
                 "crop": f"/visits/{self.id}/crop", "snapshot": f"/visits/{self.id}/snapshot"}
 
 
-class History:
+class History(Output):
     def __init__(self, gallery: Gallery, config: HistoryConfig) -> None:
         self.gallery = gallery
         self.config = config
@@ -80,6 +82,7 @@ class History:
         self._last_seen: dict[str, float] = {}
         self._stored_quality: dict[str, float] = {}  # open visits: quality of stored images
         self._written: set[str] = set()  # open visits whose row is stored
+        self._open: dict[str, VisitRecord] = {}  # visits under way, by id (ended at close)
         # Visits (by id) and people (by hash, with when) forgotten while a visit may still be
         # open or queued: their later events are not stored (see _forgotten_event).
         self._tombstones: dict[str, float] = {}
@@ -105,11 +108,9 @@ class History:
         self._tasks = [asyncio.create_task(self._store_forever()),
                        asyncio.create_task(self._prune_forever())]
 
-    async def close(self, open_visits: list[VisitRecord]) -> None:
-        """Store what is queued and end the visits still open (the server is stopping)."""
-        now = time.time()
-        for record in open_visits:
-            self.visit_event(VisitEvent("left", replace(record, left_at=now)))
+    async def close(self) -> None:
+        """End the visits still open, store what is queued (the server is stopping)."""
+        self._end_open(lambda record: True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10.0):
                 await self._queue.join()
@@ -119,15 +120,31 @@ class History:
 
     # -- storing visits ------------------------------------------------------------------
 
-    def visit_event(self, event: VisitEvent) -> None:
-        """Presence's listener (event loop): queue the event for storing."""
+    def visit_event(self, camera: Camera, event: VisitEvent) -> None:
+        self.record(event)
+
+    def camera_removed(self, camera: Camera) -> None:
+        """Its visits end now (nobody is seen there any more)."""
+        self._end_open(lambda record: record.camera == camera.name)
+
+    def _end_open(self, which: Callable[[VisitRecord], bool]) -> None:
+        now = time.time()
+        for record in [r for r in self._open.values() if which(r)]:
+            self.record(VisitEvent("left", replace(record, left_at=now)))
+
+    def record(self, event: VisitEvent) -> None:
+        """Queue a visit event for storing (event loop; never waits)."""
+        v = event.visit
+        if event.kind == "arrived":
+            self._open[v.id] = v
+        else:
+            self._open.pop(v.id, None)
         if self._queue.full():
             dropped = self._queue.get_nowait()
             self._queue.task_done()
             log.warning("history writer is behind; visit %s (%s) not stored",
                         dropped.visit.id, dropped.kind)
         self._queue.put_nowait(event)
-        v = event.visit
         self._last_seen[v.person] = v.left_at if v.left_at is not None else v.arrived_at
 
     async def _store_forever(self) -> None:
@@ -284,10 +301,11 @@ class History:
             [(h, h, [m]) for h, (m, _) in self._unknowns.items()], "centroid",
             self.gallery.policy)
 
-    def gallery_changed(self, event: str, identity: Identity | None) -> None:
+    def gallery_changed(self, change: GalleryChange) -> None:
         """An enrolled stranger is no longer unknown (Gallery.add removed the group's row);
         a deleted person's visits went with them (and their open visit's events are not
         stored)."""
+        event, identity = change.event, change.identity
         if identity is None:
             return
         if identity.hash in self._unknowns:

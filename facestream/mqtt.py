@@ -33,20 +33,18 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
 from .config import MqttConfig
+from .events import Camera, GalleryChange, Output
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import redact_source
 from .retry import Backoff, Outage
 from .storage import Identity
-
-if TYPE_CHECKING:
-    from .cameras import Camera
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ def _json(document: Any) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class MqttBridge:
+class MqttBridge(Output):
     """Turns presence, visits and gallery changes into MQTT messages (see the module)."""
 
     def __init__(self, config: MqttConfig, version: str, metrics: Metrics,
@@ -99,11 +97,11 @@ class MqttBridge:
         """``<prefix>/<camera>/<what>``: hash, events, snapshot."""
         return f"{self.config.topic_prefix}/{camera}/{what}"
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.people_changed()
         self._task = asyncio.create_task(self._run(), name="mqtt")
 
-    def attach(self, camera: Camera) -> None:
+    def camera_added(self, camera: Camera) -> None:
         """Publish what happens on ``camera`` (its topics, its Home Assistant entities)."""
         name, presence = camera.name, camera.presence
         for visit in presence.open_visits():
@@ -112,11 +110,9 @@ class MqttBridge:
         if self.config.discovery_prefix:
             self._set(self._camera_sensor_topic(name), _json(self._camera_sensor(name)))
             self._set(self._camera_entity_topic(name), _json(self._camera_entity(name)))
-        presence.on_snapshot(lambda new, old, boxes: self.snapshot_changed(name, new, old))
-        presence.on_visit(lambda event: self.visit_event(camera, event))
         self.people_changed()
 
-    def detach(self, camera: Camera) -> None:
+    def camera_removed(self, camera: Camera) -> None:
         """``camera`` was removed: its retained topics and entities go."""
         name = camera.name
         for topic in (self.topic(name, "hash"), self.topic(name, "snapshot")):
@@ -128,10 +124,11 @@ class MqttBridge:
             cameras.discard(name)
         self.people_changed()
 
-    def snapshot_changed(self, camera: str, new: Snapshot, old: Snapshot) -> None:
+    def snapshot_changed(self, camera: Camera, new: Snapshot, old: Snapshot,
+                         boxes_due: bool) -> None:
         if (new.who(), new.signal) != (old.who(), old.signal) or \
                 (new.primary and new.primary.hash) != (old.primary and old.primary.hash):
-            self._set(self.topic(camera, "hash"), _json(new.to_json()))
+            self._set(self.topic(camera.name, "hash"), _json(new.to_json()))
 
     def visit_event(self, camera: Camera, event: VisitEvent) -> None:
         person = event.visit.person
@@ -148,7 +145,7 @@ class MqttBridge:
         if person in self._announced:
             self._set(self._state_topic(person), self._state(person))
 
-    def gallery_changed(self, event: str, identity: Any) -> None:
+    def gallery_changed(self, change: GalleryChange) -> None:
         self.people_changed()
 
     def people_changed(self) -> None:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
@@ -24,6 +24,7 @@ from .appkeys import (
     AUTH,
     CAMERAS,
     CONFIG,
+    EVENTS,
     GALLERY,
     HISTORY,
     METRICS,
@@ -35,9 +36,11 @@ from .appkeys import (
 )
 from .cameras import Cameras
 from .config import Config
+from .events import Events
 from .history import History
 from .limits import UploadGate
 from .metrics import Metrics
+from .retry import Outage
 from .storage import Gallery, GalleryError, ModelMismatch
 from .web.access import access_middleware
 from .web.accounts import routes as account_routes
@@ -70,6 +73,7 @@ ROUTE_TABLES: Final[tuple[Routes, ...]] = (
 async def _gallery_ctx(app: web.Application) -> AsyncIterator[None]:
     gallery = await Gallery.for_config(app[CONFIG])
     app[GALLERY] = gallery
+    app[EVENTS].follow(gallery)
     watcher = asyncio.create_task(_watch_gallery(gallery))
     yield
     watcher.cancel()
@@ -81,23 +85,19 @@ async def _gallery_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _watch_gallery(gallery: Gallery) -> None:
     """Pick up changes other processes (``python -m facestream faces ...``) commit. A failure
     is logged when it starts or changes, not on every poll, and its end is logged too."""
-    failing: str | None = None
+    outage = Outage(log)
     while True:
         await asyncio.sleep(GALLERY_POLL_S)
         try:
             await gallery.reload_if_changed()
         except GalleryError as exc:
-            if str(exc) != failing:
-                log.error("gallery changed on disk but cannot be loaded: %s", exc)
-            failing = str(exc)
-        except Exception as exc:
-            if repr(exc) != failing:
-                log.exception("checking the gallery for outside changes failed")
-            failing = repr(exc)
+            outage.failed(logging.ERROR, "gallery changed on disk but cannot be loaded: %s",
+                          exc, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 (logged with its traceback; watching goes on)
+            outage.failed(logging.ERROR, "checking the gallery for outside changes failed",
+                          reason=repr(exc), exc_info=True)
         else:
-            if failing is not None:
-                log.info("the gallery on disk can be read again")
-            failing = None
+            outage.recovered(logging.INFO, "the gallery on disk can be read again")
 
 
 async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -116,12 +116,10 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     history = History(app[GALLERY], app[CONFIG].history)
-    await history.start()
+    await app[EVENTS].start(history)
     app[HISTORY] = history
-    app[GALLERY].on_change(history.gallery_changed)
-    app[CAMERAS].on_camera(lambda camera: camera.presence.on_visit(history.visit_event))
     yield
-    await history.close([v for c in app[CAMERAS] for v in c.presence.open_visits()])
+    await app[EVENTS].stop(history)  # ends the visits under way
 
 
 async def _mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -131,12 +129,10 @@ async def _mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
 
     cfg, gallery = app[CONFIG], app[GALLERY]
     bridge = MqttBridge(cfg.mqtt, __version__, app[METRICS], gallery.list)
-    gallery.on_change(bridge.gallery_changed)
-    app[CAMERAS].on_camera(bridge.attach, bridge.detach)
-    bridge.start()
+    await app[EVENTS].start(bridge)
     app[MQTT] = bridge
     yield
-    await bridge.close()
+    await app[EVENTS].stop(bridge)
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -144,12 +140,10 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     from .webhooks import Webhooks
 
     hooks = Webhooks(app[CONFIG].webhooks, app[METRICS])
-    await hooks.start()
-    app[CAMERAS].on_camera(hooks.attach)
-    app[GALLERY].on_change(hooks.gallery_changed)
+    await app[EVENTS].start(hooks)
     app[WEBHOOKS] = hooks
     yield
-    await hooks.close()
+    await app[EVENTS].stop(hooks)
 
 
 def _pool_ctx(shared: WorkerPool | None) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -182,24 +176,6 @@ async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
     cameras.start(app[POOL])
     yield
     await cameras.stop()
-
-
-def _wire_gallery(app: web.Application) -> None:
-    """Gallery changes reach every live view and every websocket (called once it is open)."""
-    cameras = app[CAMERAS]
-
-    def changed(event: str, ident: Any) -> None:
-        face = ident.to_json() if ident else None
-        for camera in cameras:
-            camera.presence.gallery_changed()
-            camera.broadcaster.gallery_changed(event, face)
-
-    app[GALLERY].on_change(changed)
-
-
-async def _wiring_ctx(app: web.Application) -> AsyncIterator[None]:
-    _wire_gallery(app)
-    yield
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -245,7 +221,11 @@ def create_app(config: Config, live: bool = True, pool: WorkerPool | None = None
     app[CAMERAS] = Cameras(
         config, metrics_, gallery=lambda: app[GALLERY].index,
         unknowns=lambda: app[HISTORY].unknown_index if HISTORY in app else None)
-    contexts = [_gallery_ctx, _auth_ctx, _wiring_ctx, _history_ctx, _pool_ctx(pool)]
+    # Everything that happens, to every output (the cameras' live state first; the others
+    # connect as their contexts start them).
+    app[EVENTS] = Events(app[CAMERAS])
+    app[EVENTS].connect(app[CAMERAS])
+    contexts = [_gallery_ctx, _auth_ctx, _history_ctx, _pool_ctx(pool)]
     if config.mqtt.url:
         contexts.append(_mqtt_ctx)
     if config.webhooks:

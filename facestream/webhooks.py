@@ -31,20 +31,17 @@ import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import aiohttp
 
 from . import __version__
 from .config import WebhookConfig
+from .events import Camera, GalleryChange, Output
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import redact_receiver
 from .retry import Backoff
-from .storage import Identity
-
-if TYPE_CHECKING:
-    from .cameras import Camera
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +248,7 @@ class Sender:
         self._failing = True
 
 
-class Webhooks:
+class Webhooks(Output):
     """Turns visits, changes of who is in view and gallery changes into signed POSTs, one
     sender per configured receiver (see the module). Callbacks run on the event loop."""
 
@@ -288,26 +285,22 @@ class Webhooks:
 
     # -- what happened (listeners of Presence and Gallery; they never wait or raise) -----
 
-    def attach(self, camera: Camera) -> None:
-        """Send what happens on ``camera``."""
-        camera.presence.on_visit(self.visit_event)
-        camera.presence.on_snapshot(
-            lambda new, old, boxes, name=camera.name: self.snapshot_changed(name, new, old))
-
-    def visit_event(self, event: VisitEvent) -> None:
+    def visit_event(self, camera: Camera, event: VisitEvent) -> None:
         v = event.visit
         self._publish(event.kind, event.at, v.camera, {"visit": v.id, "hash": v.person,
                                                        "name": v.name, "known": v.known})
 
-    def snapshot_changed(self, camera: str, new: Snapshot, old: Snapshot) -> None:
+    def snapshot_changed(self, camera: Camera, new: Snapshot, old: Snapshot,
+                         boxes_due: bool) -> None:
         """Like the websocket's "hash" message: only when the primary face changes."""
         old_hash = old.primary.hash if old.primary else None
         if (new.primary.hash if new.primary else None) != old_hash:
-            self._publish("hash", time.time(), camera, {**new.to_json(), "previous": old_hash})
+            self._publish("hash", time.time(), camera.name,
+                          {**new.to_json(), "previous": old_hash})
 
-    def gallery_changed(self, change: str, identity: Identity | None) -> None:
-        self._publish("gallery", time.time(), None, {
-            "change": change, "face": identity.to_json() if identity is not None else None})
+    def gallery_changed(self, change: GalleryChange) -> None:
+        self._publish("gallery", time.time(), None, {"change": change.event,
+                                                    "face": change.face()})
 
     def _publish(self, event: str, at: float, camera: str | None,
                  payload: dict[str, Any]) -> None:

@@ -409,7 +409,7 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
 
     # A visit cannot be stored either: one log line, no traceback; it is kept and retried.
     vid = uuid.uuid4().hex
-    app[HISTORY].visit_event(VisitEvent("arrived", VisitRecord(
+    app[HISTORY].record(VisitEvent("arrived", VisitRecord(
         vid, face, "Barack Obama", True, "cam", time.time(), None, None)))
 
     def logged() -> list[Any]:
@@ -543,7 +543,7 @@ async def test_backup_while_serving_and_writing_restores_the_same_gallery(
     while not communicate.done():  # the server keeps writing throughout the backup
         resp = await client.patch(f"/faces/{faces['Joe Biden']}", json={"name": f"Joe {writes}"})
         assert resp.status == 200
-        app[HISTORY].visit_event(VisitEvent("left", VisitRecord(
+        app[HISTORY].record(VisitEvent("left", VisitRecord(
             uuid.uuid4().hex, faces["Joe Biden"], f"Joe {writes}", True, "cam",
             time.time() - 1, time.time(), None)))
         writes += 1

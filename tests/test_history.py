@@ -2,7 +2,7 @@
 visits and restarts, naming a stranger from history, paging, filters and forgetting.
 
 The live test runs the real camera pipeline on a real clip; the others store visits through
-the same path Presence uses (History.visit_event) on an app without a camera.
+the path visit events take (History.record) on an app without a camera.
 """
 
 from __future__ import annotations
@@ -145,8 +145,8 @@ async def store(client: Client, person: str, best: BestView | None, arrived: flo
     history = client.server.app[HISTORY]
     vid = uuid.uuid4().hex
     record = VisitRecord(vid, person, name, known, "cam", arrived, None, best)
-    history.visit_event(VisitEvent("arrived", record))
-    history.visit_event(VisitEvent("left", replace(record, left_at=left)))
+    history.record(VisitEvent("arrived", record))
+    history.record(VisitEvent("left", replace(record, left_at=left)))
     await asyncio.wait_for(history._queue.join(), 10)
     return vid
 
@@ -263,11 +263,11 @@ async def test_naming_a_stranger_is_not_undone_by_a_late_departure(
     vid = await store(api, stranger, views["biden"], now - 60, now - 50)
     late = uuid.uuid4().hex
     record = VisitRecord(late, stranger, None, False, "cam", now - 20, None, views["biden"])
-    history.visit_event(VisitEvent("arrived", record))
+    history.record(VisitEvent("arrived", record))
     await asyncio.wait_for(history._queue.join(), 10)
     resp = await api.post("/faces", json={"from_visit": vid, "name": "Joe"})
     assert resp.status == 201
-    history.visit_event(VisitEvent("left", replace(record, left_at=now - 10)))
+    history.record(VisitEvent("left", replace(record, left_at=now - 10)))
     await asyncio.wait_for(history._queue.join(), 10)
     visits = (await (await api.get(f"/visits?person={stranger}")).json())["visits"]
     assert [(v["id"], v["known"], v["name"]) for v in visits] == [
@@ -291,7 +291,7 @@ async def test_a_visit_deleted_while_still_open_stays_deleted(
                      wait: bool = True) -> VisitRecord:
         record = VisitRecord(uuid.uuid4().hex, person, name, known, "cam", now - 30, None,
                              views["obama2"] if known else views["biden"])
-        history.visit_event(VisitEvent("arrived", record))
+        history.record(VisitEvent("arrived", record))
         if wait:
             await asyncio.wait_for(history._queue.join(), 10)
             assert (await api.get(f"/visits/{record.id}")).status == 200
@@ -299,7 +299,7 @@ async def test_a_visit_deleted_while_still_open_stays_deleted(
 
     async def leave(*records: VisitRecord) -> None:
         for record in records:
-            history.visit_event(VisitEvent("left", replace(record, left_at=now)))
+            history.record(VisitEvent("left", replace(record, left_at=now)))
         await asyncio.wait_for(history._queue.join(), 10)
 
     barack, seen, alone, kept = (await arrive(obama, True, "Barack"), await arrive(stranger),

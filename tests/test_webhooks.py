@@ -32,6 +32,7 @@ from aiohttp.test_utils import TestClient
 
 from facestream import webhooks
 from facestream.config import Config, WebhookConfig
+from facestream.events import GalleryChange
 from facestream.metrics import Metrics
 from facestream.privacy import redact_receiver
 from facestream.storage import Identity
@@ -283,7 +284,7 @@ async def test_the_signature_lets_a_receiver_reject_tampering_and_replays(
     timestamp is refused, and an exact replay is known by its delivery id."""
     receiver = await receivers()
     async with running(hook(receiver, ("gallery",))) as hooks:
-        hooks.gallery_changed("renamed", ADA)
+        hooks.gallery_changed(GalleryChange("renamed", ADA))
         await wait_for(lambda: receiver.events, 5)
     receiver.well_formed()
     sent = receiver.requests[0]
@@ -357,7 +358,7 @@ async def test_timeouts_throttling_and_server_errors_are_retried(
 ) -> None:
     receiver = await receivers(answers=[status])
     async with running(hook(receiver, ("gallery",))) as hooks:
-        hooks.gallery_changed("renamed", ADA)
+        hooks.gallery_changed(GalleryChange("renamed", ADA))
         await wait_for(lambda: hooks.senders[0].delivered == 1, 5)
         assert [r.status for r in receiver.requests] == [status, 200]
         assert hooks.status()[0]["failed"] == 0
@@ -367,7 +368,7 @@ async def test_timeouts_throttling_and_server_errors_are_retried(
 async def test_other_answers_are_final_and_not_retried(receivers: Any, status: int) -> None:
     receiver = await receivers(answers=[(status, {"Location": "/elsewhere"})])
     async with running(hook(receiver, ("gallery",))) as hooks:
-        hooks.gallery_changed("renamed", ADA)
+        hooks.gallery_changed(GalleryChange("renamed", ADA))
         await wait_for(lambda: hooks.senders[0].failed == 1, 5)
         await asyncio.sleep(0.3)  # retries would come within 0.02-0.2 s
         assert [(r.method, r.status) for r in receiver.requests] == [("POST", status)]
@@ -382,7 +383,7 @@ async def test_retry_after_is_honoured(receivers: Any, monkeypatch: pytest.Monke
     monkeypatch.setattr(webhooks, "RETRY_MAX_S", 5.0)
     receiver = await receivers(answers=[(429, {"Retry-After": "1"})])
     async with running(hook(receiver, ("gallery",))) as hooks:
-        hooks.gallery_changed("renamed", ADA)
+        hooks.gallery_changed(GalleryChange("renamed", ADA))
         await wait_for(lambda: len(receiver.events) == 1, 5)
     first, second = (r.at for r in receiver.requests)
     assert 0.95 <= second - first < 3  # not the 0.02 s backoff
@@ -391,7 +392,7 @@ async def test_retry_after_is_honoured(receivers: Any, monkeypatch: pytest.Monke
 async def test_a_long_retry_after_is_capped(receivers: Any) -> None:
     receiver = await receivers(answers=[(503, {"Retry-After": "3600"})])
     async with running(hook(receiver, ("gallery",))) as hooks:
-        hooks.gallery_changed("renamed", ADA)
+        hooks.gallery_changed(GalleryChange("renamed", ADA))
         await wait_for(lambda: len(receiver.events) == 1, 5)
     first, second = (r.at for r in receiver.requests)
     assert second - first < 1.0  # RETRY_MAX_S is 0.2 s here
@@ -400,7 +401,7 @@ async def test_a_long_retry_after_is_capped(receivers: Any) -> None:
 async def test_an_event_fails_after_max_attempts(caplog: pytest.LogCaptureFixture) -> None:
     down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     async with running(hook(down, ("gallery",), max_attempts=3)) as hooks:
-        hooks.gallery_changed("renamed", ADA)
+        hooks.gallery_changed(GalleryChange("renamed", ADA))
         await wait_for(lambda: hooks.senders[0].failed == 1, 5)
         state = hooks.status()[0]
     assert (state["delivered"], state["failed"], state["pending"]) == (0, 1, 0)
@@ -447,14 +448,14 @@ async def test_shutdown_flushes_briefly_then_stops(receivers: Any) -> None:
     hooks = Webhooks([hook(slow, ("gallery",)), hook(stuck, ("gallery",))], Metrics())
     await hooks.start()
     for change in ("added", "renamed", "deleted"):
-        hooks.gallery_changed(change, ADA)
+        hooks.gallery_changed(GalleryChange(change, ADA))
     t0 = time.monotonic()
     await hooks.close()
     assert 0.9 < time.monotonic() - t0 < 3
     assert [e["change"] for e in slow.events] == ["added", "renamed", "deleted"]
     assert [(s["delivered"], s["dropped"], s["pending"]) for s in hooks.status()] == [
         (3, 0, 0), (0, 3, 0)]
-    hooks.gallery_changed("renamed", ADA)  # after close: ignored
+    hooks.gallery_changed(GalleryChange("renamed", ADA))  # after close: ignored
     assert hooks.status()[0]["pending"] == 0
 
 
