@@ -28,10 +28,12 @@ from typing import Any, Final
 import numpy as np
 
 from .config import HistoryConfig
+from .db.base import StorageError
+from .gallery_types import GalleryError, Identity, NotFound, StoredImages
 from .identity import Embedding, GalleryIndex, normalize
 from .presence import VisitEvent, VisitRecord
 from .recognition import StoredFace
-from .storage import Gallery, GalleryError, Identity, NotFound, StorageError, StoredImages
+from .storage import Gallery
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)

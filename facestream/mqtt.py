@@ -39,10 +39,10 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from .config import MqttConfig
+from .gallery_types import Identity
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import redact_source
-from .storage import Identity
 
 if TYPE_CHECKING:
     from .cameras import Camera

@@ -25,9 +25,12 @@ import asyncpg
 
 from .auth import Auth
 from .config import Config
-from .pgstore import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, where
+from .db.base import StorageError
+from .db.disk import DB_FILE, read_only
+from .db.postgres import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, where
+from .gallery_types import GalleryError
 from .privacy import SECRET_FILE, load_or_create_secret
-from .storage import DB_FILE, Gallery, GalleryError, StorageError, read_only
+from .storage import Gallery
 
 #: Tables and columns moved, parents before children.
 TABLES: Final = (

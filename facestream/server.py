@@ -42,6 +42,7 @@ from .appkeys import (
 from .cameras import Camera, CameraError, Cameras
 from .capture import api_source_problem
 from .config import Config, ConfigError, check_camera, parse_cameras
+from .gallery_types import GalleryError, Identity, LastSample, ModelMismatch, StoredImages
 from .history import History
 from .identity import face_hash
 from .limits import Refused, UploadGate
@@ -49,14 +50,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .netguard import body_deadline
 from .presence import LiveFace
 from .recognition import Face, ImageError, ambiguous
-from .storage import (
-    Gallery,
-    GalleryError,
-    Identity,
-    LastSample,
-    ModelMismatch,
-    StoredImages,
-)
+from .storage import Gallery
 from .tracking import FaceView
 from .webutil import (
     HASH_RE,

@@ -38,10 +38,10 @@ import aiohttp
 
 from . import __version__
 from .config import WebhookConfig
+from .gallery_types import Identity
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import redact_receiver
-from .storage import Identity
 
 if TYPE_CHECKING:
     from .cameras import Camera

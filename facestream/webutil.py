@@ -13,15 +13,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from .db.base import StorageError, StorageFull
+from .gallery_types import AlreadyEnrolled, GalleryError, LastSample, NotFound
 from .limits import Refused
-from .storage import (
-    AlreadyEnrolled,
-    GalleryError,
-    LastSample,
-    NotFound,
-    StorageError,
-    StorageFull,
-)
 
 log = logging.getLogger("facestream.server")
 

@@ -34,16 +34,11 @@ import pytest
 from facestream import weights
 from facestream.appkeys import GALLERY, HISTORY
 from facestream.config import Config, StorageConfig
+from facestream.db.disk import DB_FILE, MIN_FREE_BYTES, RESTORE_HINT, SHM_RESERVE
+from facestream.gallery_types import StoredImages
 from facestream.identity import normalize
 from facestream.presence import VisitEvent, VisitRecord
-from facestream.storage import (
-    DB_FILE,
-    MIN_FREE_BYTES,
-    RESTORE_HINT,
-    SHM_RESERVE,
-    Gallery,
-    StoredImages,
-)
+from facestream.storage import Gallery
 
 from .conftest import BIDEN, OBAMA, OBAMA2, TALKING_HEAD, free_port, make_config, upload
 from .test_live import wait_for
@@ -318,7 +313,9 @@ from pathlib import Path
 import numpy as np
 from facestream.config import Config
 from facestream.identity import normalize
-from facestream.storage import Gallery, StorageError, StoredImages
+from facestream.db.base import StorageError
+from facestream.gallery_types import StoredImages
+from facestream.storage import Gallery
 
 async def main() -> None:
     policy = Config().recognition.policy("SFace")
