@@ -8,7 +8,8 @@ whole gallery can be re-embedded for another model, each with its own alignment,
 re-enrolling anyone.
 
 Every change is one transaction, committed before the coroutine returns, so anything the API
-acknowledged survives a crash. After each commit a new immutable
+acknowledged survives a crash; tables of other owners that name identities (history's, see
+``Dependent``) change in the same transaction. After each commit a new immutable
 ``GalleryIndex`` snapshot, derived from the last in milliseconds (``GalleryIndex.replaced``),
 is swapped in for the live matcher. Changes made by another process (the ``faces`` command
 line) or another node are read back and fire the same events.
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -51,6 +52,7 @@ from .gallery_types import (
     SampleRecord,
     StoredImages,
 )
+from .history_tables import HISTORY_TABLES
 from .identity import Embedding, GalleryIndex, OpenSetPolicy, face_hash, normalize
 from .names import clean_name
 from .privacy import email_digest, load_or_create_secret
@@ -113,36 +115,25 @@ SCHEMA: Final = Schema("gallery", SCHEMA_VERSION, (
     created_at  REAL NOT NULL
 )""",
     "CREATE INDEX IF NOT EXISTS samples_identity ON samples (identity)",
-    # History's tables, which the gallery keeps in step with its identities.
-    """CREATE TABLE IF NOT EXISTS visits (
-    id          TEXT PRIMARY KEY,
-    person      TEXT NOT NULL,
-    known       INTEGER NOT NULL,
-    name        TEXT,
-    camera      TEXT NOT NULL,
-    arrived_at  REAL NOT NULL,
-    left_at     REAL,
-    quality     REAL
-)""",
-    "CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at, id)",
-    "CREATE INDEX IF NOT EXISTS visits_person ON visits (person, arrived_at)",
-    """CREATE TABLE IF NOT EXISTS visit_images (
-    visit       TEXT PRIMARY KEY REFERENCES visits (id) ON DELETE CASCADE,
-    crop        BLOB,
-    context     BLOB,
-    geometry    TEXT,
-    snapshot    BLOB
-)""",
-    """CREATE TABLE IF NOT EXISTS unknowns (
-    hash        TEXT PRIMARY KEY,
-    model       TEXT NOT NULL,
-    dim         INTEGER NOT NULL,
-    embedding   BLOB NOT NULL,
-    count       INTEGER NOT NULL,
-    created_at  REAL NOT NULL
-)""",
 ), _upgrade, version_key="schema_version")  # the key galleries have always had
 
+
+class Dependent(Protocol):
+    """Another owner's tables that name identities by hash: created with the gallery's, and
+    kept in step with it by the statements these return, which the gallery runs in the same
+    transaction as its own change."""
+
+    schema: Schema
+
+    def enrolled(self, face: str, name: str) -> list[Statement]: ...
+    def renamed(self, face: str, name: str) -> list[Statement]: ...
+    def merged(self, target: str, source: str, name: str) -> list[Statement]: ...
+    def deleted(self, face: str) -> list[Statement]: ...
+
+
+#: Whose tables every gallery keeps in step, in every process: history's visits and stranger
+#: groups (a ``faces delete`` from the command line takes the person's visits with them).
+DEPENDENTS: Final[tuple[Dependent, ...]] = (HISTORY_TABLES,)
 
 #: A gallery's samples as they are read, by column: ids, identities, has_crop, source,
 #: created_at, and the embeddings as one matrix (a row per sample).
@@ -205,8 +196,10 @@ class Gallery:
     def __init__(
         self, db: Database, model: str, policy: OpenSetPolicy, secret: bytes,
         strategy: str = "centroid", duplicate_far: float = 1e-6,
+        dependents: Sequence[Dependent] = DEPENDENTS,
     ) -> None:
         self.db = db
+        self.dependents = tuple(dependents)
         self.model = model
         self.policy = policy
         self.strategy = strategy
@@ -223,7 +216,8 @@ class Gallery:
     async def open(cls, data_dir: Path, model: str, policy: OpenSetPolicy, secret: bytes,
                    **options: Any) -> Gallery:
         """The SQLite gallery in ``data_dir``. ``options``: ``strategy``, ``check_model``
-        (refuse a gallery of another model's embeddings; default True), ``duplicate_far``."""
+        (refuse a gallery of another model's embeddings; default True), ``duplicate_far``,
+        ``dependents`` (default ``DEPENDENTS``)."""
         return await cls._opened(SqliteDb(data_dir / DB_FILE), model, policy, secret,
                                  **options)
 
@@ -240,10 +234,11 @@ class Gallery:
     @classmethod
     async def _opened(cls, db: Database, model: str, policy: OpenSetPolicy, secret: bytes,
                       strategy: str = "centroid", check_model: bool = True,
-                      duplicate_far: float = 1e-6) -> Gallery:
-        gallery = cls(db, model, policy, secret, strategy, duplicate_far)
+                      duplicate_far: float = 1e-6,
+                      dependents: Sequence[Dependent] = DEPENDENTS) -> Gallery:
+        gallery = cls(db, model, policy, secret, strategy, duplicate_far, dependents)
         try:
-            await db.open([SCHEMA])
+            await db.open([SCHEMA, *(d.schema for d in gallery.dependents)])
             if check_model:
                 await gallery._check_models()
             await gallery._load()
@@ -403,7 +398,7 @@ class Gallery:
             except Exception:
                 log.exception("a gallery change listener failed on %s", event)
 
-    # -- the database, for history and accounts --------------------------------------------
+    # -- the database, for the accounts (auth.py) ------------------------------------------
 
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query (``?`` parameters)."""
@@ -474,6 +469,10 @@ class Gallery:
 
     # -- writing ---------------------------------------------------------------------------
 
+    def _cascade(self, step: Callable[[Dependent], list[Statement]]) -> list[Statement]:
+        """What the dependents' tables do in the same transaction as a change."""
+        return [statement for d in self.dependents for statement in step(d)]
+
     def _check_embedding(self, embedding: Sequence[float] | Embedding,
                          model: str | None) -> Embedding:
         if model is not None and model != self.model:
@@ -534,10 +533,7 @@ class Gallery:
                     (("INSERT INTO identities (hash, name, email_hmac, created_at, "
                       "updated_at) VALUES (?, ?, ?, ?, ?)"), (face, name, digest, now, now)),
                     self._sample_sql(face, emb, images, source, now),
-                    # A stranger seen before (enrolled from the live view or from history):
-                    # their visits are this person's now.
-                    ("UPDATE visits SET known = 1, name = ? WHERE person = ?", (name, face)),
-                    ("DELETE FROM unknowns WHERE hash = ?", (face,)),
+                    *self._cascade(lambda d: d.enrolled(face, name)),
                 ], ("added", [face]))
             except Conflict:  # another node or process enrolled it a moment ago
                 raise AlreadyEnrolled(face, name, 1.0) from None
@@ -626,8 +622,7 @@ class Gallery:
                  "COALESCE(email_hmac, (SELECT email_hmac FROM identities WHERE hash = ?)) "
                  "WHERE hash = ?"), (now, source, target)),
                 ("DELETE FROM identities WHERE hash = ?", (source,)),
-                ("UPDATE visits SET person = ?, name = ? WHERE person = ?",
-                 (target, into.name, source)),
+                *self._cascade(lambda d: d.merged(target, source, into.name)),
             ], ("merged", [target, source]))
             for sample in other.samples:
                 self._owner[sample.id] = target
@@ -650,7 +645,7 @@ class Gallery:
             await self.db.write([
                 ("UPDATE identities SET name = ?, updated_at = ? WHERE hash = ?",
                  (name, time.time(), face)),
-                ("UPDATE visits SET name = ? WHERE person = ?", (name, face)),
+                *self._cascade(lambda d: d.renamed(face, name)),
             ], ("renamed", [face]))
             ident = replace(old, name=name)
             self._identities[face] = ident
@@ -662,11 +657,10 @@ class Gallery:
             ident = self._identities.get(face)
             if ident is None:
                 raise NotFound(f"no enrolled face with hash {face}")
-            # Their history goes with them: visits, face crops and snapshots.
             await self.db.forget([
                 ("DELETE FROM samples WHERE identity = ?", (face,)),
                 ("DELETE FROM identities WHERE hash = ?", (face,)),
-                ("DELETE FROM visits WHERE person = ?", (face,)),
+                *self._cascade(lambda d: d.deleted(face)),
             ], ("deleted", [face]))
             del self._identities[face]
             self._drop_samples(ident)
