@@ -10,7 +10,7 @@ tests; instead:
   directory or file (EPERM, for root too);
 - full: a tmpfs of a few MiB, or a 4 MiB ext4 image on a loop device (formatted with 1 KiB
   blocks, as mkfs does for small filesystems: the case where SQLite's memory-mapped -shm file
-  gets holes, see ``storage.DiskGuard``), filled with a file until ENOSPC.
+  gets holes, see ``db.disk.DiskGuard``), filled with a file until ENOSPC.
 """
 
 from __future__ import annotations
