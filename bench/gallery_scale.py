@@ -316,8 +316,9 @@ def make_gallery(data_dir: Path, n: int) -> None:
     """A real gallery.sqlite3 of ``n`` one-sample identities: created by the storage code,
     its rows then written in bulk (the API would take hours)."""
     from facestream.config import Config
+    from facestream.db.disk import DB_FILE
     from facestream.identity import face_hash
-    from facestream.storage import DB_FILE, Gallery
+    from facestream.storage import Gallery
 
     async def create() -> None:
         g = await Gallery.open(data_dir, "SFace", Config().recognition.policy("SFace"),
@@ -375,8 +376,8 @@ def startup_postgresql(data_dir: Path) -> dict[str, Any]:
     """The start-up gallery moved into PostgreSQL by ``gallery migrate``'s code, then opened
     by a node in a fresh process."""
     from facestream.config import Config
+    from facestream.db.disk import DB_FILE
     from facestream.pgmigrate import migrate
-    from facestream.storage import DB_FILE
 
     sys.path.insert(0, str(REPO))
     from tests.pg import pg_cluster  # the tests' throwaway cluster

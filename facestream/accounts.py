@@ -25,9 +25,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .db.base import StorageError
+from .gallery_types import GalleryError, NotFound
 from .limits import Window
 from .limits import key as _key
-from .storage import Gallery, GalleryError, NotFound, StorageError
+from .storage import Gallery
 
 ROLES: Final = ("viewer", "admin")
 TOKEN_PREFIX: Final = "fst_"

@@ -22,18 +22,18 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from .config import Config
-from .privacy import SECRET_FILE
-from .storage import (
+from .db.base import StorageError
+from .db.disk import (
     DB_FILE,
     RESTORE_HINT,
     SQLITE_MAGIC,
     DiskGuard,
-    GalleryError,
-    StorageError,
     check_data_dir,
     read_only,
     storage_error,
 )
+from .gallery_types import GalleryError
+from .privacy import SECRET_FILE
 
 #: Every SQLite connection to a WAL database holds a shared lock on this byte of the -shm
 #: file while it is open (UNIX_SHM_DMS in SQLite's os_unix.c: (22 + 8) * 4 + 8).

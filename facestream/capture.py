@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 from typing import Any, Final, Protocol, TypeAlias
+from urllib.parse import unquote
 
 import cv2
 import numpy as np

@@ -18,8 +18,10 @@ from typing import Any, Final
 
 from . import __version__, weights
 from .config import DETECTORS, MODELS, Config, ConfigError, load, override
+from .db.disk import DB_FILE
+from .gallery_types import AlreadyEnrolled, GalleryError
 from .privacy import redact_source
-from .storage import DB_FILE, AlreadyEnrolled, Gallery, GalleryError
+from .storage import Gallery
 
 log = logging.getLogger("facestream")
 
@@ -330,7 +332,7 @@ def gallery_file(argv: list[str]) -> int:
     args = _gallery_parser().parse_args(argv)
     config = _config(args, model=False)
     if config.storage.url and args.action != "migrate":
-        from .pgstore import where
+        from .db.postgres import where
 
         print(f"error: storage.url is set: the gallery is in PostgreSQL at "
               f"{where(config.storage.url)}; check, back up and restore it with PostgreSQL's "

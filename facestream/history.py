@@ -1,7 +1,7 @@
 """Visit history: who came by, when, with their best face and a snapshot, kept for a while.
 
-Presence announces visits (``arrived`` / ``left``); History stores them in the gallery
-database through its one writer: the visit row when it begins, its end and its best face crop,
+Presence announces visits (``arrived`` / ``left``); History stores them in its tables
+(declared in history_tables.py) in the gallery's database: the visit row when it begins, its end and its best face crop,
 context square and frame snapshot (JPEG blobs beside it, see README for the measurement) when
 it ends. Encoding runs in a thread; the queue in between is bounded.
 
@@ -29,11 +29,13 @@ from typing import Any, Final
 import numpy as np
 
 from .config import HistoryConfig
+from .db.base import StorageError
 from .events import Camera, GalleryChange, Output
+from .gallery_types import GalleryError, Identity, NotFound, StoredImages
 from .identity import Embedding, GalleryIndex, normalize
 from .presence import VisitEvent, VisitRecord
 from .recognition import StoredFace
-from .storage import Gallery, GalleryError, Identity, NotFound, StorageError, StoredImages
+from .storage import Gallery
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,9 @@ class Visit:
 class History(Output):
     def __init__(self, gallery: Gallery, config: HistoryConfig) -> None:
         self.gallery = gallery
+        #: The database History's tables are in (the gallery's): its reads and writes go
+        #: straight to it.
+        self.db = gallery.db
         self.config = config
         self.unknown_index: GalleryIndex = GalleryIndex.empty(gallery.policy)
         self._unknowns: dict[str, tuple[Embedding, int]] = {}  # hash -> mean, visits
@@ -95,14 +100,14 @@ class History(Output):
         """Load unknown groups and last-seen times; close visits a crash left open; start
         the writer and the pruning."""
         model = self.gallery.model
-        for face, dim, blob, count in await self.gallery.query(
+        for face, dim, blob, count in await self.db.query(
                 "SELECT hash, dim, embedding, count FROM unknowns WHERE model = ?", (model,)):
             self._unknowns[face] = (np.frombuffer(blob, "<f4").reshape(dim).copy(), count)
         self._rebuild_unknowns()
-        for person, last in await self.gallery.query(
+        for person, last in await self.db.query(
                 "SELECT person, MAX(COALESCE(left_at, arrived_at)) FROM visits GROUP BY person"):
             self._last_seen[person] = last
-        await self.gallery.write([
+        await self.db.write([
             ("UPDATE visits SET left_at = arrived_at WHERE left_at IS NULL", ()),
         ])
         self._tasks = [asyncio.create_task(self._store_forever()),
@@ -173,7 +178,7 @@ class History(Output):
                 self._ended(event)
                 return  # forgotten while its images were encoded or the database was away
             try:
-                await self.gallery.write(statements)
+                await self.db.write(statements)
             except StorageError as exc:
                 if not failing:
                     log.error("visit %s not stored yet (retrying): %s", v.id, exc)
@@ -329,11 +334,11 @@ class History(Output):
         """Delete visits older than the retention, and stranger groups left without
         visits. Returns the number of visits deleted."""
         cutoff = (now or time.time()) - self.config.retention_days * 86400
-        old = await self.gallery.query(
+        old = await self.db.query(
             "SELECT COUNT(*) FROM visits WHERE COALESCE(left_at, arrived_at) < ?", (cutoff,))
         if not old[0][0]:
             return 0
-        await self.gallery.forget([
+        await self.db.forget([
             ("DELETE FROM visits WHERE COALESCE(left_at, arrived_at) < ?", (cutoff,)),
             ("DELETE FROM unknowns WHERE hash NOT IN (SELECT DISTINCT person FROM visits)",
              ()),
@@ -342,7 +347,7 @@ class History(Output):
         return int(old[0][0])
 
     async def _reload_unknowns(self) -> None:
-        alive = {r[0] for r in await self.gallery.query("SELECT hash FROM unknowns")}
+        alive = {r[0] for r in await self.db.query("SELECT hash FROM unknowns")}
         self._unknowns = {h: v for h, v in self._unknowns.items() if h in alive}
         self._rebuild_unknowns()
 
@@ -378,13 +383,13 @@ class History(Output):
         sql = (f"SELECT {_VISIT_COLUMNS} FROM visits "
                f"{'WHERE ' + ' AND '.join(where) if where else ''} "
                "ORDER BY arrived_at DESC, id DESC LIMIT ?")
-        rows = await self.gallery.query(sql, (*params, limit + 1))
+        rows = await self.db.query(sql, (*params, limit + 1))
         page = [Visit.from_row(r) for r in rows[:limit]]
         more = len(rows) > limit
         return page, (f"{page[-1].arrived_at!r}_{page[-1].id}" if more and page else None)
 
     async def visit(self, vid: str) -> Visit:
-        rows = await self.gallery.query(f"SELECT {_VISIT_COLUMNS} FROM visits WHERE id = ?",
+        rows = await self.db.query(f"SELECT {_VISIT_COLUMNS} FROM visits WHERE id = ?",
                                         (vid,))
         if not rows:
             raise NotFound(f"no visit {vid}")
@@ -392,24 +397,24 @@ class History(Output):
 
     async def image(self, vid: str, which: str) -> bytes | None:
         column = {"crop": "crop", "snapshot": "snapshot"}[which]
-        rows = await self.gallery.query(
+        rows = await self.db.query(
             f"SELECT {column} FROM visit_images WHERE visit = ?", (vid,))
         return rows[0][0] if rows else None
 
     async def unknown_groups(self, limit: int = 50, offset: int = 0
                              ) -> tuple[list[dict[str, Any]], int]:
         """Strangers seen, most recently seen first: hash, visits, first and last seen."""
-        rows = await self.gallery.query(
+        rows = await self.db.query(
             "SELECT person, COUNT(*), MIN(arrived_at), MAX(COALESCE(left_at, arrived_at)) "
             "FROM visits WHERE known = 0 GROUP BY person ORDER BY 4 DESC LIMIT ? OFFSET ?",
             (max(1, min(limit, MAX_PAGE)), max(0, offset)))
-        total = await self.gallery.query(
+        total = await self.db.query(
             "SELECT COUNT(DISTINCT person) FROM visits WHERE known = 0")
         return [{"hash": p, "visits": n, "first_seen": first, "last_seen": last,
                  "crop": f"/unknowns/{p}/crop"} for p, n, first, last in rows], total[0][0]
 
     async def best_crop(self, person: str) -> bytes | None:
-        rows = await self.gallery.query(
+        rows = await self.db.query(
             "SELECT i.crop FROM visits v JOIN visit_images i ON i.visit = v.id "
             "WHERE v.person = ? ORDER BY v.quality DESC LIMIT 1", (person,))
         return rows[0][0] if rows else None
@@ -419,16 +424,16 @@ class History(Output):
     async def delete_visit(self, vid: str) -> Visit:
         visit = await self.visit(vid)
         self._tombstone(vid)
-        await self.gallery.forget([("DELETE FROM visits WHERE id = ?", (vid,))])
+        await self.db.forget([("DELETE FROM visits WHERE id = ?", (vid,))])
         await self._forgotten(visit.person)
         return visit
 
     async def forget(self, person: str) -> int:
         """Delete every visit of ``person`` (a hash, enrolled or not), images included."""
-        rows = await self.gallery.query("SELECT COUNT(*) FROM visits WHERE person = ?",
+        rows = await self.db.query("SELECT COUNT(*) FROM visits WHERE person = ?",
                                         (person,))
         self._tombstone(person)
-        await self.gallery.forget([
+        await self.db.forget([
             ("DELETE FROM visits WHERE person = ?", (person,)),
             ("DELETE FROM unknowns WHERE hash = ?", (person,)),
         ])
@@ -436,12 +441,12 @@ class History(Output):
         return int(rows[0][0])
 
     async def _forgotten(self, person: str) -> None:
-        left = await self.gallery.query(
+        left = await self.db.query(
             "SELECT MAX(COALESCE(left_at, arrived_at)) FROM visits WHERE person = ?", (person,))
         if left[0][0] is None:
             self._last_seen.pop(person, None)
             if person in self._unknowns:
-                await self.gallery.forget([("DELETE FROM unknowns WHERE hash = ?", (person,))])
+                await self.db.forget([("DELETE FROM unknowns WHERE hash = ?", (person,))])
                 del self._unknowns[person]
                 self.unknown_index = self.unknown_index.removed(person)
         else:
@@ -458,7 +463,7 @@ class History(Output):
                             "visit_images i ON i.visit = v.id WHERE v.person = ? "
                             "ORDER BY v.quality DESC LIMIT ?"), (person, limit))
         return [StoredFace(context, json.loads(geometry) if geometry else None, crop)
-                for context, geometry, crop in await self.gallery.query(sql, params)]
+                for context, geometry, crop in await self.db.query(sql, params)]
 
     async def enroll(self, pool: WorkerPool, person: str, name: str,
                      email: str | None = None, visit: str | None = None) -> Identity:

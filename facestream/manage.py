@@ -30,18 +30,18 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import Config
-from .privacy import write_private
-from .recognition import Face, ImageError, StoredFace, ambiguous
-from .storage import (
+from .db.base import StorageError
+from .gallery_types import (
     AlreadyEnrolled,
-    Gallery,
     GalleryError,
     Identity,
     NotFound,
     SampleRecord,
-    StorageError,
     StoredImages,
 )
+from .privacy import write_private
+from .recognition import Face, ImageError, StoredFace, ambiguous
+from .storage import Gallery
 from .workers import PoolSettings, WorkerPool
 
 EXPORT_FORMAT: Final = "facestream-gallery"

@@ -40,11 +40,11 @@ import aiomqtt
 
 from .config import MqttConfig
 from .events import Camera, GalleryChange, Output
+from .gallery_types import Identity
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import redact_source
 from .retry import Backoff, Outage
-from .storage import Identity
 
 log = logging.getLogger(__name__)
 

@@ -15,22 +15,24 @@ sessions do not move: people log in again.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 import asyncpg
 
 from .accounts import Auth
 from .config import Config
-from .pgstore import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, where
+from .db.base import StorageError
+from .db.disk import DB_FILE, read_only
+from .db.migrate import Table, copy_tables
+from .db.postgres import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, notification, where
+from .gallery_types import GalleryError
 from .privacy import SECRET_FILE, load_or_create_secret
-from .storage import DB_FILE, Gallery, GalleryError, StorageError, read_only
+from .storage import Gallery
 
 #: Tables and columns moved, parents before children.
-TABLES: Final = (
+TABLES: Final[tuple[Table, ...]] = (
     ("identities", ("hash", "name", "email_hmac", "created_at", "updated_at")),
     ("samples", ("id", "identity", "model", "dim", "embedding", "crop", "context", "geometry",
                  "source", "created_at")),
@@ -40,21 +42,13 @@ TABLES: Final = (
     ("unknowns", ("hash", "model", "dim", "embedding", "count", "created_at")),
 )
 #: The accounts' tables (in a gallery only once a server has run on it).
-ACCOUNT_TABLES: Final = (
+ACCOUNT_TABLES: Final[tuple[Table, ...]] = (
     ("users", ("name", "role", "password", "created_at")),
     ("tokens", ("id", "name", "role", "digest", "created_at")),
     ("audit", ("id", "at", "actor", "action", "status")),
 )
 #: Tables whose ids the database numbers: new rows continue after the moved ones.
 NUMBERED: Final = ("samples", "audit")
-BATCH: Final = 500
-
-
-def _batches(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]
-             ) -> Iterator[list[tuple[Any, ...]]]:
-    cursor = conn.execute(f"SELECT {', '.join(columns)} FROM {table}")
-    while rows := cursor.fetchmany(BATCH):
-        yield rows
 
 
 def _models(conn: sqlite3.Connection) -> list[str]:
@@ -91,7 +85,6 @@ async def migrate(db: Path, url: str, model: str, config: Config) -> dict[str, i
 
 async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection, url: str
                 ) -> dict[str, int]:
-    counts: dict[str, int] = {}
     async with conn.transaction():
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM identities) OR "
                                "EXISTS (SELECT 1 FROM visits)"):
@@ -101,21 +94,9 @@ async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection, url: str
         present = {r[0] for r in source.execute("SELECT name FROM sqlite_master")}
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users)"):
             tables += [t for t in ACCOUNT_TABLES if t[0] in present]
-        for table, columns in tables:
-            counts[table] = 0
-            for rows in _batches(source, table, columns):
-                await conn.copy_records_to_table(table, records=rows, columns=list(columns))
-                counts[table] += len(rows)
-        for table in NUMBERED:
-            await conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                               f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
-        for table, _ in tables:
-            stored = await conn.fetchval(f"SELECT COUNT(*) FROM {table}")
-            if stored != counts[table]:
-                raise StorageError(f"{table}: {counts[table]} rows read but {stored} in "
-                                   f"{where(url)}; nothing was moved")
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(
-            {"node": "migrate", "event": "reloaded", "faces": []}))
+        counts = await copy_tables(source, conn, tables, NUMBERED, where(url))
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL,
+                           notification("migrate", "reloaded", ()))
     return counts
 
 

@@ -126,7 +126,7 @@ def redact_receiver(url: str) -> str:
     if not is_ip_address(host) and len(labels) > 2:
         host = ".".join([REDACTED, *labels[-2:]])
     shown = f"{scheme}://{host}{port}"
-    path, query = re.match(r"([^?#]*)(.*)", tail, re.S).groups()  # type: ignore[union-attr]
+    path, query = re.match(r"([^?#]*)(.*)", tail, re.DOTALL).groups()  # type: ignore[union-attr]
     if path.strip("/"):
         shown += "/" + REDACTED
     if query:
@@ -157,7 +157,7 @@ def _userinfo_end(rest: str) -> int | None:
 
 def _redact_params(tail: str) -> str:
     """``tail`` (path, query, fragment) with every parameter value redacted."""
-    path, query = re.match(r"([^?#]*)(.*)", tail, re.S).groups()  # type: ignore[union-attr]
+    path, query = re.match(r"([^?#]*)(.*)", tail, re.DOTALL).groups()  # type: ignore[union-attr]
     out: list[str] = []
     hiding = False
     for piece in re.split(r"([/;&])", path):

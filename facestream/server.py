@@ -37,11 +37,12 @@ from .appkeys import (
 from .cameras import Cameras
 from .config import Config
 from .events import Events
+from .gallery_types import GalleryError, ModelMismatch
 from .history import History
 from .limits import UploadGate
 from .metrics import Metrics
 from .retry import Outage
-from .storage import Gallery, GalleryError, ModelMismatch
+from .storage import Gallery
 from .web.access import access_middleware
 from .web.accounts import routes as account_routes
 from .web.cameras import routes as camera_routes

@@ -49,9 +49,10 @@ from facestream.config import (
     ServerConfig,
     StorageConfig,
 )
-from facestream.pgstore import where
+from facestream.db.disk import DB_FILE
+from facestream.db.postgres import where
 from facestream.server import create_app
-from facestream.storage import DB_FILE, Gallery
+from facestream.storage import Gallery
 from facestream.workers import PoolSettings, WorkerPool
 
 from .pg import PgCluster, pg_cluster

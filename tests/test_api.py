@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestClient
 
 from facestream.appkeys import CONFIG, GALLERY
 from facestream.config import Config, ServerConfig
+from facestream.db.disk import DB_FILE
 from facestream.privacy import email_digest, load_or_create_secret
-from facestream.storage import DB_FILE
 
 from .conftest import BIDEN, GROUP, OBAMA, OBAMA2, OBAMA3, RGBA_PNG, WEBP_AS_JPG, upload
 from .test_live import metric

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from facestream import __version__
-from facestream.storage import DB_FILE
+from facestream.db.disk import DB_FILE
 
 from .conftest import ROOT, TALKING_HEAD, free_port, read_video, stop_process, write_video
 

@@ -10,7 +10,7 @@ tests; instead:
   directory or file (EPERM, for root too);
 - full: a tmpfs of a few MiB, or a 4 MiB ext4 image on a loop device (formatted with 1 KiB
   blocks, as mkfs does for small filesystems: the case where SQLite's memory-mapped -shm file
-  gets holes, see ``storage.DiskGuard``), filled with a file until ENOSPC.
+  gets holes, see ``db.disk.DiskGuard``), filled with a file until ENOSPC.
 """
 
 from __future__ import annotations
@@ -34,16 +34,11 @@ import pytest
 from facestream import weights
 from facestream.appkeys import GALLERY, HISTORY
 from facestream.config import Config, StorageConfig
+from facestream.db.disk import DB_FILE, MIN_FREE_BYTES, RESTORE_HINT, SHM_RESERVE
+from facestream.gallery_types import StoredImages
 from facestream.identity import normalize
 from facestream.presence import VisitEvent, VisitRecord
-from facestream.storage import (
-    DB_FILE,
-    MIN_FREE_BYTES,
-    RESTORE_HINT,
-    SHM_RESERVE,
-    Gallery,
-    StoredImages,
-)
+from facestream.storage import Gallery
 
 from .conftest import BIDEN, OBAMA, OBAMA2, TALKING_HEAD, free_port, make_config, upload
 from .test_live import wait_for
@@ -318,7 +313,9 @@ from pathlib import Path
 import numpy as np
 from facestream.config import Config
 from facestream.identity import normalize
-from facestream.storage import Gallery, StorageError, StoredImages
+from facestream.db.base import StorageError
+from facestream.gallery_types import StoredImages
+from facestream.storage import Gallery
 
 async def main() -> None:
     policy = Config().recognition.policy("SFace")

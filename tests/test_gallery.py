@@ -21,8 +21,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from facestream.config import Config, StorageConfig
+from facestream.db.disk import DB_FILE
+from facestream.gallery_types import ModelMismatch
 from facestream.recognition import Recognizer
-from facestream.storage import DB_FILE, Gallery, ModelMismatch
+from facestream.storage import Gallery
 
 from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3, TALKING_HEAD, upload
 from .test_live import wait_for

@@ -19,8 +19,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from facestream.config import Config
+from facestream.db.disk import DB_FILE
 from facestream.manage import cmd_list, gallery_of
-from facestream.storage import DB_FILE
 
 from .conftest import OBAMA
 from .test_storage import unit

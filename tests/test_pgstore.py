@@ -24,18 +24,18 @@ from facestream import cli
 from facestream.accounts import Auth
 from facestream.appkeys import AUTH, GALLERY
 from facestream.config import Config
-from facestream.identity import Embedding, normalize
-from facestream.pgstore import PostgresDb
-from facestream.privacy import load_or_create_secret
-from facestream.storage import (
+from facestream.db.base import StorageError
+from facestream.db.postgres import PostgresDb
+from facestream.gallery_types import (
     AlreadyEnrolled,
-    Gallery,
     Identity,
     ModelMismatch,
     SampleRecord,
-    StorageError,
     StoredImages,
 )
+from facestream.identity import Embedding, normalize
+from facestream.privacy import load_or_create_secret
+from facestream.storage import Gallery
 
 from . import pg
 from .conftest import BIDEN, OBAMA, OBAMA2, free_port, make_config, upload

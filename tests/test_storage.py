@@ -21,18 +21,18 @@ import numpy as np
 import pytest
 
 from facestream.config import Config
-from facestream.identity import face_hash, normalize
-from facestream.privacy import email_digest, load_or_create_secret, redact_source
-from facestream.storage import (
-    DB_FILE,
+from facestream.db.disk import DB_FILE
+from facestream.gallery_types import (
     AlreadyEnrolled,
-    Gallery,
     Identity,
     LastSample,
     ModelMismatch,
     NotFound,
     StoredImages,
 )
+from facestream.identity import face_hash, normalize
+from facestream.privacy import email_digest, load_or_create_secret, redact_source
+from facestream.storage import Gallery
 
 from .conftest import Store, free_port
 

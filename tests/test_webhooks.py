@@ -33,9 +33,9 @@ from aiohttp.test_utils import TestClient
 from facestream import webhooks
 from facestream.config import Config, WebhookConfig
 from facestream.events import GalleryChange
+from facestream.gallery_types import Identity
 from facestream.metrics import Metrics
 from facestream.privacy import redact_receiver
-from facestream.storage import Identity
 from facestream.webhooks import Webhooks
 
 from .conftest import OBAMA, free_port, upload

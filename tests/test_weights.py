@@ -28,8 +28,9 @@ import pytest
 
 from facestream import weights
 from facestream.config import Config
+from facestream.db.disk import DB_FILE
+from facestream.gallery_types import ModelMismatch
 from facestream.server import create_app
-from facestream.storage import DB_FILE, ModelMismatch
 
 from .conftest import BIDEN, OBAMA, make_config, upload
 

@@ -21,8 +21,8 @@ from aiohttp import web
 from ..accounts import ANONYMOUS, Auth, Principal
 from ..appkeys import ROUTE_ACCESS
 from ..config import AuthConfig, ServerConfig
+from ..db.base import StorageError
 from ..privacy import is_ip_address
-from ..storage import StorageError
 from .http import error, refuse_unread, shown
 from .routes import SAFE_METHODS, Role
 

@@ -10,8 +10,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..appkeys import CAMERAS, GALLERY, HISTORY
+from ..gallery_types import Identity, LastSample, StoredImages
 from ..presence import LiveFace
-from ..storage import Identity, LastSample, StoredImages
 from . import history
 from .http import (
     HASH_RE,

@@ -21,8 +21,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..appkeys import GALLERY, HISTORY, POOL
+from ..gallery_types import AlreadyEnrolled
 from ..history import images_of
-from ..storage import AlreadyEnrolled
 from ..workers import PoolBusy, WorkerCrashed
 from .http import error, hash_field, http_error, int_query, shown
 from .routes import Role, Routes

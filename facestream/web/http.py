@@ -18,15 +18,9 @@ from aiohttp import BodyPartReader, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader
 
+from ..db.base import StorageError, StorageFull
+from ..gallery_types import AlreadyEnrolled, GalleryError, LastSample, NotFound
 from ..limits import Refused
-from ..storage import (
-    AlreadyEnrolled,
-    GalleryError,
-    LastSample,
-    NotFound,
-    StorageError,
-    StorageFull,
-)
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,23 @@
-"""The gallery's database in PostgreSQL (``storage.url = "postgresql://..."``), shared by nodes.
+"""The database in PostgreSQL (``storage.url = "postgresql://..."``), shared by several nodes.
 
-``PostgresDb`` is the second ``storage.Database``, beside SQLite's: the gallery, its history
-and the accounts speak the same ``?``-parameter SQL to both (statements are renumbered to
-``$n``, and ``CREATE`` statements get PostgreSQL's types), and ``storage.Gallery`` does the
-rest the same way on either: each node keeps the whole gallery in memory and matches there;
-the database is the shared truth.
+``PostgresDb`` is the second ``base.Database``, beside SQLite's: its owners speak the same
+``?``-parameter SQL to both (statements are renumbered to ``$n``, and ``CREATE`` statements
+get PostgreSQL's types), so the gallery does the rest the same way on either: each node keeps
+the whole gallery in memory and matches there; the database is the shared truth.
 
-Every write is one transaction on a pooled connection (asyncpg); a gallery change also
-``pg_notify``s :data:`CHANNEL` with its event and identities, delivered at commit in commit
+Every write is one transaction on a pooled connection (asyncpg); a write with a ``change``
+also ``pg_notify``s :data:`CHANNEL` with its event and keys, delivered at commit in commit
 order. Each node LISTENs on a connection of its own and hands the other nodes' changes to
-the gallery, which reads just those identities back and fires the same ``on_change`` event
-as the node that wrote, a few milliseconds after the commit.
+its owner (``follow``), which reads just those rows back, a few milliseconds after the commit.
 
-When the database goes away a node keeps matching from memory, and every write (and every
-read that needs the database: crops, email look-ups, history) raises ``StorageError`` (the
-API's 503) saying so. The follower reconnects with backoff, has the whole gallery reloaded
-(what it missed cannot be replayed) and fires ``reloaded``. A node refuses writes while its
-listener is down, so no node writes without hearing the others.
+When the database goes away a node keeps going from memory, and every write (and every read:
+crops, email look-ups, history) raises ``StorageError`` (the API's 503) saying so. The
+follower reconnects with backoff and has its owner reload everything (what it missed cannot
+be replayed). A node refuses writes while its listener is down, so no node writes without
+hearing the others.
 
-Emails are stored only as their HMAC with ``storage.secret``, as in SQLite; every node must
-use the same secret, which the database checks (it keeps an HMAC of a fixed text, never the
-secret). Embeddings are little-endian float32 ``bytea``, face images JPEG ``bytea``.
+Every node must use the same ``storage.secret`` (emails are stored as HMACs under it), which
+the database checks: it keeps an HMAC of a fixed text, never the secret.
 """
 
 from __future__ import annotations
@@ -42,18 +39,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from .storage import (
-    _IDENTITY_ROWS,
-    _SAMPLE_ROWS,
-    _SCHEMA,
-    SCHEMA_VERSION,
-    Change,
-    Conflict,
-    Rows,
-    Statement,
-    StorageError,
-    sample_columns,
-)
+from .base import META, Change, Conflict, Read, Schema, Statement, StorageError
 
 T = TypeVar("T")
 
@@ -76,8 +62,12 @@ INBOX_SIZE: Final = 1000
 #: Serialises schema changes when several nodes start at once (an advisory lock's key).
 _SCHEMA_LOCK: Final = 0x66616365  # "face"
 _SECRET_CHECK: Final = b"facestream: is this the secret the emails were hashed with?"
-#: Tables whose rows are numbered by the database: an INSERT into them returns the number.
-_NUMBERED: Final = re.compile(r"\s*INSERT\s+INTO\s+(samples|audit)\b", re.IGNORECASE)
+#: The table an INSERT goes into.
+_INSERT: Final = re.compile(r"\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
+#: A table whose rows the database numbers: an INSERT into it returns the number.
+_NUMBERED_TABLE: Final = re.compile(
+    r"\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)\s*\([^;]*"
+    r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b", re.IGNORECASE)
 #: SQLite's column types, in PostgreSQL's words.
 _TYPES: Final = (
     (re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"),
@@ -109,6 +99,12 @@ def _is_ddl(sql: str) -> bool:
     return sql.lstrip()[:6].upper() == "CREATE"
 
 
+def notification(node: str, event: str, keys: Sequence[str]) -> str:
+    """A change as the nodes tell each other on :data:`CHANNEL` (the keys go as ``faces``,
+    the name they have always had there)."""
+    return json.dumps({"node": node, "event": event, "faces": list(keys)})
+
+
 @functools.lru_cache(maxsize=512)
 def postgres_sql(sql: str) -> str:
     """``sql`` as PostgreSQL takes it: ``?`` parameters numbered ``$1``, ``$2``...; in a
@@ -122,8 +118,8 @@ def postgres_sql(sql: str) -> str:
 
 
 class PostgresDb:
-    """The gallery's tables in the PostgreSQL database ``url``, and the other nodes' changes
-    to them (``follow``)."""
+    """The PostgreSQL database ``url``, and the other nodes' changes to it (``follow``).
+    ``secret`` is checked against the one the database was first opened with."""
 
     def __init__(self, url: str, secret: bytes) -> None:
         self.url = url
@@ -137,18 +133,20 @@ class PostgresDb:
         self._follower: asyncio.Task[None] | None = None
         self._apply: Callable[[str, list[str]], Awaitable[None]] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facestream-pg")
+        #: Tables whose rows the database numbers, as their DDL went by (``_learn``).
+        self._numbered: set[str] = set()
         self._closed = False
 
-    async def open(self) -> None:
-        """Connect, create the schema if it is missing and LISTEN (before the gallery is
-        loaded, so nothing committed in between is missed: a notification of a change the
-        load already has is applied again, harmlessly). An unreachable database is a
-        StorageError."""
+    async def open(self, schemas: Sequence[Schema]) -> None:
+        """Connect, create the owners' tables that are missing, check the secret, and LISTEN
+        (before the owners read anything, so nothing committed in between is missed: a
+        notification of a change a read already has is applied again, harmlessly). An
+        unreachable database is a StorageError."""
         try:
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=1, max_size=4, timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S)
-            await self._guarded(self._create_schema)
+            await self._guarded(functools.partial(self._create_schema, schemas=schemas))
             await self._listen()
         except _UNREACHABLE as exc:
             raise self._not_there(exc) from exc
@@ -184,13 +182,41 @@ class PostgresDb:
             f"{self.describe} cannot be reached ({detail}): changes are refused until it is "
             "back; recognition goes on with the gallery in memory")
 
-    async def _create_schema(self, conn: asyncpg.Connection) -> None:
+    async def apply(self, schemas: Sequence[Schema]) -> None:
+        """Create more owners' tables, once open."""
+        await self._guarded(functools.partial(self._create_schema, schemas=schemas,
+                                              check_secret=False))
+
+    def _learn(self, sql: str) -> None:
+        """Note the table ``sql`` creates if the database numbers its rows."""
+        numbered = _NUMBERED_TABLE.match(sql)
+        if numbered:
+            self._numbered.add(numbered.group(1).lower())
+
+    async def _create_schema(self, conn: asyncpg.Connection, schemas: Sequence[Schema],
+                             check_secret: bool = True) -> None:
+        """The owners' tables, their versions recorded and (at opening) the secret checked,
+        in one transaction that nodes starting together take in turn."""
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
-            await conn.execute(postgres_sql(_SCHEMA))
-            await conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
-                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", str(SCHEMA_VERSION))
+            await conn.execute(postgres_sql(META))
+            for schema in schemas:
+                recorded = await conn.fetchval("SELECT value FROM meta WHERE key = $1",
+                                               schema.key)
+                if schema.upgrade is not None and recorded is not None and (
+                        int(recorded) < schema.version):
+                    raise StorageError(
+                        f"{self.describe} holds {schema.owner} tables of version {recorded}, "
+                        f"which only a SQLite file can be upgraded from (to {schema.version})")
+                for statement in schema.statements:
+                    self._learn(statement)
+                    await conn.execute(postgres_sql(statement))
+                await conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) "
+                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    schema.key, str(schema.version))
+            if not check_secret:
+                return
             check = hmac.new(self._secret, _SECRET_CHECK, hashlib.sha256).hexdigest()
             await conn.execute("INSERT INTO meta (key, value) VALUES ('secret_check', $1) "
                                "ON CONFLICT (key) DO NOTHING", check)
@@ -202,20 +228,19 @@ class PostgresDb:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def load(self, faces: Sequence[str] | None = None) -> Rows:
-        """The rows of the identities ``faces`` (all for None), as one snapshot."""
-        where, args = ("", ()) if faces is None else (" WHERE {} = ANY($1::text[])",
-                                                      (list(faces),))
+    async def snapshot(self, reads: Sequence[Read], mark: bool = False) -> list[Any]:
+        """Each read's rows (or what its ``take`` made of them, on this database's thread),
+        from one repeatable-read transaction. (``mark`` is SQLite's: changes here are
+        followed as they are notified.)"""
 
-        async def fetch(conn: asyncpg.Connection) -> Rows:
+        async def fetch(conn: asyncpg.Connection) -> list[Any]:
+            results = []
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                fetched = [await conn.fetch(
-                    f"{_SAMPLE_ROWS}{where.format('identity')} ORDER BY id", *args)]
-                # A whole gallery is split off the event loop; a change's few rows at once.
-                columns = (await self.run(sample_columns, fetched) if faces is None
-                           else sample_columns(fetched))
-                return columns, await conn.fetch(
-                    f"{_IDENTITY_ROWS}{where.format('hash')} ORDER BY created_at", *args)
+                for read in reads:
+                    fetched = [await conn.fetch(postgres_sql(read.sql), *read.params)]
+                    results.append(await self.run(read.take, fetched) if read.take
+                                   else fetched.pop())
+            return results
         return await self._guarded(fetch)
 
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -248,16 +273,18 @@ class PostgresDb:
                     # Nodes starting together: PostgreSQL's CREATE ... IF NOT EXISTS races.
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                 for sql, params in statements:
-                    if _NUMBERED.match(sql):
+                    if _is_ddl(sql):
+                        self._learn(sql)
+                    insert = _INSERT.match(sql)
+                    if insert and insert.group(1).lower() in self._numbered:
                         ids.append(int(await conn.fetchval(
                             postgres_sql(sql) + " RETURNING id", *params)))
                     else:
                         await conn.execute(postgres_sql(sql), *params)
                         ids.append(0)
                 if change is not None:
-                    event, faces = change
-                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(
-                        {"node": self.node, "event": event, "faces": list(faces)}))
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL,
+                                       notification(self.node, *change))
             return ids
         try:
             return await self._guarded(transaction)
@@ -270,14 +297,14 @@ class PostgresDb:
 
     async def forget(self, statements: Sequence[Statement], change: Change | None = None
                      ) -> None:
-        """Like ``write``, for deletions of face data (their old row versions stay in the
-        table files until PostgreSQL's autovacuum reuses the space)."""
+        """Like ``write``, for deletions (their old row versions stay in the table files
+        until PostgreSQL's autovacuum reuses the space)."""
         await self.write(statements, change)
 
     # -- following the other nodes -----------------------------------------------------------
 
     def follow(self, apply: Callable[[str, list[str]], Awaitable[None]]) -> None:
-        """From now on, ``await apply(event, faces)`` for each change another node commits,
+        """From now on, ``await apply(event, keys)`` for each change another node commits,
         and ``apply("reloaded", [])`` after the database was lost and is back."""
         self._apply = apply
         self._follower = asyncio.create_task(self._follow(), name="facestream-pg-follower")

@@ -1,0 +1,75 @@
+"""History's tables, and how they follow the gallery's identities.
+
+``visits`` (with their images in ``visit_images``) and ``unknowns`` (the stranger groups)
+name people by hash, enrolled or not. History (history.py) stores and reads them; this module
+declares them (``SCHEMA``) and says what becomes of them when the gallery enrolls, renames,
+merges or deletes an identity (``HistoryTables``). The gallery runs those statements in the
+same transaction as its own change, so no reader ever sees a deleted person's visits, or a
+merged one's under the old hash.
+
+They are apart from history.py because every gallery needs them, in every process: a
+``faces delete`` from the command line, which never starts History, still takes the person's
+visits with them. The gallery imports this module; history.py imports the gallery.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .db.base import Schema, Statement
+
+SCHEMA: Final = Schema("history", 1, (
+    """CREATE TABLE IF NOT EXISTS visits (
+    id          TEXT PRIMARY KEY,
+    person      TEXT NOT NULL,
+    known       INTEGER NOT NULL,
+    name        TEXT,
+    camera      TEXT NOT NULL,
+    arrived_at  REAL NOT NULL,
+    left_at     REAL,
+    quality     REAL
+)""",
+    "CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at, id)",
+    "CREATE INDEX IF NOT EXISTS visits_person ON visits (person, arrived_at)",
+    """CREATE TABLE IF NOT EXISTS visit_images (
+    visit       TEXT PRIMARY KEY REFERENCES visits (id) ON DELETE CASCADE,
+    crop        BLOB,
+    context     BLOB,
+    geometry    TEXT,
+    snapshot    BLOB
+)""",
+    """CREATE TABLE IF NOT EXISTS unknowns (
+    hash        TEXT PRIMARY KEY,
+    model       TEXT NOT NULL,
+    dim         INTEGER NOT NULL,
+    embedding   BLOB NOT NULL,
+    count       INTEGER NOT NULL,
+    created_at  REAL NOT NULL
+)""",
+))
+
+
+class HistoryTables:
+    """History's part of the gallery's changes (``storage.Dependent``)."""
+
+    schema = SCHEMA
+
+    def enrolled(self, face: str, name: str) -> list[Statement]:
+        # A stranger seen before (enrolled from the live view or from history): their visits
+        # are this person's now, and their group is gone.
+        return [("UPDATE visits SET known = 1, name = ? WHERE person = ?", (name, face)),
+                ("DELETE FROM unknowns WHERE hash = ?", (face,))]
+
+    def renamed(self, face: str, name: str) -> list[Statement]:
+        return [("UPDATE visits SET name = ? WHERE person = ?", (name, face))]
+
+    def merged(self, target: str, source: str, name: str) -> list[Statement]:
+        return [("UPDATE visits SET person = ?, name = ? WHERE person = ?",
+                 (target, name, source))]
+
+    def deleted(self, face: str) -> list[Statement]:
+        # Their history goes with them: visits, face crops and snapshots.
+        return [("DELETE FROM visits WHERE person = ?", (face,))]
+
+
+HISTORY_TABLES: Final = HistoryTables()
