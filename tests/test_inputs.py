@@ -19,7 +19,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from facestream.config import Config
-from facestream.manage import cmd_list, gallery_of
+from facestream.commands.common import gallery_of
+from facestream.commands.faces import cmd_list
 from facestream.server import create_app
 from facestream.storage import DB_FILE
 

@@ -1,4 +1,4 @@
-"""``python -m facestream evaluate PATH``: measure verification accuracy on labelled faces and
+"""``facestream evaluate PATH``: measure verification accuracy on labelled faces and
 suggest a threshold, through exactly the server's detection, alignment and embedding code.
 
 PATH is an LFW-format folder (``pairs.txt`` plus ``Person/Person_NNNN.jpg``) or a folder of
@@ -27,6 +27,7 @@ enrolled twice); and the calibration of this data's different-person similaritie
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -43,11 +44,10 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from .config import Config
-from .identity import Calibration, GalleryIndex
-from .manage import faces_in, pool_for
-from .privacy import write_private
-from .verification import (
+from ..config import DETECTORS, Config
+from ..identity import Calibration, GalleryIndex
+from ..privacy import write_private
+from ..verification import (
     DatasetError,
     accuracy,
     best_threshold,
@@ -57,8 +57,10 @@ from .verification import (
     similarities,
     tar_at_far,
 )
-from .workers import WorkerPool
+from ..workers import WorkerPool
+from .common import DEFAULT_CONFIG, Command, add_shared, faces_in, load_config, pool_for, prog
 
+USES: Final = ("config", "model", "workers")
 FARS: Final = (1e-2, 1e-3)
 
 
@@ -154,8 +156,8 @@ def _edit_recognition(config_path: Path, table: str, model: str, value: Any) -> 
     os.chmod(config_path, mode)
 
 
-async def run(config: Config, root: Path, out_dir: Path, limit: int | None, seed: int,
-              show_progress: bool, stream: TextIO) -> dict[str, Any]:
+async def run_pairs(config: Config, root: Path, out_dir: Path, limit: int | None, seed: int,
+                    show_progress: bool, stream: TextIO) -> dict[str, Any]:
     r = config.recognition
     data = load_dataset(root, limit, seed)
     async with pool_for(config) as pool:
@@ -381,3 +383,74 @@ def apply_calibration(config_path: Path, model: str, calibration: dict[str, floa
     """Set ``[recognition.calibration.MODEL]`` in the config file, keeping everything else."""
     _edit_recognition(config_path, "calibration", model,
                       {"mean": calibration["mean"], "std": calibration["std"]})
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog("evaluate"),
+        description="Measure verification accuracy on labelled faces (an LFW-format folder "
+        "with pairs.txt, or Person/*.jpg folders) with the server's own pipeline, and "
+        "suggest a threshold; or, with --open-set, identification of enrolled people and "
+        "strangers against a whole gallery.",
+    )
+    p.add_argument("path", type=Path)
+    add_shared(p, USES)
+    p.add_argument("--detector", choices=DETECTORS, help="face detector")
+    p.add_argument("--pairs", type=int, help="use at most this many pairs (half same, half "
+                   "different)")
+    p.add_argument("--out", type=Path, default=Path("evaluation"),
+                   help="folder for report.json, roc.png, histogram.png (default: evaluation)")
+    p.add_argument("--seed", type=int, default=0, help="seed for pair sampling and folds")
+    p.add_argument("--open-set", action="store_true",
+                   help="measure identification against everybody enrolled (who is this, or "
+                   "nobody?) on Person/*.jpg folders, as the server decides")
+    p.add_argument("--gallery-size", type=int,
+                   help="with --open-set: enroll this many people (default: everybody with "
+                   "two or more photos)")
+    p.add_argument("--apply", action="store_true",
+                   help="write the suggested threshold (with --open-set: the measured "
+                   "calibration) for this model into the config file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args, recognition__workers=args.workers,
+                         recognition__detector=args.detector)
+    if args.pairs is not None and args.pairs < 2:
+        print("error: --pairs must be at least 2", file=sys.stderr)
+        return 2
+    if args.gallery_size is not None and not args.open_set:
+        print("error: --gallery-size needs --open-set", file=sys.stderr)
+        return 2
+    model = config.recognition.model
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    try:
+        if args.open_set:
+            report = asyncio.run(run_open_set(config, args.path, args.out, args.gallery_size,
+                                              args.seed, not args.quiet, sys.stdout))
+        else:
+            report = asyncio.run(run_pairs(config, args.path, args.out, args.pairs, args.seed,
+                                           not args.quiet, sys.stdout))
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.apply and args.open_set:
+        measured = report["calibration_measured"]
+        if measured is None:
+            print(f"error: --apply needs at least 1000 different-person pairs to measure a "
+                  f"calibration; {report['different_pairs']} here", file=sys.stderr)
+            return 2
+        apply_calibration(path, model, measured)
+        print(f"set recognition.calibration.{model} = {{ mean = {measured['mean']}, "
+              f"std = {measured['std']} }} in {path}")
+    elif args.apply:
+        apply_threshold(path, model, report["best_threshold"])
+        print(f"set recognition.thresholds.{model} = {report['best_threshold']} in {path}")
+    return 0
+
+
+COMMAND: Final = Command("evaluate", USES, build_parser, run)
