@@ -7,7 +7,7 @@ detection, alignment, embedding), measuring the thread's CPU time: per image, an
 embedded face (the same crop embedded again). Then, from those embeddings:
 
 * LFW pairs (``pairs.txt``, 360 pairs): accuracy at the configured 1:1 threshold, at the best
-  threshold, and 10-fold cross-validated (``facestream.evaluate``).
+  threshold, and 10-fold cross-validated (``facestream.verification``).
 * Open set, the issue's protocol: the first photo of each person with two or more photos is
   enrolled (123 people), their other photos are probes (225), the 219 people with one photo
   are strangers. At the configured policy (``recognition.stranger_far`` 1%): strangers named,
@@ -83,7 +83,7 @@ def embed_all(model: str, detector: str, paths: list[Path]) -> dict[str, Any]:
 
 
 def pairs_accuracy(embs: dict[Path, np.ndarray | None], threshold: float) -> dict[str, float]:
-    from facestream.evaluate import accuracy, best_threshold, cross_validated, load_dataset
+    from facestream.verification import accuracy, best_threshold, cross_validated, load_dataset
 
     data = load_dataset(LFW)
     vec = [embs.get(p) for p in data.images]

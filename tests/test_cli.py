@@ -1,12 +1,19 @@
-"""The command line as a new user meets it, run as `python -m facestream ...` in subprocesses:
-shared options before or after a command and its action, a mistyped data dir refused rather
-than created, a new gallery said aloud, one helpful line for a camera that cannot be opened,
-"opened" once for a looping file, and `python -m facestream` run beside a checkout folder
-named facestream (an editable install into a throwaway venv)."""
+"""The command line as a new user meets it: shared options before or after a command and its
+action, a mistyped data dir refused rather than created, a new gallery said aloud, one helpful
+line for a camera that cannot be opened, "opened" once for a looping file, and `python -m
+facestream` run beside a checkout folder named facestream (an editable install into a throwaway
+venv).
+
+Parsing and the commands run in this process, through ``cli.main`` as ``python -m facestream``
+calls it (see :func:`cli`). Only what needs a process is one: a running server (its log, its
+signals, its exit code) and an interpreter started beside a checkout folder."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -16,6 +23,8 @@ import sys
 import sysconfig
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +32,7 @@ import numpy as np
 import pytest
 
 from facestream import __version__
+from facestream.cli import main
 from facestream.db.disk import DB_FILE
 
 from .conftest import ROOT, TALKING_HEAD, free_port, read_video, stop_process, write_video
@@ -32,9 +42,58 @@ PASSWORD = "correct horse battery staple\n"
 SHARED = {"--config", "--data-dir", "--model", "--workers"}
 
 
-def run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "facestream", *args], cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=120, check=False)
+@dataclass
+class Ran:
+    """What a command did, as a process's caller sees it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Run = Callable[..., Ran]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    """``run(*args, cwd=..., stdin=...)``: ``python -m facestream ARGS`` in this process, as a
+    new process would run it: in ``cwd``, with ``stdin``, ``sys.argv`` as ``-m`` sets it (the
+    usage lines name ``python -m facestream``), argparse's 80 columns, and logging as
+    ``main`` configures it writing to the captured stderr (pytest's own handlers set aside,
+    then everything restored)."""
+
+    def run_(*args: str, cwd: Path, stdin: str | None = None) -> Ran:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        monkeypatch.setattr(sys, "argv", [str(ROOT / "facestream" / "__main__.py"), *args])
+        monkeypatch.setenv("COLUMNS", "80")
+        capsys.readouterr()
+        with fresh_logging():
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: usage errors (2), --help and --version (0)
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    return run_
+
+
+@contextlib.contextmanager
+def fresh_logging() -> Iterator[None]:
+    """The root logger as a new process has it (no handlers, level WARNING) while ``main``
+    runs, so its ``logging.basicConfig`` takes effect as it would there; restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers.clear()
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def tree(path: Path) -> list[str]:
@@ -54,7 +113,7 @@ def created(data: Path) -> str:
 
 
 @pytest.fixture
-def gallery(tmp_path: Path) -> Path:
+def gallery(run: Run, tmp_path: Path) -> Path:
     """A data dir whose gallery has one dashboard user, ada, made by the command line."""
     data = tmp_path / "data"
     proc = run("users", "add", "ada", "--role", "admin", "--password-stdin", "--data-dir",
@@ -67,7 +126,7 @@ def gallery(tmp_path: Path) -> Path:
 
 
 def test_shared_options_work_before_and_after_the_command_and_its_action(
-        gallery: Path, tmp_path: Path) -> None:
+        run: Run, gallery: Path, tmp_path: Path) -> None:
     d = str(gallery)
     for args in (("--data-dir", d, "users", "list"), ("users", "--data-dir", d, "list"),
                  ("users", "list", "--data-dir", d)):
@@ -94,7 +153,8 @@ def test_shared_options_work_before_and_after_the_command_and_its_action(
             0, "ok: 0 identities, 0 samples, 0 visits\n", ""), args
 
 
-def test_an_option_given_twice_the_later_one_wins(gallery: Path, tmp_path: Path) -> None:
+def test_an_option_given_twice_the_later_one_wins(run: Run, gallery: Path,
+                                                   tmp_path: Path) -> None:
     d = str(gallery)
     for args in (("users", "--data-dir", "typo", "list", "--data-dir", d),
                  ("--data-dir", "typo", "users", "list", "--data-dir", d),
@@ -126,7 +186,7 @@ def test_an_option_given_twice_the_later_one_wins(gallery: Path, tmp_path: Path)
     (("weights", "--help"), {"--config", "--model"}),
 ], ids=lambda v: " ".join(v) if isinstance(v, tuple) else None)
 def test_help_lists_the_shared_options_a_command_uses_and_no_other(
-        args: tuple[str, ...], uses: set[str], tmp_path: Path) -> None:
+        run: Run, args: tuple[str, ...], uses: set[str], tmp_path: Path) -> None:
     proc = run(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", proc.stdout))
@@ -143,8 +203,8 @@ def test_help_lists_the_shared_options_a_command_uses_and_no_other(
     (("bogus",), ("unknown command 'bogus' (commands: faces, reembed, evaluate, gallery, "
                   "users, tokens, import-pickle, weights)")),
 ])
-def test_an_option_a_command_does_not_use_is_refused(args: tuple[str, ...], message: str,
-                                                     tmp_path: Path) -> None:
+def test_an_option_a_command_does_not_use_is_refused(run: Run, args: tuple[str, ...],
+                                                     message: str, tmp_path: Path) -> None:
     proc = run(*args, cwd=tmp_path)
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr.startswith("usage: ")
@@ -163,14 +223,14 @@ def test_an_option_a_command_does_not_use_is_refused(args: tuple[str, ...], mess
     ("reembed", "--model", "Dlib"),
 ], ids=" ".join)
 def test_a_missing_data_dir_is_one_error_line_and_nothing_is_created(
-        command: tuple[str, ...], tmp_path: Path) -> None:
+        run: Run, command: tuple[str, ...], tmp_path: Path) -> None:
     proc = run(*command, "--data-dir", "typo", cwd=tmp_path, stdin=PASSWORD)
     assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", missing("typo", tmp_path))
     assert tree(tmp_path) == []
 
 
 def test_a_data_dir_without_a_gallery_and_the_default_one_are_refused_too(
-        tmp_path: Path) -> None:
+        run: Run, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = run("faces", "list", "--data-dir", str(empty), cwd=tmp_path)
@@ -184,7 +244,7 @@ def test_a_data_dir_without_a_gallery_and_the_default_one_are_refused_too(
     assert tree(tmp_path) == ["empty"]
 
 
-def test_commands_that_make_a_gallery_say_so_in_one_line(tmp_path: Path) -> None:
+def test_commands_that_make_a_gallery_say_so_in_one_line(run: Run, tmp_path: Path) -> None:
     first = tmp_path / "first"
     proc = run("tokens", "create", "--role", "viewer", "--data-dir", "first", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -221,7 +281,8 @@ def test_commands_that_make_a_gallery_say_so_in_one_line(tmp_path: Path) -> None
 
 
 class Server:
-    """``python -m facestream`` on a free loopback port, its log in a file."""
+    """``python -m facestream`` on a free loopback port, its log in a file: a process, as what
+    is tested is its log from start to exit, and stopping it by SIGTERM with exit code 0."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
         self.port = free_port()
@@ -434,7 +495,8 @@ def sh(*command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=300, check=False)
 
 
-def test_weights_checks_the_model_asked_for_wherever_the_option_goes(tmp_path: Path) -> None:
+def test_weights_checks_the_model_asked_for_wherever_the_option_goes(run: Run,
+                                                                      tmp_path: Path) -> None:
     proc = run("weights", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "recognition.model SFace with detector yunet: ready"

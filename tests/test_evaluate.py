@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facestream.evaluate import best_threshold, cross_validated, roc, tar_at_far
+from facestream.verification import best_threshold, cross_validated, roc, tar_at_far
 
 from .conftest import BIDEN, BIDEN2, FACES, OBAMA, OBAMA2, OBAMA3, ROOT
 

@@ -411,7 +411,7 @@ async def test_version_2_dlib_gallery_moves_to_sface_and_still_recognises(
     cfg = Config(storage=StorageConfig(data_dir=str(tmp_path)))
     with pytest.raises(ModelMismatch, match="reembed --model SFace"):
         await Gallery.for_config(cfg)
-    from facestream.manage import cmd_reembed
+    from facestream.commands.reembed import cmd_reembed
 
     assert await cmd_reembed(dataclasses.replace(
         cfg, recognition=dataclasses.replace(cfg.recognition, workers=1)), "SFace", False,

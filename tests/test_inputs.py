@@ -18,9 +18,10 @@ from urllib.parse import quote_from_bytes
 import pytest
 from aiohttp.test_utils import TestClient
 
+from facestream.commands.common import gallery_of
+from facestream.commands.faces import cmd_list
 from facestream.config import Config
 from facestream.db.disk import DB_FILE
-from facestream.manage import cmd_list, gallery_of
 
 from .conftest import OBAMA
 from .test_storage import unit

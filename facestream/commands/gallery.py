@@ -1,9 +1,10 @@
-"""The gallery file itself, for operators:
+"""``facestream gallery``: the gallery file itself, for operators:
 
-    python -m facestream gallery check           integrity and foreign keys (read-only); exit 1
-                                                 on problems
-    python -m facestream gallery backup FILE      SQLite's online backup: safe while serving
-    python -m facestream gallery restore FILE     checks the backup, keeps the current file
+    facestream gallery check               integrity and foreign keys (read-only); exit 1
+                                           on problems
+    facestream gallery backup FILE         SQLite's online backup: safe while serving
+    facestream gallery restore FILE        checks the backup, keeps the current file
+    facestream gallery migrate --to URL    a copy into PostgreSQL (see pgmigrate.py)
 
 A backup is the whole gallery file: identities, samples with their face images, visits. Emails
 are stored as HMACs under the server secret (``secret.key`` in the data dir unless
@@ -12,18 +13,21 @@ are stored as HMACs under the server secret (``secret.key`` in the data dir unle
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import fcntl
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Final, TextIO
 
-from .config import Config
-from .db.base import StorageError
-from .db.disk import (
+from ..config import Config
+from ..db.base import StorageError
+from ..db.disk import (
     DB_FILE,
     RESTORE_HINT,
     SQLITE_MAGIC,
@@ -32,8 +36,9 @@ from .db.disk import (
     read_only,
     storage_error,
 )
-from .gallery_types import GalleryError
-from .privacy import SECRET_FILE
+from ..gallery_types import GalleryError
+from ..privacy import SECRET_FILE
+from .common import Command, action, actions, add_shared, load_config, prog, require_gallery
 
 #: Every SQLite connection to a WAL database holds a shared lock on this byte of the -shm
 #: file while it is open (UNIX_SHM_DMS in SQLite's os_unix.c: (22 + 8) * 4 + 8).
@@ -215,3 +220,55 @@ def cmd_restore(config: Config, source: Path, out: TextIO) -> int:
         print(f"copy the {SECRET_FILE} kept with the backup into {config.data_path} before "
               "starting, or email look-ups will not match", file=out)
     return 0
+
+
+# -- the command ----------------------------------------------------------------------------
+
+USES: Final = ("config", "data_dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog("gallery"),
+        description="Check, back up and restore the gallery file (DATA_DIR/gallery.sqlite3), "
+        "or move it into PostgreSQL.",
+    )
+    add_shared(p, USES)
+    sub = actions(p)
+    action(sub, "gallery", "check", USES, help="SQLite's integrity and foreign-key checks, "
+           "read-only; exit 1 on problems")
+    backup = action(sub, "gallery", "backup", USES, help="copy the gallery to FILE (or into "
+                    "a folder); safe while the server runs")
+    backup.add_argument("file", type=Path)
+    restore = action(sub, "gallery", "restore", USES, help="put the backup FILE in place of "
+                     "the gallery (stop the server first); the current file is kept beside it")
+    restore.add_argument("file", type=Path)
+    migrate = action(sub, "gallery", "migrate", USES, help="copy the gallery, visits "
+                     "included, into an empty PostgreSQL database (the file stays as it is)")
+    migrate.add_argument("--to", required=True, metavar="URL",
+                         help="postgresql://user@host:5432/database")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args, model=False)
+    if config.storage.url and args.action != "migrate":
+        from ..db.postgres import where
+
+        print(f"error: storage.url is set: the gallery is in PostgreSQL at "
+              f"{where(config.storage.url)}; check, back up and restore it with PostgreSQL's "
+              "tools (pg_dump, pg_restore)", file=sys.stderr)
+        return 2
+    if args.action == "restore":  # its own line says whether there was a gallery before
+        return cmd_restore(config, args.file, sys.stdout)
+    require_gallery(config)
+    if args.action == "migrate":
+        from ..pgmigrate import cmd_migrate
+
+        return asyncio.run(cmd_migrate(config, args.to, sys.stdout, sys.stderr))
+    if args.action == "check":
+        return cmd_check(config, sys.stdout)
+    return cmd_backup(config, args.file, sys.stdout)
+
+
+COMMAND: Final = Command("gallery", USES, build_parser, run)

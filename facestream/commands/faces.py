@@ -1,12 +1,12 @@
-"""Gallery management from the command line, for scripting:
+"""``facestream faces list|add|enroll-dir|delete|export|import``: the gallery from the command
+line, for scripting:
 
-    python -m facestream faces list
-    python -m facestream faces add NAME IMAGE...
-    python -m facestream faces enroll-dir DIR        (DIR/Person_Name/*.jpg, like LFW)
-    python -m facestream faces delete HASH
-    python -m facestream faces export FILE           (JSON; never pickle)
-    python -m facestream faces import FILE
-    python -m facestream reembed --model NAME
+    facestream faces list
+    facestream faces add NAME IMAGE...
+    facestream faces enroll-dir DIR        (DIR/Person_Name/*.jpg, like LFW)
+    facestream faces delete HASH
+    facestream faces export FILE           (JSON; never pickle)
+    facestream faces import FILE
 
 They work on the data dir directly and may run while the server is up: the server notices
 committed changes within a second. Faces are embedded by the same worker pool and code as the
@@ -15,13 +15,14 @@ server's uploads.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import base64
 import json
 import sys
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -29,20 +30,28 @@ from typing import Any, Final, TextIO
 import numpy as np
 from tqdm import tqdm
 
-from .config import Config
-from .db.base import StorageError
-from .gallery_types import (
-    AlreadyEnrolled,
-    GalleryError,
-    Identity,
-    NotFound,
-    SampleRecord,
-    StoredImages,
+from ..config import Config
+from ..db.base import StorageError
+from ..gallery_types import AlreadyEnrolled, GalleryError, Identity, NotFound, StoredImages
+from ..privacy import write_private
+from ..recognition import Face, ambiguous
+from ..storage import Gallery
+from ..workers import WorkerPool
+from .common import (
+    SHARED,
+    Command,
+    action,
+    actions,
+    add_shared,
+    announce_new_gallery,
+    faces_in,
+    gallery_of,
+    load_config,
+    pool_for,
+    prog,
+    progress,
+    require_gallery,
 )
-from .privacy import write_private
-from .recognition import Face, ImageError, StoredFace, ambiguous
-from .storage import Gallery
-from .workers import PoolSettings, WorkerPool
 
 EXPORT_FORMAT: Final = "facestream-gallery"
 #: Version 2 adds each sample's context square and geometry; version 1 files still import.
@@ -51,45 +60,6 @@ EXPORT_VERSION: Final = 2
 #: enrolled under another name.
 ON_MATCH: Final = ("skip", "sample", "new")
 IMAGE_SUFFIXES: Final = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-
-
-@asynccontextmanager
-async def gallery_of(config: Config, check_model: bool = True) -> AsyncIterator[Gallery]:
-    gallery = await Gallery.for_config(config, check_model=check_model)
-    try:
-        yield gallery
-    finally:
-        await gallery.close()
-
-
-@asynccontextmanager
-async def pool_for(config: Config, model: str | None = None) -> AsyncIterator[WorkerPool]:
-    pool = WorkerPool(PoolSettings.from_config(config, model))
-    await pool.start()
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-def _progress(total: int, what: str) -> tqdm[Any]:
-    # disable=None: no bar when stderr is not a terminal (logs, CI), where it would only
-    # print hundreds of carriage-return updates.
-    return tqdm(total=total, desc=what, unit="img", file=sys.stderr,
-                disable=True if total < 2 else None, leave=False)
-
-
-async def faces_in(pool: WorkerPool, path: Path) -> list[Face] | str:
-    """The faces in an image file, or a reason it could not be used."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return f"cannot read ({exc.strerror})"
-    try:
-        faces = await pool.analyze_image(data)
-    except ImageError as exc:
-        return exc.message
-    return faces if faces else "no face found"
 
 
 @dataclass
@@ -236,7 +206,7 @@ async def cmd_list(config: Config, out: TextIO) -> int:
 
 async def cmd_add(config: Config, name: str, images: list[Path], out: TextIO) -> int:
     async with gallery_of(config) as gallery, pool_for(config) as pool:
-        with _progress(len(images), name) as bar:
+        with progress(len(images), name) as bar:
             result = await enroll_images(gallery, pool, name, images, out, bar)
     print(f"{name}: {result.added} samples added, {len(result.skipped)} images skipped",
           file=out)
@@ -256,7 +226,7 @@ async def cmd_enroll_dir(config: Config, root: Path, out: TextIO, on_match: str 
     results: list[Enrolled] = []
     async with gallery_of(config) as gallery, pool_for(config) as pool:
         before = {i.hash for i in gallery.list()}
-        with _progress(total, "enrolling") as bar:
+        with progress(total, "enrolling") as bar:
             for name, images in jobs:
                 results.append(await enroll_images(gallery, pool, name, images, out, bar,
                                                    on_match))
@@ -378,39 +348,70 @@ async def cmd_import(config: Config, path: Path, out: TextIO) -> int:
     return 0
 
 
-def _stored(sample: SampleRecord) -> StoredFace:
-    return StoredFace(sample.context, sample.geometry, sample.crop)
+# -- the command ----------------------------------------------------------------------------
+
+#: --workers: add and enroll-dir only (see ACTION_USES).
+USES: Final = SHARED
+#: Which shared options each action uses; any other is refused.
+ACTION_USES: Final[dict[str, tuple[str, ...]]] = {
+    "list": ("config", "data_dir", "model"),
+    "add": SHARED,
+    "enroll-dir": SHARED,
+    "delete": ("config", "data_dir", "model"),
+    "export": ("config", "data_dir", "model"),
+    "import": ("config", "data_dir", "model"),
+}
+#: Actions that make a gallery if there is none; the others need one.
+CREATE: Final = frozenset({"add", "enroll-dir", "import"})
 
 
-async def cmd_reembed(config: Config, model: str, drop_uncropped: bool, out: TextIO) -> int:
-    """Rebuild every embedding with ``model`` from the stored crops; hashes stay the same."""
-    async with gallery_of(config, check_model=False) as gallery:
-        records = await gallery.records()
-        samples = [s for _, _, ss in records for s in ss]
-        uncropped = [s for s in samples if s.crop is None and s.context is None]
-        if uncropped and not drop_uncropped:
-            names = sorted({i.name for i, _, ss in records for s in ss if s.crop is None})
-            print(f"error: {len(uncropped)} samples have no stored face crop (imported "
-                  f"embeddings) and cannot be re-embedded: {', '.join(names[:10])}. "
-                  "Re-run with --drop-uncropped to remove them.", file=sys.stderr)
-            return 1
-        todo = [s for s in samples if s.crop is not None or s.context is not None]
-        new: dict[int, Any] = {}
-        failed: list[int] = []
-        async with pool_for(config, model) as pool:
-            with _progress(len(todo), f"re-embedding with {model}") as bar:
-                for start in range(0, len(todo), 16):
-                    batch = todo[start:start + 16]
-                    embs = await pool.embed_stored([_stored(s) for s in batch])
-                    for s, emb in zip(batch, embs):
-                        if emb is None:
-                            failed.append(s.id)
-                        else:
-                            new[s.id] = emb
-                    bar.update(len(batch))
-        await gallery.replace_embeddings(model, new, drop=[s.id for s in uncropped] + failed)
-        left = len(gallery.list())
-    print(f"re-embedded {len(new)} samples with {model}; {len(uncropped) + len(failed)} "
-          f"dropped; {left} identities. Set recognition.model = \"{model}\" (or --model "
-          f"{model}) to serve with it.", file=out)
-    return 0
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog("faces"),
+        description="Manage the gallery from the command line (safe while the server runs).",
+    )
+    add_shared(p, USES, workers_help="worker processes for detection and embedding "
+               "(add and enroll-dir)")
+    sub = actions(p)
+    action(sub, "faces", "list", ACTION_USES["list"], help="list enrolled identities")
+    add = action(sub, "faces", "add", ACTION_USES["add"],
+                 help="enroll NAME from one or more photos (or add samples)")
+    add.add_argument("name")
+    add.add_argument("images", nargs="+", type=Path)
+    enroll = action(sub, "faces", "enroll-dir", ACTION_USES["enroll-dir"],
+                    help="enroll DIR/Person_Name/*.jpg (LFW layout)")
+    enroll.add_argument("dir", type=Path)
+    enroll.add_argument(
+        "--on-match", choices=ON_MATCH, default="skip",
+        help="a photo whose face is near-certainly somebody enrolled under another name: "
+        "skip it (default), add it as a sample of that person, or enroll it anyway")
+    delete = action(sub, "faces", "delete", ACTION_USES["delete"], help="delete an identity")
+    delete.add_argument("hash")
+    export = action(sub, "faces", "export", ACTION_USES["export"],
+                    help="write the gallery to a JSON file")
+    export.add_argument("file", type=Path)
+    imp = action(sub, "faces", "import", ACTION_USES["import"],
+                 help="add identities from an exported JSON file")
+    imp.add_argument("file", type=Path)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args, recognition__workers=args.workers)
+    out = sys.stdout
+    commands = {
+        "list": lambda: cmd_list(config, out),
+        "add": lambda: cmd_add(config, args.name, args.images, out),
+        "enroll-dir": lambda: cmd_enroll_dir(config, args.dir, out, args.on_match),
+        "delete": lambda: cmd_delete(config, args.hash, out),
+        "export": lambda: cmd_export(config, args.file, out),
+        "import": lambda: cmd_import(config, args.file, out),
+    }
+    if args.action not in CREATE:
+        require_gallery(config)
+        return asyncio.run(commands[args.action]())
+    with announce_new_gallery(config):
+        return asyncio.run(commands[args.action]())
+
+
+COMMAND: Final = Command("faces", USES, build_parser, run)

@@ -1,4 +1,4 @@
-"""``python -m facestream evaluate PATH``: measure verification accuracy on labelled faces and
+"""``facestream evaluate PATH``: measure verification accuracy on labelled faces and
 suggest a threshold, through exactly the server's detection, alignment and embedding code.
 
 PATH is an LFW-format folder (``pairs.txt`` plus ``Person/Person_NNNN.jpg``) or a folder of
@@ -9,9 +9,9 @@ Every image goes through the worker pool the server uses for uploads. A pair wit
 which no face was found counts as "different" (the system could not verify it), and those
 images are listed. The report has accuracy at the configured threshold, the best threshold
 with its k-fold cross-validated accuracy (chosen on k-1 folds, scored on the k-th), ROC AUC,
-TAR at FAR 1e-2 and 1e-3, and time per image; it is printed, written to ``report.json`` and
-drawn as ``roc.png`` and ``histogram.png``. ``--apply`` writes the suggested threshold into
-the config file, for the evaluated model only.
+TAR at FAR 1e-2 and 1e-3 (computed by verification.py), and time per image; it is printed,
+written to ``report.json`` and drawn as ``roc.png`` and ``histogram.png``. ``--apply`` writes
+the suggested threshold into the config file, for the evaluated model only.
 
 ``--open-set`` asks instead "who is this, or nobody?" as the server does, against everybody
 enrolled at once, on a folder of identities (``Person/*.jpg``; an LFW folder's ``pairs.txt`` is
@@ -27,6 +27,7 @@ enrolled twice); and the calibration of this data's different-person similaritie
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -43,83 +44,24 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from .config import Config
-from .identity import Calibration, GalleryIndex
-from .manage import faces_in, pool_for
-from .privacy import write_private
-from .workers import WorkerPool
+from ..config import DETECTORS, Config
+from ..identity import Calibration, GalleryIndex
+from ..privacy import write_private
+from ..verification import (
+    DatasetError,
+    accuracy,
+    best_threshold,
+    cross_validated,
+    load_dataset,
+    roc,
+    similarities,
+    tar_at_far,
+)
+from ..workers import WorkerPool
+from .common import DEFAULT_CONFIG, Command, add_shared, faces_in, load_config, pool_for, prog
 
-FOLDS: Final = 10
+USES: Final = ("config", "model", "workers")
 FARS: Final = (1e-2, 1e-3)
-
-
-class DatasetError(ValueError):
-    pass
-
-
-@dataclass
-class Dataset:
-    kind: str  # "lfw" or "folders"
-    images: list[Path]
-    pairs: list[tuple[int, int, bool]]  # image index, image index, same person
-
-
-def load_dataset(root: Path, limit: int | None = None, seed: int = 0) -> Dataset:
-    if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder")
-    rng = random.Random(seed)
-    index: dict[Path, int] = {}
-    images: list[Path] = []
-
-    def idx(path: Path) -> int:
-        if path not in index:
-            index[path] = len(images)
-            images.append(path)
-        return index[path]
-
-    pairs_file = root / "pairs.txt"
-    raw: list[tuple[Path, Path, bool]] = []
-    if pairs_file.is_file():
-        kind = "lfw"
-        for line in pairs_file.read_text().strip().splitlines()[1:]:
-            p = line.split()
-            if len(p) == 3:
-                a, b = (p[0], int(p[1])), (p[0], int(p[2]))
-            elif len(p) == 4:
-                a, b = (p[0], int(p[1])), (p[2], int(p[3]))
-            else:
-                continue
-            raw.append((root / a[0] / f"{a[0]}_{a[1]:04d}.jpg",
-                        root / b[0] / f"{b[0]}_{b[1]:04d}.jpg", len(p) == 3))
-    else:
-        kind = "folders"
-        people = {
-            d.name: sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
-            for d in sorted(root.iterdir()) if d.is_dir()
-        }
-        people = {k: v for k, v in people.items() if v}
-        if len(people) < 2:
-            raise DatasetError(f"{root} needs pairs.txt or at least two Person/ folders")
-        same = [(a, b, True) for files in people.values()
-                for i, a in enumerate(files) for b in files[i + 1:]]
-        names = list(people)
-        different: set[tuple[Path, Path]] = set()
-        wanted = min(len(same) or 1, sum(len(v) for v in people.values()) ** 2)
-        for _ in range(wanted * 20):
-            if len(different) >= wanted:
-                break
-            x, y = rng.sample(names, 2)
-            different.add((rng.choice(people[x]), rng.choice(people[y])))
-        raw = same + [(a, b, False) for a, b in sorted(different)]
-    if not raw:
-        raise DatasetError(f"no pairs found in {root}")
-    if limit is not None and limit < len(raw):
-        pos = [r for r in raw if r[2]]
-        neg = [r for r in raw if not r[2]]
-        k = limit // 2
-        raw = rng.sample(pos, min(k, len(pos))) + rng.sample(neg, min(limit - k, len(neg)))
-    pairs = [(idx(a), idx(b), same) for a, b, same in raw]
-    return Dataset(kind, images, pairs)
 
 
 async def embed_images(
@@ -145,61 +87,6 @@ async def embed_images(
     await asyncio.gather(*(one(i, p) for i, p in enumerate(images)))
     bar.close()
     return out, failures, time.perf_counter() - t0
-
-
-def similarities(embs: Sequence[NDArray[np.float32] | None],
-                 pairs: Sequence[tuple[int, int, bool]]) -> tuple[NDArray[Any], NDArray[Any]]:
-    sims = np.array([
-        float(embs[a] @ embs[b]) if embs[a] is not None and embs[b] is not None else -np.inf
-        for a, b, _ in pairs
-    ])
-    return sims, np.array([same for _, _, same in pairs], dtype=bool)
-
-
-def accuracy(sims: NDArray[Any], same: NDArray[Any], threshold: float) -> float:
-    return float(((sims >= threshold) == same).mean())
-
-
-def best_threshold(sims: NDArray[Any], same: NDArray[Any]) -> float:
-    """The threshold of highest accuracy: midpoints between observed similarities; among
-    equally good ones, the middle one (the most margin on both sides)."""
-    finite = np.unique(sims[np.isfinite(sims)])
-    if finite.size == 0:
-        return 1.0
-    candidates = np.concatenate([[finite[0] - 1e-6], (finite[:-1] + finite[1:]) / 2,
-                                 [finite[-1] + 1e-6]])
-    scores = np.array([accuracy(sims, same, t) for t in candidates])
-    best = np.flatnonzero(scores == scores.max())
-    return float(candidates[best[len(best) // 2]])
-
-
-def cross_validated(sims: NDArray[Any], same: NDArray[Any], folds: int = FOLDS,
-                    seed: int = 0) -> tuple[float, list[float]]:
-    folds = max(2, min(folds, len(sims) // 2))
-    order = np.random.default_rng(seed).permutation(len(sims))
-    accs, ths = [], []
-    for k in range(folds):
-        test = order[k::folds]
-        train = np.setdiff1d(order, test)
-        t = best_threshold(sims[train], same[train])
-        accs.append(accuracy(sims[test], same[test], t) * len(test))
-        ths.append(t)
-    return float(sum(accs) / len(sims)), ths
-
-
-def roc(sims: NDArray[Any], same: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any], float]:
-    """False and true positive rates at every threshold (descending), and the area under."""
-    order = np.argsort(-sims, kind="stable")
-    labels = same[order]
-    pos, neg = max(1, int(labels.sum())), max(1, int((~labels).sum()))
-    tpr = np.concatenate([[0.0], np.cumsum(labels) / pos])
-    fpr = np.concatenate([[0.0], np.cumsum(~labels) / neg])
-    return fpr, tpr, float(np.trapezoid(tpr, fpr))
-
-
-def tar_at_far(fpr: NDArray[Any], tpr: NDArray[Any], far: float) -> float:
-    ok = fpr <= far + 1e-12
-    return float(tpr[ok].max()) if ok.any() else 0.0
 
 
 def plot(out: Path, sims: NDArray[Any], same: NDArray[Any], fpr: NDArray[Any],
@@ -269,8 +156,8 @@ def _edit_recognition(config_path: Path, table: str, model: str, value: Any) -> 
     os.chmod(config_path, mode)
 
 
-async def run(config: Config, root: Path, out_dir: Path, limit: int | None, seed: int,
-              show_progress: bool, stream: TextIO) -> dict[str, Any]:
+async def run_pairs(config: Config, root: Path, out_dir: Path, limit: int | None, seed: int,
+                    show_progress: bool, stream: TextIO) -> dict[str, Any]:
     r = config.recognition
     data = load_dataset(root, limit, seed)
     async with pool_for(config) as pool:
@@ -496,3 +383,74 @@ def apply_calibration(config_path: Path, model: str, calibration: dict[str, floa
     """Set ``[recognition.calibration.MODEL]`` in the config file, keeping everything else."""
     _edit_recognition(config_path, "calibration", model,
                       {"mean": calibration["mean"], "std": calibration["std"]})
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog("evaluate"),
+        description="Measure verification accuracy on labelled faces (an LFW-format folder "
+        "with pairs.txt, or Person/*.jpg folders) with the server's own pipeline, and "
+        "suggest a threshold; or, with --open-set, identification of enrolled people and "
+        "strangers against a whole gallery.",
+    )
+    p.add_argument("path", type=Path)
+    add_shared(p, USES)
+    p.add_argument("--detector", choices=DETECTORS, help="face detector")
+    p.add_argument("--pairs", type=int, help="use at most this many pairs (half same, half "
+                   "different)")
+    p.add_argument("--out", type=Path, default=Path("evaluation"),
+                   help="folder for report.json, roc.png, histogram.png (default: evaluation)")
+    p.add_argument("--seed", type=int, default=0, help="seed for pair sampling and folds")
+    p.add_argument("--open-set", action="store_true",
+                   help="measure identification against everybody enrolled (who is this, or "
+                   "nobody?) on Person/*.jpg folders, as the server decides")
+    p.add_argument("--gallery-size", type=int,
+                   help="with --open-set: enroll this many people (default: everybody with "
+                   "two or more photos)")
+    p.add_argument("--apply", action="store_true",
+                   help="write the suggested threshold (with --open-set: the measured "
+                   "calibration) for this model into the config file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args, recognition__workers=args.workers,
+                         recognition__detector=args.detector)
+    if args.pairs is not None and args.pairs < 2:
+        print("error: --pairs must be at least 2", file=sys.stderr)
+        return 2
+    if args.gallery_size is not None and not args.open_set:
+        print("error: --gallery-size needs --open-set", file=sys.stderr)
+        return 2
+    model = config.recognition.model
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    try:
+        if args.open_set:
+            report = asyncio.run(run_open_set(config, args.path, args.out, args.gallery_size,
+                                              args.seed, not args.quiet, sys.stdout))
+        else:
+            report = asyncio.run(run_pairs(config, args.path, args.out, args.pairs, args.seed,
+                                           not args.quiet, sys.stdout))
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.apply and args.open_set:
+        measured = report["calibration_measured"]
+        if measured is None:
+            print(f"error: --apply needs at least 1000 different-person pairs to measure a "
+                  f"calibration; {report['different_pairs']} here", file=sys.stderr)
+            return 2
+        apply_calibration(path, model, measured)
+        print(f"set recognition.calibration.{model} = {{ mean = {measured['mean']}, "
+              f"std = {measured['std']} }} in {path}")
+    elif args.apply:
+        apply_threshold(path, model, report["best_threshold"])
+        print(f"set recognition.thresholds.{model} = {report['best_threshold']} in {path}")
+    return 0
+
+
+COMMAND: Final = Command("evaluate", USES, build_parser, run)
