@@ -84,7 +84,8 @@ def lfw_embeddings() -> dict[str, list[np.ndarray]]:
     with tempfile.TemporaryDirectory(prefix="facestream-bench-") as home:
         os.environ["DEEPFACE_HOME"] = home
         from facestream import weights
-        from facestream.recognition import Recognizer, configure_environment, decode_image
+        from facestream.images import decode_image
+        from facestream.recognition import Recognizer, configure_environment
 
         configure_environment()
         weights.provision()

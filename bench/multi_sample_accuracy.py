@@ -98,7 +98,8 @@ def embed(paths: list[str], refresh: bool) -> dict[str, Vectors | None]:
     todo = [p for p in paths if p not in cached]
     if todo:
         from facestream import weights
-        from facestream.recognition import Recognizer, configure_environment, decode_image
+        from facestream.images import decode_image
+        from facestream.recognition import Recognizer, configure_environment
 
         configure_environment()
         weights.provision()

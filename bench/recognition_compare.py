@@ -52,7 +52,8 @@ MARGINS = (0.0, 0.01, 0.02, 0.05, 0.1)
 
 def embed_all(model: str, detector: str, paths: list[Path]) -> dict[str, Any]:
     """Embeddings of each image's largest face, and CPU seconds per image and per face."""
-    from facestream.recognition import Recognizer, decode_image
+    from facestream.images import decode_image
+    from facestream.recognition import Recognizer
 
     rec = Recognizer(model, detector=detector, threads=1)
     embs: list[np.ndarray | None] = []

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from .db.base import Failure
 from .identity import Embedding
-from .recognition import SampleImages
+from .images import SampleImages
 
 #: The base of every failure reported in one line, the database's ``StorageError`` included:
 #: ``except GalleryError`` catches a failing disk too, as it always has. The gallery's own,

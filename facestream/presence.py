@@ -32,7 +32,8 @@ from numpy.typing import NDArray
 
 from .geometry import area
 from .identity import Embedding, GalleryIndex, Match
-from .recognition import FrameResult, SampleImages, TrackHint
+from .images import SampleImages
+from .recognition import FrameResult, TrackHint
 from .tracking import BestView, FaceView, Track, Tracker
 
 #: Visit events kept for GET /events.

@@ -32,7 +32,8 @@ from numpy.typing import NDArray
 
 from .geometry import TRACK_IOU, Box, iou
 from .identity import Embedding, GalleryIndex, Match, face_hash, normalize
-from .recognition import Face, SampleImages, TrackHint
+from .images import SampleImages
+from .recognition import Face, TrackHint
 
 #: Embeddings kept per track for its running mean.
 EMBEDDINGS_KEPT = 10

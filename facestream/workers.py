@@ -28,9 +28,10 @@ from typing import Any, Final, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from . import recognition, weights
+from . import images, recognition, weights
 from .config import Config
-from .recognition import Face, FrameResult, ImageError, RegionImage, StoredFace, TrackHint
+from .images import ImageError
+from .recognition import Face, FrameResult, RegionImage, StoredFace, TrackHint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,7 +96,7 @@ def _analyze_frame(
 
 def _analyze_image(data: bytes) -> list[Face]:
     assert _recognizer is not None
-    image = recognition.decode_image(data, _max_pixels)
+    image = images.decode_image(data, _max_pixels)
     return _recognizer.analyze_image(image)
 
 

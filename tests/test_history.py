@@ -24,12 +24,13 @@ from aiohttp.test_utils import TestClient
 from facestream.appkeys import HISTORY
 from facestream.config import Config
 from facestream.identity import face_hash
+from facestream.images import decode_image
 from facestream.presence import VisitEvent, VisitRecord
-from facestream.recognition import Recognizer, decode_image
+from facestream.recognition import Recognizer
 from facestream.tracking import BestView
 
 from .conftest import BIDEN, OBAMA, OBAMA2, upload
-from .test_live import wait_for
+from .support import wait_for
 
 Client = TestClient[Any, Any]
 

@@ -21,7 +21,8 @@ import pytest
 from facestream import identity
 from facestream.config import Config
 from facestream.identity import SCREEN_ROWS, GalleryIndex, OpenSetPolicy, face_hash
-from facestream.recognition import Recognizer, decode_image
+from facestream.images import decode_image
+from facestream.recognition import Recognizer
 from facestream.storage import Gallery
 
 from .conftest import FACES

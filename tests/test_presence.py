@@ -14,8 +14,9 @@ import pytest
 
 from facestream.config import Config
 from facestream.identity import GalleryIndex, face_hash
+from facestream.images import decode_image
 from facestream.presence import Presence, VisitEvent
-from facestream.recognition import Face, FrameResult, Recognizer, decode_image
+from facestream.recognition import Face, FrameResult, Recognizer
 
 from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2
 

@@ -15,14 +15,8 @@ from PIL import Image
 
 from facestream.config import Config
 from facestream.identity import face_hash, normalize
-from facestream.recognition import (
-    CHIP_PADDING,
-    ImageError,
-    Recognizer,
-    StoredFace,
-    TrackHint,
-    decode_image,
-)
+from facestream.images import ImageError, decode_image
+from facestream.recognition import CHIP_PADDING, Recognizer, StoredFace, TrackHint
 
 from .conftest import (
     BIDEN,

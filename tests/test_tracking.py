@@ -11,7 +11,8 @@ import pytest
 
 from facestream.config import Config
 from facestream.identity import GalleryIndex, face_hash
-from facestream.recognition import Face, Recognizer, TrackHint, decode_image
+from facestream.images import decode_image
+from facestream.recognition import Face, Recognizer, TrackHint
 from facestream.tracking import Tracker
 
 from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3

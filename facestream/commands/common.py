@@ -18,7 +18,8 @@ from tqdm import tqdm
 from ..config import MODELS, Config, load, override
 from ..db.disk import DB_FILE
 from ..gallery_types import GalleryError
-from ..recognition import Face, ImageError
+from ..images import ImageError
+from ..recognition import Face
 from ..storage import Gallery
 from ..workers import PoolSettings, WorkerPool
 

@@ -15,8 +15,9 @@ from aiohttp import web
 from ..appkeys import CONFIG, GALLERY, METRICS, POOL, UPLOADS
 from ..config import Config
 from ..identity import face_hash
+from ..images import ImageError
 from ..limits import Refused
-from ..recognition import Face, ImageError, ambiguous
+from ..recognition import Face, ambiguous
 from ..tracking import FaceView
 from ..workers import PoolBusy, WorkerCrashed
 from .access import PRINCIPAL
