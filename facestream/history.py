@@ -35,6 +35,7 @@ from .gallery_types import GalleryError, Identity, NotFound, StoredImages
 from .identity import Embedding, GalleryIndex, normalize
 from .presence import VisitEvent, VisitRecord
 from .recognition import StoredFace
+from .retry import Backoff, Outage
 from .storage import Gallery
 from .workers import WorkerPool
 
@@ -172,7 +173,7 @@ class History(Output):
             self._ended(event)
             return
         statements = await self._statements(event)
-        delay, failing = RETRY_S[0], False
+        backoff, outage = Backoff(*RETRY_S), Outage(log)
         while True:
             if self._forgotten_event(v):
                 self._ended(event)
@@ -180,14 +181,10 @@ class History(Output):
             try:
                 await self.db.write(statements)
             except StorageError as exc:
-                if not failing:
-                    log.error("visit %s not stored yet (retrying): %s", v.id, exc)
-                failing = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_S[1])
+                outage.failed(logging.ERROR, "visit %s not stored yet (retrying): %s", v.id, exc)
+                await asyncio.sleep(backoff.next())
                 continue
-            if failing:
-                log.warning("history is being stored again (visit %s)", v.id)
+            outage.recovered(logging.WARNING, "history is being stored again (visit %s)", v.id)
             if event.kind == "arrived":
                 self._written.add(v.id)
             self._ended(event)

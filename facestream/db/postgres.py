@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from ..retry import Backoff, Outage
 from .base import META, Change, Conflict, Read, Schema, Statement, StorageError
 
 T = TypeVar("T")
@@ -400,9 +401,9 @@ class PostgresDb:
     async def _reconnect(self) -> None:
         assert self._apply is not None
         await self._drop_listener()
-        log.warning("lost %s: matching from memory, refusing changes until it is back",
-                    self.describe)
-        delay = RETRY_S[0]
+        outage, backoff = Outage(log), Backoff(*RETRY_S)
+        outage.failed(logging.WARNING, "lost %s: matching from memory, refusing changes until "
+                      "it is back", self.describe)
         while True:
             try:
                 await self._listen()
@@ -413,11 +414,10 @@ class PostgresDb:
                 # is being restored); retried like an unreachable one.
                 log.debug("still no gallery database: %s", exc)
                 await self._drop_listener()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_S[1])
+                await asyncio.sleep(backoff.next())
         # Notifications queued since LISTEN may repeat what the reload has: applying them
         # again is harmless, dropping them could lose a change committed after the reload.
-        log.warning("%s is back: the gallery was reloaded", self.describe)
+        outage.recovered(logging.WARNING, "%s is back: the gallery was reloaded", self.describe)
 
     async def close(self) -> None:
         """Idempotent: stop following, close the listener and the pool."""
