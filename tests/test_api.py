@@ -27,7 +27,7 @@ from facestream.db.disk import DB_FILE
 from facestream.privacy import email_digest, load_or_create_secret
 
 from .conftest import BIDEN, GROUP, OBAMA, OBAMA2, OBAMA3, RGBA_PNG, WEBP_AS_JPG, upload
-from .test_live import metric
+from .support import metric
 
 Client = TestClient[Any, Any]
 

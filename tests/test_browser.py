@@ -51,7 +51,7 @@ from .browser_helpers import (
     watch_for_errors,
 )
 from .conftest import BIDEN, FACES, OBAMA, OBAMA2, OTHER_HEAD, TALKING_HEAD, write_video
-from .test_e2e import Server
+from .servers import Server
 
 # Two servers and one browser for the module; every test gets a fresh page and empty gallery.
 pytestmark = pytest.mark.asyncio(loop_scope="module")

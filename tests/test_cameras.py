@@ -24,8 +24,8 @@ from facestream.config import CameraConfig, Config
 from facestream.pipeline import FairShare
 
 from .conftest import GROUP, OTHER_HEAD, TALKING_HEAD, write_video
-from .test_e2e import Server
-from .test_live import read_part, wait_for
+from .servers import Server
+from .support import read_part, wait_for
 
 Client = TestClient[Any, Any]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import pickle
@@ -22,11 +21,9 @@ import subprocess
 import sys
 import sysconfig
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +32,8 @@ from facestream import __version__
 from facestream.cli import main
 from facestream.db.disk import DB_FILE
 
-from .conftest import ROOT, TALKING_HEAD, free_port, read_video, stop_process, write_video
+from .conftest import ROOT, TALKING_HEAD, free_port, read_video, write_video
+from .servers import Server
 
 PASSWORD = "correct horse battery staple\n"
 #: Every shared option a command can take, as its --help lists them.
@@ -278,77 +276,22 @@ def test_commands_that_make_a_gallery_say_so_in_one_line(run: Run, tmp_path: Pat
 
 
 # -- the server: a new gallery, a camera that cannot be opened, a looping file --------------
+# A process: what is tested is its log from start to exit, and stopping it by SIGTERM with
+# exit code 0.
 
 
-class Server:
-    """``python -m facestream`` on a free loopback port, its log in a file: a process, as what
-    is tested is its log from start to exit, and stopping it by SIGTERM with exit code 0."""
-
-    def __init__(self, cwd: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = cwd / f"server-{self.port}.log"
-        config = cwd / "fast-reconnect.toml"
-        config.write_text("[camera]\nreconnect_min_s = 0.2\nreconnect_max_s = 0.4\n")
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "facestream", "--config", str(config), "--port",
-                 str(self.port), "--no-auth", "--workers", "1", *args],
-                cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-
-    def get(self, path: str) -> bytes:
-        with urllib.request.urlopen(self.url + path, timeout=10) as resp:
-            body: bytes = resp.read()
-            return body
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.log.read_text()}")
-            try:
-                self.get("/healthz")
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("server did not become ready")
-
-    def camera(self) -> dict[str, Any]:
-        camera: dict[str, Any] = json.loads(self.get("/healthz"))["camera"]
-        return camera
-
-    def wait_frames(self, count: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.frames_captured() < count:
-            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
-            time.sleep(0.1)
-
-    def frames_captured(self) -> float:
-        for line in self.get("/metrics").decode().splitlines():
-            if line.startswith("facestream_frames_captured_total "):
-                return float(line.split()[1])
-        raise AssertionError("no facestream_frames_captured_total in /metrics")
-
-    def lines(self, text: str) -> list[str]:
-        return [line for line in self.log.read_text().splitlines() if text in line]
-
-    def wait_lines(self, text: str, count: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.lines(text)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"fewer than {count} lines with {text!r}: "
-                                     f"{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> int:
-        return stop_process(self.proc)
+def logged_server(cwd: Path, source: str, *extra: str) -> Server:
+    """A server of ``source`` with its data in cwd/data, whose camera reconnects fast."""
+    config = cwd / "fast-reconnect.toml"
+    config.write_text("[camera]\nreconnect_min_s = 0.2\nreconnect_max_s = 0.4\n")
+    return Server(source, "data", cwd, workers=1, extra=("--config", str(config), *extra))
 
 
 def test_the_server_says_it_created_a_gallery_and_only_then(tmp_path: Path) -> None:
     for expected in (1, 0):
-        server = Server(tmp_path, "--data-dir", "data", "--source", str(TALKING_HEAD))
+        server = logged_server(tmp_path, str(TALKING_HEAD))
         try:
-            server.wait_ready()
+            server.wait_ready_blocking()
         finally:
             assert server.stop() == 0
         assert len(server.lines(created(tmp_path / "data"))) == expected
@@ -374,9 +317,9 @@ def test_a_source_that_cannot_be_opened_is_explained_once(kind: str, tmp_path: P
         port = free_port()  # nothing listens there
         source = f"rtsp://admin:hunter2@127.0.0.1:{port}/stream1"
         shown = f"rtsp://***@127.0.0.1:{port}/stream1"
-    server = Server(tmp_path, "--data-dir", "data", "--source", source, "--log-level", "DEBUG")
+    server = logged_server(tmp_path, source, "--log-level", "DEBUG")
     try:
-        server.wait_ready()
+        server.wait_ready_blocking()
         server.wait_lines(f"facestream.capture: camera {shown}: cannot open", 6)
         camera = server.camera()
         assert (camera["signal"], camera["state"][:18]) == (False, "cannot open source")
@@ -406,9 +349,9 @@ def short_clip(tmp_path: Path) -> Path:
 
 
 def test_a_looping_file_is_logged_as_opened_once(short_clip: Path, tmp_path: Path) -> None:
-    server = Server(tmp_path, "--data-dir", "data", "--source", short_clip.name)
+    server = logged_server(tmp_path, short_clip.name)
     try:
-        server.wait_ready()
+        server.wait_ready_blocking()
         server.wait_frames(5 * 8)  # five times through the clip
     finally:
         assert server.stop() == 0
@@ -423,10 +366,9 @@ def test_a_file_that_goes_away_is_explained_once_and_reopened(short_clip: Path,
     """Opened once; moved away: one line naming the missing file, then "opened" again when
     it is back (a real reconnection), however many loops and attempts came between."""
     away = tmp_path / "away.mp4"
-    server = Server(tmp_path, "--data-dir", "data", "--source", short_clip.name,
-                    "--log-level", "DEBUG")
+    server = logged_server(tmp_path, short_clip.name, "--log-level", "DEBUG")
     try:
-        server.wait_ready()
+        server.wait_ready_blocking()
         server.wait_frames(3 * 8)  # three times through the clip
         short_clip.rename(away)
         server.wait_lines("facestream.capture: camera clip.mp4: cannot open", 5)

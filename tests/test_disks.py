@@ -41,7 +41,7 @@ from facestream.presence import VisitEvent, VisitRecord
 from facestream.storage import Gallery
 
 from .conftest import BIDEN, OBAMA, OBAMA2, TALKING_HEAD, free_port, make_config, upload
-from .test_live import wait_for
+from .support import wait_for
 
 SECRET = b"k" * 32
 ERROR_EXIT = 2  # cli.main: "error: <message>" on stderr

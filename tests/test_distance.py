@@ -25,7 +25,7 @@ from facestream.config import Config
 from facestream.recognition import Recognizer
 
 from .conftest import OTHER_HEAD, TALKING_HEAD, VIDEO, read_video, upload, write_video
-from .test_live import wait_for
+from .support import wait_for
 
 Client = TestClient[Any, Any]
 

@@ -9,8 +9,6 @@ import os
 import re
 import signal
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,50 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
-from .conftest import OBAMA, OBAMA3, TALKING_HEAD, free_port, self_signed_cert, stop_process
-from .test_live import read_part
-
-
-class Server:
-    """``python -m facestream`` on a free loopback port; accounts off unless ``auth``."""
-
-    def __init__(self, source: Path | str | None, data_dir: Path, cwd: Path, workers: int = 2,
-                 auth: bool = False, extra: tuple[str, ...] = ()) -> None:
-        """``source`` None: the cameras of cwd's config.toml; ``extra``: more arguments."""
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = cwd / f"server-{self.port}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "facestream",
-                 *(() if source is None else ("--source", str(source))), "--port",
-                 str(self.port), "--data-dir", str(data_dir), "--workers", str(workers),
-                 *(() if auth else ("--no-auth",)), *extra],
-                cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
-            )
-
-    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.log.read_text()}")
-            try:
-                async with session.get(self.url + "/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        raise AssertionError("server did not become ready")
-
-    def stop(self) -> int:
-        return stop_process(self.proc)
-
-
-def metric_values(text: str) -> dict[str, float]:
-    """Prometheus text format as {name with labels: value}."""
-    return {name: float(value) for name, value in
-            (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))}
+from .conftest import OBAMA, OBAMA3, TALKING_HEAD, free_port, self_signed_cert
+from .servers import Server
+from .support import metric_values, read_part
 
 
 @pytest.fixture

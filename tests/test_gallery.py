@@ -27,7 +27,7 @@ from facestream.recognition import Recognizer
 from facestream.storage import Gallery
 
 from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3, TALKING_HEAD, upload
-from .test_live import wait_for
+from .support import wait_for
 
 Client = TestClient[Any, Any]
 

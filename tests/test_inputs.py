@@ -24,7 +24,7 @@ from facestream.config import Config
 from facestream.db.disk import DB_FILE
 
 from .conftest import OBAMA
-from .test_storage import unit
+from .support import unit
 
 Client = TestClient[Any, Any]
 

@@ -4,7 +4,6 @@ lost cameras and slow viewers. Each test runs the real app (capture threads, wor
 from __future__ import annotations
 
 import asyncio
-import inspect
 import shutil
 import time
 from collections.abc import Callable
@@ -13,48 +12,15 @@ from typing import Any
 
 import cv2
 import numpy as np
-from aiohttp import ClientResponse, FormData
+from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from facestream.config import Config
 
 from .conftest import OTHER_HEAD, TALKING_HEAD, read_video, write_video
+from .support import metric, read_part, wait_for
 
 Client = TestClient[Any, Any]
-
-
-async def read_part(resp: ClientResponse) -> bytes:
-    """One JPEG from a multipart/x-mixed-replace body."""
-    length = None
-    while True:
-        line = (await resp.content.readline()).strip()
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-        elif not line and length is not None:
-            break
-    data = await resp.content.readexactly(length)
-    await resp.content.readexactly(2)
-    return data
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
-async def metric(client: Client, name: str) -> float:
-    text = await (await client.get("/metrics")).text()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise KeyError(name)
 
 
 async def test_stream_serves_annotated_jpegs_at_the_source_rate(

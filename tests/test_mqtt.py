@@ -42,8 +42,8 @@ from .conftest import (
     upload,
     write_video,
 )
-from .test_e2e import Server
-from .test_live import wait_for
+from .servers import Server
+from .support import wait_for
 
 Client = TestClient[Any, Any]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

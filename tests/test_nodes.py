@@ -28,7 +28,7 @@ import pytest
 
 from .conftest import FACES, free_port, stop_process, upload
 from .pg import PgCluster
-from .test_e2e import Server
+from .servers import Server
 
 LFW = FACES / "lfw"
 #: Within this, B must follow a change on A (it takes milliseconds: see the benchmark).

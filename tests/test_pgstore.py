@@ -40,7 +40,7 @@ from facestream.storage import Gallery
 from . import pg
 from .conftest import BIDEN, OBAMA, OBAMA2, free_port, make_config, upload
 from .pg import PgCluster, pg_cluster
-from .test_storage import Events
+from .support import GalleryChanges
 
 SECRET = b"k" * 32
 MODEL = "Dlib"
@@ -93,7 +93,7 @@ async def test_a_node_refuses_another_model_and_another_secret(url: str) -> None
 
 async def test_changes_on_one_node_reach_another_within_a_second(url: str) -> None:
     a, b = await open_node(url), await open_node(url)
-    seen_by_b = Events(b)
+    seen_by_b = GalleryChanges(b)
     try:
         latencies = []
         for seed in range(50):
@@ -150,7 +150,7 @@ async def test_the_same_face_enrolled_on_two_nodes_at_once_is_enrolled_once(url:
 
 async def test_a_node_whose_connection_drops_catches_up(url: str) -> None:
     a, b = await open_node(url), await open_node(url)
-    seen_by_a = Events(a)
+    seen_by_a = GalleryChanges(a)
     try:
         db = a.db
         assert isinstance(db, PostgresDb) and db._listener is not None
@@ -175,7 +175,7 @@ async def test_without_the_database_reads_go_on_writes_are_refused_and_it_catche
     with pg_cluster() as own:  # stopped and started by this test: a cluster of its own
         url = own.url
         a, b = await open_node(url), await open_node(url)
-        seen_by_a = Events(a)
+        seen_by_a = GalleryChanges(a)
         try:
             ada = await a.add("Ada", unit(1), images=StoredImages(b"crop"))
             await until(lambda: b.get(ada.hash) is not None, 1.0, "Ada in B")

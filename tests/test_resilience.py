@@ -19,7 +19,7 @@ from facestream.config import Config
 from facestream.server import create_app
 
 from .conftest import OBAMA, TALKING_HEAD, free_port, read_video, upload
-from .test_live import read_part, wait_for
+from .support import read_part, wait_for
 
 
 async def test_a_killed_worker_is_replaced_and_serving_continues(

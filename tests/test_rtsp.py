@@ -27,7 +27,7 @@ from facestream.server import create_app
 
 from .conftest import make_config, upload
 from .rtsp_camera import RtspCamera, enrollment_frame, make_clip, rtsp_camera
-from .test_live import read_part, wait_for
+from .support import read_part, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -12,7 +12,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from facestream.config import Config
 from facestream.db.disk import DB_FILE
 from facestream.gallery_types import (
     AlreadyEnrolled,
-    Identity,
     LastSample,
     ModelMismatch,
     NotFound,
@@ -35,12 +33,9 @@ from facestream.privacy import email_digest, load_or_create_secret, redact_sourc
 from facestream.storage import Gallery
 
 from .conftest import Store, free_port
+from .support import GalleryChanges, unit
 
 SECRET = b"k" * 32
-
-
-def unit(seed: int, dim: int = 128) -> np.ndarray:
-    return normalize(np.random.default_rng(seed).normal(size=dim))
 
 
 async def open_gallery(path: Path, model: str = "Dlib") -> Gallery:
@@ -132,36 +127,9 @@ async def test_gallery_refuses_to_mix_models(store: Store) -> None:
         'crops, or set recognition.model = "Facenet"')
 
 
-class Events:
-    """What a node's ``on_change`` reported, with when; ``wait`` for one."""
-
-    def __init__(self, gallery: Gallery) -> None:
-        self.seen: list[tuple[str, str | None, float]] = []
-        self._changed = asyncio.Event()
-        gallery.on_change(self._on_change)
-
-    def _on_change(self, event: str, ident: Identity | None) -> None:
-        self.seen.append((event, ident.hash if ident else None, time.perf_counter()))
-        self._changed.set()
-
-    def kinds(self) -> list[tuple[str, str | None]]:
-        return [(e, h) for e, h, _ in self.seen]
-
-    async def wait(self, event: str, face: str | None, timeout: float = 1.0) -> float:
-        """When ``event`` on ``face`` was seen (perf_counter); fails after ``timeout``."""
-        async def seen() -> float:
-            while True:
-                for e, h, at in self.seen:
-                    if (e, h) == (event, face):
-                        return at
-                self._changed.clear()
-                await self._changed.wait()
-        return await asyncio.wait_for(seen(), timeout)
-
-
 async def test_operations_fire_events_and_persist(store: Store) -> None:
     g = await store.open(secret=SECRET)
-    events = Events(g)
+    events = GalleryChanges(g)
     try:
         ada = await g.add("Ada", unit(1), email=" Ada@Example.org ",
                           images=StoredImages(b"ada-crop", b"ada-context", {"box": [1, 2, 3, 4]}))

@@ -39,7 +39,7 @@ from facestream.privacy import redact_receiver
 from facestream.webhooks import Webhooks
 
 from .conftest import OBAMA, free_port, upload
-from .test_live import metric, wait_for
+from .support import metric, wait_for
 
 Client = TestClient[Any, Any]
 
