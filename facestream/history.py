@@ -31,13 +31,12 @@ import numpy as np
 from .config import HistoryConfig
 from .db.base import StorageError
 from .events import Camera, GalleryChange, Output
-from .gallery_types import GalleryError, Identity, NotFound, StoredImages
+from .gallery_types import GalleryError, NotFound, StoredImages
 from .identity import Embedding, GalleryIndex, normalize
 from .presence import VisitEvent, VisitRecord
 from .recognition import StoredFace
 from .retry import Backoff, Outage
 from .storage import Gallery
-from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -461,28 +460,6 @@ class History(Output):
                             "ORDER BY v.quality DESC LIMIT ?"), (person, limit))
         return [StoredFace(context, json.loads(geometry) if geometry else None, crop)
                 for context, geometry, crop in await self.db.query(sql, params)]
-
-    async def enroll(self, pool: WorkerPool, person: str, name: str,
-                     email: str | None = None, visit: str | None = None) -> Identity:
-        """Name a stranger from history: their best visit faces (or one visit's) become the
-        samples of a new identity that keeps the stranger's hash, so their visits are the
-        person's from now on."""
-        if self.gallery.get(person) is not None:
-            raise GalleryError(f"{person} is enrolled already")
-        faces = await self.stored_faces(person=None if visit else person, visit=visit)
-        if not faces:
-            raise NotFound(f"no stored face of {visit or person} to enroll from")
-        embeddings = await pool.embed_stored(faces)
-        usable = [(f, e) for f, e in zip(faces, embeddings) if e is not None]
-        if not usable:
-            raise GalleryError("no face could be embedded from the stored images")
-        (first, emb), rest = usable[0], usable[1:]
-        ident = await self.gallery.add(name, emb, email=email, face=person,
-                                       images=images_of(first), source="history")
-        for face, emb in rest:
-            await self.gallery.add_sample(ident.hash, emb, images=images_of(face),
-                                          source="history", force=True)
-        return self.gallery.get(ident.hash) or ident
 
 
 def images_of(face: StoredFace) -> StoredImages:

@@ -18,8 +18,6 @@ from tqdm import tqdm
 from ..config import MODELS, Config, load, override
 from ..db.disk import DB_FILE
 from ..gallery_types import GalleryError
-from ..images import ImageError
-from ..recognition import Face
 from ..storage import Gallery
 from ..workers import PoolSettings, WorkerPool
 
@@ -195,16 +193,3 @@ def progress(total: int, what: str) -> tqdm[Any]:
     # print hundreds of carriage-return updates.
     return tqdm(total=total, desc=what, unit="img", file=sys.stderr,
                 disable=True if total < 2 else None, leave=False)
-
-
-async def faces_in(pool: WorkerPool, path: Path) -> list[Face] | str:
-    """The faces in an image file, or a reason it could not be used."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return f"cannot read ({exc.strerror})"
-    try:
-        faces = await pool.analyze_image(data)
-    except ImageError as exc:
-        return exc.message
-    return faces if faces else "no face found"

@@ -45,6 +45,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from ..config import DETECTORS, Config
+from ..enrollment import faces_in
 from ..identity import Calibration, GalleryIndex
 from ..privacy import write_private
 from ..verification import (
@@ -58,7 +59,7 @@ from ..verification import (
     tar_at_far,
 )
 from ..workers import WorkerPool
-from .common import DEFAULT_CONFIG, Command, add_shared, faces_in, load_config, pool_for, prog
+from .common import DEFAULT_CONFIG, Command, add_shared, load_config, pool_for, prog
 
 USES: Final = ("config", "model", "workers")
 FARS: Final = (1e-2, 1e-3)

@@ -22,21 +22,16 @@ import json
 import sys
 import time
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import numpy as np
-from tqdm import tqdm
 
 from ..config import Config
 from ..db.base import StorageError
-from ..gallery_types import AlreadyEnrolled, GalleryError, Identity, NotFound, StoredImages
+from ..enrollment import Enrolled, enroll_images
+from ..gallery_types import AlreadyEnrolled, GalleryError, NotFound, StoredImages
 from ..privacy import write_private
-from ..recognition import Face, ambiguous
-from ..storage import Gallery
-from ..workers import WorkerPool
 from .common import (
     SHARED,
     Command,
@@ -44,7 +39,6 @@ from .common import (
     actions,
     add_shared,
     announce_new_gallery,
-    faces_in,
     gallery_of,
     load_config,
     pool_for,
@@ -60,122 +54,6 @@ EXPORT_VERSION: Final = 2
 #: enrolled under another name.
 ON_MATCH: Final = ("skip", "sample", "new")
 IMAGE_SUFFIXES: Final = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-
-
-@dataclass
-class Enrolled:
-    """What enrolling one person's photos did."""
-
-    name: str
-    identity: Identity | None = None
-    added: int = 0
-    #: Photo -> why it was not used.
-    skipped: dict[Path, str] = field(default_factory=dict)
-    #: Photos refused as someone enrolled under another name.
-    matched: dict[Path, Identity] = field(default_factory=dict)
-    #: Photos added, on request, as samples of someone enrolled under another name.
-    given: dict[Path, Identity] = field(default_factory=dict)
-
-
-async def enroll_images(gallery: Gallery, pool: WorkerPool, name: str, images: Iterable[Path],
-                        out: TextIO, bar: tqdm[Any] | None = None,
-                        on_match: str = "skip") -> Enrolled:
-    """Enroll ``name`` from ``images``: an identity of that name gets the faces as samples,
-    otherwise the first usable image creates it. A photo with several faces of similar size
-    adds the one most like the person's other photos, if any is.
-
-    A photo whose face is near-certainly somebody enrolled under another name is skipped
-    (``on_match="skip"``), added as a sample of that person (``"sample"``), or enrolled as a
-    new person all the same (``"new"``). Every skipped photo is printed with its reason."""
-    result = Enrolled(name, next((i for i in gallery.list() if i.name == name), None))
-    several: list[tuple[Path, list[Face]]] = []
-    for path in images:
-        faces = await faces_in(pool, path)
-        if bar is not None:
-            bar.update(1)
-        if isinstance(faces, str):
-            result.skipped[path] = faces
-            print(f"skipped {path}: {faces}", file=out)
-        elif ambiguous(faces):
-            several.append((path, faces))  # once the person is known, pick them out
-        else:
-            await _enroll_face(gallery, result, path, faces[0], on_match, out)
-    for path, faces in several:
-        if result.identity is None:
-            # No other photo to compare with: the person is the one the photo is centred on.
-            face = _most_central(path, faces)
-            print(f"note: {path} shows {len(faces)} faces of similar size; enrolled the one "
-                  "nearest its centre", file=out)
-        else:
-            face = _most_like(gallery, result.identity, faces)
-        if face is None:
-            why = (f"{len(faces)} faces of similar size, none of them like {name}'s other "
-                   "photos")
-            result.skipped[path] = why
-            print(f"skipped {path}: {why}", file=out)
-        else:
-            await _enroll_face(gallery, result, path, face, on_match, out)
-    return result
-
-
-def _most_central(path: Path, faces: list[Face]) -> Face:
-    """Of faces of similar size, the one nearest the middle of the photo (its subject:
-    photos are framed on it)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        width, height = img.size
-        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF says: rotated a quarter turn
-            width, height = height, width
-
-    def distance(face: Face) -> float:
-        x, y, w, h = face.box
-        return (x + w / 2 - width / 2) ** 2 + (y + h / 2 - height / 2) ** 2
-
-    return min(faces, key=distance)
-
-
-def _most_like(gallery: Gallery, identity: Identity | None, faces: list[Face]) -> Face | None:
-    """Of several faces in a photo of ``identity``, the one that is them (as a 1:1 check
-    against their samples), or None."""
-    if identity is None:
-        return None
-    scored = [(gallery.index.score(f.embedding, identity.hash), f) for f in faces
-              if f.embedding is not None]
-    known = [(s, f) for s, f in scored if s is not None]
-    if not known:
-        return None
-    score, face = max(known, key=lambda sf: sf[0])
-    return face if score >= gallery.policy.threshold else None
-
-
-async def _enroll_face(gallery: Gallery, result: Enrolled, path: Path, face: Face,
-                       on_match: str, out: TextIO) -> None:
-    assert face.embedding is not None
-    images_ = StoredImages.of(face.images)
-    try:
-        if result.identity is None:
-            result.identity = await gallery.add(result.name, face.embedding, images=images_,
-                                                force=on_match == "new")
-        else:
-            await gallery.add_sample(result.identity.hash, face.embedding, images=images_,
-                                     force=on_match == "new")
-        result.added += 1
-    except AlreadyEnrolled as exc:
-        other = gallery.get(exc.hash)
-        if on_match == "sample" and other is not None:
-            await gallery.add_sample(other.hash, face.embedding, images=images_, force=True)
-            result.given[path] = other
-            print(f"added {path} to {exc.name!r} ({exc.hash[:12]}): the face is "
-                  f"near-certainly theirs (similarity {exc.similarity:.3f})", file=out)
-            return
-        if other is not None:
-            result.matched[path] = other
-        why = (f"the face is near-certainly {exc.name!r} ({exc.hash[:12]}, similarity "
-               f"{exc.similarity:.3f}); --on-match sample adds it to them, --on-match new "
-               "enrolls it anyway")
-        result.skipped[path] = why
-        print(f"skipped {path}: {why}", file=out)
 
 
 #: Bidi embeddings, overrides and isolates: printed raw they reorder the rest of the line.

@@ -10,7 +10,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..appkeys import CAMERAS, GALLERY, HISTORY
-from ..gallery_types import Identity, LastSample, StoredImages
+from ..enrollment import from_live
+from ..gallery_types import Identity, LastSample
 from ..presence import LiveFace
 from . import history
 from .http import (
@@ -24,7 +25,7 @@ from .http import (
     shown,
 )
 from .routes import Role, Routes
-from .uploads import image_field, upload_slot, uploaded_face
+from .uploads import enrollment, image_field, upload_slot, uploaded
 
 routes = Routes()
 
@@ -102,7 +103,6 @@ def _search(faces: list[Identity], text: str, wanted: str | None
 @routes.post("/faces", role=Role.ADMIN)
 async def enroll(request: web.Request) -> web.Response:
     """Enroll: an uploaded photo, the face in the live view, or a stranger from history."""
-    gallery = request.app[GALLERY]
     if request.content_type == "application/json":
         body = await json_body(request, '{"from_live": true, "name": ...}')
         name, email = body.get("name"), _check_email(body.get("email"))
@@ -120,10 +120,7 @@ async def enroll(request: web.Request) -> web.Response:
         if live.match is not None:
             return error(409, f"the face in view is already enrolled as {live.match.name!r}",
                          hash=live.match.hash, name=live.match.name)
-        # The first embedding, so the identity keeps the hash the face already had in view
-        # (a stranger seen before keeps their group's hash, and their visits).
-        embedding, images, source = live.first_embedding, live.first_images, "live"
-        face_hash_: str | None = live.view.hash
+        candidate = from_live(live, first=True)
     else:
         async with upload_slot(request):
             data, fields = await image_field(request, "image")
@@ -132,11 +129,8 @@ async def enroll(request: web.Request) -> web.Response:
             name, email = fields.get("name"), _check_email(fields.get("email"))
             if not isinstance(name, str) or not name.strip():
                 return error(400, "missing form field 'name'")
-            face = await uploaded_face(request, data)
-        embedding, images, source, face_hash_ = face.embedding, face.images, "upload", None
-    assert embedding is not None
-    ident = await gallery.add(name, embedding, email=email, images=StoredImages.of(images),
-                              source=source, face=face_hash_)
+            candidate = await uploaded(request, data)
+    ident = await enrollment(request.app).enroll(name, [candidate], email)
     return web.json_response({"hash": ident.hash, "name": ident.name}, status=201)
 
 
@@ -194,8 +188,7 @@ def _sample_param(request: web.Request) -> int:
 async def add_sample(request: web.Request) -> web.Response:
     """Another photo of an enrolled person: an upload, or the face in the live view."""
     face = _face_param(request)
-    gallery = request.app[GALLERY]
-    if gallery.get(face) is None:
+    if request.app[GALLERY].get(face) is None:
         return error(404, f"no enrolled face with hash {face}")
     if request.content_type == "application/json":
         body = await json_body(request, '{"from_live": true, "hash": <face in view>}')
@@ -204,22 +197,17 @@ async def add_sample(request: web.Request) -> web.Response:
         if body.get("from_live") is not True:
             return error(400, 'send {"from_live": true}, {"from_visit": <visit id>} or a '
                               'multipart "image"')
-        wanted = hash_field(body.get("hash"))
-        live = _live_face(request, body, wanted)
+        live = _live_face(request, body, hash_field(body.get("hash")))
         if live is None:
             return error(422, "no such face in the live view")
-        embedding, images = live.latest_embedding, live.latest_images
-        source = "live"
+        candidate = from_live(live, first=False)
     else:
         async with upload_slot(request):
             data, _ = await image_field(request, "image")
             if data is None:
                 return error(400, "missing form field 'image'")
-            uploaded = await uploaded_face(request, data)
-        embedding, images, source = uploaded.embedding, uploaded.images, "upload"
-    assert embedding is not None
-    sample = await gallery.add_sample(face, embedding, images=StoredImages.of(images),
-                                      source=source)
+            candidate = await uploaded(request, data)
+    sample = await enrollment(request.app).add_sample(face, candidate)
     return web.json_response({"hash": face, "id": sample.id}, status=201)
 
 

@@ -20,12 +20,11 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ..appkeys import GALLERY, HISTORY, POOL
-from ..gallery_types import AlreadyEnrolled
-from ..history import images_of
+from ..appkeys import GALLERY, HISTORY
 from ..workers import PoolBusy, WorkerCrashed
 from .http import error, hash_field, http_error, int_query, shown
 from .routes import Role, Routes
+from .uploads import enrollment
 
 routes = Routes()
 
@@ -146,11 +145,9 @@ async def enroll_from_history(request: web.Request, body: dict[str, Any], name: 
     if not isinstance(name, str) or not name.strip():
         return error(400, "name is required")
     try:
-        ident = await history.enroll(request.app[POOL], person, name, email, visit=visit_id)
+        ident = await enrollment(request.app).stranger(person, name, email, visit=visit_id)
     except (PoolBusy, WorkerCrashed) as exc:
         return error(503, str(exc))
-    except AlreadyEnrolled:
-        raise
     return web.json_response({"hash": ident.hash, "name": ident.name,
                               "samples": len(ident.samples)}, status=201)
 
@@ -164,12 +161,12 @@ async def sample_from_visit(request: web.Request, face: str, visit_id: Any) -> w
     faces = await history.stored_faces(visit=visit_id)
     if not faces:
         return error(422, f"no face stored for visit {visit_id}")
+    enroll = enrollment(request.app)
     try:
-        (embedding,) = await request.app[POOL].embed_stored(faces[:1])
+        (candidate,) = await enroll.embedded(faces[:1])
     except (PoolBusy, WorkerCrashed) as exc:
         return error(503, str(exc))
-    if embedding is None:
+    if candidate is None:
         return error(422, f"the face stored for visit {visit_id} cannot be embedded")
-    sample = await request.app[GALLERY].add_sample(face, embedding, images=images_of(faces[0]),
-                                                   source="history")
+    sample = await enroll.add_sample(face, candidate)
     return web.json_response({"hash": face, "id": sample.id}, status=201)

@@ -12,12 +12,13 @@ from typing import Final
 
 from aiohttp import web
 
-from ..appkeys import CONFIG, GALLERY, METRICS, POOL, UPLOADS
+from ..appkeys import CONFIG, GALLERY, HISTORY, METRICS, POOL, UPLOADS
 from ..config import Config
+from ..enrollment import Candidate, Enrollment, NotEnrollable, from_face, photo_face
 from ..identity import face_hash
 from ..images import ImageError
 from ..limits import Refused
-from ..recognition import Face, ambiguous
+from ..recognition import Face
 from ..tracking import FaceView
 from ..workers import PoolBusy, WorkerCrashed
 from .access import PRINCIPAL
@@ -134,15 +135,18 @@ async def analyze(request: web.Request, data: bytes) -> list[Face]:
     return faces
 
 
-async def uploaded_face(request: web.Request, data: bytes) -> Face:
-    """The one face of an uploaded photo (the largest, unless several are of similar size)."""
-    faces = await analyze(request, data)
-    if not faces:
-        raise http_error(422, "no face found in the image")
-    if ambiguous(faces):
-        raise http_error(422, f"{len(faces)} faces of similar size found; send a photo of one "
-                              "person")
-    return faces[0]
+async def uploaded(request: web.Request, data: bytes) -> Candidate:
+    """The one face of an uploaded photo, to enroll (the largest, unless several are of
+    similar size: 422)."""
+    try:
+        return from_face(photo_face(await analyze(request, data)))
+    except NotEnrollable as exc:
+        raise http_error(exc.status, exc.message) from None
+
+
+def enrollment(app: web.Application) -> Enrollment:
+    """Enrolling in this app's gallery, with its workers (and history, once it runs)."""
+    return Enrollment(app[GALLERY], app[POOL], app.get(HISTORY))
 
 
 def _view(app: web.Application, face: Face) -> FaceView:

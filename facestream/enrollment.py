@@ -1,0 +1,257 @@
+"""Every way a face becomes a person's sample, in one place.
+
+A face to enroll is a ``Candidate``: its embedding, the images the gallery keeps of it, where
+it came from, and the hash it already has if it was seen before (a stranger in the live view
+or in history): a person enrolled from it keeps that hash, so their visits become theirs.
+Candidates come from an uploaded photo (its one face), the live view (a tracked face's first
+or latest look), history (a visit's or a stranger's stored faces, embedded again by the
+workers) or a folder of photos (the command line, ``enroll_images``). The Gallery enforces
+the rules of what may be enrolled (names, duplicates, models); this module decides which
+face is the one to enroll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from .gallery_types import AlreadyEnrolled, GalleryError, Identity, NotFound, Sample, StoredImages
+from .history import History, images_of
+from .images import ImageError
+from .presence import LiveFace
+from .recognition import Face, StoredFace, ambiguous
+from .storage import Gallery
+from .workers import WorkerPool
+
+
+class NotEnrollable(Exception):
+    """No face that can be enrolled (the edge answers ``status`` with the message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A face ready to become a sample."""
+
+    embedding: NDArray[np.float32]
+    images: StoredImages
+    #: "upload", "live", "history" (SOURCES in the gallery).
+    source: str
+    #: The hash it was seen under, which a person enrolled from it keeps.
+    hash: str | None = None
+
+
+def photo_face(faces: list[Face]) -> Face:
+    """The one face of a photo of one person: the largest, unless several are of similar
+    size (NotEnrollable 422)."""
+    if not faces:
+        raise NotEnrollable(422, "no face found in the image")
+    if ambiguous(faces):
+        raise NotEnrollable(422, f"{len(faces)} faces of similar size found; send a photo of "
+                                 "one person")
+    return faces[0]
+
+
+def from_face(face: Face, source: str = "upload") -> Candidate:
+    assert face.embedding is not None
+    return Candidate(face.embedding, StoredImages.of(face.images), source)
+
+
+def from_live(live: LiveFace, first: bool) -> Candidate:
+    """A tracked face in view: its ``first`` look (a new person keeps the hash the face had in
+    view, and a stranger seen before their group's hash and visits), or its latest."""
+    if first:
+        assert live.first_embedding is not None
+        return Candidate(live.first_embedding, StoredImages.of(live.first_images), "live",
+                         live.view.hash)
+    assert live.latest_embedding is not None
+    return Candidate(live.latest_embedding, StoredImages.of(live.latest_images), "live")
+
+
+class Enrollment:
+    """Turns candidates into people and samples in ``gallery``; ``pool`` embeds photos and
+    stored faces; ``history`` holds the strangers' stored faces."""
+
+    def __init__(self, gallery: Gallery, pool: WorkerPool, history: History | None = None
+                 ) -> None:
+        self.gallery, self.pool, self.history = gallery, pool, history
+
+    async def enroll(self, name: Any, candidates: list[Candidate], email: str | None = None
+                     ) -> Identity:
+        """A new person from the first candidate; the others become their samples. Raises
+        AlreadyEnrolled when the first is near-certainly somebody enrolled."""
+        first, rest = candidates[0], candidates[1:]
+        ident = await self.gallery.add(name, first.embedding, email=email, face=first.hash,
+                                       images=first.images, source=first.source)
+        for candidate in rest:
+            await self.add_sample(ident.hash, candidate, force=True)
+        return self.gallery.get(ident.hash) or ident
+
+    async def add_sample(self, face: str, candidate: Candidate, force: bool = False) -> Sample:
+        return await self.gallery.add_sample(face, candidate.embedding, images=candidate.images,
+                                             source=candidate.source, force=force)
+
+    async def embedded(self, faces: list[StoredFace], source: str = "history"
+                       ) -> list[Candidate | None]:
+        """Stored faces embedded again by the workers (None for one that cannot be)."""
+        embeddings = await self.pool.embed_stored(faces) if faces else []
+        return [None if e is None else Candidate(e, images_of(f), source)
+                for f, e in zip(faces, embeddings)]
+
+    async def stranger(self, person: str, name: Any, email: str | None = None,
+                       visit: str | None = None) -> Identity:
+        """Name a stranger from history: their best visit faces (or one visit's) become the
+        samples of a new person who keeps the stranger's hash, so their visits are the
+        person's from now on."""
+        if self.gallery.get(person) is not None:
+            raise GalleryError(f"{person} is enrolled already")
+        assert self.history is not None
+        faces = await self.history.stored_faces(person=None if visit else person, visit=visit)
+        if not faces:
+            raise NotFound(f"no stored face of {visit or person} to enroll from")
+        usable = [c for c in await self.embedded(faces) if c is not None]
+        if not usable:
+            raise GalleryError("no face could be embedded from the stored images")
+        return await self.enroll(name, [replace(usable[0], hash=person), *usable[1:]], email)
+
+
+# -- a folder of photos (the command line) ---------------------------------------------------
+
+
+async def faces_in(pool: WorkerPool, path: Path) -> list[Face] | str:
+    """The faces in an image file, or a reason it could not be used."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    try:
+        faces = await pool.analyze_image(data)
+    except ImageError as exc:
+        return exc.message
+    return faces if faces else "no face found"
+
+
+@dataclass
+class Enrolled:
+    """What enrolling one person's photos did."""
+
+    name: str
+    identity: Identity | None = None
+    added: int = 0
+    #: Photo -> why it was not used.
+    skipped: dict[Path, str] = field(default_factory=dict)
+    #: Photos refused as someone enrolled under another name.
+    matched: dict[Path, Identity] = field(default_factory=dict)
+    #: Photos added, on request, as samples of someone enrolled under another name.
+    given: dict[Path, Identity] = field(default_factory=dict)
+
+
+async def enroll_images(gallery: Gallery, pool: WorkerPool, name: str, images: Iterable[Path],
+                        out: TextIO, bar: tqdm[Any] | None = None,
+                        on_match: str = "skip") -> Enrolled:
+    """Enroll ``name`` from ``images``: an identity of that name gets the faces as samples,
+    otherwise the first usable image creates it. A photo with several faces of similar size
+    adds the one most like the person's other photos, if any is.
+
+    A photo whose face is near-certainly somebody enrolled under another name is skipped
+    (``on_match="skip"``), added as a sample of that person (``"sample"``), or enrolled as a
+    new person all the same (``"new"``). Every skipped photo is printed with its reason."""
+    result = Enrolled(name, next((i for i in gallery.list() if i.name == name), None))
+    several: list[tuple[Path, list[Face]]] = []
+    for path in images:
+        faces = await faces_in(pool, path)
+        if bar is not None:
+            bar.update(1)
+        if isinstance(faces, str):
+            result.skipped[path] = faces
+            print(f"skipped {path}: {faces}", file=out)
+        elif ambiguous(faces):
+            several.append((path, faces))  # once the person is known, pick them out
+        else:
+            await _enroll_face(gallery, result, path, faces[0], on_match, out)
+    for path, faces in several:
+        if result.identity is None:
+            # No other photo to compare with: the person is the one the photo is centred on.
+            face = _most_central(path, faces)
+            print(f"note: {path} shows {len(faces)} faces of similar size; enrolled the one "
+                  "nearest its centre", file=out)
+        else:
+            face = _most_like(gallery, result.identity, faces)
+        if face is None:
+            why = (f"{len(faces)} faces of similar size, none of them like {name}'s other "
+                   "photos")
+            result.skipped[path] = why
+            print(f"skipped {path}: {why}", file=out)
+        else:
+            await _enroll_face(gallery, result, path, face, on_match, out)
+    return result
+
+
+def _most_central(path: Path, faces: list[Face]) -> Face:
+    """Of faces of similar size, the one nearest the middle of the photo (its subject:
+    photos are framed on it)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        width, height = img.size
+        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF says: rotated a quarter turn
+            width, height = height, width
+
+    def distance(face: Face) -> float:
+        x, y, w, h = face.box
+        return (x + w / 2 - width / 2) ** 2 + (y + h / 2 - height / 2) ** 2
+
+    return min(faces, key=distance)
+
+
+def _most_like(gallery: Gallery, identity: Identity | None, faces: list[Face]) -> Face | None:
+    """Of several faces in a photo of ``identity``, the one that is them (as a 1:1 check
+    against their samples), or None."""
+    if identity is None:
+        return None
+    scored = [(gallery.index.score(f.embedding, identity.hash), f) for f in faces
+              if f.embedding is not None]
+    known = [(s, f) for s, f in scored if s is not None]
+    if not known:
+        return None
+    score, face = max(known, key=lambda sf: sf[0])
+    return face if score >= gallery.policy.threshold else None
+
+
+async def _enroll_face(gallery: Gallery, result: Enrolled, path: Path, face: Face,
+                       on_match: str, out: TextIO) -> None:
+    assert face.embedding is not None
+    images_ = StoredImages.of(face.images)
+    try:
+        if result.identity is None:
+            result.identity = await gallery.add(result.name, face.embedding, images=images_,
+                                                force=on_match == "new")
+        else:
+            await gallery.add_sample(result.identity.hash, face.embedding, images=images_,
+                                     force=on_match == "new")
+        result.added += 1
+    except AlreadyEnrolled as exc:
+        other = gallery.get(exc.hash)
+        if on_match == "sample" and other is not None:
+            await gallery.add_sample(other.hash, face.embedding, images=images_, force=True)
+            result.given[path] = other
+            print(f"added {path} to {exc.name!r} ({exc.hash[:12]}): the face is "
+                  f"near-certainly theirs (similarity {exc.similarity:.3f})", file=out)
+            return
+        if other is not None:
+            result.matched[path] = other
+        why = (f"the face is near-certainly {exc.name!r} ({exc.hash[:12]}, similarity "
+               f"{exc.similarity:.3f}); --on-match sample adds it to them, --on-match new "
+               "enrolls it anyway")
+        result.skipped[path] = why
+        print(f"skipped {path}: {why}", file=out)
