@@ -69,7 +69,7 @@ class Outage:
             self.since = time.monotonic()
         self._reason = reason
         if news:
-            self._log.log(level, message, *args, exc_info=exc_info)
+            self._log.log(level, message, *args, exc_info=True if exc_info else None)
         return news
 
     def recovered(self, level: int, message: str, *args: Any) -> bool:
