@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from facestream.capture import KNOWN_COLOR, UNKNOWN_COLOR, label_font_size, label_patch
+from facestream.overlay import KNOWN_COLOR, UNKNOWN_COLOR, label_font_size, label_patch
 
 try:
     from playwright.async_api import (

@@ -7,7 +7,7 @@ import pytest
 from numpy.typing import NDArray
 from PIL import ImageFont
 
-from facestream.capture import (
+from facestream.overlay import (
     KNOWN_COLOR,
     LABEL_CACHE_SIZE,
     UNKNOWN_COLOR,
