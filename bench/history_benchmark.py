@@ -73,7 +73,7 @@ async def storage_choice(n: int, tmp: Path) -> dict[str, Any]:
     writes = []
     for i, vid in enumerate(ids):
         t0 = time.perf_counter()
-        await gallery.write([
+        await gallery.db.write([
             (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
               "quality) VALUES (?, ?, 0, NULL, 'cam', ?, ?, 0.5)"),
              (vid, f"p{i % PEOPLE}", i, i + 1)),
@@ -84,10 +84,10 @@ async def storage_choice(n: int, tmp: Path) -> dict[str, Any]:
     reads = []
     for vid in random.sample(ids, min(500, n)):
         t0 = time.perf_counter()
-        await gallery.query("SELECT snapshot FROM visit_images WHERE visit = ?", (vid,))
+        await gallery.db.query("SELECT snapshot FROM visit_images WHERE visit = ?", (vid,))
         reads.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    await gallery.forget([("DELETE FROM visits WHERE person = ?", ("p0",))])
+    await gallery.db.forget([("DELETE FROM visits WHERE person = ?", ("p0",))])
     delete_s = time.perf_counter() - t0
     await gallery.close()
     size = sum(p.stat().st_size for p in (tmp / "blobs").iterdir())
@@ -126,12 +126,13 @@ async def storage_choice(n: int, tmp: Path) -> dict[str, Any]:
 async def api_latency(n: int, requests: int, tmp: Path) -> dict[str, Any]:
     from aiohttp import ClientSession, web
 
-    from facestream.config import Config, ServerConfig, StorageConfig
+    from facestream.config import AuthConfig, Config, ServerConfig, StorageConfig
     from facestream.server import create_app
     from facestream.storage import Gallery
 
     crop, context, snapshot = images()
-    cfg = Config(server=ServerConfig(port=0),
+    # Accounts off: the loopback API as the tests use it (a login would time Argon2 too).
+    cfg = Config(server=ServerConfig(port=0), auth=AuthConfig(enabled=False),
                  storage=StorageConfig(data_dir=str(tmp / "api")))
     gallery = await Gallery.for_config(cfg)
     # Spread over the last 25 days (the default retention keeps 30), up to now.
@@ -144,7 +145,7 @@ async def api_latency(n: int, requests: int, tmp: Path) -> dict[str, Any]:
         person = (f"{i % PEOPLE:064x}" if known else f"{PEOPLE + i % 50:064x}")
         rows.append(vid)
         arrived = t_start + i * step
-        await gallery.write([
+        await gallery.db.write([
             (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
               "quality) VALUES (?, ?, ?, ?, 'cam', ?, ?, ?)"),
              (vid, person, int(known), f"person {i % PEOPLE}" if known else None,

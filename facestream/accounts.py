@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .db.base import StorageError
+from .db.base import Schema, StorageError
 from .gallery_types import GalleryError, NotFound
 from .limits import Window
 from .limits import key as _key
@@ -57,7 +57,7 @@ MAX_USER_NAME: Final = 64
 MAX_PASSWORD: Final = 1024
 MIN_PASSWORD: Final = 8
 
-_SCHEMA: Final = """
+_TABLES: Final = """
 CREATE TABLE IF NOT EXISTS users (
     name        TEXT PRIMARY KEY,
     role        TEXT NOT NULL,
@@ -84,6 +84,8 @@ CREATE TABLE IF NOT EXISTS audit (
     status      INTEGER
 );
 """
+#: The accounts' tables, in the gallery's database (they go with it in a backup).
+SCHEMA: Final = Schema("accounts", 1, tuple(t.strip() for t in _TABLES.split(";") if t.strip()))
 
 
 class AuthError(GalleryError):
@@ -161,7 +163,8 @@ class Auth:
     def __init__(self, gallery: Gallery, session_days: float = 7.0) -> None:
         from argon2 import PasswordHasher
 
-        self.gallery = gallery
+        #: The gallery's database, where the accounts' own tables live.
+        self.db = gallery.db
         self.session_s = session_days * 86400
         self._hasher = PasswordHasher()  # Argon2id, 64 MiB, 3 passes: argon2-cffi's defaults
         self._cache: dict[str, tuple[float, Principal | None]] = {}
@@ -170,18 +173,18 @@ class Auth:
         self._waiting = 0
 
     async def ensure_schema(self) -> None:
-        await self.gallery.write([(s.strip(), ()) for s in _SCHEMA.split(";") if s.strip()])
+        await self.db.apply([SCHEMA])
 
     # -- accounts ------------------------------------------------------------------------
 
     async def users(self) -> list[tuple[str, str, float]]:
-        rows = await self.gallery.query("SELECT name, role, created_at FROM users ORDER BY name")
+        rows = await self.db.query("SELECT name, role, created_at FROM users ORDER BY name")
         return [(n, r, c) for n, r, c in rows]
 
     async def first_admin(self) -> str | None:
         """With no account at all, create ``admin`` with a random password; return it (to be
         shown once) or None when accounts exist."""
-        if await self.gallery.query("SELECT 1 FROM users LIMIT 1"):
+        if await self.db.query("SELECT 1 FROM users LIMIT 1"):
             return None
         password = secrets.token_urlsafe(12)
         await self.add_user("admin", "admin", password)
@@ -192,9 +195,9 @@ class Auth:
         _check_role(role)
         _check_password(password)
         hashed = await asyncio.to_thread(self._hasher.hash, password)
-        if await self.gallery.query("SELECT 1 FROM users WHERE name = ?", (name,)):
+        if await self.db.query("SELECT 1 FROM users WHERE name = ?", (name,)):
             raise AuthError(f"user {name!r} exists already")
-        await self.gallery.write([(("INSERT INTO users (name, role, password, created_at) "
+        await self.db.write([(("INSERT INTO users (name, role, password, created_at) "
                                     "VALUES (?, ?, ?, ?)"), (name, role, hashed, time.time()))])
 
     async def set_password(self, name: str, password: str) -> None:
@@ -202,7 +205,7 @@ class Auth:
         hashed = await asyncio.to_thread(self._hasher.hash, password)
         await self._existing(name)
         # A new password ends every session of that user.
-        await self.gallery.write([
+        await self.db.write([
             ("UPDATE users SET password = ? WHERE name = ?", (hashed, name)),
             ('DELETE FROM sessions WHERE "user" = ?', (name,)),
         ])
@@ -210,19 +213,19 @@ class Auth:
 
     async def delete_user(self, name: str) -> None:
         await self._existing(name)
-        admins = await self.gallery.query(
+        admins = await self.db.query(
             "SELECT COUNT(*) FROM users WHERE role = 'admin' AND name != ?", (name,))
-        role = (await self.gallery.query("SELECT role FROM users WHERE name = ?", (name,)))[0][0]
+        role = (await self.db.query("SELECT role FROM users WHERE name = ?", (name,)))[0][0]
         if role == "admin" and not admins[0][0]:
             raise AuthError(f"{name!r} is the last admin; add another admin first")
-        await self.gallery.write([
+        await self.db.write([
             ('DELETE FROM sessions WHERE "user" = ?', (name,)),
             ("DELETE FROM users WHERE name = ?", (name,)),
         ])
         self._cache.clear()
 
     async def _existing(self, name: str) -> None:
-        if not await self.gallery.query("SELECT 1 FROM users WHERE name = ?", (name,)):
+        if not await self.db.query("SELECT 1 FROM users WHERE name = ?", (name,)):
             raise NotFound(f"no user {name!r}")
 
     # -- tokens --------------------------------------------------------------------------
@@ -232,21 +235,21 @@ class Auth:
         _check_role(role)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         tid = secrets.token_hex(4)
-        await self.gallery.write([(("INSERT INTO tokens (id, name, role, digest, created_at) "
+        await self.db.write([(("INSERT INTO tokens (id, name, role, digest, created_at) "
                                     "VALUES (?, ?, ?, ?, ?)"),
                                    (tid, name or f"token {tid}", role, _digest(token),
                                     time.time()))])
         return tid, token
 
     async def tokens(self) -> list[tuple[str, str, str, float]]:
-        rows = await self.gallery.query(
+        rows = await self.db.query(
             "SELECT id, name, role, created_at FROM tokens ORDER BY created_at")
         return [(i, n, r, c) for i, n, r, c in rows]
 
     async def revoke(self, tid: str) -> None:
-        if not await self.gallery.query("SELECT 1 FROM tokens WHERE id = ?", (tid,)):
+        if not await self.db.query("SELECT 1 FROM tokens WHERE id = ?", (tid,)):
             raise NotFound(f"no token {tid!r}")
-        await self.gallery.write([("DELETE FROM tokens WHERE id = ?", (tid,))])
+        await self.db.write([("DELETE FROM tokens WHERE id = ?", (tid,))])
         self._cache.clear()
 
     # -- sessions ------------------------------------------------------------------------
@@ -265,7 +268,7 @@ class Auth:
         self._waiting += 1
         try:
             async with self._checks:
-                rows = await self.gallery.query(
+                rows = await self.db.query(
                     "SELECT role, password FROM users WHERE name = ?", (name,))
                 if rows:
                     ok = await asyncio.to_thread(self._verify, rows[0][1], password)
@@ -283,7 +286,7 @@ class Auth:
             raise LoginRefused("wrong user name or password", 0.0)
         self._limits.succeeded(keys, now)
         session = secrets.token_urlsafe(32)
-        await self.gallery.write([
+        await self.db.write([
             ("DELETE FROM sessions WHERE expires_at < ?", (time.time(),)),
             ('INSERT INTO sessions (digest, "user", expires_at) VALUES (?, ?, ?)',
              (_digest(session), name, time.time() + self.session_s)),
@@ -299,7 +302,7 @@ class Auth:
             return False
 
     async def logout(self, session: str) -> None:
-        await self.gallery.write([("DELETE FROM sessions WHERE digest = ?",
+        await self.db.write([("DELETE FROM sessions WHERE digest = ?",
                                    (_digest(session),))])
         self._cache.pop("s" + _digest(session), None)
 
@@ -322,11 +325,11 @@ class Auth:
             return cached[1]
         try:
             if kind == "t":
-                rows = await self.gallery.query("SELECT id, role FROM tokens WHERE digest = ?",
+                rows = await self.db.query("SELECT id, role FROM tokens WHERE digest = ?",
                                                 (key[1:],))
                 found = Principal("token", rows[0][0], rows[0][1]) if rows else None
             else:
-                rows = await self.gallery.query(
+                rows = await self.db.query(
                     'SELECT s."user", u.role FROM sessions s JOIN users u ON u.name = s."user" '
                     "WHERE s.digest = ? AND s.expires_at > ?", (key[1:], time.time()))
                 found = Principal("user", rows[0][0], rows[0][1]) if rows else None
@@ -344,11 +347,11 @@ class Auth:
     # -- audit ---------------------------------------------------------------------------
 
     async def audit(self, actor: str, action: str, status: int | None = None) -> None:
-        await self.gallery.write([(("INSERT INTO audit (at, actor, action, status) VALUES "
+        await self.db.write([(("INSERT INTO audit (at, actor, action, status) VALUES "
                                     "(?, ?, ?, ?)"), (time.time(), actor, action, status))])
 
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self.gallery.query(
+        rows = await self.db.query(
             "SELECT at, actor, action, status FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [{"at": a, "actor": who, "action": what, "status": s} for a, who, what, s in rows]
 

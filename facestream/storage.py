@@ -398,20 +398,6 @@ class Gallery:
             except Exception:
                 log.exception("a gallery change listener failed on %s", event)
 
-    # -- the database, for the accounts (auth.py) ------------------------------------------
-
-    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a read-only query (``?`` parameters)."""
-        return await self.db.query(sql, params)
-
-    async def write(self, statements: Sequence[Statement]) -> list[int]:
-        """Run statements in one transaction; the id each INSERT gave its row."""
-        return await self.db.write(statements)
-
-    async def forget(self, statements: Sequence[Statement]) -> None:
-        """Like ``write``, for deletions of face data: nothing of it stays on disk."""
-        await self.db.forget(statements)
-
     # -- reading ---------------------------------------------------------------------------
 
     def list(self) -> list[Identity]:
@@ -438,7 +424,7 @@ class Gallery:
 
     async def find_by_email(self, email: str) -> list[Identity]:
         digest = email_digest(self._secret, email)
-        rows = await self.query("SELECT hash FROM identities WHERE email_hmac = ?", (digest,))
+        rows = await self.db.query("SELECT hash FROM identities WHERE email_hmac = ?", (digest,))
         return [self._identities[r[0]] for r in rows if r[0] in self._identities]
 
     async def crop(self, face: str, sample_id: int | None = None) -> bytes | None:
@@ -449,12 +435,12 @@ class Gallery:
         else:
             sql, params = ("SELECT crop FROM samples WHERE identity = ? AND id = ?",
                            (face, sample_id))
-        rows = await self.query(sql, params)
+        rows = await self.db.query(sql, params)
         return rows[0][0] if rows and rows[0][0] is not None else None
 
     async def records(self) -> list[tuple[Identity, str | None, list[SampleRecord]]]:
         """Everything, for export and re-embedding: identity, email HMAC, samples."""
-        rows = await self.query(
+        rows = await self.db.query(
             "SELECT id, identity, dim, embedding, crop, source, created_at, context, geometry "
             "FROM samples ORDER BY id")
         by_identity: dict[str, list[SampleRecord]] = {}
@@ -463,7 +449,7 @@ class Gallery:
             by_identity.setdefault(face, []).append(SampleRecord(
                 int(sid), face, emb, crop, source, created, context,
                 json.loads(geometry) if geometry else None))
-        emails = dict(await self.query("SELECT hash, email_hmac FROM identities"))
+        emails = dict(await self.db.query("SELECT hash, email_hmac FROM identities"))
         return [(i, emails.get(i.hash), by_identity.get(i.hash, []))
                 for i in self._identities.values()]
 

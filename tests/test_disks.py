@@ -402,7 +402,7 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
     assert await (await client.get("/faces")).json() == listing
     assert gallery.index is index  # never rebuilt
     assert events == []
-    assert await gallery.query("SELECT name FROM identities") == [("Barack Obama",)]
+    assert await gallery.db.query("SELECT name FROM identities") == [("Barack Obama",)]
 
     # A visit cannot be stored either: one log line, no traceback; it is kept and retried.
     vid = uuid.uuid4().hex
@@ -419,7 +419,7 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
     filler.unlink()  # space again: the visit is stored, and the same requests succeed
 
     async def stored() -> list[Any]:
-        return await gallery.query("SELECT id FROM visits WHERE id = ?", (vid,))
+        return await gallery.db.query("SELECT id FROM visits WHERE id = ?", (vid,))
     assert await wait_for(stored, 40) == [(vid,)]
     assert [r.levelname for r in logged()] == ["ERROR", "WARNING"]
     resp = await client.patch(f"/faces/{face}", json={"name": "Barack H. Obama"})
@@ -438,7 +438,7 @@ async def test_a_damaged_page_read_while_serving_answers_503(
     gallery = await Gallery.for_config(cfg)
     vid = uuid.uuid4().hex
     try:
-        await gallery.write([
+        await gallery.db.write([
             (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at) "
               "VALUES (?, ?, 0, NULL, 'cam', ?, ?)"), (vid, "f" * 64, time.time(), time.time())),
             ("INSERT INTO visit_images (visit, snapshot) VALUES (?, ?)",

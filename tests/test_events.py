@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -80,7 +81,7 @@ async def test_removing_a_camera_ends_its_open_visits(
     visits = {}
     for camera in (cfg.name, door.name):
         visits[camera] = VisitRecord(uuid.uuid4().hex, "ab" * 32, None, False, camera,
-                                     1_700_000_000.0, None, None)
+                                     time.time() - 60, None, None)
         history.record(VisitEvent("arrived", visits[camera]))
     await app[CAMERAS].remove("door")
     await asyncio.wait_for(history._queue.join(), 10)

@@ -229,7 +229,7 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
             await accounts.add_user("ada", "admin", "correct horse battery")
             await accounts.create_token("viewer", "door script")
             await accounts.audit("user ada", "POST /faces", 201)
-            await g.write([
+            await g.db.write([
                 (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
                   "quality) VALUES ('v1', ?, 1, 'Ada', 'door', 10.0, 12.5, 0.9)"), (ada.hash,)),
                 ("INSERT INTO visit_images (visit, crop, snapshot) VALUES ('v1', ?, ?)",
