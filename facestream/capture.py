@@ -266,7 +266,7 @@ class Capture:
                 announce = False
             else:
                 log.debug("camera %s: playing it again from the start", shown)
-            outage.recovered(logging.DEBUG, "camera %s: open again", shown)
+            outage.clear()  # "opened ... after N failed attempts" said so
             try:
                 got_any = self._read_from(cap)
             finally:

@@ -12,7 +12,7 @@ output with work to do (a database write, a network send) queues it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,6 +79,9 @@ class Camera(Protocol):
 
 
 class CameraSource(Protocol):
+    """The cameras served (their owner): iterated for those served now."""
+
+    def __iter__(self) -> Iterator[Any]: ...
     def on_camera(self, attach: Callable[[Any], None],
                   detach: Callable[[Any], None] | None = None) -> None: ...
 
@@ -94,7 +97,7 @@ class Events:
 
     def __init__(self, cameras: CameraSource) -> None:
         self._outputs: list[Output] = []
-        self._cameras: dict[str, Camera] = {}
+        self._cameras = cameras
         cameras.on_camera(self._camera_added, self._camera_removed)
 
     def follow(self, gallery: GallerySource) -> None:
@@ -106,7 +109,7 @@ class Events:
         """Send ``output`` every event from now on; it is told of the cameras served
         already first."""
         self._outputs.append(output)
-        for camera in self._cameras.values():
+        for camera in self._cameras:
             self._call(output, "camera_added", camera)
 
     async def start(self, output: Output) -> None:
@@ -124,19 +127,16 @@ class Events:
 
     def gallery_changed(self, change: GalleryChange) -> None:
         self._each("gallery_changed", change)
-        for camera in list(self._cameras.values()):
+        for camera in self._cameras:
             self._call(camera.broadcaster, "gallery_changed", change)
 
     def _camera_added(self, camera: Camera) -> None:
-        self._cameras[camera.name] = camera
         camera.presence.on_snapshot(
             lambda new, old, boxes: self._about(camera, "snapshot_changed", new, old, boxes))
         camera.presence.on_visit(lambda event: self._about(camera, "visit_event", event))
         self._each("camera_added", camera)
 
     def _camera_removed(self, camera: Camera) -> None:
-        if self._cameras.get(camera.name) is camera:
-            del self._cameras[camera.name]
         self._each("camera_removed", camera)
 
     def _about(self, camera: Camera, method: str, *args: Any) -> None:

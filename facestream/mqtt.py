@@ -252,9 +252,9 @@ class MqttBridge(Output):
             try:
                 async with self._client() as client:
                     await client.publish(self.available_topic, b"online", qos=1, retain=True)
-                    if not outage.recovered(logging.INFO, "MQTT: connected to %s", shown) and \
-                            self.state == "connecting":
+                    if self.state != "connected":  # the first time, or back from an outage
                         log.info("MQTT: connected to %s", shown)
+                    outage.clear()
                     self.state, self.last_error = "connected", None
                     backoff.reset()
                     self._metrics.mqtt_connected.set(1)

@@ -77,9 +77,13 @@ class Outage:
         was logged."""
         if self.since is None:
             return False
-        self.since, self._reason, self.failures = None, None, 0
+        self.clear()
         self._log.log(level, message, *args)
         return True
+
+    def clear(self) -> None:
+        """End the run without a line (the caller says so in its own words)."""
+        self.since, self._reason, self.failures = None, None, 0
 
 
 __all__ = ["Backoff", "Outage"]

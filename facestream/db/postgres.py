@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from ..retry import Backoff, Outage
+from ..retry import Backoff
 from .base import META, Change, Conflict, Read, Schema, Statement, StorageError
 
 T = TypeVar("T")
@@ -401,9 +401,10 @@ class PostgresDb:
     async def _reconnect(self) -> None:
         assert self._apply is not None
         await self._drop_listener()
-        outage, backoff = Outage(log), Backoff(*RETRY_S)
-        outage.failed(logging.WARNING, "lost %s: matching from memory, refusing changes until "
-                      "it is back", self.describe)
+        backoff = Backoff(*RETRY_S)
+        # One line when it is lost and one when it is back (each attempt only at DEBUG).
+        log.warning("lost %s: matching from memory, refusing changes until it is back",
+                    self.describe)
         while True:
             try:
                 await self._listen()
@@ -417,7 +418,7 @@ class PostgresDb:
                 await asyncio.sleep(backoff.next())
         # Notifications queued since LISTEN may repeat what the reload has: applying them
         # again is harmless, dropping them could lose a change committed after the reload.
-        outage.recovered(logging.WARNING, "%s is back: the gallery was reloaded", self.describe)
+        log.warning("%s is back: the gallery was reloaded", self.describe)
 
     async def close(self) -> None:
         """Idempotent: stop following, close the listener and the pool."""
