@@ -146,19 +146,19 @@ def measure(n: int, threads: int, hnsw: bool) -> dict[str, Any]:
     """Every candidate at gallery size ``n`` in this process (threads set by the caller)."""
     import faiss  # type: ignore[import-untyped]
 
-    from facestream.identity import GalleryIndex, OpenSetPolicy
+    from facestream.matching import GalleryIndex, OpenSetPolicy
 
     faiss.omp_set_num_threads(threads)
-    from facestream import identity
+    from facestream import matching
 
-    identity_screen = identity._screen
+    matching_screen = matching._screen
 
     def screen_with_threads(vectors: np.ndarray) -> Any:  # GalleryIndex sets one thread
-        made = identity_screen(vectors)
+        made = matching_screen(vectors)
         faiss.omp_set_num_threads(threads)
         return made
 
-    identity._screen = screen_with_threads
+    matching._screen = screen_with_threads
     gallery, names, probes, truth = dataset(n)
     queries = len(probes) if n <= 100_000 else 200
     exact = np.stack([top2_numpy(gallery, q) for q in probes])
@@ -244,7 +244,7 @@ def measure(n: int, threads: int, hnsw: bool) -> dict[str, Any]:
         return latest["index"]
 
     for kind in ("int8", "float16"):
-        identity.SCREEN_KIND = kind
+        matching.SCREEN_KIND = kind
         name = f"GalleryIndex-{kind}"
         ours = record(name, lambda: GalleryIndex.from_arrays(
             faces, names, np.arange(n), gallery, "centroid", policy),
@@ -298,10 +298,10 @@ def measure(n: int, threads: int, hnsw: bool) -> dict[str, Any]:
 
 
 def _before_module() -> Any:
-    """facestream/identity.py as it was at ``BEFORE``, imported from a temporary file."""
+    """facestream/matching.py as it was at ``BEFORE``, imported from a temporary file."""
     import importlib.util
 
-    source = subprocess.run(["git", "show", f"{BEFORE}:facestream/identity.py"], cwd=REPO,
+    source = subprocess.run(["git", "show", f"{BEFORE}:facestream/matching.py"], cwd=REPO,
                             check=True, capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "identity_before.py"
     path.write_text(source)
@@ -318,7 +318,7 @@ def make_gallery(data_dir: Path, n: int) -> None:
     its rows then written in bulk (the API would take hours)."""
     from facestream.config import Config
     from facestream.db.disk import DB_FILE
-    from facestream.identity import face_hash
+    from facestream.matching import face_hash
     from facestream.storage import Gallery
 
     async def create() -> None:
@@ -335,12 +335,12 @@ def make_gallery(data_dir: Path, n: int) -> None:
             block = gallery[start:start + 100_000]
             hashes = [face_hash(e) for e in block]
             db.executemany(
-                "INSERT INTO identities (hash, name, email_hmac, created_at, updated_at) "
+                "INSERT INTO people (hash, name, email_hmac, created_at, updated_at) "
                 "VALUES (?, ?, NULL, ?, ?)",
                 [(h, f"person {start + i}", now + start + i, now)
                  for i, h in enumerate(hashes)])
             db.executemany(
-                "INSERT INTO samples (identity, model, dim, embedding, source, created_at) "
+                "INSERT INTO samples (person, model, dim, embedding, source, created_at) "
                 "VALUES (?, 'SFace', ?, ?, 'import', ?)",
                 [(h, DIM, e.astype("<f4").tobytes(), now) for h, e in zip(hashes, block)])
 

@@ -261,7 +261,7 @@ async def measure(session: ClientSession, a: Node, b: Node, args: argparse.Names
     async with session.get(b.base + "/faces") as r:
         before = (await r.json())["total"]
     if before != 0:
-        raise RuntimeError(f"node B starts with {before} identities, not an empty gallery")
+        raise RuntimeError(f"node B starts with {before} people, not an empty gallery")
     events = GalleryEvents()
     follower = asyncio.create_task(events.follow(session, b.base))
     try:

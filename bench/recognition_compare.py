@@ -100,7 +100,7 @@ def pairs_accuracy(embs: dict[Path, np.ndarray | None], threshold: float) -> dic
 def open_set(gallery: dict[str, np.ndarray], probes: list[tuple[str, np.ndarray]],
              strangers: list[np.ndarray], policy: Any, matching: str,
              duplicate_far: float) -> dict[str, float]:
-    from facestream.identity import GalleryIndex
+    from facestream.matching import GalleryIndex
 
     index = GalleryIndex.from_samples([(p, p, [e]) for p, e in gallery.items()], matching,
                                       policy)
@@ -143,7 +143,7 @@ def main() -> int:
         os.environ["DEEPFACE_HOME"] = home
         from facestream import weights
         from facestream.config import Config
-        from facestream.identity import Calibration, GalleryIndex, OpenSetPolicy
+        from facestream.matching import Calibration, GalleryIndex, OpenSetPolicy
         from facestream.recognition import configure_environment
 
         configure_environment()

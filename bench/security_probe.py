@@ -567,7 +567,7 @@ def probe_disks(tally: Tally, tmp: Path) -> dict[str, Any]:
         subprocess.run([sys.executable, "-c", (
             "import os, sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n"
             "c.execute('PRAGMA journal_mode=WAL')\n"
-            "c.execute(\"UPDATE identities SET name = name || ''\"); c.commit()\nos._exit(0)\n"),
+            "c.execute(\"UPDATE people SET name = name || ''\"); c.commit()\nos._exit(0)\n"),
             str(db)], check=True)
         subprocess.run(["chattr", "+i", f"{db}-shm"], check=True)
 

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facestream.config import Config
-from facestream.identity import GalleryIndex, face_hash, normalize
+from facestream.matching import GalleryIndex, face_hash, normalize
 from facestream.recognition import Recognizer, RegionImage, look_quality
 from facestream.regions import TRACK_FACE_PX
 

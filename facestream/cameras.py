@@ -24,7 +24,7 @@ from .config import CameraConfig, Config
 from .events import GalleryChange, Output
 from .fanout import Broadcaster
 from .hub import FrameHub, Packet
-from .identity import GalleryIndex
+from .matching import GalleryIndex
 from .metrics import Metrics
 from .pipeline import FairShare, LivePipeline
 from .presence import Presence

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .identity import Calibration, OpenSetPolicy
+from .matching import Calibration, OpenSetPolicy
 from .privacy import HEX_PREFIX, redact_receiver, redact_source
 
 #: Recognition models DeepFace can run here, with the cosine similarity at or above which two
@@ -23,7 +23,7 @@ from .privacy import HEX_PREFIX, redact_receiver, redact_source
 #: published threshold for it (not tuned here); Dlib's was measured on the shared LFW pairs
 #: with facestream's alignment. The others are DeepFace's cosine-distance thresholds turned
 #: into similarities (1 - d). Who a face is among everybody enrolled (1:N) is decided by the
-#: open-set policy instead (identity.OpenSetPolicy).
+#: open-set policy instead (matching.OpenSetPolicy).
 DEFAULT_THRESHOLDS: Final[Mapping[str, float]] = {
     "SFace": 0.363,
     "Dlib": 0.905,
@@ -49,7 +49,7 @@ DEFAULT_CALIBRATIONS: Final[Mapping[str, Calibration]] = {
 #: Face detectors: YuNet (OpenCV Zoo; five landmarks, finds small and turned faces), dlib HOG,
 #: dlib's CNN (MMOD; much slower on a CPU), OpenCV's Haar cascade (the original prototype's).
 DETECTORS: Final = ("yunet", "hog", "cnn", "haar")
-#: How an identity with several samples is matched (see identity.GalleryIndex.from_samples).
+#: How a person with several samples is matched (see matching.GalleryIndex.from_samples).
 MATCHING: Final = ("centroid", "best")
 
 
@@ -118,12 +118,12 @@ class RecognitionConfig:
     detector: str = "yunet"
     #: YuNet confidence (0-1) a face needs; charts and drawings score 0.
     min_face_score: float = 0.7
-    #: How an identity with several samples is matched: "centroid" (the mean of its
+    #: How a person with several samples is matched: "centroid" (the mean of its
     #: samples) or "best" (its most similar sample). See the README for the measurement.
     matching: str = "centroid"
     #: The chance a stranger is named as somebody enrolled, kept whatever the gallery size.
     stranger_far: float = 0.01
-    #: How far the best identity must lead the second best to be named.
+    #: How far the best match must lead the second best to be named.
     margin: float = 0.0
     #: The chance, per enrollment, that a new person is refused as "already enrolled"
     #: although they are somebody else: only near-certain duplicates are refused. Far below

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from .gallery_types import AlreadyEnrolled, GalleryError, Identity, NotFound, Sample, StoredImages
+from .gallery_types import AlreadyEnrolled, GalleryError, NotFound, Person, Sample, StoredImages
 from .history import History, images_of
 from .images import ImageError
 from .presence import LiveFace
@@ -87,18 +87,19 @@ class Enrollment:
         self.gallery, self.pool, self.history = gallery, pool, history
 
     async def enroll(self, name: Any, candidates: list[Candidate], email: str | None = None
-                     ) -> Identity:
+                     ) -> Person:
         """A new person from the first candidate; the others become their samples. Raises
         AlreadyEnrolled when the first is near-certainly somebody enrolled."""
         first, rest = candidates[0], candidates[1:]
-        ident = await self.gallery.add(name, first.embedding, email=email, face=first.hash,
+        person = await self.gallery.add(name, first.embedding, email=email, person=first.hash,
                                        images=first.images, source=first.source)
         for candidate in rest:
-            await self.add_sample(ident.hash, candidate, force=True)
-        return self.gallery.get(ident.hash) or ident
+            await self.add_sample(person.hash, candidate, force=True)
+        return self.gallery.get(person.hash) or person
 
-    async def add_sample(self, face: str, candidate: Candidate, force: bool = False) -> Sample:
-        return await self.gallery.add_sample(face, candidate.embedding, images=candidate.images,
+    async def add_sample(self, person: str, candidate: Candidate, force: bool = False
+                         ) -> Sample:
+        return await self.gallery.add_sample(person, candidate.embedding, images=candidate.images,
                                              source=candidate.source, force=force)
 
     async def embedded(self, faces: list[StoredFace], source: str = "history"
@@ -109,7 +110,7 @@ class Enrollment:
                 for f, e in zip(faces, embeddings)]
 
     async def stranger(self, person: str, name: Any, email: str | None = None,
-                       visit: str | None = None) -> Identity:
+                       visit: str | None = None) -> Person:
         """Name a stranger from history: their best visit faces (or one visit's) become the
         samples of a new person who keeps the stranger's hash, so their visits are the
         person's from now on."""
@@ -146,20 +147,20 @@ class Enrolled:
     """What enrolling one person's photos did."""
 
     name: str
-    identity: Identity | None = None
+    person: Person | None = None
     added: int = 0
     #: Photo -> why it was not used.
     skipped: dict[Path, str] = field(default_factory=dict)
     #: Photos refused as someone enrolled under another name.
-    matched: dict[Path, Identity] = field(default_factory=dict)
+    matched: dict[Path, Person] = field(default_factory=dict)
     #: Photos added, on request, as samples of someone enrolled under another name.
-    given: dict[Path, Identity] = field(default_factory=dict)
+    given: dict[Path, Person] = field(default_factory=dict)
 
 
 async def enroll_images(gallery: Gallery, pool: WorkerPool, name: str, images: Iterable[Path],
                         out: TextIO, bar: tqdm[Any] | None = None,
                         on_match: str = "skip") -> Enrolled:
-    """Enroll ``name`` from ``images``: an identity of that name gets the faces as samples,
+    """Enroll ``name`` from ``images``: a person of that name gets the faces as samples,
     otherwise the first usable image creates it. A photo with several faces of similar size
     adds the one most like the person's other photos, if any is.
 
@@ -180,13 +181,13 @@ async def enroll_images(gallery: Gallery, pool: WorkerPool, name: str, images: I
         else:
             await _enroll_face(gallery, result, path, faces[0], on_match, out)
     for path, faces in several:
-        if result.identity is None:
+        if result.person is None:
             # No other photo to compare with: the person is the one the photo is centred on.
             face = _most_central(path, faces)
             print(f"note: {path} shows {len(faces)} faces of similar size; enrolled the one "
                   "nearest its centre", file=out)
         else:
-            face = _most_like(gallery, result.identity, faces)
+            face = _most_like(gallery, result.person, faces)
         if face is None:
             why = (f"{len(faces)} faces of similar size, none of them like {name}'s other "
                    "photos")
@@ -214,12 +215,12 @@ def _most_central(path: Path, faces: list[Face]) -> Face:
     return min(faces, key=distance)
 
 
-def _most_like(gallery: Gallery, identity: Identity | None, faces: list[Face]) -> Face | None:
-    """Of several faces in a photo of ``identity``, the one that is them (as a 1:1 check
+def _most_like(gallery: Gallery, person: Person | None, faces: list[Face]) -> Face | None:
+    """Of several faces in a photo of ``person``, the one that is them (as a 1:1 check
     against their samples), or None."""
-    if identity is None:
+    if person is None:
         return None
-    scored = [(gallery.index.score(f.embedding, identity.hash), f) for f in faces
+    scored = [(gallery.index.score(f.embedding, person.hash), f) for f in faces
               if f.embedding is not None]
     known = [(s, f) for s, f in scored if s is not None]
     if not known:
@@ -233,11 +234,11 @@ async def _enroll_face(gallery: Gallery, result: Enrolled, path: Path, face: Fac
     assert face.embedding is not None
     images_ = StoredImages.of(face.images)
     try:
-        if result.identity is None:
-            result.identity = await gallery.add(result.name, face.embedding, images=images_,
+        if result.person is None:
+            result.person = await gallery.add(result.name, face.embedding, images=images_,
                                                 force=on_match == "new")
         else:
-            await gallery.add_sample(result.identity.hash, face.embedding, images=images_,
+            await gallery.add_sample(result.person.hash, face.embedding, images=images_,
                                      force=on_match == "new")
         result.added += 1
     except AlreadyEnrolled as exc:

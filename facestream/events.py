@@ -25,14 +25,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GalleryChange:
     """``event`` ("enrolled", "renamed", "deleted", "merged", "reloaded", ...) about
-    ``identity``, the person as they are now (None when the change is about many)."""
+    ``person``, as they are now (None when the change is about many)."""
 
     event: str
-    identity: Any | None = None
+    person: Any | None = None
 
     def face(self) -> dict[str, Any] | None:
         """The person as the API shows them, if the change is about one."""
-        return self.identity.to_json() if self.identity is not None else None
+        return self.person.to_json() if self.person is not None else None
 
 
 class Output:
@@ -102,8 +102,8 @@ class Events:
 
     def follow(self, gallery: GallerySource) -> None:
         """Pass on ``gallery``'s changes (once it is open)."""
-        gallery.on_change(lambda event, identity: self.gallery_changed(
-            GalleryChange(event, identity)))
+        gallery.on_change(lambda event, person: self.gallery_changed(
+            GalleryChange(event, person)))
 
     def connect(self, output: Output) -> None:
         """Send ``output`` every event from now on; it is told of the cameras served

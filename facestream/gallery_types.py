@@ -1,4 +1,4 @@
-"""What the gallery holds and hands out (identities, their samples, a sample's images) and
+"""What the gallery holds and hands out (people, their samples, a sample's images) and
 how changing it fails (``GalleryError`` and its kinds)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .db.base import Failure
-from .identity import Embedding
 from .images import SampleImages
+from .matching import Embedding
 
 #: The base of every failure reported in one line, the database's ``StorageError`` included:
 #: ``except GalleryError`` catches a failing disk too, as it always has. The gallery's own,
@@ -31,7 +31,7 @@ class AlreadyEnrolled(GalleryError):
 class BelongsToOther(AlreadyEnrolled):
     def __init__(self, existing_hash: str, name: str, similarity: float | None) -> None:
         super().__init__(existing_hash, name, similarity)
-        self.args = (f"this face matches another identity, {name!r}",)
+        self.args = (f"this face matches another person, {name!r}",)
 
 
 class NotFound(GalleryError):
@@ -55,7 +55,7 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Identity:
+class Person:
     hash: str
     name: str
     model: str
@@ -80,7 +80,7 @@ class SampleRecord:
     """A sample with its data, for export and re-embedding."""
 
     id: int
-    identity: str
+    person: str
     embedding: Embedding
     crop: bytes | None
     source: str

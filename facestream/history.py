@@ -32,7 +32,7 @@ from .config import HistoryConfig
 from .db.base import StorageError
 from .events import Camera, GalleryChange, Output
 from .gallery_types import GalleryError, NotFound, StoredImages
-from .identity import Embedding, GalleryIndex, normalize
+from .matching import Embedding, GalleryIndex, normalize
 from .presence import VisitEvent, VisitRecord
 from .recognition import StoredFace
 from .retry import Backoff, Outage
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 MAX_PENDING: Final = 512
 PRUNE_INTERVAL_S: Final = 3600.0
 MAX_PAGE: Final = 200
-#: Samples an identity gets when it is named from history: its best visits' faces.
+#: Samples a person gets when it is named from history: its best visits' faces.
 SAMPLES_FROM_HISTORY: Final = 3
 #: Storing a visit the database refused is retried after these, doubling.
 RETRY_S: Final = (0.5, 30.0)
@@ -257,7 +257,7 @@ class History(Output):
         if v.known:
             statements.append((
                 ("DELETE FROM visits WHERE id = ? AND known = 1 AND NOT EXISTS "
-                 "(SELECT 1 FROM identities WHERE hash = visits.person)"), (v.id,)))
+                 "(SELECT 1 FROM people WHERE hash = visits.person)"), (v.id,)))
         if (event.kind == "left" and not v.known and v.best is not None
                 and self.gallery.get(v.person) is None):
             statements.append(self._grouped(v.person, v.best.embedding))
@@ -306,15 +306,15 @@ class History(Output):
         """An enrolled stranger is no longer unknown (Gallery.add removed the group's row);
         a deleted person's visits went with them (and their open visit's events are not
         stored)."""
-        event, identity = change.event, change.identity
-        if identity is None:
+        event, person = change.event, change.person
+        if person is None:
             return
-        if identity.hash in self._unknowns:
-            del self._unknowns[identity.hash]
-            self.unknown_index = self.unknown_index.removed(identity.hash)
+        if person.hash in self._unknowns:
+            del self._unknowns[person.hash]
+            self.unknown_index = self.unknown_index.removed(person.hash)
         if event == "deleted":
-            self._last_seen.pop(identity.hash, None)
-            self._tombstone(identity.hash)
+            self._last_seen.pop(person.hash, None)
+            self._tombstone(person.hash)
 
     # -- retention -----------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
-"""History's tables, and how they follow the gallery's identities.
+"""History's tables, and how they follow the gallery's people.
 
 ``visits`` (with their images in ``visit_images``) and ``unknowns`` (the stranger groups)
 name people by hash, enrolled or not. History (history.py) stores and reads them; this module
 declares them (``SCHEMA``) and says what becomes of them when the gallery enrolls, renames,
-merges or deletes an identity (``HistoryTables``). The gallery runs those statements in the
+merges or deletes a person (``HistoryTables``). The gallery runs those statements in the
 same transaction as its own change, so no reader ever sees a deleted person's visits, or a
 merged one's under the old hash.
 
@@ -50,26 +50,26 @@ SCHEMA: Final = Schema("history", 1, (
 
 
 class HistoryTables:
-    """History's part of the gallery's changes (``storage.Dependent``)."""
+    """History's part of the gallery's changes (``gallery_tables.Dependent``)."""
 
     schema = SCHEMA
 
-    def enrolled(self, face: str, name: str) -> list[Statement]:
+    def enrolled(self, person: str, name: str) -> list[Statement]:
         # A stranger seen before (enrolled from the live view or from history): their visits
         # are this person's now, and their group is gone.
-        return [("UPDATE visits SET known = 1, name = ? WHERE person = ?", (name, face)),
-                ("DELETE FROM unknowns WHERE hash = ?", (face,))]
+        return [("UPDATE visits SET known = 1, name = ? WHERE person = ?", (name, person)),
+                ("DELETE FROM unknowns WHERE hash = ?", (person,))]
 
-    def renamed(self, face: str, name: str) -> list[Statement]:
-        return [("UPDATE visits SET name = ? WHERE person = ?", (name, face))]
+    def renamed(self, person: str, name: str) -> list[Statement]:
+        return [("UPDATE visits SET name = ? WHERE person = ?", (name, person))]
 
     def merged(self, target: str, source: str, name: str) -> list[Statement]:
         return [("UPDATE visits SET person = ?, name = ? WHERE person = ?",
                  (target, name, source))]
 
-    def deleted(self, face: str) -> list[Statement]:
-        # Their history goes with them: visits, face crops and snapshots.
-        return [("DELETE FROM visits WHERE person = ?", (face,))]
+    def deleted(self, person: str) -> list[Statement]:
+        # Their history goes with them: visits, person crops and snapshots.
+        return [("DELETE FROM visits WHERE person = ?", (person,))]
 
 
 HISTORY_TABLES: Final = HistoryTables()

@@ -51,7 +51,7 @@ class Metrics:
             ["camera"], registry=r
         )
         self.gallery_size = Gauge(
-            "facestream_gallery_identities", "Enrolled identities.", registry=r
+            "facestream_gallery_identities", "Enrolled people.", registry=r
         )
         self.camera_up = Gauge(
             "facestream_camera_up", "1 while the camera delivers frames, 0 during no signal.",

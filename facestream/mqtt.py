@@ -40,7 +40,7 @@ import aiomqtt
 
 from .config import MqttConfig
 from .events import Camera, GalleryChange, Output
-from .gallery_types import Identity
+from .gallery_types import Person
 from .metrics import Metrics
 from .presence import Snapshot, VisitEvent
 from .privacy import redact_source
@@ -67,7 +67,7 @@ class MqttBridge(Output):
     """Turns presence, visits and gallery changes into MQTT messages (see the module)."""
 
     def __init__(self, config: MqttConfig, version: str, metrics: Metrics,
-                 people: Callable[[], Iterable[Identity]]) -> None:
+                 people: Callable[[], Iterable[Person]]) -> None:
         self.config = config
         self.version = version
         self._metrics = metrics
@@ -150,7 +150,7 @@ class MqttBridge(Output):
 
     def people_changed(self) -> None:
         """Announce who is enrolled now: new and renamed people, and remove the others."""
-        now = {ident.hash: ident.name for ident in self._people()}
+        now = {person.hash: person.name for person in self._people()}
         for person in self._announced.keys() - now.keys():
             if self.config.discovery_prefix:
                 self._set(self._person_topic(person), b"")

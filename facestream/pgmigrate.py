@@ -1,6 +1,6 @@
 """``facestream gallery migrate --to postgresql://...``: the SQLite gallery into PostgreSQL.
 
-Copies identities (with their email HMACs), samples (embeddings, thumbnails, context squares
+Copies people (with their email HMACs), samples (embeddings, thumbnails, context squares
 and geometry, keeping their ids), visits with their images, and the unknowns, in one
 transaction, into a database that holds no gallery yet; then notifies running nodes to reload.
 The SQLite file is only read (safe while a server uses it) and stays as it was.
@@ -15,7 +15,11 @@ sessions do not move: people log in again.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -27,14 +31,16 @@ from .db.base import StorageError
 from .db.disk import DB_FILE, read_only
 from .db.migrate import Table, copy_tables
 from .db.postgres import CHANNEL, COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, notification, where
+from .db.sqlite import SqliteDb
+from .gallery_tables import DEPENDENTS, SCHEMA
 from .gallery_types import GalleryError
 from .privacy import SECRET_FILE, load_or_create_secret
 from .storage import Gallery
 
 #: Tables and columns moved, parents before children.
 TABLES: Final[tuple[Table, ...]] = (
-    ("identities", ("hash", "name", "email_hmac", "created_at", "updated_at")),
-    ("samples", ("id", "identity", "model", "dim", "embedding", "crop", "context", "geometry",
+    ("people", ("hash", "name", "email_hmac", "created_at", "updated_at")),
+    ("samples", ("id", "person", "model", "dim", "embedding", "crop", "context", "geometry",
                  "source", "created_at")),
     ("visits", ("id", "person", "known", "name", "camera", "arrived_at", "left_at",
                 "quality")),
@@ -55,10 +61,45 @@ def _models(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT model FROM samples ORDER BY model")]
 
 
+@asynccontextmanager
+async def _current(db: Path) -> AsyncIterator[sqlite3.Connection]:
+    """The gallery file ``db``, read-only, in this version's layout. A file of an older
+    version (upgraded only when a server or command opens it) is copied beside itself and
+    the copy upgraded, so the file itself is still only read."""
+    with read_only(db) as source:
+        row = source.execute("SELECT value FROM meta WHERE key = ?", (SCHEMA.key,)).fetchone()
+        if row is not None and int(row[0]) >= SCHEMA.version:
+            yield source
+            return
+        fd, name = tempfile.mkstemp(dir=db.parent, prefix=".migrate-", suffix=".sqlite3")
+        os.close(fd)  # mode 0600: it holds the faces too
+        copy = Path(name)
+        try:
+            target = sqlite3.connect(copy)
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+        except BaseException:
+            copy.unlink(missing_ok=True)
+            raise
+    try:
+        upgraded = SqliteDb(copy)
+        try:
+            await upgraded.open([SCHEMA, *(d.schema for d in DEPENDENTS)])
+        finally:
+            await upgraded.close()
+        with read_only(copy) as conn:
+            yield conn
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{copy}{suffix}").unlink(missing_ok=True)
+
+
 async def migrate(db: Path, url: str, model: str, config: Config) -> dict[str, int]:
     """Copy the gallery file ``db`` into the PostgreSQL database ``url``; rows per table."""
     secret = load_or_create_secret(db.parent, config.storage.secret)
-    with read_only(db) as source:
+    async with _current(db) as source:
         models = _models(source)
         if len(models) > 1:
             raise GalleryError(f"the gallery {db} mixes embeddings of {', '.join(models)}: "
@@ -86,7 +127,7 @@ async def migrate(db: Path, url: str, model: str, config: Config) -> dict[str, i
 async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection, url: str
                 ) -> dict[str, int]:
     async with conn.transaction():
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM identities) OR "
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM people) OR "
                                "EXISTS (SELECT 1 FROM visits)"):
             raise GalleryError(f"the database {where(url)} already holds a gallery: migrate "
                                "into an empty database")

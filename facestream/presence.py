@@ -31,8 +31,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .geometry import area
-from .identity import Embedding, GalleryIndex, Match
 from .images import SampleImages
+from .matching import Embedding, GalleryIndex, Match
 from .recognition import FrameResult, TrackHint
 from .tracking import BestView, FaceView, Track, Tracker
 

@@ -34,7 +34,6 @@ from numpy.typing import NDArray
 
 from . import weights
 from .geometry import TRACK_IOU, Box, area, inside, iou
-from .identity import normalize
 from .images import (
     CONTEXT_SCALE,
     LOOK_SAME,
@@ -46,6 +45,7 @@ from .images import (
     sample_images,
     square,
 )
+from .matching import normalize
 
 #: Models aligned on YuNet's landmarks with OpenCV's alignCrop; the others use dlib chips.
 LANDMARK_ALIGNED: Final = frozenset({"SFace"})

@@ -1,4 +1,4 @@
-"""Face tracks between frames: who is in view, keeping identity and hash while a face stays.
+"""Face tracks between frames: who is in view, keeping name and hash while a face stays.
 
 Pure logic, no I/O: the live pipeline feeds it detection results and reads ``views()``.
 A detection is matched to an existing track by box overlap; only new faces, tracked faces
@@ -13,7 +13,7 @@ looks (``Track.evidence``). An unknown face that is lost for a moment and comes 
 A far face gets a few good looks and many poor ones, so the evidence is weighted by each
 look's quality (detector confidence, size, how frontal, how sharp: recognition.look_quality),
 keeps the EVIDENCE_KEPT best looks (a good look is not pushed out by the poor ones after it)
-and is not renormalised: its score against an identity is the weighted mean of the looks'
+and is not renormalised: its score against a person is the weighted mean of the looks'
 own similarities, never higher than the looks say. Averaging similarities narrows a
 stranger's spread around their mean, so the single-look open-set threshold keeps at least
 the stranger rate it was calibrated for (README, "Faces at a distance").
@@ -31,8 +31,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .geometry import TRACK_IOU, Box, iou
-from .identity import Embedding, GalleryIndex, Match, face_hash, normalize
 from .images import SampleImages
+from .matching import Embedding, GalleryIndex, Match, face_hash, normalize
 from .recognition import Face, TrackHint
 
 #: Embeddings kept per track for its running mean.
@@ -99,7 +99,7 @@ class Track:
     provisional_hash: str = ""
     #: The best view of the face so far (detector score times size), for its visit.
     best: BestView | None = None
-    #: The looks its identity is decided on: (quality, embedding), best kept.
+    #: The looks its name is decided on: (quality, embedding), best kept.
     looks: list[tuple[float, Embedding]] = field(default_factory=list)
     first_quality: float = 0.0
     #: Looks still to ask for at full resolution: a face first embedded from the scaled

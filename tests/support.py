@@ -1,20 +1,25 @@
 """Small helpers several test modules share: waiting for a condition, reading an MJPEG part
-and a metric, unit vectors, and what a gallery's ``on_change`` reported."""
+and a metric, unit vectors, what a gallery's ``on_change`` reported, and a gallery of
+version 4 (before its tables took the names the code uses)."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from facestream.gallery_types import Identity
-from facestream.identity import normalize
+from facestream.gallery_types import Person
+from facestream.history_tables import SCHEMA as HISTORY_SCHEMA
+from facestream.matching import normalize
 from facestream.storage import Gallery
 
 Client = TestClient[Any, Any]
@@ -76,20 +81,57 @@ class GalleryChanges:
         self._changed = asyncio.Event()
         gallery.on_change(self._on_change)
 
-    def _on_change(self, event: str, ident: Identity | None) -> None:
-        self.seen.append((event, ident.hash if ident else None, time.perf_counter()))
+    def _on_change(self, event: str, person: Person | None) -> None:
+        self.seen.append((event, person.hash if person else None, time.perf_counter()))
         self._changed.set()
 
     def kinds(self) -> list[tuple[str, str | None]]:
         return [(e, h) for e, h, _ in self.seen]
 
-    async def wait(self, event: str, face: str | None, timeout: float = 1.0) -> float:
-        """When ``event`` on ``face`` was seen (perf_counter); fails after ``timeout``."""
+    async def wait(self, event: str, person: str | None, timeout: float = 1.0) -> float:
+        """When ``event`` on ``person`` was seen (perf_counter); fails after ``timeout``."""
         async def seen() -> float:
             while True:
                 for e, h, at in self.seen:
-                    if (e, h) == (event, face):
+                    if (e, h) == (event, person):
                         return at
                 self._changed.clear()
                 await self._changed.wait()
         return await asyncio.wait_for(seen(), timeout)
+
+
+#: A gallery as facestream wrote it up to schema version 4 (SQLite's dialect, ``?``
+#: parameters): the people were ``identities``, a sample's person its ``identity``; one
+#: person (hash ``h1``, Ada, with an email HMAC), one sample, one visit. History's tables
+#: have not changed since.
+GALLERY_V4: Final = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE identities (
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL, email_hmac TEXT, created_at REAL NOT NULL,
+    updated_at REAL NOT NULL)""",
+    "CREATE INDEX identities_email ON identities (email_hmac)",
+    """CREATE TABLE samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity TEXT NOT NULL REFERENCES identities (hash) ON DELETE CASCADE,
+    model TEXT NOT NULL, dim INTEGER NOT NULL, embedding BLOB NOT NULL, crop BLOB,
+    context BLOB, geometry TEXT, source TEXT NOT NULL, created_at REAL NOT NULL)""",
+    "CREATE INDEX samples_identity ON samples (identity)",
+    *HISTORY_SCHEMA.statements,
+    "INSERT INTO meta VALUES ('schema_version', '4')",
+    "INSERT INTO meta VALUES ('schema_version:history', '1')",
+    "INSERT INTO identities VALUES ('h1', 'Ada', 'ada-hmac', 1.0, 1.0)",
+    ("INSERT INTO samples (identity, model, dim, embedding, crop, source, created_at) "
+     "VALUES ('h1', 'Dlib', 128, ?, ?, 'upload', 1.0)"),
+    ("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, quality) "
+     "VALUES ('v1', 'h1', 1, 'Ada', 'door', 10.0, 12.5, 0.9)"),
+)
+#: The embedding of GALLERY_V4's one sample, and its crop (the parameters of its INSERT).
+V4_EMBEDDING: Final = normalize(np.random.default_rng(4).normal(size=128))
+V4_SAMPLE: Final = (V4_EMBEDDING.astype("<f4").tobytes(), b"crop")
+
+
+def write_gallery_v4(path: Path) -> None:
+    """A version 4 gallery file at ``path`` (see GALLERY_V4)."""
+    with closing(sqlite3.connect(path)) as db, db:
+        for statement in GALLERY_V4:
+            db.execute(statement, V4_SAMPLE if "?" in statement else ())

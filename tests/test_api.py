@@ -158,7 +158,7 @@ async def test_enroll_list_rename_delete(client: Client) -> None:
     resp = await client.post("/faces", data=upload("image", OBAMA.read_bytes(), name="Barack",
                                                    email="barack@example.org"))
     enrolled = await resp.json()
-    # The identity keeps the hash its face had before it was enrolled.
+    # The person keeps the hash its face had before it was enrolled.
     assert (resp.status, enrolled) == (201, {"hash": seen["hash"], "name": "Barack"})
 
     # Another photo of the same person is recognised by hash and name.
@@ -191,12 +191,12 @@ async def test_enroll_list_rename_delete(client: Client) -> None:
         200, {"deleted": enrolled["hash"], "name": "Barack Obama"})
     assert await (await client.get("/faces")).json() == {"faces": [], "total": 0, "offset": 0,
                                                          "limit": 50}
-    gone = {"error": f"no enrolled face with hash {enrolled['hash']}"}
+    gone = {"error": f"no enrolled person with hash {enrolled['hash']}"}
     resp = await client.delete(f"/faces/{enrolled['hash']}")
     assert (resp.status, await resp.json()) == (404, gone)
     resp = await client.patch(f"/faces/{'0' * 64}", json={"name": "x"})
     assert (resp.status, await resp.json()) == (
-        404, {"error": f"no enrolled face with hash {'0' * 64}"})
+        404, {"error": f"no enrolled person with hash {'0' * 64}"})
 
 
 async def test_enroll_errors(client: Client, no_face_png: bytes) -> None:
@@ -246,7 +246,7 @@ async def test_email_never_reaches_disk_or_log_in_plain_text(
     assert email.encode() not in stored
     assert email not in caplog.text
     with sqlite3.connect(Path(cfg.storage.data_dir) / DB_FILE) as db:
-        (digest,) = db.execute("SELECT email_hmac FROM identities").fetchone()
+        (digest,) = db.execute("SELECT email_hmac FROM people").fetchone()
     secret = load_or_create_secret(Path(cfg.storage.data_dir), cfg.storage.secret)
     assert digest == email_digest(secret, email)
 
@@ -267,12 +267,12 @@ async def test_metrics_count_each_upload_and_embedded_face(client: Client) -> No
     assert resp.status == 201
     resp = await client.post("/process-frame", data=upload("frame", b"not an image"))
     assert resp.status == 400  # refused by the decoder: not timed as an upload
-    # Two uploads analysed, 6 + 1 faces embedded, one identity; no camera frames at all.
+    # Two uploads analysed, 6 + 1 faces embedded, one person; no camera frames at all.
     assert await counts() == (2, GROUP_FACES + 1, 1, 0, 0)
 
 
 async def test_the_gallery_is_answered_a_capped_page_at_a_time(client: Client) -> None:
-    """No answer lists more than 200 identities, whatever ``limit`` asks: a 200,000-identity
+    """No answer lists more than 200 people, whatever ``limit`` asks: a 200,000-person
     gallery answered whole was 78 MB and held the server for seconds. ``q`` finds names
     on the server, ``page_of`` the page a person is on."""
     gallery = client.server.app[GALLERY]

@@ -522,7 +522,7 @@ async def test_api_errors_are_shown_on_the_page(page: Page, api: Api,
     await expect(error).to_contain_text("Could not add Somebody: no face found in the image")
     await expect(page.get_by_test_id("notice").locator(".notice")).to_have_count(1)
 
-    # "Not <name>" when the identity has a single sample: 409, nothing removed.
+    # "Not <name>" when the person has a single sample: 409, nothing removed.
     await api.steady_face()
     await in_view(page, live).get_by_test_id("not-button").click()
     await page.get_by_test_id("dialog-confirm").click()
@@ -536,7 +536,7 @@ async def test_api_errors_are_shown_on_the_page(page: Page, api: Api,
 
 
 async def test_samples_merge_and_not_this_person(page: Page, api: Api) -> None:
-    """Enroll from a photo, add and delete samples on a card, merge one identity into another,
+    """Enroll from a photo, add and delete samples on a card, merge one person into another,
     and correct a wrong match with "Not <name>"."""
     # Enroll Barack from a photo.
     await page.get_by_test_id("enroll-source-photo").check()
@@ -618,9 +618,9 @@ async def test_samples_merge_and_not_this_person(page: Page, api: Api) -> None:
     assert len(alex_samples) == 1
 
 
-async def test_email_search_finds_the_identity(page: Page, api: Api) -> None:
+async def test_email_search_finds_the_person(page: Page, api: Api) -> None:
     """An email in the search box asks the server (GET /faces?email=) and shows only that
-    identity; a name filters as you type (GET /faces?q=); "Show all" brings everyone
+    person; a name filters as you type (GET /faces?q=); "Show all" brings everyone
     back."""
     for photo, name, email in [(OBAMA, "Barack", "barack@example.org"),
                                (BIDEN, "Joe", "joe@example.org")]:
@@ -719,7 +719,7 @@ async def fill_gallery(api: Api, data: Path, cwd: Path, names: list[str]) -> lis
     export = cwd / "one.json"
     await facestream_cli("faces", "export", str(export), "--data-dir", str(data), cwd=cwd)
     doc = json.loads(export.read_text())
-    (real,) = doc["identities"]
+    (real,) = doc["people"]
     embedding = np.frombuffer(base64.b64decode(real["samples"][0]["embedding"]), "<f4")
     rng = np.random.default_rng(7)
     copies = []
@@ -730,12 +730,12 @@ async def fill_gallery(api: Api, data: Path, cwd: Path, names: list[str]) -> lis
             moved.astype("<f4").tobytes()).decode()}
         copies.append({**real, "hash": secrets.token_hex(32), "name": name,
                        "samples": [sample]})
-    doc["identities"] = copies
+    doc["people"] = copies
     crowd = cwd / "crowd.json"
     crowd.write_text(json.dumps(doc))
     out = await facestream_cli("faces", "import", str(crowd), "--data-dir", str(data),
                                cwd=cwd)
-    assert f"imported {len(copies)} identities, skipped 0" in out, out
+    assert f"imported {len(copies)} people, skipped 0" in out, out
 
     async def all_there() -> bool:  # the server notices another process's changes
         return (await api.get("/faces?limit=1"))["total"] == len(names)

@@ -137,7 +137,7 @@ def test_shared_options_work_before_and_after_the_command_and_its_action(
                  ("faces", "--model", "Dlib", "list", "--data-dir", d),
                  ("--model=Dlib", "faces", "list", f"--data-dir={d}")):
         proc = run(*args, cwd=tmp_path)
-        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "0 identities (Dlib)\n", ""), \
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "0 people (Dlib)\n", ""), \
             args
     config = tmp_path / "mine.toml"
     config.write_text(f'[storage]\ndata_dir = "{d}"\n')
@@ -148,7 +148,7 @@ def test_shared_options_work_before_and_after_the_command_and_its_action(
                  ("gallery", "check", "--config", str(config))):
         proc = run(*args, cwd=elsewhere)
         assert (proc.returncode, proc.stdout, proc.stderr) == (
-            0, "ok: 0 identities, 0 samples, 0 visits\n", ""), args
+            0, "ok: 0 people, 0 samples, 0 visits\n", ""), args
 
 
 def test_an_option_given_twice_the_later_one_wins(run: Run, gallery: Path,
@@ -262,7 +262,7 @@ def test_commands_that_make_a_gallery_say_so_in_one_line(run: Run, tmp_path: Pat
     third = tmp_path / "third"
     proc = run("faces", "import", str(export), "--data-dir", "third", cwd=tmp_path)
     assert (proc.returncode, proc.stdout, proc.stderr) == (
-        0, "imported 0 identities, skipped 0\n", created(third) + "\n")
+        0, "imported 0 people, skipped 0\n", created(third) + "\n")
 
     # The prototype's pickle: Facenet embeddings with the hashes it gave them.
     rng = np.random.default_rng(3)

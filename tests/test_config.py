@@ -16,7 +16,7 @@ from facestream.config import (
     from_mapping,
     load,
 )
-from facestream.identity import Calibration
+from facestream.matching import Calibration
 
 from .conftest import ROOT
 

@@ -15,8 +15,9 @@ from facestream.config import Config
 from facestream.db.base import Conflict, Schema, Statement
 from facestream.db.disk import DB_FILE
 from facestream.db.sqlite import SqliteDb
-from facestream.identity import normalize
-from facestream.storage import DEPENDENTS, Dependent, Gallery
+from facestream.gallery_tables import DEPENDENTS, Dependent
+from facestream.matching import normalize
+from facestream.storage import Gallery
 
 from .conftest import Store
 
@@ -37,22 +38,22 @@ async def open_with(store: Store, dependents: tuple[Dependent, ...]) -> Gallery:
 
 
 class Notes:
-    """A third owner's table naming identities: a note each time one is renamed, and a
+    """A third owner's table naming people: a note each time one is renamed, and a
     deletion that breaks its own uniqueness rule (the same note twice)."""
 
     schema = Schema("notes", 1, ("CREATE TABLE IF NOT EXISTS notes (note TEXT PRIMARY KEY)",))
 
-    def enrolled(self, face: str, name: str) -> list[Statement]:
+    def enrolled(self, person: str, name: str) -> list[Statement]:
         return []
 
-    def renamed(self, face: str, name: str) -> list[Statement]:
-        return [("INSERT INTO notes (note) VALUES (?)", (f"{face} is {name}",))]
+    def renamed(self, person: str, name: str) -> list[Statement]:
+        return [("INSERT INTO notes (note) VALUES (?)", (f"{person} is {name}",))]
 
     def merged(self, target: str, source: str, name: str) -> list[Statement]:
         return []
 
-    def deleted(self, face: str) -> list[Statement]:
-        return [("INSERT INTO notes (note) VALUES (?)", (f"{face} deleted",))] * 2
+    def deleted(self, person: str) -> list[Statement]:
+        return [("INSERT INTO notes (note) VALUES (?)", (f"{person} deleted",))] * 2
 
 
 async def test_an_owner_s_statements_commit_or_fail_with_the_gallery_s_change(
@@ -67,13 +68,13 @@ async def test_an_owner_s_statements_commit_or_fail_with_the_gallery_s_change(
         with pytest.raises(Conflict):
             await gallery.delete(ada.hash)
         # Nothing of the deletion happened: not the gallery's, not history's.
-        assert await store.rows("SELECT name FROM identities") == [("Ada L",)]
+        assert await store.rows("SELECT name FROM people") == [("Ada L",)]
         assert await store.rows("SELECT id FROM visits") == [("v1",)]
         assert gallery.get(ada.hash) is not None
     finally:
         await gallery.close()
     meta = dict(await store.rows("SELECT key, value FROM meta WHERE key LIKE 'schema%'"))
-    assert meta == {"schema_version": "4", "schema_version:history": "1",
+    assert meta == {"schema_version": "5", "schema_version:history": "1",
                     "schema_version:notes": "1"}
 
 
@@ -88,7 +89,7 @@ async def test_a_process_that_never_starts_history_still_keeps_its_tables_in_ste
         await gallery.db.write([(VISIT, ("v1", ada.hash, 1, "Ada")),
                                 (VISIT, ("v2", stranger, 0, None))])
         await gallery.delete(ada.hash)
-        await gallery.add("Bo", unit(2), face=stranger)
+        await gallery.add("Bo", unit(2), person=stranger)
         assert await store.rows("SELECT id, known, name FROM visits") == [("v2", 1, "Bo")]
     finally:
         await gallery.close()

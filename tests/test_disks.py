@@ -36,7 +36,7 @@ from facestream.appkeys import GALLERY, HISTORY
 from facestream.config import Config, StorageConfig
 from facestream.db.disk import DB_FILE, MIN_FREE_BYTES, RESTORE_HINT, SHM_RESERVE
 from facestream.gallery_types import StoredImages
-from facestream.identity import normalize
+from facestream.matching import normalize
 from facestream.presence import VisitEvent, VisitRecord
 from facestream.storage import Gallery
 
@@ -141,7 +141,7 @@ def unit(seed: int) -> np.ndarray:
 
 
 async def build_gallery(data: Path, people: int = 20) -> Path:
-    """A real gallery of ``people`` identities with a 4 KB crop each (about 50 pages)."""
+    """A real gallery of ``people`` people, each with a 4 KB crop each (about 50 pages)."""
     data.mkdir(parents=True, exist_ok=True)
     g = await Gallery.open(data, "SFace", Config().recognition.policy("SFace"), SECRET)
     try:
@@ -163,7 +163,7 @@ def leave_wal_and_shm(db: Path) -> None:
     """What a killed server leaves: -wal and -shm beside the gallery."""
     script = ("import os, sqlite3, sys\n"
               "c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode=WAL')\n"
-              "c.execute(\"UPDATE identities SET name = name || ''\"); c.commit()\n"
+              "c.execute(\"UPDATE people SET name = name || ''\"); c.commit()\n"
               "os._exit(0)\n")
     subprocess.run([sys.executable, "-c", script, str(db)], check=True)
     assert Path(f"{db}-wal").exists() and Path(f"{db}-shm").exists()
@@ -312,7 +312,7 @@ import asyncio, os, sys
 from pathlib import Path
 import numpy as np
 from facestream.config import Config
-from facestream.identity import normalize
+from facestream.matching import normalize
 from facestream.db.base import StorageError
 from facestream.gallery_types import StoredImages
 from facestream.storage import Gallery
@@ -402,7 +402,7 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
     assert await (await client.get("/faces")).json() == listing
     assert gallery.index is index  # never rebuilt
     assert events == []
-    assert await gallery.db.query("SELECT name FROM identities") == [("Barack Obama",)]
+    assert await gallery.db.query("SELECT name FROM people") == [("Barack Obama",)]
 
     # A visit cannot be stored either: one log line, no traceback; it is kept and retried.
     vid = uuid.uuid4().hex
@@ -466,10 +466,10 @@ async def test_a_damaged_page_read_while_serving_answers_503(
 
 
 def corrupt_an_index_entry(db: Path) -> None:
-    """Change one character of a sample's identity in the samples table only (the index on
+    """Change one character of a sample's person in the samples table only (the index on
     it keeps the old value): damage only an integrity check finds."""
     with sqlite3.connect(db) as conn:
-        face = conn.execute("SELECT identity FROM samples ORDER BY id LIMIT 1").fetchone()[0]
+        face = conn.execute("SELECT person FROM samples ORDER BY id LIMIT 1").fetchone()[0]
         leaves = [p for (p,) in conn.execute(
             "SELECT pageno FROM dbstat WHERE name = 'samples' AND pagetype = 'leaf'")]
         size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -488,7 +488,7 @@ async def test_gallery_check_passes_a_good_gallery_and_names_the_damage(tmp_path
     db = await build_gallery(tmp_path / "data")
     proc = cli("gallery", "--data-dir", str(db.parent), "check", cwd=tmp_path)
     assert (proc.returncode, proc.stdout, proc.stderr) == (
-        0, "ok: 20 identities, 20 samples, 0 visits\n", "")
+        0, "ok: 20 people, 20 samples, 0 visits\n", "")
 
     index = tmp_path / "index"
     index.mkdir()
@@ -498,15 +498,15 @@ async def test_gallery_check_passes_a_good_gallery_and_names_the_damage(tmp_path
     orphan.mkdir()
     shutil.copy(db, orphan / DB_FILE)
     with sqlite3.connect(orphan / DB_FILE) as conn:  # foreign_keys is off by default
-        conn.execute("DELETE FROM identities WHERE name = 'Person 3'")
+        conn.execute("DELETE FROM people WHERE name = 'Person 3'")
     conn.close()
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     (garbage / DB_FILE).write_bytes(np.random.default_rng(1).bytes(8192))
 
     expected = {
-        index: "row 1 missing from index samples_identity",
-        orphan: "samples row 4 refers to a missing identities row",
+        index: "row 1 missing from index samples_person",
+        orphan: "samples row 4 refers to a missing people row",
         garbage: f"the gallery {garbage / DB_FILE} is not a SQLite database: move it away "
                  f"to start an empty gallery, or {RESTORE_HINT}",
     }
@@ -549,12 +549,12 @@ async def test_backup_while_serving_and_writing_restores_the_same_gallery(
     assert writes > 3
     with sqlite3.connect(backup) as conn:
         visits = conn.execute("SELECT COUNT(*) FROM visits").fetchone()[0]
-        (biden_then,) = conn.execute("SELECT name FROM identities WHERE hash = ?",
+        (biden_then,) = conn.execute("SELECT name FROM people WHERE hash = ?",
                                      (faces["Joe Biden"],)).fetchone()
     conn.close()
     assert (proc.returncode, err.decode()) == (0, "")
     assert out.decode() == (
-        f"wrote {backup}: 2 identities, 3 samples, {visits} visits "
+        f"wrote {backup}: 2 people, 3 samples, {visits} visits "
         f"({backup.stat().st_size} bytes)\n"
         f"keep {cfg.data_path / 'secret.key'} with your backups: email look-ups need it\n")
     assert oct(backup.stat().st_mode & 0o777) == "0o600"
@@ -564,7 +564,7 @@ async def test_backup_while_serving_and_writing_restores_the_same_gallery(
     fresh = tmp_path / "fresh"
     proc2 = cli("gallery", "--data-dir", str(fresh), "restore", str(backup), cwd=tmp_path)
     assert (proc2.returncode, proc2.stderr, proc2.stdout) == (0, "", (
-        f"restored {backup} (2 identities, 3 samples, {visits} visits) into "
+        f"restored {backup} (2 people, 3 samples, {visits} visits) into "
         f"{fresh / DB_FILE}; there was no gallery before\n"
         f"copy the secret.key kept with the backup into {fresh} before starting, or email "
         "look-ups will not match\n"))
@@ -608,16 +608,16 @@ async def test_restore_refuses_while_served_keeps_the_old_file_and_refuses_damag
     proc = cli("gallery", "--data-dir", str(data), "restore", str(damaged), cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (
         ERROR_EXIT, (f"error: the backup {damaged} is damaged (row 1 missing from index "
-                     "samples_identity): restore another backup\n"))
+                     "samples_person): restore another backup\n"))
 
     proc = cli("gallery", "--data-dir", str(data), "restore", str(backup), cwd=tmp_path)
     (kept,) = data.glob(f"{DB_FILE}.before-restore-*")
     assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", (
-        f"restored {backup} (3 identities, 3 samples, 0 visits) into {db}; the previous "
+        f"restored {backup} (3 people, 3 samples, 0 visits) into {db}; the previous "
         f"gallery is kept as {kept}\n"))
     assert not [p for p in os.listdir(data) if p.endswith(("-wal", "-shm", ".tmp"))]
     for path, names in ((db, ["Person 0", "Person 1", "Person 2"]), (kept, ["Barack Obama"])):
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            assert [n for (n,) in conn.execute("SELECT name FROM identities ORDER BY name")
+            assert [n for (n,) in conn.execute("SELECT name FROM people ORDER BY name")
                     ] == names
         conn.close()

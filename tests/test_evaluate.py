@@ -1,5 +1,5 @@
 """`python -m facestream evaluate`: accuracy, threshold calibration and plots, with the real
-model on a slice of the shared LFW pairs, and on a messy folder of identities."""
+model on a slice of the shared LFW pairs, and on a messy folder of people."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_lfw_slice_report_plots_and_apply(tmp_path: Path) -> None:
     assert all(line in config.read_text() for line in kept)
 
 
-def test_open_set_on_lfw_identities_reports_and_applies_a_calibration(tmp_path: Path) -> None:
+def test_open_set_on_lfw_people_reports_and_applies_a_calibration(tmp_path: Path) -> None:
     """The issue's protocol at a smaller gallery: 60 of the LFW people with several photos
     enrolled (one photo each), their other photos as probes, everybody else a stranger."""
     config = tmp_path / "config.toml"
@@ -104,7 +104,7 @@ def test_open_set_on_lfw_identities_reports_and_applies_a_calibration(tmp_path: 
     assert "set recognition.calibration.SFace" in proc.stdout
 
 
-def test_folder_of_identities_with_bad_files_is_reported_not_a_crash(
+def test_folder_of_people_with_bad_files_is_reported_not_a_crash(
     tmp_path: Path, no_face_png: bytes
 ) -> None:
     people = tmp_path / "people"

@@ -17,7 +17,7 @@ from facestream.appkeys import CAMERAS, HISTORY
 from facestream.cameras import Camera, Cameras
 from facestream.config import Config
 from facestream.events import Events, GalleryChange, Output
-from facestream.identity import GalleryIndex
+from facestream.matching import GalleryIndex
 from facestream.metrics import Metrics
 from facestream.presence import VisitEvent, VisitRecord
 

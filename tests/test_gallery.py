@@ -1,4 +1,4 @@
-"""Face management: several samples per identity, merge, "not this person", email lookup,
+"""Face management: several samples per person, merge, "not this person", email lookup,
 and changes showing everywhere without a restart. Real model, real photos, real SQLite."""
 
 from __future__ import annotations
@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import json
 import logging
 import sqlite3
 import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,16 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
+from facestream.commands.gallery import summary
 from facestream.config import Config, StorageConfig
+from facestream.db.base import StorageError
 from facestream.db.disk import DB_FILE
 from facestream.gallery_types import ModelMismatch
 from facestream.recognition import Recognizer
 from facestream.storage import Gallery
 
 from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3, TALKING_HEAD, upload
-from .support import wait_for
+from .support import V4_EMBEDDING, wait_for, write_gallery_v4
 
 Client = TestClient[Any, Any]
 
@@ -52,7 +56,7 @@ async def test_samples_are_added_listed_served_and_removed(
     resp = await client.post(f"/faces/{obama}/samples", data=upload("image", OBAMA2))
     assert resp.status == 201
     added = await resp.json()
-    assert added["hash"] == obama  # the identity keeps its hash
+    assert added["hash"] == obama  # the person keeps their hash
 
     ident = await (await client.get(f"/faces/{obama}")).json()
     assert [s["source"] for s in ident["samples"]] == ["upload", "upload"]
@@ -66,22 +70,22 @@ async def test_samples_are_added_listed_served_and_removed(
     biden = await enroll(client, BIDEN, "Joe")
     resp = await client.post(f"/faces/{obama}/samples", data=upload("image", BIDEN2))
     assert (resp.status, await resp.json()) == (409, {
-        "error": "this face matches another identity, 'Joe'", "hash": biden, "name": "Joe"})
+        "error": "this face matches another person, 'Joe'", "hash": biden, "name": "Joe"})
 
     first = ident["samples"][0]["id"]
     resp = await client.delete(f"/faces/{obama}/samples/{first}")
     assert (resp.status, await resp.json()) == (200, {"deleted": first, "hash": obama})
     assert (await identify(client, OBAMA3))["hash"] == obama  # still recognised, same hash
     resp = await client.delete(f"/faces/{obama}/samples/{added['id']}")
-    assert (resp.status, await resp.json()) == (409, {  # delete the identity instead
-        "error": f"sample {added['id']} is the only sample of 'Barack'; delete the identity "
+    assert (resp.status, await resp.json()) == (409, {  # delete the person instead
+        "error": f"sample {added['id']} is the only sample of 'Barack'; delete the person "
                  "instead"})
     resp = await client.delete(f"/faces/{obama}/samples/999999")
     assert (resp.status, await resp.json()) == (
-        404, {"error": f"no sample 999999 of face {obama}"})
+        404, {"error": f"no sample 999999 of person {obama}"})
     resp = await client.post(f"/faces/{'a' * 64}/samples", data=upload("image", OBAMA2))
     assert (resp.status, await resp.json()) == (
-        404, {"error": f"no enrolled face with hash {'a' * 64}"})
+        404, {"error": f"no enrolled person with hash {'a' * 64}"})
     samples = (await (await client.get(f"/faces/{obama}")).json())["samples"]
     assert [s["id"] for s in samples] == [added["id"]]
 
@@ -101,17 +105,17 @@ async def test_merge_moves_samples_and_changes_recognition(
     assert len(merged["samples"]) == 2
     listing = await (await client.get("/faces")).json()
     assert [f["hash"] for f in listing["faces"]] == [obama]
-    # The merged samples now recognise that face as the surviving identity.
+    # The merged samples now recognise that face as the surviving person.
     assert (await identify(client, BIDEN2))["hash"] == obama
     resp = await client.post(f"/faces/{obama}/merge", json={"from": biden})
     assert (resp.status, await resp.json()) == (
-        404, {"error": f"no enrolled face with hash {biden}"})
+        404, {"error": f"no enrolled person with hash {biden}"})
     resp = await client.post(f"/faces/{obama}/merge", json={"from": obama})
     assert (resp.status, await resp.json()) == (
-        400, {"error": "cannot merge an identity into itself"})
+        400, {"error": "cannot merge a person into themselves"})
     resp = await client.post(f"/faces/{obama}/merge", json={})
     assert (resp.status, await resp.json()) == (
-        400, {"error": 'send {"from": <hash of the identity to merge in>}'})
+        400, {"error": 'send {"from": <hash of the person to merge in>}'})
 
 
 async def test_find_by_email_without_storing_it(
@@ -129,7 +133,7 @@ async def test_find_by_email_without_storing_it(
 async def test_not_this_person_removes_the_sample_behind_a_wrong_match(
     app_client: Any, config_factory: Callable[..., Config]
 ) -> None:
-    """A photo of somebody else was added to an identity by mistake; the live view then
+    """A photo of somebody else was added to a person by mistake; the live view then
     names a stranger. "Not X" removes exactly that sample."""
     client = await app_client(config_factory(TALKING_HEAD, workers=2))
 
@@ -254,15 +258,15 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
         (f"skipped {people}/Joe_Biden/broken.jpg: not an image that can be decoded (JPEG, "
          "PNG, WEBP, BMP, TIFF)"),
         f"skipped {people}/Joe_Biden/flag.png: no face found",
-        ("2 people: 2 enrolled as new identities, 5 samples added, 2 images skipped; the "
-         "gallery has 2 identities"),
+        ("2 folders: 2 new people enrolled, 5 samples added, 2 images skipped; the "
+         "gallery has 2 people"),
     ]
 
     listing = run_cli("faces", "--data-dir", str(data), "list", cwd=tmp_path).stdout
     people_listed, last = listed(listing)
     assert {name: n for name, (_, n) in people_listed.items()} == {"Barack Obama": 3,
                                                                   "Joe Biden": 2}
-    assert last == "2 identities (SFace)"
+    assert last == "2 people (SFace)"
 
     export = tmp_path / "gallery.json"
     export.write_text("an older export, readable by all")
@@ -270,13 +274,13 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
     proc = subprocess.run([sys.executable, "-m", "facestream", "faces", "--data-dir", str(data),
                            "export", str(export)], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300, check=False, umask=0o022)
-    assert (proc.returncode, proc.stdout) == (0, f"exported 2 identities to {export}\n")
+    assert (proc.returncode, proc.stdout) == (0, f"exported 2 people to {export}\n")
     # Names, email HMACs, embeddings and faces: for the owner's eyes only, like a backup.
     assert stat.S_IMODE(export.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.glob(".gallery.json*")] == []  # no temporary left
     other = tmp_path / "other"
     proc = run_cli("faces", "--data-dir", str(other), "import", str(export), cwd=tmp_path)
-    assert (proc.returncode, proc.stdout) == (0, "imported 2 identities, skipped 0\n")
+    assert (proc.returncode, proc.stdout) == (0, "imported 2 people, skipped 0\n")
     assert run_cli("faces", "--data-dir", str(other), "list", cwd=tmp_path).stdout == listing
 
     # Re-embed for another model from the stored crops: a stand-in ONNX graph under
@@ -287,13 +291,13 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
     build_standin_onnx(home / ".deepface" / "weights" / "facenet_weights.onnx")
     monkeypatch.setenv("DEEPFACE_HOME", str(home))
     with sqlite3.connect(data / DB_FILE) as db:
-        before = db.execute("SELECT hash FROM identities ORDER BY hash").fetchall()
+        before = db.execute("SELECT hash FROM people ORDER BY hash").fetchall()
     proc = run_cli("reembed", "--data-dir", str(data), "--model", "Facenet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ("re-embedded 5 samples with Facenet; 0 dropped; 2 identities. Set "
+    assert proc.stdout == ("re-embedded 5 samples with Facenet; 0 dropped; 2 people. Set "
                            'recognition.model = "Facenet" (or --model Facenet) to serve with it.\n')
     with sqlite3.connect(data / DB_FILE) as db:
-        assert db.execute("SELECT hash FROM identities ORDER BY hash").fetchall() == before
+        assert db.execute("SELECT hash FROM people ORDER BY hash").fetchall() == before
         assert db.execute("SELECT DISTINCT model FROM samples").fetchall() == [("Facenet",)]
 
     # Serving with the old model now says exactly what to run.
@@ -322,8 +326,8 @@ def test_enroll_dir_refuses_only_a_near_certain_duplicate_and_says_who(tmp_path:
                "--on-match sample adds it to them, --on-match new enrolls it anyway")
     assert proc.stdout.splitlines() == [
         f"skipped {people}/Obama_Again/{OBAMA3.name}: {refusal}",
-        ("3 people: 2 enrolled as new identities, 3 samples added, 1 images skipped; the "
-         "gallery has 2 identities"),
+        ("3 folders: 2 new people enrolled, 3 samples added, 1 images skipped; the "
+         "gallery has 2 people"),
         f"not enrolled: Obama Again: {refusal}",
     ]
 
@@ -336,8 +340,8 @@ def test_enroll_dir_refuses_only_a_near_certain_duplicate_and_says_who(tmp_path:
     assert proc.stdout.splitlines() == [
         (f"added {again}/Obama_Again/{OBAMA3.name} to 'Barack Obama' ({barack}): the face is "
          "near-certainly theirs (similarity 0.735)"),
-        ("1 people: 0 enrolled as new identities, 1 samples added, 0 images skipped; the "
-         "gallery has 2 identities"),
+        ("1 folders: 0 new people enrolled, 1 samples added, 0 images skipped; the "
+         "gallery has 2 people"),
         "not enrolled: Obama Again: added to 'Barack Obama' as asked (--on-match sample)",
     ]
     people_listed, last = listed(run_cli("faces", "--data-dir", str(data), "list",
@@ -347,19 +351,19 @@ def test_enroll_dir_refuses_only_a_near_certain_duplicate_and_says_who(tmp_path:
     # ... or a new person, if the user knows better.
     proc = run_cli("faces", "--data-dir", str(data), "enroll-dir", str(again),
                    "--on-match", "new", cwd=tmp_path)
-    assert proc.stdout == ("1 people: 1 enrolled as new identities, 1 samples added, 0 images "
-                           "skipped; the gallery has 3 identities\n")
+    assert proc.stdout == ("1 folders: 1 new people enrolled, 1 samples added, 0 images "
+                           "skipped; the gallery has 3 people\n")
     people_listed, last = listed(run_cli("faces", "--data-dir", str(data), "list",
                                          cwd=tmp_path).stdout)
     assert {name: n for name, (_, n) in people_listed.items()} == {
         "Barack Obama": 3, "Joe Biden": 1, "Obama Again": 1}
-    assert last == "3 identities (SFace)"
+    assert last == "3 people (SFace)"
     # An export holds the deliberate near-duplicate, and an import keeps it.
     export, other = tmp_path / "gallery.json", tmp_path / "other"
     assert run_cli("faces", "--data-dir", str(data), "export", str(export), cwd=tmp_path
                    ).returncode == 0
     proc = run_cli("faces", "--data-dir", str(other), "import", str(export), cwd=tmp_path)
-    assert proc.stdout == "imported 3 identities, skipped 0\n"
+    assert proc.stdout == "imported 3 people, skipped 0\n"
 
 
 def test_enroll_dir_of_all_lfw_people_enrolls_every_one(tmp_path: Path) -> None:
@@ -373,8 +377,8 @@ def test_enroll_dir_of_all_lfw_people_enrolls_every_one(tmp_path: Path) -> None:
                    str(FACES / "lfw"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[-1] == ("342 people: 342 enrolled as new identities, 567 samples added, 0 "
-                         "images skipped; the gallery has 342 identities")
+    assert lines[-1] == ("342 folders: 342 new people enrolled, 567 samples added, 0 "
+                         "images skipped; the gallery has 342 people")
     notes = [line for line in lines if line.startswith("note: ")]
     assert len(notes) == 7 and all("enrolled the one nearest its centre" in n for n in notes)
     assert not any(line.startswith(("skipped", "not enrolled")) for line in lines)
@@ -451,3 +455,82 @@ async def test_version_1_gallery_is_migrated(tmp_path: Path) -> None:
 
 
 
+
+
+async def test_version_4_gallery_takes_the_new_names_and_keeps_everything(
+        tmp_path: Path) -> None:
+    """Version 5 renamed the tables to the names the code uses (``identities`` is
+    ``people``); a gallery of version 4 is renamed in place on opening, its people, samples,
+    visits, indexes and references intact. A gallery of a newer version is refused."""
+    db = tmp_path / DB_FILE
+    write_gallery_v4(db)
+    with closing(sqlite3.connect(db)) as conn:  # `gallery check` reads it as it is
+        assert summary(conn) == "1 people, 1 samples, 1 visits"
+    policy = Config().recognition.policy("Dlib")
+    for _ in range(2):  # the second opening finds version 5 and changes nothing
+        g = await Gallery.open(tmp_path, "Dlib", policy, b"s" * 32)
+        try:
+            (ada,) = g.list()
+            assert (ada.hash, ada.name, ada.has_email) == ("h1", "Ada", True)
+            assert [(s.source, s.has_crop) for s in ada.samples] == [("upload", True)]
+            match = g.index.identify(V4_EMBEDDING)
+            assert match is not None and match.hash == "h1"
+            assert await g.crop("h1") == b"crop"
+        finally:
+            await g.close()
+    with closing(sqlite3.connect(db)) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"people", "people_email", "samples_person"} <= names
+        assert not {n for n in names if "identit" in n}
+        assert "person" in [r[1] for r in conn.execute("PRAGMA table_info(samples)")]
+        assert [r[2] for r in conn.execute("PRAGMA foreign_key_list(samples)")] == ["people"]
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                            ).fetchone() == ("5",)
+        assert list(conn.execute("PRAGMA foreign_key_check")) == []
+        assert conn.execute("SELECT COUNT(*) FROM visits").fetchone() == (1,)
+    g = await Gallery.open(tmp_path, "Dlib", policy, b"s" * 32)
+    try:  # the cascade still finds the person's visits
+        await g.delete("h1")
+        assert await g.db.query("SELECT COUNT(*) FROM visits") == [(0,)]
+    finally:
+        await g.close()
+
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    with pytest.raises(StorageError, match=(
+            r"holds gallery tables of version 6, made by a newer facestream than this one "
+            r"\(which knows version 5\): upgrade facestream")):
+        await Gallery.open(tmp_path, "Dlib", policy, b"s" * 32)
+
+
+def test_exports_before_version_3_still_import_and_newer_ones_are_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Exports of format 2 and before listed the people as ``identities``; format 3 calls
+    them ``people``. Every older export imports; a newer one is refused, not read as empty."""
+    from facestream import cli
+
+    monkeypatch.chdir(tmp_path)  # no ./config.toml
+    old = tmp_path / "old"
+    old.mkdir(mode=0o700)
+    write_gallery_v4(old / DB_FILE)
+    export = tmp_path / "gallery.json"
+    assert cli.main(["faces", "--data-dir", str(old), "--model", "Dlib", "export",
+                     str(export)]) == 0
+    doc = json.loads(export.read_text())
+    assert (doc["version"], [p["name"] for p in doc["people"]]) == (3, ["Ada"])
+    doc["version"], doc["identities"] = 2, doc.pop("people")
+    export.write_text(json.dumps(doc))
+    capsys.readouterr()
+    new = tmp_path / "new"
+    assert cli.main(["faces", "--data-dir", str(new), "--model", "Dlib", "import",
+                     str(export)]) == 0
+    assert capsys.readouterr().out == "imported 1 people, skipped 0\n"
+
+    doc["version"] = 4
+    export.write_text(json.dumps(doc))
+    assert cli.main(["faces", "--data-dir", str(tmp_path / "newer"), "--model", "Dlib",
+                     "import", str(export)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {export} is an export of format version 4, from a newer facestream (this "
+        "one reads up to 3): upgrade facestream\n")

@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestClient
 
 from facestream.appkeys import HISTORY
 from facestream.config import Config
-from facestream.identity import face_hash
 from facestream.images import decode_image
+from facestream.matching import face_hash
 from facestream.presence import VisitEvent, VisitRecord
 from facestream.recognition import Recognizer
 from facestream.tracking import BestView

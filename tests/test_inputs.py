@@ -71,7 +71,7 @@ def multipart(*parts: bytes) -> bytes:
 
 
 async def gallery(client: Client) -> Any:
-    """What a bad request must not change: every identity with its name and samples."""
+    """What a bad request must not change: every person with their name and samples."""
     resp = await client.get("/faces")
     assert resp.status == 200
     return await resp.json()
@@ -403,7 +403,7 @@ def test_faces_list_escapes_control_characters(config_factory: Callable[..., Con
     face = asyncio.run(enroll())
     stored = "Ada\x1b[2J\x00\nfake line\u202eevil\\"
     with sqlite3.connect(f"{config.storage.data_dir}/{DB_FILE}") as db:
-        db.execute("UPDATE identities SET name = ? WHERE hash = ?", (stored, face))
+        db.execute("UPDATE people SET name = ? WHERE hash = ?", (stored, face))
     out = io.StringIO()
     assert asyncio.run(cmd_list(config, out)) == 0
     line = out.getvalue().splitlines()[0]
@@ -468,14 +468,14 @@ async def test_a_sample_id_beyond_sqlite_integers_is_404(
 ) -> None:
     before = await gallery(client)
     face = enrolled["hash"]
-    message = {"error": f"no sample {sample} of face {face}"}
+    message = {"error": f"no sample {sample} of person {face}"}
     resp = await client.get(f"/faces/{face}/samples/{sample}/crop")
     assert await answer(resp) == (404, message)
     resp = await client.delete(f"/faces/{face}/samples/{sample}")
     assert await answer(resp) == (404, message)
     # The largest id SQLite has is asked for and simply not found.
     resp = await client.delete(f"/faces/{face}/samples/{SQLITE_MAX}")
-    assert await answer(resp) == (404, {"error": f"no sample {SQLITE_MAX} of face {face}"})
+    assert await answer(resp) == (404, {"error": f"no sample {SQLITE_MAX} of person {face}"})
     assert await gallery(client) == before
 
 

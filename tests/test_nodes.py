@@ -198,7 +198,7 @@ async def test_deleted_on_a_is_no_longer_recognised_on_b(
         return not (await who(session, nodes.b, probe))["known"]
     await until(b_no_longer_names_him, "B no longer recognises the person deleted on A")
     assert await face(session, nodes.b, face_hash) == (
-        404, {"error": f"no enrolled face with hash {face_hash}"})
+        404, {"error": f"no enrolled person with hash {face_hash}"})
 
 
 async def test_a_change_on_a_is_in_b_s_audit_log(nodes: Nodes,

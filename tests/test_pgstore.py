@@ -25,22 +25,22 @@ from facestream.accounts import Auth
 from facestream.appkeys import AUTH, GALLERY
 from facestream.config import Config
 from facestream.db.base import StorageError
-from facestream.db.postgres import PostgresDb
+from facestream.db.postgres import PostgresDb, postgres_sql
 from facestream.gallery_types import (
     AlreadyEnrolled,
-    Identity,
     ModelMismatch,
+    Person,
     SampleRecord,
     StoredImages,
 )
-from facestream.identity import Embedding, normalize
+from facestream.matching import Embedding, normalize
 from facestream.privacy import load_or_create_secret
 from facestream.storage import Gallery
 
 from . import pg
 from .conftest import BIDEN, OBAMA, OBAMA2, free_port, make_config, upload
 from .pg import PgCluster, pg_cluster
-from .support import GalleryChanges
+from .support import GALLERY_V4, V4_EMBEDDING, V4_SAMPLE, GalleryChanges, write_gallery_v4
 
 SECRET = b"k" * 32
 MODEL = "Dlib"
@@ -139,8 +139,8 @@ async def test_the_same_face_enrolled_on_two_nodes_at_once_is_enrolled_once(url:
     try:  # neither has heard of the other's enrollment when it checks its own gallery
         results = await asyncio.gather(a.add("Ada", unit(1)), b.add("Ada too", unit(1)),
                                        return_exceptions=True)
-        [enrolled] = [r for r in results if isinstance(r, Identity)]
-        [refused] = [r for r in results if not isinstance(r, Identity)]
+        [enrolled] = [r for r in results if isinstance(r, Person)]
+        [refused] = [r for r in results if not isinstance(r, Person)]
         assert isinstance(refused, AlreadyEnrolled) and refused.hash == enrolled.hash
         await until(lambda: a.list() == b.list() == [enrolled], 1.0, "one Ada on both nodes")
     finally:
@@ -239,7 +239,7 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
         finally:
             await g.close()
 
-    def flat(records: list[tuple[Identity, str | None, list[SampleRecord]]]
+    def flat(records: list[tuple[Person, str | None, list[SampleRecord]]]
              ) -> list[tuple[str, str | None, list[tuple[object, ...]]]]:
         """Comparable: the embeddings as their bytes."""
         return [(i.hash, email, [(r.id, r.embedding.tobytes(), r.crop, r.context, r.geometry,
@@ -250,7 +250,7 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
     url = pg_server.create_database("migrated")
     assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 0
     out = capsys.readouterr().out
-    assert ("moved 2 identities, 3 samples, 1 visits, 1 visit_images, 0 unknowns, 1 users, "
+    assert ("moved 2 people, 3 samples, 1 visits, 1 visit_images, 0 unknowns, 1 users, "
             "1 tokens, 1 audit") in out
 
     assert 'storage.secret = "hex:" followed by the contents of' in out
@@ -285,6 +285,80 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
 
     assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 1
     assert "already holds a gallery" in capsys.readouterr().err
+
+
+async def test_a_version_4_database_is_renamed_in_place(url: str) -> None:
+    """A database made before version 5 (``identities``): the first node of this version
+    renames its tables in the transaction that opens it; everything in it stays, and the
+    second node finds it done."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            for statement in GALLERY_V4:
+                await conn.execute(postgres_sql(statement), *(V4_SAMPLE if "?" in statement
+                                                              else ()))
+    finally:
+        await conn.close()
+    a = await open_node(url)
+    b = await open_node(url)
+    try:
+        for node in (a, b):
+            (ada,) = node.list()
+            assert (ada.hash, ada.name, ada.has_email, len(ada.samples)) == (
+                "h1", "Ada", True, 1)
+            match = node.index.identify(V4_EMBEDDING)
+            assert match is not None and match.hash == "h1"
+        assert await a.crop("h1") == b"crop"
+        assert await a.db.query("SELECT value FROM meta WHERE key = 'schema_version'") == [
+            ("5",)]
+        await b.delete("h1")  # the cascade finds the visit under its new names
+        assert await b.db.query("SELECT COUNT(*) FROM visits") == [(0,)]
+        assert await b.db.query("SELECT COUNT(*) FROM samples") == [(0,)]
+    finally:
+        await a.close()
+        await b.close()
+    conn = await asyncpg.connect(url)
+    try:
+        names = {r[0] for r in await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+            "UNION SELECT conname FROM pg_constraint "
+            "WHERE connamespace = 'public'::regnamespace")}
+        assert {"people", "people_email", "samples_person"} <= names
+        assert not {n for n in names if "identit" in n}
+        await conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    finally:
+        await conn.close()
+    with pytest.raises(StorageError, match="version 6, made by a newer facestream"):
+        await open_node(url)
+
+
+def test_migrate_takes_a_version_4_file_and_leaves_it_as_it_was(
+        pg_server: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``gallery migrate`` only reads the file: one of version 4 is upgraded in a private
+    copy beside it, which is gone afterwards."""
+    monkeypatch.chdir(tmp_path)  # no ./config.toml
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    write_gallery_v4(data / "gallery.sqlite3")
+    before = (data / "gallery.sqlite3").read_bytes()
+    url = pg_server.create_database("from_version_4")
+    assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 0
+    assert "moved 1 people, 1 samples, 1 visits, 0 visit_images, 0 unknowns" in (
+        capsys.readouterr().out)
+    assert (data / "gallery.sqlite3").read_bytes() == before
+    assert sorted(p.name for p in data.iterdir()) == ["gallery.sqlite3", "secret.key"]
+
+    async def check() -> None:
+        g = await Gallery.open_url(url, MODEL, Config().recognition.policy(MODEL),
+                                   load_or_create_secret(data))
+        try:
+            (ada,) = g.list()
+            assert (ada.hash, ada.name, ada.has_email) == ("h1", "Ada", True)
+            assert await g.crop("h1") == b"crop"
+        finally:
+            await g.close()
+    asyncio.run(check())
 
 
 async def test_a_server_without_its_database_recognises_keeps_its_viewers_and_refuses_changes(

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from facestream.config import Config
-from facestream.identity import GalleryIndex, face_hash
 from facestream.images import decode_image
+from facestream.matching import GalleryIndex, face_hash
 from facestream.presence import Presence, VisitEvent
 from facestream.recognition import Face, FrameResult, Recognizer
 

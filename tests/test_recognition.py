@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from facestream.config import Config
-from facestream.identity import face_hash, normalize
 from facestream.images import ImageError, decode_image
+from facestream.matching import face_hash, normalize
 from facestream.recognition import CHIP_PADDING, Recognizer, StoredFace, TrackHint
 
 from .conftest import (

@@ -28,7 +28,7 @@ from facestream.gallery_types import (
     NotFound,
     StoredImages,
 )
-from facestream.identity import face_hash, normalize
+from facestream.matching import face_hash, normalize
 from facestream.privacy import email_digest, load_or_create_secret, redact_source
 from facestream.storage import Gallery
 
@@ -50,7 +50,7 @@ async def test_enrollment_is_committed_before_add_returns(store: Store) -> None:
         assert ident.hash == face_hash(emb)
         # A separate connection (another process, a crash-restart) already sees the row.
         rows = await store.rows(
-            "SELECT hash, name, model FROM identities JOIN samples ON identity = hash")
+            "SELECT hash, name, model FROM people JOIN samples ON person = hash")
         assert rows == [(ident.hash, "Ada", "Dlib")]
     finally:
         await g.close()
@@ -104,9 +104,9 @@ async def test_email_is_stored_only_as_hmac(store: Store) -> None:
         raw = b"".join(p.read_bytes() for p in store.data_dir.iterdir()
                        if p.name.startswith(DB_FILE))
         assert b"ada@example.org" not in raw.lower()
-    rows = await store.rows("SELECT * FROM identities")
+    rows = await store.rows("SELECT * FROM people")
     assert "ada@example.org" not in repr(rows).lower()
-    assert (await store.rows("SELECT email_hmac FROM identities")) == [
+    assert (await store.rows("SELECT email_hmac FROM people")) == [
         (email_digest(SECRET, "ada@example.org"),)]
 
 
@@ -300,18 +300,18 @@ def test_import_pickle_keeps_prototype_hashes(tmp_path: Path) -> None:
                            "contains. Only import a file you created yourself.\n"
                            f"created a new gallery at {data / DB_FILE} (to use an existing "
                            "one, check --data-dir or storage.data_dir)\n")
-    assert proc.stdout == (f"imported 4 identities into {data} (Facenet); 0 already enrolled, "
+    assert proc.stdout == (f"imported 4 people into {data} (Facenet); 0 already enrolled, "
                            "1 invalid entries skipped\n")
     assert proc.returncode == 1  # one invalid entry was skipped and reported
     with sqlite3.connect(data / DB_FILE) as db:
         rows = db.execute(
-            "SELECT hash, model FROM identities JOIN samples ON identity = hash ORDER BY hash"
+            "SELECT hash, model FROM people JOIN samples ON person = hash ORDER BY hash"
         ).fetchall()
     assert rows == sorted([(f"{i:064x}", "Facenet") for i in range(1, 4)] + [("f" * 64, "Facenet")])
 
 
 async def test_a_deleted_face_leaves_no_trace_in_the_files(tmp_path: Path) -> None:
-    """Face images are biometric data: deleting an identity or a sample overwrites them in
+    """Face images are biometric data: deleting a person or a sample overwrites them in
     the database and its write-ahead log, not only unlinks the rows."""
     marker = b"FACE-IMAGE-" + os.urandom(16).hex().encode()
     g = await open_gallery(tmp_path)

@@ -1,4 +1,4 @@
-"""Tracking logic: identity and hash stay with a face while it is in view.
+"""Tracking logic: name and hash stay with a face while it is in view.
 
 These drive the tracker with real embeddings of real photos (Obama, Biden) so that "same
 person" and "different person" mean what they mean in production.
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from facestream.config import Config
-from facestream.identity import GalleryIndex, face_hash
 from facestream.images import decode_image
+from facestream.matching import GalleryIndex, face_hash
 from facestream.recognition import Face, Recognizer, TrackHint
 from facestream.tracking import Tracker
 

@@ -33,7 +33,7 @@ from aiohttp.test_utils import TestClient
 from facestream import webhooks
 from facestream.config import Config, WebhookConfig
 from facestream.events import GalleryChange
-from facestream.gallery_types import Identity
+from facestream.gallery_types import Person
 from facestream.metrics import Metrics
 from facestream.privacy import redact_receiver
 from facestream.webhooks import Webhooks
@@ -47,7 +47,7 @@ SECRET = "test-secret-0123456789-abcdef"
 #: Receivers refuse requests signed longer ago than this (the README's five minutes).
 MAX_AGE_S = 300
 SIGNATURE_RE = re.compile(r"t=(\d+),v1=([0-9a-f]{64})")
-ADA = Identity(hash=hashlib.sha256(b"ada").hexdigest(), name="Ada", model="SFace",
+ADA = Person(hash=hashlib.sha256(b"ada").hexdigest(), name="Ada", model="SFace",
                created_at=1.7e9, has_email=False)
 HASH_DOC_KEYS = {"hash", "name", "known", "similarity", "faces", "signal", "updated_at",
                  "frame_position"}

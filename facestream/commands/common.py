@@ -136,7 +136,7 @@ def exists(path: Path) -> bool | None:
 def require_gallery(config: Config) -> None:
     """For a command that reads or changes an existing gallery: GalleryError (``error:``,
     exit 2) when there is none, before anything is created. A mistyped --data-dir would
-    otherwise become a new, empty gallery reporting "0 identities". A gallery in PostgreSQL
+    otherwise become a new, empty gallery reporting "0 people". A gallery in PostgreSQL
     (storage.url) is there once a node has started on it; opening says if it cannot be."""
     data, db = config.data_path, config.data_path / DB_FILE
     if config.storage.url or exists(db) is not False:

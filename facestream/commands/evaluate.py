@@ -2,7 +2,7 @@
 suggest a threshold, through exactly the server's detection, alignment and embedding code.
 
 PATH is an LFW-format folder (``pairs.txt`` plus ``Person/Person_NNNN.jpg``) or a folder of
-identities (``Person/*.jpg``): then every same-person pair is used, with as many different-
+people (``Person/*.jpg``): then every same-person pair is used, with as many different-
 person pairs drawn at random (seeded), so accuracy is not dominated by easy negatives.
 
 Every image goes through the worker pool the server uses for uploads. A pair with an image in
@@ -14,7 +14,7 @@ written to ``report.json`` and drawn as ``roc.png`` and ``histogram.png``. ``--a
 the suggested threshold into the config file, for the evaluated model only.
 
 ``--open-set`` asks instead "who is this, or nobody?" as the server does, against everybody
-enrolled at once, on a folder of identities (``Person/*.jpg``; an LFW folder's ``pairs.txt`` is
+enrolled at once, on a folder of people (``Person/*.jpg``; an LFW folder's ``pairs.txt`` is
 ignored). The first photo of each person with several photos is enrolled (``--gallery-size N``
 of them, drawn at random); their other photos are probes; people with one photo, and those not
 drawn, are strangers. The report has, at the configured open-set policy, how many strangers
@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from ..config import DETECTORS, Config
 from ..enrollment import faces_in
-from ..identity import Calibration, GalleryIndex
+from ..matching import Calibration, GalleryIndex
 from ..privacy import write_private
 from ..verification import (
     DatasetError,

@@ -48,8 +48,9 @@ from .common import (
 )
 
 EXPORT_FORMAT: Final = "facestream-gallery"
-#: Version 2 adds each sample's context square and geometry; version 1 files still import.
-EXPORT_VERSION: Final = 2
+#: Version 2 adds each sample's context square and geometry; version 3 calls the list
+#: "people" (it was "identities"). Files of every version import.
+EXPORT_VERSION: Final = 3
 #: What ``enroll-dir`` does with a photo whose face is near-certainly somebody already
 #: enrolled under another name.
 ON_MATCH: Final = ("skip", "sample", "new")
@@ -73,12 +74,12 @@ def _for_terminal(text: str) -> str:
 
 async def cmd_list(config: Config, out: TextIO) -> int:
     async with gallery_of(config) as gallery:
-        faces = gallery.list()
-        for ident in faces:
-            email = "email" if ident.has_email else "-"
-            print(f"{ident.hash}  {len(ident.samples):3d} samples  {email:5s}  "
-                  f"{_for_terminal(ident.name)}", file=out)
-        print(f"{len(faces)} identities ({gallery.model})", file=out)
+        people = gallery.list()
+        for person in people:
+            email = "email" if person.has_email else "-"
+            print(f"{person.hash}  {len(person.samples):3d} samples  {email:5s}  "
+                  f"{_for_terminal(person.name)}", file=out)
+        print(f"{len(people)} people ({gallery.model})", file=out)
     return 0
 
 
@@ -94,12 +95,12 @@ async def cmd_add(config: Config, name: str, images: list[Path], out: TextIO) ->
 async def cmd_enroll_dir(config: Config, root: Path, out: TextIO, on_match: str = "skip") -> int:
     """Enroll every ``root/Person_Name/*`` folder as one person, and say at the end how many
     people were enrolled, and which were not and why."""
-    people = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if not people:
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not folders:
         print(f"error: {root} has no Person_Name/ folders of images", file=sys.stderr)
         return 2
     jobs = [(p.name.replace("_", " ").strip(), sorted(
-        f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)) for p in people]
+        f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)) for p in folders]
     total = sum(len(images) for _, images in jobs)
     results: list[Enrolled] = []
     async with gallery_of(config) as gallery, pool_for(config) as pool:
@@ -108,14 +109,14 @@ async def cmd_enroll_dir(config: Config, root: Path, out: TextIO, on_match: str 
             for name, images in jobs:
                 results.append(await enroll_images(gallery, pool, name, images, out, bar,
                                                    on_match))
-        new_people = sum(1 for r in results if r.identity is not None
-                         and r.identity.hash not in before)
+        new_people = sum(1 for r in results if r.person is not None
+                         and r.person.hash not in before)
         count = len(gallery.list())
     samples = sum(r.added + len(r.given) for r in results)
     skipped = sum(len(r.skipped) for r in results)
-    print(f"{len(jobs)} people: {new_people} enrolled as new identities, {samples} samples "
-          f"added, {skipped} images skipped; the gallery has {count} identities", file=out)
-    missing = [r for r in results if r.identity is None]
+    print(f"{len(jobs)} folders: {new_people} new people enrolled, {samples} samples added, "
+          f"{skipped} images skipped; the gallery has {count} people", file=out)
+    missing = [r for r in results if r.person is None]
     for r in missing:
         reasons = sorted(set(r.skipped.values()))
         reasons += sorted({f"added to {i.name!r} as asked (--on-match sample)"
@@ -124,14 +125,14 @@ async def cmd_enroll_dir(config: Config, root: Path, out: TextIO, on_match: str 
     return 0
 
 
-async def cmd_delete(config: Config, face: str, out: TextIO) -> int:
+async def cmd_delete(config: Config, person: str, out: TextIO) -> int:
     async with gallery_of(config) as gallery:
         try:
-            ident = await gallery.delete(face)
+            deleted = await gallery.delete(person)
         except NotFound as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    print(f"deleted {ident.name} ({ident.hash})", file=out)
+    print(f"deleted {deleted.name} ({deleted.hash})", file=out)
     return 0
 
 
@@ -157,12 +158,12 @@ async def cmd_export(config: Config, path: Path, out: TextIO) -> int:
             "model": gallery.model,
             "exported_at": time.time(),
             # Email HMACs only mean something under the same server secret.
-            "identities": [
+            "people": [
                 {
-                    "hash": ident.hash,
-                    "name": ident.name,
+                    "hash": person.hash,
+                    "name": person.name,
                     "email_hmac": email_hmac,
-                    "created_at": ident.created_at,
+                    "created_at": person.created_at,
                     "samples": [
                         {
                             "embedding": _b64(np.asarray(s.embedding, "<f4").tobytes()),
@@ -175,11 +176,11 @@ async def cmd_export(config: Config, path: Path, out: TextIO) -> int:
                         for s in samples
                     ],
                 }
-                for ident, email_hmac, samples in records
+                for person, email_hmac, samples in records
             ],
         }
     write_private(path, json.dumps(doc))  # names, email HMACs, embeddings, faces: 0600
-    print(f"exported {len(doc['identities'])} identities to {path}", file=out)
+    print(f"exported {len(doc['people'])} people to {path}", file=out)
     return 0
 
 
@@ -192,6 +193,12 @@ async def cmd_import(config: Config, path: Path, out: TextIO) -> int:
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         print(f"error: {path} is not a facestream gallery export", file=sys.stderr)
         return 1
+    version = doc.get("version", 1)
+    if not isinstance(version, int) or version > EXPORT_VERSION:
+        print(f"error: {path} is an export of format version {version!r}, from a newer "
+              f"facestream (this one reads up to {EXPORT_VERSION}): upgrade facestream",
+              file=sys.stderr)
+        return 1
     model = doc.get("model")
     added = skipped = 0
     async with gallery_of(config) as gallery:
@@ -199,14 +206,15 @@ async def cmd_import(config: Config, path: Path, out: TextIO) -> int:
             print(f"error: {path} holds {model} embeddings; this gallery uses {gallery.model}",
                   file=sys.stderr)
             return 1
-        for entry in doc.get("identities", []):
+        # Exports of format version 2 and before listed the people as "identities".
+        for entry in doc.get("people", doc.get("identities", [])):
             try:
                 samples = entry["samples"]
                 embs = [np.frombuffer(base64.b64decode(s["embedding"]), "<f4") for s in samples]
                 images = [_imported_images(s) for s in samples]
-                # The export's identities were distinct there (maybe on purpose: enroll-dir
-                # --on-match new): keep them so; only the same hash is the same identity.
-                first = await gallery.add(entry["name"], embs[0], face=entry["hash"],
+                # The export's people were distinct there (maybe on purpose: enroll-dir
+                # --on-match new): keep them so; only the same hash is the same person.
+                first = await gallery.add(entry["name"], embs[0], person=entry["hash"],
                                           images=images[0], source="import",
                                           email_hmac=entry.get("email_hmac"), force=True)
                 for emb, imgs in zip(embs[1:], images[1:]):
@@ -222,7 +230,7 @@ async def cmd_import(config: Config, path: Path, out: TextIO) -> int:
             except (GalleryError, KeyError, IndexError, TypeError, ValueError) as exc:
                 print(f"skipped an invalid entry: {exc}", file=out)
                 skipped += 1
-    print(f"imported {added} identities, skipped {skipped}", file=out)
+    print(f"imported {added} people, skipped {skipped}", file=out)
     return 0
 
 
@@ -251,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_shared(p, USES, workers_help="worker processes for detection and embedding "
                "(add and enroll-dir)")
     sub = actions(p)
-    action(sub, "faces", "list", ACTION_USES["list"], help="list enrolled identities")
+    action(sub, "faces", "list", ACTION_USES["list"], help="list enrolled people")
     add = action(sub, "faces", "add", ACTION_USES["add"],
                  help="enroll NAME from one or more photos (or add samples)")
     add.add_argument("name")
@@ -263,13 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-match", choices=ON_MATCH, default="skip",
         help="a photo whose face is near-certainly somebody enrolled under another name: "
         "skip it (default), add it as a sample of that person, or enroll it anyway")
-    delete = action(sub, "faces", "delete", ACTION_USES["delete"], help="delete an identity")
+    delete = action(sub, "faces", "delete", ACTION_USES["delete"], help="delete a person")
     delete.add_argument("hash")
     export = action(sub, "faces", "export", ACTION_USES["export"],
                     help="write the gallery to a JSON file")
     export.add_argument("file", type=Path)
     imp = action(sub, "faces", "import", ACTION_USES["import"],
-                 help="add identities from an exported JSON file")
+                 help="add people from an exported JSON file")
     imp.add_argument("file", type=Path)
     return p
 

@@ -6,7 +6,7 @@
     facestream gallery restore FILE        checks the backup, keeps the current file
     facestream gallery migrate --to URL    a copy into PostgreSQL (see pgmigrate.py)
 
-A backup is the whole gallery file: identities, samples with their face images, visits. Emails
+A backup is the whole gallery file: people, samples with their face images, visits. Emails
 are stored as HMACs under the server secret (``secret.key`` in the data dir unless
 ``storage.secret`` is set); keep that key with the backups, or email look-ups stop matching.
 """
@@ -59,13 +59,16 @@ def problems(conn: sqlite3.Connection) -> list[str]:
 
 
 def summary(conn: sqlite3.Connection) -> str:
-    """``N identities, M samples, V visits``; GalleryError if it is not a facestream gallery."""
+    """``N people, M samples, V visits``; GalleryError if it is not a facestream gallery.
+    (A file of a version before 5, which the server upgrades on opening, calls its people
+    ``identities``.)"""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     counts = []
-    for table in ("identities", "samples", "visits"):
+    people = "identities" if "identities" in tables else "people"
+    for table, shown in ((people, "people"), ("samples", "samples"), ("visits", "visits")):
         if table not in tables:
-            raise GalleryError(f"it is not a facestream gallery (it has no {table} table)")
-        counts.append(f"{conn.execute(f'SELECT COUNT(*) FROM {table}').fetchone()[0]} {table}")
+            raise GalleryError(f"it is not a facestream gallery (it has no {shown} table)")
+        counts.append(f"{conn.execute(f'SELECT COUNT(*) FROM {table}').fetchone()[0]} {shown}")
     return ", ".join(counts)
 
 

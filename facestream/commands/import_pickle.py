@@ -68,7 +68,7 @@ async def _import_entries(config: Config, model: str, entries: list[Any], prefix
             try:
                 embedding, given = entry
                 face = given if isinstance(given, str) and given else None
-                await gallery.add(f"{prefix} {i}", embedding, face=face, source="import")
+                await gallery.add(f"{prefix} {i}", embedding, person=face, source="import")
                 added += 1
             except AlreadyEnrolled:
                 duplicates += 1
@@ -76,7 +76,7 @@ async def _import_entries(config: Config, model: str, entries: list[Any], prefix
                 invalid += 1
     finally:
         await gallery.close()
-    print(f"imported {added} identities into {config.data_path} ({model}); "
+    print(f"imported {added} people into {config.data_path} ({model}); "
           f"{duplicates} already enrolled, {invalid} invalid entries skipped")
     return 0 if invalid == 0 else 1
 

@@ -59,7 +59,7 @@ async def cmd_reembed(config: Config, model: str, drop_uncropped: bool, out: Tex
         await gallery.replace_embeddings(model, new, drop=[s.id for s in uncropped] + failed)
         left = len(gallery.list())
     print(f"re-embedded {len(new)} samples with {model}; {len(uncropped) + len(failed)} "
-          f"dropped; {left} identities. Set recognition.model = \"{model}\" (or --model "
+          f"dropped; {left} people. Set recognition.model = \"{model}\" (or --model "
           f"{model}) to serve with it.", file=out)
     return 0
 

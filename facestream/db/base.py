@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gc
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
@@ -66,15 +66,27 @@ class Schema:
     version: int
     statements: tuple[str, ...]
     #: Rebuilds an older SQLite layout, on the writer's connection, before ``statements``
-    #: run. PostgreSQL databases began at the layouts of today: PostgresDb refuses to open
-    #: one whose recorded version an upgrade would be needed for.
+    #: run (SQLite files are older than PostgreSQL support, and may be of any version).
     upgrade: Callable[[sqlite3.Connection], None] | None = None
     #: The ``meta`` key of the version (by default ``schema_version:OWNER``).
     version_key: str = ""
+    #: For a PostgreSQL database: version -> the statements that bring the version before it
+    #: up to it, run in the transaction that creates the tables. PostgresDb refuses a
+    #: database older than the first step.
+    postgres_steps: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         return self.version_key or f"schema_version:{self.owner}"
+
+    def newer(self, recorded: int, describe: str) -> StorageError | None:
+        """The error for a database this version of facestream is too old to open."""
+        if recorded <= self.version:
+            return None
+        return StorageError(
+            f"{describe} holds {self.owner} tables of version {recorded}, made by a newer "
+            f"facestream than this one (which knows version {self.version}): upgrade "
+            "facestream, or restore a backup made before")
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,7 @@ class Read:
 def collector_paused() -> Iterator[None]:
     """Reading many rows makes millions of new objects, none of them garbage: the cyclic
     collector would start again and again over an ever larger heap (a gallery of 1,000,000
-    identities opened in 16.5 s with it, 13.0 s without)."""
+    people opened in 16.5 s with it, 13.0 s without)."""
     collecting = gc.isenabled()
     gc.disable()
     try:

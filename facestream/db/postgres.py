@@ -194,6 +194,23 @@ class PostgresDb:
         if numbered:
             self._numbered.add(numbered.group(1).lower())
 
+    async def _upgrade(self, conn: asyncpg.Connection, schema: Schema, recorded: int
+                       ) -> None:
+        """Bring ``schema``'s tables from the ``recorded`` version up to its own, step by
+        step; refuse a version with no step from it (or a newer one)."""
+        if newer := schema.newer(recorded, self.describe):
+            raise newer
+        for version in range(recorded + 1, schema.version + 1):
+            if version not in schema.postgres_steps:
+                raise StorageError(
+                    f"{self.describe} holds {schema.owner} tables of version {recorded}, "
+                    f"which only a SQLite file can be upgraded from (to {schema.version})")
+            for statement in schema.postgres_steps[version]:
+                await conn.execute(statement)
+        if recorded < schema.version:
+            log.warning("%s: %s tables upgraded from version %d to %d", self.describe,
+                        schema.owner, recorded, schema.version)
+
     async def _create_schema(self, conn: asyncpg.Connection, schemas: Sequence[Schema],
                              check_secret: bool = True) -> None:
         """The owners' tables, their versions recorded and (at opening) the secret checked,
@@ -204,11 +221,8 @@ class PostgresDb:
             for schema in schemas:
                 recorded = await conn.fetchval("SELECT value FROM meta WHERE key = $1",
                                                schema.key)
-                if schema.upgrade is not None and recorded is not None and (
-                        int(recorded) < schema.version):
-                    raise StorageError(
-                        f"{self.describe} holds {schema.owner} tables of version {recorded}, "
-                        f"which only a SQLite file can be upgraded from (to {schema.version})")
+                if recorded is not None:
+                    await self._upgrade(conn, schema, int(recorded))
                 for statement in schema.statements:
                     self._learn(statement)
                     await conn.execute(postgres_sql(statement))

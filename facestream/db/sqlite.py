@@ -95,8 +95,13 @@ class SqliteDb:
         c.execute(META)
         for schema in schemas:
             row = c.execute("SELECT value FROM meta WHERE key = ?", (schema.key,)).fetchone()
+            if row is not None and (newer := schema.newer(int(row[0]), self.describe)):
+                raise newer
             if schema.upgrade is not None and (row is None or int(row[0]) < schema.version):
                 schema.upgrade(c)
+                if row is not None:
+                    log.warning("%s: %s tables upgraded from version %s to %d", self.describe,
+                                schema.owner, row[0], schema.version)
             for statement in schema.statements:
                 c.execute(statement)
             c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",

@@ -1,5 +1,5 @@
 """The gallery: the people enrolled, their samples and crops, enrolling (from a photo, the
-live view or the history), merging two identities, and "this is not X" from the live view.
+live view or the history), merging two people, and "this is not X" from the live view.
 Reading is a viewer's; every change, and looking someone up by email, an admin's."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ..appkeys import CAMERAS, GALLERY, HISTORY
 from ..enrollment import from_live
-from ..gallery_types import Identity, LastSample
+from ..gallery_types import LastSample, Person
 from ..presence import LiveFace
 from . import history
 from .http import (
@@ -30,11 +30,12 @@ from .uploads import enrollment, image_field, upload_slot, uploaded
 routes = Routes()
 
 
-def _face_param(request: web.Request) -> str:
-    face = request.match_info["hash"]
-    if not HASH_RE.match(face) and request.app[GALLERY].get(face) is None:
-        raise http_error(404, f"no enrolled face with hash {face}")
-    return face
+def _person_param(request: web.Request) -> str:
+    """The person's hash in the path (``/faces/{hash}``), or 404."""
+    person = request.match_info["hash"]
+    if not HASH_RE.match(person) and request.app[GALLERY].get(person) is None:
+        raise http_error(404, f"no enrolled person with hash {person}")
+    return person
 
 
 def _check_email(email: Any) -> str | None:
@@ -50,17 +51,17 @@ def _check_email(email: Any) -> str | None:
     return email
 
 
-def _identity(app: web.Application, ident: Identity) -> dict[str, Any]:
-    """An identity as the API shows it: with when it was last seen (from its visits)."""
-    return {**ident.to_json(), "last_seen": app[HISTORY].last_seen(ident.hash)}
+def _shown(app: web.Application, person: Person) -> dict[str, Any]:
+    """A person as the API shows them: with when they were last seen (from their visits)."""
+    return {**person.to_json(), "last_seen": app[HISTORY].last_seen(person.hash)}
 
 
 # Who was enrolled with an email address is an admin's question.
 @routes.get("/faces", role=Role.VIEWER, admin_query=("email",))
-async def list_faces(request: web.Request) -> web.Response:
+async def list_people(request: web.Request) -> web.Response:
     """A page of the people enrolled, oldest first: ``limit`` (at most ``MAX_FACES_PAGE``)
     from ``offset``, or the page holding ``page_of`` (a hash); only names containing ``q``
-    (any case); or whoever was enrolled with ``email``. A 200,000-identity gallery answered
+    (any case); or whoever was enrolled with ``email``. A 200,000-person gallery answered
     whole was 78 MB and blocked the event loop for seconds, so no answer is larger."""
     gallery = request.app[GALLERY]
     email = request.query.get("email")
@@ -77,21 +78,21 @@ async def list_faces(request: web.Request) -> web.Response:
             faces, where = await asyncio.to_thread(_search, faces, text, wanted)
             if wanted is not None:
                 if where is None:
-                    return error(404, f"no enrolled face with hash {wanted}"
+                    return error(404, f"no enrolled person with hash {wanted}"
                                       + (" among the names searched" if text else ""))
                 offset = where // limit * limit
         page, total = faces[offset:offset + limit], len(faces)
-    return web.json_response({"faces": [_identity(request.app, i) for i in page],
+    return web.json_response({"faces": [_shown(request.app, i) for i in page],
                               "total": total, "offset": offset, "limit": limit})
 
 
-#: GET /faces: identities per page by default, and at most.
+#: GET /faces: people per page by default, and at most.
 FACES_PAGE: Final = 50
 MAX_FACES_PAGE: Final = 200
 
 
-def _search(faces: list[Identity], text: str, wanted: str | None
-            ) -> tuple[list[Identity], int | None]:
+def _search(faces: list[Person], text: str, wanted: str | None
+            ) -> tuple[list[Person], int | None]:
     """``faces`` whose name contains ``text`` (casefolded), and where ``wanted`` is in them."""
     if text:
         faces = [f for f in faces if text in f.name.casefold()]
@@ -130,32 +131,32 @@ async def enroll(request: web.Request) -> web.Response:
             if not isinstance(name, str) or not name.strip():
                 return error(400, "missing form field 'name'")
             candidate = await uploaded(request, data)
-    ident = await enrollment(request.app).enroll(name, [candidate], email)
-    return web.json_response({"hash": ident.hash, "name": ident.name}, status=201)
+    person = await enrollment(request.app).enroll(name, [candidate], email)
+    return web.json_response({"hash": person.hash, "name": person.name}, status=201)
 
 
 @routes.get("/faces/{hash}", role=Role.VIEWER)
-async def get_face(request: web.Request) -> web.Response:
-    ident = request.app[GALLERY].get(_face_param(request))
-    if ident is None:
-        return error(404, f"no enrolled face with hash {request.match_info['hash']}")
-    return web.json_response(_identity(request.app, ident))
+async def get_person(request: web.Request) -> web.Response:
+    person = request.app[GALLERY].get(_person_param(request))
+    if person is None:
+        return error(404, f"no enrolled person with hash {request.match_info['hash']}")
+    return web.json_response(_shown(request.app, person))
 
 
 @routes.patch("/faces/{hash}", role=Role.ADMIN)
-async def rename_face(request: web.Request) -> web.Response:
-    face = _face_param(request)
+async def rename_person(request: web.Request) -> web.Response:
+    person = _person_param(request)
     body = await json_body(request, '{"name": "..."}')
     if "name" not in body:
         return error(400, 'send JSON {"name": "..."}')
-    ident = await request.app[GALLERY].rename(face, body["name"])
-    return web.json_response(_identity(request.app, ident))
+    renamed = await request.app[GALLERY].rename(person, body["name"])
+    return web.json_response(_shown(request.app, renamed))
 
 
 @routes.delete("/faces/{hash}", role=Role.ADMIN)
-async def delete_face(request: web.Request) -> web.Response:
-    ident = await request.app[GALLERY].delete(_face_param(request))
-    return web.json_response({"deleted": ident.hash, "name": ident.name})
+async def delete_person(request: web.Request) -> web.Response:
+    deleted = await request.app[GALLERY].delete(_person_param(request))
+    return web.json_response({"deleted": deleted.hash, "name": deleted.name})
 
 
 async def _jpeg(crop: bytes | None, missing: str) -> web.Response:
@@ -167,8 +168,9 @@ async def _jpeg(crop: bytes | None, missing: str) -> web.Response:
 
 @routes.get("/faces/{hash}/thumbnail", role=Role.VIEWER)
 async def thumbnail(request: web.Request) -> web.Response:
-    face = _face_param(request)
-    return await _jpeg(await request.app[GALLERY].crop(face), f"no face crop stored for {face}")
+    person = _person_param(request)
+    return await _jpeg(await request.app[GALLERY].crop(person),
+                       f"no face crop stored for {person}")
 
 
 def _sample_param(request: web.Request) -> int:
@@ -180,20 +182,20 @@ def _sample_param(request: web.Request) -> int:
     digits = raw.lstrip("0") or "0"
     if len(digits) > len(str(MAX_QUERY_INT)) or int(digits) > MAX_QUERY_INT:
         cut = raw if len(raw) <= 30 else raw[:30] + "…"
-        raise http_error(404, f"no sample {cut} of face {request.match_info['hash']}")
+        raise http_error(404, f"no sample {cut} of person {request.match_info['hash']}")
     return int(digits)
 
 
 @routes.post("/faces/{hash}/samples", role=Role.ADMIN)
 async def add_sample(request: web.Request) -> web.Response:
     """Another photo of an enrolled person: an upload, or the face in the live view."""
-    face = _face_param(request)
-    if request.app[GALLERY].get(face) is None:
-        return error(404, f"no enrolled face with hash {face}")
+    person = _person_param(request)
+    if request.app[GALLERY].get(person) is None:
+        return error(404, f"no enrolled person with hash {person}")
     if request.content_type == "application/json":
         body = await json_body(request, '{"from_live": true, "hash": <face in view>}')
         if body.get("from_visit") is not None:
-            return await history.sample_from_visit(request, face, body["from_visit"])
+            return await history.sample_from_visit(request, person, body["from_visit"])
         if body.get("from_live") is not True:
             return error(400, 'send {"from_live": true}, {"from_visit": <visit id>} or a '
                               'multipart "image"')
@@ -207,34 +209,34 @@ async def add_sample(request: web.Request) -> web.Response:
             if data is None:
                 return error(400, "missing form field 'image'")
             candidate = await uploaded(request, data)
-    sample = await enrollment(request.app).add_sample(face, candidate)
-    return web.json_response({"hash": face, "id": sample.id}, status=201)
+    sample = await enrollment(request.app).add_sample(person, candidate)
+    return web.json_response({"hash": person, "id": sample.id}, status=201)
 
 
 @routes.get("/faces/{hash}/samples/{sample}/crop", role=Role.VIEWER)
 async def sample_crop(request: web.Request) -> web.Response:
-    face, sample_id = _face_param(request), _sample_param(request)
-    crop = await request.app[GALLERY].crop(face, sample_id)
-    return await _jpeg(crop, f"no crop stored for sample {sample_id} of {face}")
+    person, sample_id = _person_param(request), _sample_param(request)
+    crop = await request.app[GALLERY].crop(person, sample_id)
+    return await _jpeg(crop, f"no crop stored for sample {sample_id} of {person}")
 
 
 @routes.delete("/faces/{hash}/samples/{sample}", role=Role.ADMIN)
 async def delete_sample(request: web.Request) -> web.Response:
-    face, sample_id = _face_param(request), _sample_param(request)
-    await request.app[GALLERY].delete_sample(face, sample_id)
-    return web.json_response({"deleted": sample_id, "hash": face})
+    person, sample_id = _person_param(request), _sample_param(request)
+    await request.app[GALLERY].delete_sample(person, sample_id)
+    return web.json_response({"deleted": sample_id, "hash": person})
 
 
 @routes.post("/faces/{hash}/merge", role=Role.ADMIN)
-async def merge_faces(request: web.Request) -> web.Response:
-    """"These are the same person": the identity in the path absorbs ``from``."""
-    target = _face_param(request)
-    body = await json_body(request, '{"from": <hash of the identity to merge in>}')
+async def merge_people(request: web.Request) -> web.Response:
+    """"These are the same person": the person in the path absorbs ``from``."""
+    target = _person_param(request)
+    body = await json_body(request, '{"from": <hash of the person to merge in>}')
     source = body.get("from")
     if not isinstance(source, str) or not source:
-        return error(400, 'send {"from": <hash of the identity to merge in>}')
+        return error(400, 'send {"from": <hash of the person to merge in>}')
     merged = await request.app[GALLERY].merge(target, source)
-    return web.json_response(_identity(request.app, merged))
+    return web.json_response(_shown(request.app, merged))
 
 
 @routes.post("/live/not", role=Role.ADMIN)
@@ -248,18 +250,18 @@ async def not_this_person(request: web.Request) -> web.Response:
     live = _live_face(request, body, wanted)
     if live is None or live.match is None:
         return error(422, f"no recognised face {wanted} in the live view")
-    ident = gallery.get(live.match.hash)
-    if ident is None:
-        return error(422, "that identity was deleted meanwhile")
-    samples = gallery.sample_embeddings(ident.hash)
+    person = gallery.get(live.match.hash)
+    if person is None:
+        return error(422, "that person was deleted meanwhile")
+    samples = gallery.sample_embeddings(person.hash)
     culprit = max(samples, key=lambda sid: float(samples[sid] @ live.mean))
     try:
-        await gallery.delete_sample(ident.hash, culprit)
+        await gallery.delete_sample(person.hash, culprit)
     except LastSample:
-        return error(409, f"{ident.name!r} has only this one sample, so every match comes "
-                           "from it: delete the identity or enroll better photos",
-                      hash=ident.hash)
-    return web.json_response({"identity": ident.hash, "name": ident.name,
+        return error(409, f"{person.name!r} has only this one sample, so every match comes "
+                           "from it: delete the person or enroll better photos",
+                      hash=person.hash)
+    return web.json_response({"hash": person.hash, "name": person.name,
                               "removed_sample": culprit})
 
 

@@ -123,7 +123,7 @@ async def forget_person(request: web.Request) -> web.Response:
 async def enroll_from_history(request: web.Request, body: dict[str, Any], name: Any,
                               email: str | None) -> web.Response:
     """``POST /faces`` with ``from_unknown`` (a stranger's hash: their best visits' faces)
-    or ``from_visit`` (one visit's face): the identity keeps the stranger's hash."""
+    or ``from_visit`` (one visit's face): the person keeps the stranger's hash."""
     history = request.app[HISTORY]
     visit_id = body.get("from_visit")
     if visit_id is not None:
@@ -131,28 +131,27 @@ async def enroll_from_history(request: web.Request, body: dict[str, Any], name: 
             return error(400, "from_visit must be a visit id")
         visit = await history.visit(visit_id)
         if visit.known:
-            ident = request.app[GALLERY].get(visit.person)
+            enrolled = request.app[GALLERY].get(visit.person)
             return error(409, f"that visit is of {visit.name!r}, already enrolled",
-                         hash=visit.person, name=ident.name if ident else visit.name)
+                         hash=visit.person, name=enrolled.name if enrolled else visit.name)
         person = visit.person
     else:
         person = hash_field(body.get("from_unknown"), "from_unknown")  # type: ignore[assignment]
         assert person is not None
-    if request.app[GALLERY].get(person) is not None:
-        ident = request.app[GALLERY].get(person)
-        return error(409, f"{person} is already enrolled as {ident.name!r}",  # type: ignore[union-attr]
-                     hash=person, name=ident.name)  # type: ignore[union-attr]
+    if (enrolled := request.app[GALLERY].get(person)) is not None:
+        return error(409, f"{person} is already enrolled as {enrolled.name!r}",
+                     hash=person, name=enrolled.name)
     if not isinstance(name, str) or not name.strip():
         return error(400, "name is required")
     try:
-        ident = await enrollment(request.app).stranger(person, name, email, visit=visit_id)
+        enrolled = await enrollment(request.app).stranger(person, name, email, visit=visit_id)
     except (PoolBusy, WorkerCrashed) as exc:
         return error(503, str(exc))
-    return web.json_response({"hash": ident.hash, "name": ident.name,
-                              "samples": len(ident.samples)}, status=201)
+    return web.json_response({"hash": enrolled.hash, "name": enrolled.name,
+                              "samples": len(enrolled.samples)}, status=201)
 
 
-async def sample_from_visit(request: web.Request, face: str, visit_id: Any) -> web.Response:
+async def sample_from_visit(request: web.Request, person: str, visit_id: Any) -> web.Response:
     """``POST /faces/{hash}/samples`` with ``from_visit``: that visit's face as a sample."""
     if not isinstance(visit_id, str):
         return error(400, "from_visit must be a visit id")
@@ -168,5 +167,5 @@ async def sample_from_visit(request: web.Request, face: str, visit_id: Any) -> w
         return error(503, str(exc))
     if candidate is None:
         return error(422, f"the face stored for visit {visit_id} cannot be embedded")
-    sample = await enroll.add_sample(face, candidate)
-    return web.json_response({"hash": face, "id": sample.id}, status=201)
+    sample = await enroll.add_sample(person, candidate)
+    return web.json_response({"hash": person, "id": sample.id}, status=201)

@@ -6,7 +6,7 @@ handler is defined::
     routes = Routes()
 
     @routes.get("/faces", role=Role.VIEWER, admin_query=("email",))
-    async def list_faces(request: web.Request) -> web.Response: ...
+    async def list_people(request: web.Request) -> web.Response: ...
 
 ``Routes.add_to`` puts a table's routes on an application and records each route's
 ``Access`` in the application's ``RouteAccess``; the access middleware (``web/access.py``)

@@ -15,9 +15,9 @@ from aiohttp import web
 from ..appkeys import CONFIG, GALLERY, HISTORY, METRICS, POOL, UPLOADS
 from ..config import Config
 from ..enrollment import Candidate, Enrollment, NotEnrollable, from_face, photo_face
-from ..identity import face_hash
 from ..images import ImageError
 from ..limits import Refused
+from ..matching import face_hash
 from ..recognition import Face
 from ..tracking import FaceView
 from ..workers import PoolBusy, WorkerCrashed

@@ -276,10 +276,10 @@ async function mergeInto(card, button) {
     return;
   }
   const yes = await confirmDialog({
-    title: `Merge ${face.name} into another identity`,
+    title: `Merge ${face.name} into another person`,
     body: [
       picker.field,
-      `${face.name}'s samples move to the identity you pick, which keeps its name; ${face.name} is then deleted.`,
+      `${face.name}'s samples move to the person you pick, who keeps their name; ${face.name} is then deleted.`,
     ],
     confirm: "Merge",
     danger: true,

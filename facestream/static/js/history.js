@@ -317,7 +317,7 @@ async function nameFromVisit(v, button) {
 
 async function addVisitAsSample(v, button) {
   const picker = personField("sample-target", "Enrolled person", { hashes: true });
-  // A known visitor's own identity comes chosen, if they are still enrolled.
+  // A known visitor comes chosen, if they are still enrolled.
   const [first, own] = await Promise.all([firstMatches(picker), v.known ? faceOf(v.hash).catch(() => null) : null]);
   if (!first) return;
   if (!first.total) {

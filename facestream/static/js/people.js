@@ -6,9 +6,9 @@ import { h, shortHash } from "./dom.js";
 import { api } from "./api.js";
 import { notify } from "./ui.js";
 
-const faceLookups = new Map();  // hash -> Promise of the identity or null; emptied on changes
+const faceLookups = new Map();  // hash -> Promise of the person or null; emptied on changes
 
-/** GET /faces/{hash}: the identity, or null when nobody enrolled has that hash. */
+/** GET /faces/{hash}: the person, or null when nobody enrolled has that hash. */
 export function faceOf(hash) {
   if (!faceLookups.has(hash)) {
     faceLookups.set(hash, api("GET", `/faces/${encodeURIComponent(hash)}`).catch((err) => {
@@ -95,7 +95,7 @@ export function personPicker(input, select, { blank = "Choose who…", exclude =
       TYPING_PAUSE_MS);
   }
 
-  /** Choose `hash` ("" for nobody); `face`, if known: its identity, or null for a stranger. */
+  /** Choose `hash` ("" for nobody); `face`, if known: the person, or null for a stranger. */
   function choose(hash, face = undefined) {
     state.chosen = hash;
     if (face !== undefined) state.faces.set(hash, face);
@@ -127,7 +127,7 @@ export function personPicker(input, select, { blank = "Choose who…", exclude =
     refresh,
     choose,
     clear() { input.value = ""; },
-    /** The identity chosen (as the search or GET /faces/{hash} gave it), or null. */
+    /** The person chosen (as the search or GET /faces/{hash} gave it), or null. */
     face: () => (select.value ? state.faces.get(select.value) || null : null),
   };
 }

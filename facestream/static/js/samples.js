@@ -27,7 +27,7 @@ export function renderSamples(card) {
     h("div", { class: "cap" },
       h("span", { title: `added ${formatTime(s.created_at)}` }, h("span", {}, s.source), h("span", {}, formatShortDate(s.created_at))),
       h("button", { type: "button", class: "danger", testid: "sample-delete", disabled: last,
-                    title: last ? "The last sample: delete the identity instead" : null,
+                    title: last ? "The last sample: delete the person instead" : null,
                     "aria-label": `Delete sample ${s.id} of ${face.name}`,
                     onclick: (ev) => deleteSample(card, s, ev.currentTarget) }, "×"))));
   card.samples.replaceChildren(
@@ -75,7 +75,7 @@ async function addLiveSample(card, button) {
   });
 }
 
-/** A 409 on adding a sample names the identity the face already belongs to. */
+/** A 409 on adding a sample names the person the face already belongs to. */
 export function explainConflict(err) {
   if (err.status === 409 && err.body.hash && err.body.name) {
     const { hash, name } = err.body;

@@ -1,6 +1,6 @@
 """Embeddings, face hashes and gallery matching: plain numpy, safe on the event loop.
 
-An identity's hash is the hex SHA-256 of the float32 bytes of its L2-normalised enrollment
+A person's hash is the hex SHA-256 of the float32 bytes of their L2-normalised enrollment
 embedding. Unknown faces get a provisional hash computed the same way from their first
 embedding, so enrolling a face from the live view keeps the hash it already had.
 """
@@ -74,13 +74,13 @@ class Calibration:
 
 @dataclass(frozen=True)
 class OpenSetPolicy:
-    """Who is this face, or nobody: one decision against every enrolled identity.
+    """Who is this face, or nobody: one decision against every enrolled person.
 
-    A stranger is named when they resemble *any* of N identities, so one pairwise threshold
+    A stranger is named when they resemble *any* of N people, so one pairwise threshold
     names more strangers the more people are enrolled. This policy keeps the chance that a
     stranger is named at ``stranger_far`` whatever N: each comparison may be passed with
     probability p = 1 - (1 - far) ** (1 / N), and the threshold is the similarity different
-    people exceed with probability p under the model's ``calibration``. A best identity must
+    people exceed with probability p under the model's ``calibration``. A best person must
     also lead the second best by ``margin``. A model without calibration falls back to its
     pairwise ``threshold`` for every N.
     """
@@ -114,14 +114,14 @@ _SUM_ERROR: Final = 1e-4
 
 
 class _Entry(NamedTuple):
-    """Where one identity lives in the rows: its group and its rows."""
+    """Where one person lives in the rows: their group and their rows."""
 
     group: int
     rows: tuple[int, ...]
 
 
 class _Base(NamedTuple):
-    """The identities of a fresh build: ``faces[group]`` is the group's identity, its rows
+    """The people of a fresh build: ``hashes[group]`` is the group's person, its rows
     are ``order[start[group]:start[group + 1]]`` (arrays rather than a million tuples)."""
 
     groups: dict[str, int]
@@ -135,7 +135,7 @@ class _Rows:
     Rows are only ever appended; a snapshot sees the first ``n`` of them (through views taken
     when it was made), so later appends cannot change what an older snapshot answers. When
     the arrays are full they are copied into larger ones: older snapshots keep the old ones.
-    Groups (an identity's hash and name) are appended the same way. The faiss screen holds
+    Groups (a person's hash and name) are appended the same way. The faiss screen holds
     every appended row; snapshots drop candidates beyond their own ``n``. Rows and the screen
     are changed only by ``GalleryIndex.replaced``/``removed``, and (faiss being a mutable C++
     index) those must not run while another thread queries the same chain: in facestream the
@@ -147,7 +147,7 @@ class _Rows:
         self.vectors = np.empty((max(capacity, 16), dim), dtype=np.float32)
         self.groups = np.empty(max(capacity, 16), dtype=np.int64)
         self.n = 0
-        self.faces: list[str] = []
+        self.hashes: list[str] = []
         self.names: list[str] = []
         self.screen: _Screen | None = None
 
@@ -168,10 +168,10 @@ class _Rows:
         elif self.n >= SCREEN_ROWS:
             self.screen = _screen(self.vectors[:self.n])
 
-    def add_group(self, face: str, name: str) -> int:
-        self.faces.append(face)
+    def add_group(self, person: str, name: str) -> int:
+        self.hashes.append(person)
         self.names.append(name)
-        return len(self.faces) - 1
+        return len(self.hashes) - 1
 
 
 class _Screen:
@@ -261,7 +261,7 @@ class GalleryIndex:
 
     Matching is exact: the answers are those of one float32 product with every row. Large
     galleries screen an int8 copy first and rescore only the rows that could be in the top
-    few (measured in bench/gallery_scale.py: 1,000,000 identities in 6.4 ms p50, 6.8 ms p99,
+    few (measured in bench/gallery_scale.py: 1,000,000 people in 6.4 ms p50, 6.8 ms p99,
     rather than numpy's 39 ms). A change (``replaced``, ``removed``) returns a new snapshot in milliseconds: rows are
     appended and old ones hidden, never rewritten, so a reader holding an older snapshot
     keeps getting that snapshot's answers without locks. When hidden rows pile up, a change
@@ -270,16 +270,16 @@ class GalleryIndex:
 
     strategy: str
     policy: OpenSetPolicy
-    identities: int
-    #: Independent chances a stranger has to match: identities, or samples for "best".
+    people: int
+    #: Independent chances a stranger has to match: people, or samples for "best".
     comparisons: int
 
     def __init__(self, hashes: Sequence[str], names: Sequence[str], matrix: NDArray[np.float32],
                  policy: OpenSetPolicy | None = None, comparisons: int | None = None,
                  strategy: str = "centroid"):
-        """Index ``matrix``'s rows, row i for identity ``hashes[i]`` (repeated hashes: an
-        identity scores its best row). ``strategy`` says how ``replaced`` turns samples into
-        rows; ``comparisons`` defaults to the number of identities."""
+        """Index ``matrix``'s rows, row i for person ``hashes[i]`` (repeated hashes: a
+        person scores its best row). ``strategy`` says how ``replaced`` turns samples into
+        rows; ``comparisons`` defaults to the number of people."""
         owners: dict[str, int] = {}
         for h in hashes:
             owners.setdefault(h, len(owners))
@@ -300,20 +300,20 @@ class GalleryIndex:
     @classmethod
     def from_samples(
         cls,
-        identities: Sequence[tuple[str, str, Sequence[Embedding]]],
+        people: Sequence[tuple[str, str, Sequence[Embedding]]],
         strategy: str = "centroid",
         policy: OpenSetPolicy | None = None,
     ) -> GalleryIndex:
-        """Index identities that each have one or more sample embeddings.
+        """Index people that each have one or more sample embeddings.
 
-        ``centroid``: one row per identity, the mean of its samples, so an identity scores
+        ``centroid``: one row per person, the mean of its samples, so a person scores
         the mean similarity of its samples. Its strangers' scores stay where single samples
         put them (the L2-normalised mean would raise them: on the shared LFW data with two
         samples each it named 1.9% of strangers at a 1% policy, the plain mean 0.6%).
-        ``best``: one row per sample, an identity scores its most similar sample (and each
+        ``best``: one row per sample, a person scores its most similar sample (and each
         sample is one more chance for a stranger to match).
         """
-        kept = [(face, name, embs) for face, name, embs in identities if len(embs)]
+        kept = [(key, name, embs) for key, name, embs in people if len(embs)]
         owner = np.repeat(np.arange(len(kept), dtype=np.int64), [len(e) for _, _, e in kept])
         vectors = (np.stack([e for _, _, embs in kept for e in embs]).astype(np.float32)
                    if kept else np.zeros((0, 0), dtype=np.float32))
@@ -323,7 +323,7 @@ class GalleryIndex:
     @classmethod
     def from_arrays(
         cls,
-        faces: Sequence[str],
+        hashes: Sequence[str],
         names: Sequence[str],
         owner: NDArray[np.integer],
         samples: NDArray[np.float32],
@@ -331,7 +331,7 @@ class GalleryIndex:
         policy: OpenSetPolicy | None = None,
     ) -> GalleryIndex:
         """``from_samples`` for large galleries: sample i (row i of ``samples``) belongs to
-        identity ``owner[i]``, an index into ``faces`` and ``names``; every identity has at
+        person ``owner[i]``, an index into ``hashes`` and ``names``; every person has at
         least one sample."""
         if strategy not in ("centroid", "best"):
             raise ValueError(f"unknown matching strategy {strategy!r}")
@@ -339,37 +339,37 @@ class GalleryIndex:
         owner = np.asarray(owner, dtype=np.int64)
         if strategy == "best" or len(owner) == 0:
             rows, groups = samples, owner
-        elif len(owner) == len(faces) and np.array_equal(owner, np.arange(len(owner))):
+        elif len(owner) == len(hashes) and np.array_equal(owner, np.arange(len(owner))):
             rows, groups = samples, owner  # one sample each: its own mean
         else:
-            rows = _means(owner, samples.astype(np.float32, copy=False), len(faces))
-            groups = np.arange(len(faces), dtype=np.int64)
-        index._build(list(faces), list(names), groups, rows, policy, strategy)
+            rows = _means(owner, samples.astype(np.float32, copy=False), len(hashes))
+            groups = np.arange(len(hashes), dtype=np.int64)
+        index._build(list(hashes), list(names), groups, rows, policy, strategy)
         return index
 
-    def _build(self, faces: list[str], names: list[str], groups: NDArray[np.int64],
+    def _build(self, hashes: list[str], names: list[str], groups: NDArray[np.int64],
                rows: NDArray[np.float32], policy: OpenSetPolicy | None, strategy: str
                ) -> None:
-        """Index ``rows``, row i for identity ``faces[groups[i]]``; every face has rows."""
+        """Index ``rows``, row i for person ``hashes[groups[i]]``; every person has rows."""
         # Room to grow by an eighth before the rows are copied into larger arrays (a copy
         # of a million rows makes that one change take about half a second).
         store = _Rows(rows.shape[1] if rows.ndim == 2 else 0, len(rows) + len(rows) // 8)
-        store.faces, store.names = faces, names
+        store.hashes, store.names = hashes, names
         store.append(rows, groups)
-        counts = np.bincount(groups, minlength=len(faces))
-        base = _Base(dict(zip(faces, range(len(faces)))),
+        counts = np.bincount(groups, minlength=len(hashes))
+        base = _Base(dict(zip(hashes, range(len(hashes)))),
                      np.argsort(groups, kind="stable"),
                      np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
         self._adopt(store, None, 0, base, {}, policy or OpenSetPolicy(threshold=1.0),
-                    strategy, len(faces))
+                    strategy, len(hashes))
         self._row_per_group = bool(np.array_equal(groups, np.arange(len(groups))))
 
     def _adopt(self, store: _Rows, dead: NDArray[np.bool_] | None, dead_count: int,
                base: _Base, overlay: dict[str, _Entry | None],
-               policy: OpenSetPolicy, strategy: str, identities: int) -> None:
+               policy: OpenSetPolicy, strategy: str, people: int) -> None:
         self._store = store
         self._n = store.n
-        self._n_groups = len(store.faces)
+        self._n_groups = len(store.hashes)
         self._vectors = store.vectors[:store.n]
         self._groups = store.groups[:store.n]
         self._dead = dead  # rows hidden in this snapshot (rows past its end are alive)
@@ -378,54 +378,54 @@ class GalleryIndex:
         self._overlay = overlay
         self.policy = policy
         self.strategy = strategy
-        self.identities = identities
+        self.people = people
         self._row_per_group = False  # row i is group i's only row (a fresh build may say so)
         # With "best" every (live) row is a sample.
-        self.comparisons = store.n - dead_count if strategy == "best" else identities
+        self.comparisons = store.n - dead_count if strategy == "best" else people
 
     # -- changes ---------------------------------------------------------------------------
 
-    def _entry(self, face: str) -> _Entry | None:
-        if face in self._overlay:
-            return self._overlay[face]
-        group = self._base.groups.get(face)
+    def _entry(self, person: str) -> _Entry | None:
+        if person in self._overlay:
+            return self._overlay[person]
+        group = self._base.groups.get(person)
         if group is None:
             return None
         start, end = self._base.start[group:group + 2].tolist()
         return _Entry(group, tuple(self._base.order[start:end].tolist()))
 
-    def replaced(self, face: str, name: str, samples: Sequence[Embedding]) -> GalleryIndex:
-        """A snapshot in which identity ``face`` is called ``name`` and has exactly these
+    def replaced(self, person: str, name: str, samples: Sequence[Embedding]) -> GalleryIndex:
+        """A snapshot in which ``person`` is called ``name`` and has exactly these
         samples (added if it was not indexed; removed if ``samples`` is empty)."""
         if not len(samples):
-            return self.removed(face)
+            return self.removed(person)
         embs = np.stack(samples).astype(np.float32)
         if self._store.dim and embs.shape[1] != self._store.dim:
             raise ValueError(f"embeddings have {embs.shape[1]} dimensions, the index "
                              f"{self._store.dim}")
         rows = embs if self.strategy == "best" else \
             np.mean(embs, axis=0, keepdims=True).astype(np.float32)
-        return self._changed(face, name, rows)
+        return self._changed(person, name, rows)
 
-    def removed(self, face: str) -> GalleryIndex:
-        """A snapshot without identity ``face`` (the same one if it is not indexed)."""
-        if self._entry(face) is None:
+    def removed(self, person: str) -> GalleryIndex:
+        """A snapshot without ``person`` (the same one if it is not indexed)."""
+        if self._entry(person) is None:
             return self
-        return self._changed(face, None, None)
+        return self._changed(person, None, None)
 
-    def _changed(self, face: str, name: str | None, rows: NDArray[np.float32] | None
+    def _changed(self, person: str, name: str | None, rows: NDArray[np.float32] | None
                  ) -> GalleryIndex:
         store = self._store
-        if not store.dim and rows is not None and name is not None:  # the first identity
+        if not store.dim and rows is not None and name is not None:  # the first person
             index = GalleryIndex.__new__(GalleryIndex)
-            index._build([face], [name], np.zeros(len(rows), dtype=np.int64), rows,
+            index._build([person], [name], np.zeros(len(rows), dtype=np.int64), rows,
                          self.policy, self.strategy)
             return index
         if store.n != self._n or self._crowded():
             # Not the newest snapshot of its rows (appending would show this branch's rows
             # to the other), or too many hidden rows or changes: start over compactly.
-            return self._compacted()._changed(face, name, rows)
-        old = self._entry(face)
+            return self._compacted()._changed(person, name, rows)
+        old = self._entry(person)
         dead, dead_count = self._dead, self._dead_count
         if old is not None:
             dead = np.zeros(store.n, dtype=np.bool_) if dead is None else \
@@ -434,34 +434,34 @@ class GalleryIndex:
             dead_count += len(old.rows)
         overlay = dict(self._overlay)
         if rows is None or name is None:
-            overlay[face] = None
+            overlay[person] = None
         else:
             same = old is not None and store.names[old.group] == name
-            group = old.group if same and old is not None else store.add_group(face, name)
+            group = old.group if same and old is not None else store.add_group(person, name)
             first = store.n
             store.append(rows, np.full(len(rows), group, dtype=np.int64))
-            overlay[face] = _Entry(group, tuple(range(first, store.n)))
+            overlay[person] = _Entry(group, tuple(range(first, store.n)))
         index = GalleryIndex.__new__(GalleryIndex)
-        identities = self.identities + (old is None) - (rows is None)
+        people = self.people + (old is None) - (rows is None)
         index._adopt(store, dead, dead_count, self._base, overlay, self.policy, self.strategy,
-                     identities)
+                     people)
         return index
 
     def _crowded(self) -> bool:
         return (self._dead_count > max(1024, self._n // 4)
-                or len(self._overlay) > max(1024, self.identities // 8))
+                or len(self._overlay) > max(1024, self.people // 8))
 
     def _compacted(self) -> GalleryIndex:
         """The same snapshot with rows of its own and nothing hidden (in row order, so
-        identities keep their order)."""
+        people keep their order)."""
         live = np.ones(self._n, dtype=np.bool_)
         if self._dead is not None:
             live[:len(self._dead)] = ~self._dead
         rows = np.flatnonzero(live)
         groups, renumbered = np.unique(self._groups[rows], return_inverse=True)
-        faces, names = self._store.faces, self._store.names
+        hashes, names = self._store.hashes, self._store.names
         index = GalleryIndex.__new__(GalleryIndex)
-        index._build([faces[g] for g in groups.tolist()], [names[g] for g in groups.tolist()],
+        index._build([hashes[g] for g in groups.tolist()], [names[g] for g in groups.tolist()],
                      renumbered.astype(np.int64), self._vectors[rows], self.policy,
                      self.strategy)
         return index
@@ -469,7 +469,7 @@ class GalleryIndex:
     # -- queries ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return self.identities
+        return self.people
 
     @property
     def dim(self) -> int:
@@ -477,14 +477,14 @@ class GalleryIndex:
         return self._store.dim
 
     def ranked(self, embedding: Embedding, top: int | None = None) -> list[Match]:
-        """Identities with their scores (an identity's best row), best first; all of them,
+        """People with their scores (a person's best row), best first; all of them,
         or the ``top`` few."""
-        if not self.identities or self._store.dim != embedding.shape[0]:
+        if not self.people or self._store.dim != embedding.shape[0]:
             return []
         q = np.ascontiguousarray(embedding, dtype=np.float32)
         screen = self._store.screen
         if top is not None and screen is not None and screen.usable and self._n >= SCREEN_ROWS:
-            screened = self._screened(q, min(top, self.identities))
+            screened = self._screened(q, min(top, self.people))
             if screened is not None:
                 return screened
         sims = self._vectors @ q
@@ -509,8 +509,8 @@ class GalleryIndex:
         return scores
 
     def _matches(self, groups: NDArray[np.int64], scores: NDArray[np.float32]) -> list[Match]:
-        faces, names = self._store.faces, self._store.names
-        return [Match(faces[g], names[g], float(s))
+        hashes, names = self._store.hashes, self._store.names
+        return [Match(hashes[g], names[g], float(s))
                 for g, s in zip(groups.tolist(), scores.tolist())]
 
     def _screened(self, q: Embedding, top: int) -> list[Match] | None:
@@ -519,7 +519,7 @@ class GalleryIndex:
 
         The screen returns the k rows it scores highest; every other row's screened
         similarity is at most the k-th one, ``floor``, so its exact similarity is at most
-        ``floor + error``. Once the ``top`` best identities among the candidates, rescored
+        ``floor + error``. Once the ``top`` best people among the candidates, rescored
         exactly, all score above that, no other row can change the answer."""
         screen = self._store.screen
         assert screen is not None
@@ -548,12 +548,12 @@ class GalleryIndex:
         return None
 
     def best(self, embedding: Embedding) -> Match | None:
-        """The most similar identity whatever the similarity, or None for an empty gallery."""
+        """The most similar person whatever the similarity, or None for an empty gallery."""
         ranked = self.ranked(embedding, top=1)
         return ranked[0] if ranked else None
 
     def identify(self, embedding: Embedding) -> Match | None:
-        """The enrolled identity this face is, or None for a stranger (see OpenSetPolicy)."""
+        """The enrolled person this face is, or None for a stranger (see OpenSetPolicy)."""
         ranked = self.ranked(embedding, top=2)
         if not ranked:
             return None
@@ -564,15 +564,15 @@ class GalleryIndex:
             return None
         return first
 
-    def score(self, embedding: Embedding, face: str) -> float | None:
-        """The score of identity ``face`` for this face (None if it is not indexed)."""
-        entry = self._entry(face)
+    def score(self, embedding: Embedding, person: str) -> float | None:
+        """The score of ``person`` for this face (None if they are not indexed)."""
+        entry = self._entry(person)
         if entry is None or self._store.dim != embedding.shape[0]:
             return None
         return float(np.max(self._vectors[list(entry.rows)] @ embedding))
 
     def near_certain(self, embedding: Embedding, far: float) -> Match | None:
-        """The identity this face is with a chance of at most ``far`` that it is somebody
+        """The person this face is with a chance of at most ``far`` that it is somebody
         else: the test for "already enrolled", which must not refuse new people."""
         first = self.best(embedding)
         threshold = self.policy.identify_threshold(self.comparisons, far)

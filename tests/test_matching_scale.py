@@ -2,8 +2,8 @@
 and snapshots that later changes leave alone.
 
 Every answer is checked against brute force written here: one float32 product with every
-row (an identity's rows: the mean of its samples for "centroid", each sample for "best"),
-sorted. Real SFace embeddings of LFW photos, and a synthetic gallery of 50,000 identities
+row (a person's rows: the mean of its samples for "centroid", each sample for "best"),
+sorted. Real SFace embeddings of LFW photos, and a synthetic gallery of 50,000 people
 (above ``SCREEN_ROWS``, so the screen answers).
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facestream import identity
+from facestream import matching
 from facestream.config import Config
-from facestream.identity import SCREEN_ROWS, GalleryIndex, OpenSetPolicy, face_hash
 from facestream.images import decode_image
+from facestream.matching import SCREEN_ROWS, GalleryIndex, OpenSetPolicy, face_hash
 from facestream.recognition import Recognizer
 from facestream.storage import Gallery
 
@@ -33,7 +33,7 @@ People = list[tuple[str, str, list[np.ndarray]]]
 
 
 class BruteForce:
-    """Every identity with its score, best first (ties: in enrollment order)."""
+    """Every person with its score, best first (ties: in enrollment order)."""
 
     def __init__(self, people: People, strategy: str) -> None:
         self.people = people
@@ -60,7 +60,7 @@ def answers(index: GalleryIndex, q: np.ndarray, top: int | None = 2
 
 def assert_same(got: Sequence[tuple[str, str, float]],
                 want: Sequence[tuple[str, str, float]]) -> None:
-    """The same identities in the same order with the same scores (to float32 rounding: a
+    """The same people in the same order with the same scores (to float32 rounding: a
     BLAS product's last bit depends on where a row sits in memory)."""
     assert [(h, n) for h, n, _ in got] == [(h, n) for h, n, _ in want]
     assert np.allclose([s for *_, s in got], [s for *_, s in want], rtol=0, atol=1e-6)
@@ -132,8 +132,8 @@ def test_real_faces_get_the_brute_force_answers(lfw: dict[str, list[np.ndarray]]
 
 @pytest.fixture(scope="module")
 def large() -> tuple[People, np.ndarray]:
-    """50,000 identities (some with 2 or 3 samples), and faces to ask: near enrolled ones,
-    strangers, and one in a tight cluster of 2000 near-identical identities (their scores
+    """50,000 people (some with 2 or 3 samples), and faces to ask: near enrolled ones,
+    strangers, and one in a tight cluster of 2000 near-identical people (their scores
     within the screen's rounding error of each other, so its candidates must be rescored
     and more of them screened)."""
     rng = np.random.default_rng(7)
@@ -157,14 +157,14 @@ def test_a_large_gallery_is_screened_and_still_exact(
         large: tuple[People, np.ndarray], strategy: str, kind: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     people, queries = large
-    monkeypatch.setattr(identity, "SCREEN_KIND", kind)
+    monkeypatch.setattr(matching, "SCREEN_KIND", kind)
     index = GalleryIndex.from_samples(people, strategy, POLICY)
     screen = index._store.screen
     assert index._n >= SCREEN_ROWS and screen is not None and screen.kind == kind
     # Most faces are answered by the screen (the cluster's face may need every row).
     assert sum(index._screened(q, 2) is not None for q in queries) >= len(queries) - 1
     assert_like(index, people, strategy, queries)
-    # The cluster: 2000 identities within the screen's error of each other, ranked exactly.
+    # The cluster: 2000 people within the screen's error of each other, ranked exactly.
     want = brute_force(people[:2000], strategy, queries[-1])
     assert want[0][2] - want[300][2] < 0.01
     want = want[:5]
