@@ -1,7 +1,7 @@
-"""The gallery in PostgreSQL: the gallery operations (the same test for SQLite's), several
-nodes on one database kept in step by LISTEN/NOTIFY, a node that loses the database, and
-``gallery migrate``. Against a real PostgreSQL 15 cluster started for this module
-(tests/pg.py)."""
+"""The gallery in PostgreSQL: several nodes on one database kept in step by LISTEN/NOTIFY, a
+node that loses the database, and ``gallery migrate`` (the gallery operations themselves are
+test_storage.py's, which runs each on both databases). Against a real PostgreSQL 15 cluster
+started for this module (tests/pg.py)."""
 
 from __future__ import annotations
 
