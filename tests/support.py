@@ -93,3 +93,8 @@ class GalleryChanges:
                 self._changed.clear()
                 await self._changed.wait()
         return await asyncio.wait_for(seen(), timeout)
+
+
+#: What a request without credentials is answered, with 401, when accounts are on.
+UNAUTHORIZED = {"error": "log in first (POST /login), or send Authorization: Bearer <token> "
+                         "(python -m facestream tokens create)"}
