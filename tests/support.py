@@ -1,6 +1,7 @@
 """Small helpers several test modules share: waiting for a condition, reading an MJPEG part
-and a metric, unit vectors, what a gallery's ``on_change`` reported, and a gallery of
-version 4 (before its tables took the names the code uses)."""
+and a metric, unit vectors, what a gallery's ``on_change`` reported, a gallery of version 4
+(before its tables took the names the code uses), the 401 a stranger is told, and a
+stand-in ONNX face model."""
 
 from __future__ import annotations
 
@@ -135,3 +136,37 @@ def write_gallery_v4(path: Path) -> None:
     with closing(sqlite3.connect(path)) as db, db:
         for statement in GALLERY_V4:
             db.execute(statement, V4_SAMPLE if "?" in statement else ())
+
+
+#: What a request without credentials is answered, with 401, when accounts are on.
+UNAUTHORIZED = {"error": "log in first (POST /login), or send Authorization: Bearer <token> "
+                         "(python -m facestream tokens create)"}
+
+
+def build_standin_onnx(path: Path, size: int = 160, dim: int = 128) -> None:
+    """A stand-in ONNX face model at ``path``: a fixed random projection of average-pooled
+    pixels, taking ``size`` px faces to ``dim`` numbers, for wiring a model the machine
+    has no weights of (not a recogniser)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    pooled = 3 * (size // 16) ** 2
+    proj = np.random.default_rng(0).normal(size=(pooled, dim)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("AveragePool", ["nchw"], ["pooled"], kernel_shape=[16, 16],
+                         strides=[16, 16]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "proj"], ["embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "standin",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", size, size, 3])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", dim])],
+        [numpy_helper.from_array(proj, "proj")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))

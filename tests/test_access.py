@@ -18,6 +18,8 @@ from facestream.appkeys import AUTH, CONFIG, ROUTE_ACCESS
 from facestream.config import AuthConfig, Config
 from facestream.web.routes import SAFE_METHODS, Access, Role, UndeclaredRoute
 
+from .support import UNAUTHORIZED
+
 Client = TestClient[Any, Any]
 
 #: A plausible value for each path parameter. A route with a parameter not named here
@@ -100,11 +102,19 @@ async def test_every_route_answers_each_caller_as_it_declares(client: Client) ->
                 resp = await client.request(route.method, url, params=query, headers=headers,
                                             allow_redirects=False)
                 status, location = resp.status, resp.headers.get("Location")
+                # A stranger refused is told how to get in.
+                refusal = await resp.json() if status == 401 and route.method != "HEAD" \
+                    else UNAUTHORIZED
                 resp.close()  # a stream would never end
                 if not expected(declared, role, caller, status, location):
                     wrong.append(f"{caller} {route.method} {url} {query or ''}: {status} "
                                  f"(declared {role.name})")
+                elif refusal != UNAUTHORIZED:
+                    wrong.append(f"{caller} {route.method} {url} {query or ''}: {refusal}")
     assert wrong == []
+    if app[CONFIG].auth.metrics_open:  # a stranger is answered the metrics themselves
+        resp = await client.get("/metrics")
+        assert resp.status == 200 and "facestream_frames_captured_total 0.0" in await resp.text()
 
 
 def test_the_routes_declare_the_roles_the_api_documents(

@@ -140,25 +140,18 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[recognition]\nworkers = "many"\n')
-    proc = _run("--config", str(bad), cwd=tmp_path)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert lines == [
-        "config error: recognition.workers: expected an integer, got 'many'"
-    ]
-
-
-def test_cli_broken_toml_and_missing_file_are_one_line(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.toml"
-    broken.write_text("[server\nport = 1\n")
-    missing = tmp_path / "missing.toml"
-    for path, why in (
-        (broken, ("not valid TOML (Expected ']' at the end of a table declaration (at line "
-                  "1, column 8))")),
-        (missing, "cannot read config file (No such file or directory)"),
-    ):
-        proc = _run("--config", str(path), cwd=tmp_path)
-        assert (proc.returncode, proc.stderr) == (2, f"config error: {path}: {why}\n")
+@pytest.mark.parametrize("text,message", [
+    ('[recognition]\nworkers = "many"\n',
+     "recognition.workers: expected an integer, got 'many'"),
+    ("[server\nport = 1\n", ("{path}: not valid TOML (Expected ']' at the end of a table "
+                              "declaration (at line 1, column 8))")),
+    (None, "{path}: cannot read config file (No such file or directory)"),
+], ids=["bad value", "broken TOML", "missing file"])
+def test_cli_bad_config_is_one_line_and_exit_2(text: str | None, message: str,
+                                               tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    if text is not None:
+        path.write_text(text)
+    proc = _run("--config", str(path), cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (
+        2, f"config error: {message.format(path=path)}\n")

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from facestream.config import Config
@@ -16,17 +15,15 @@ from facestream.db.base import Conflict, Schema, Statement
 from facestream.db.disk import DB_FILE
 from facestream.db.sqlite import SqliteDb
 from facestream.gallery_tables import DEPENDENTS, Dependent
-from facestream.matching import normalize
 from facestream.storage import Gallery
 
 from .conftest import Store
+from .support import unit
 
 VISIT = ("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at) "
          "VALUES (?, ?, ?, ?, 'cam', 1.0, 2.0)")
 
 
-def unit(seed: int) -> np.ndarray:
-    return normalize(np.random.default_rng(seed).normal(size=128))
 
 
 async def open_with(store: Store, dependents: tuple[Dependent, ...]) -> Gallery:

@@ -36,12 +36,11 @@ from facestream.appkeys import GALLERY, HISTORY
 from facestream.config import Config, StorageConfig
 from facestream.db.disk import DB_FILE, MIN_FREE_BYTES, RESTORE_HINT, SHM_RESERVE
 from facestream.gallery_types import StoredImages
-from facestream.matching import normalize
 from facestream.presence import VisitEvent, VisitRecord
 from facestream.storage import Gallery
 
 from .conftest import BIDEN, OBAMA, OBAMA2, TALKING_HEAD, free_port, make_config, upload
-from .support import wait_for
+from .support import unit, wait_for
 
 SECRET = b"k" * 32
 ERROR_EXIT = 2  # cli.main: "error: <message>" on stderr
@@ -136,8 +135,6 @@ def free_kib(folder: Path) -> int:
 # -- galleries and commands -----------------------------------------------------------------
 
 
-def unit(seed: int) -> np.ndarray:
-    return normalize(np.random.default_rng(seed).normal(size=128))
 
 
 async def build_gallery(data: Path, people: int = 20) -> Path:

@@ -31,7 +31,7 @@ from facestream.recognition import Recognizer
 from facestream.storage import Gallery
 
 from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, OBAMA3, TALKING_HEAD, upload
-from .support import V4_EMBEDDING, wait_for, write_gallery_v4
+from .support import V4_EMBEDDING, build_standin_onnx, wait_for, write_gallery_v4
 
 Client = TestClient[Any, Any]
 
@@ -285,8 +285,6 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
 
     # Re-embed for another model from the stored crops: a stand-in ONNX graph under
     # Facenet's name (see test_weights.py), so this proves the wiring, not Facenet itself.
-    from .test_weights import build_standin_onnx
-
     home = tmp_path / "home"
     build_standin_onnx(home / ".deepface" / "weights" / "facenet_weights.onnx")
     monkeypatch.setenv("DEEPFACE_HOME", str(home))

@@ -1,7 +1,7 @@
-"""The gallery in PostgreSQL: the gallery operations (the same test for SQLite's), several
-nodes on one database kept in step by LISTEN/NOTIFY, a node that loses the database, and
-``gallery migrate``. Against a real PostgreSQL 15 cluster started for this module
-(tests/pg.py)."""
+"""The gallery in PostgreSQL: several nodes on one database kept in step by LISTEN/NOTIFY, a
+node that loses the database, and ``gallery migrate`` (the gallery operations themselves are
+test_storage.py's, which runs each on both databases). Against a real PostgreSQL 15 cluster
+started for this module (tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -33,22 +33,27 @@ from facestream.gallery_types import (
     SampleRecord,
     StoredImages,
 )
-from facestream.matching import Embedding, normalize
+from facestream.matching import normalize
 from facestream.privacy import load_or_create_secret
 from facestream.storage import Gallery
 
 from . import pg
 from .conftest import BIDEN, OBAMA, OBAMA2, free_port, make_config, upload
 from .pg import PgCluster, pg_cluster
-from .support import GALLERY_V4, V4_EMBEDDING, V4_SAMPLE, GalleryChanges, write_gallery_v4
+from .support import (
+    GALLERY_V4,
+    V4_EMBEDDING,
+    V4_SAMPLE,
+    GalleryChanges,
+    unit,
+    write_gallery_v4,
+)
 
 SECRET = b"k" * 32
 MODEL = "Dlib"
 _databases = itertools.count()
 
 
-def unit(seed: int, dim: int = 128) -> Embedding:
-    return normalize(np.random.default_rng(seed).normal(size=dim))
 
 
 @pytest.fixture

@@ -152,23 +152,33 @@ def test_stored_samples_embed_again_for_another_model(
 
 
 def test_charts_and_drawings_are_not_faces(recognizer: Recognizer) -> None:
+    """What a worker finds in an upload (``decode_image`` then ``analyze_image``): nothing
+    in a line and bar chart, a pie chart, or a smiley. An upload with no face is answered
+    422 (test_api.py)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(np.sin(np.linspace(0, 9, 200)))
-    ax.bar(range(10), np.arange(10) % 4)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
+    charts = []
+    for draw in ("lines and bars", "pie"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if draw == "pie":
+            ax.pie([3, 2, 1])
+            ax.plot([0.2, 0.5, 0.8], [0.3, 0.6, 0.1])
+        else:
+            ax.plot(np.sin(np.linspace(0, 9, 200)))
+            ax.bar(range(10), np.arange(10) % 4)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        charts.append(decode_image(buf.getvalue(), MAX_PIXELS))
     smiley = np.full((400, 400, 3), 255, np.uint8)
     cv2.circle(smiley, (200, 200), 150, (0, 200, 255), -1)
     cv2.circle(smiley, (150, 160), 20, (0, 0, 0), -1)
     cv2.circle(smiley, (250, 160), 20, (0, 0, 0), -1)
     cv2.ellipse(smiley, (200, 240), (70, 40), 0, 0, 180, (0, 0, 0), 8)
-    for image in (decode_image(buf.getvalue(), MAX_PIXELS), smiley):
+    for image in (*charts, smiley):
         assert recognizer.analyze_image(image) == []
 
 

@@ -28,11 +28,9 @@ import pytest
 
 from facestream import weights
 from facestream.config import Config
-from facestream.db.disk import DB_FILE
-from facestream.gallery_types import ModelMismatch
-from facestream.server import create_app
 
 from .conftest import BIDEN, OBAMA, make_config, upload
+from .support import build_standin_onnx
 
 SFACE_MEMBER, YUNET_MEMBER = (m.member for m in sorted(weights.ZOO_MODELS,
                                                        key=lambda m: "yunet" in m.member))
@@ -168,32 +166,6 @@ def test_cli_with_unavailable_model_fails_in_one_line(tmp_path: Path) -> None:
         "package index)\n"))
 
 
-def build_standin_onnx(path: Path, size: int = 160, dim: int = 128) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    pooled = 3 * (size // 16) ** 2
-    proj = np.random.default_rng(0).normal(size=(pooled, dim)).astype(np.float32)
-    nodes = [
-        helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("AveragePool", ["nchw"], ["pooled"], kernel_shape=[16, 16],
-                         strides=[16, 16]),
-        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-        helper.make_node("MatMul", ["flat", "proj"], ["embedding"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "standin",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", size, size, 3])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", dim])],
-        [numpy_helper.from_array(proj, "proj")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-
-
 async def test_non_default_model_wiring_with_a_standin_onnx_graph(
     app_client: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
@@ -214,29 +186,6 @@ async def test_non_default_model_wiring_with_a_standin_onnx_graph(
     assert resp.status == 201
     listing = await (await client.get("/faces")).json()
     assert listing["faces"][0]["model"] == "Facenet"
-    await client.close()
-
-    # The same gallery with the default model is refused, naming both models.
-    with pytest.raises(ModelMismatch) as exc:
-        async with _started(create_app(make_config(tmp_path), live=False)):
-            pass
-    assert str(exc.value) == (
-        f"the gallery {tmp_path / 'data' / DB_FILE} holds embeddings made 1 by "
-        "Facenet, but recognition.model is SFace; embeddings of different models cannot be "
-        "compared: run `python -m facestream reembed --model SFace` to rebuild them from the "
-        'stored face crops, or set recognition.model = "Facenet"')
-
-
-class _started:
-    """Run an app's startup and cleanup without serving it."""
-
-    def __init__(self, app: Any) -> None:
-        from aiohttp import web
-
-        self.runner = web.AppRunner(app)
-
-    async def __aenter__(self) -> None:
-        await self.runner.setup()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
+    # That gallery under the default model is refused at start, naming both models: the
+    # server in test_gallery.py's test_enroll_dir_export_import_and_reembed, the gallery
+    # on either database in test_storage.py's test_gallery_refuses_to_mix_models.
