@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Final
@@ -37,11 +36,10 @@ from .appkeys import (
 from .cameras import Cameras
 from .config import Config
 from .events import Events
-from .gallery_types import GalleryError, ModelMismatch
+from .gallery_types import ModelMismatch
 from .history import History
 from .limits import UploadGate
 from .metrics import Metrics
-from .retry import Outage
 from .storage import Gallery
 from .web.access import access_middleware
 from .web.accounts import routes as account_routes
@@ -58,8 +56,6 @@ from .web.uploads import limit_words, upload_limit
 from .web.uploads import routes as upload_routes
 from .workers import PoolSettings, WorkerPool
 
-log = logging.getLogger(__name__)
-
 #: How often the gallery file is checked for changes made by other processes.
 GALLERY_POLL_S: Final = 1.0
 #: Every handler module's route table.
@@ -75,30 +71,12 @@ async def _gallery_ctx(app: web.Application) -> AsyncIterator[None]:
     gallery = await Gallery.for_config(app[CONFIG])
     app[GALLERY] = gallery
     app[EVENTS].follow(gallery)
-    watcher = asyncio.create_task(_watch_gallery(gallery))
+    watcher = asyncio.create_task(gallery.watch(GALLERY_POLL_S))
     yield
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
     await gallery.close()
-
-
-async def _watch_gallery(gallery: Gallery) -> None:
-    """Pick up changes other processes (``python -m facestream faces ...``) commit. A failure
-    is logged when it starts or changes, not on every poll, and its end is logged too."""
-    outage = Outage(log)
-    while True:
-        await asyncio.sleep(GALLERY_POLL_S)
-        try:
-            await gallery.reload_if_changed()
-        except GalleryError as exc:
-            outage.failed(logging.ERROR, "gallery changed on disk but cannot be loaded: %s",
-                          exc, reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 (logged with its traceback; watching goes on)
-            outage.failed(logging.ERROR, "checking the gallery for outside changes failed",
-                          reason=repr(exc), exc_info=True)
-        else:
-            outage.recovered(logging.INFO, "the gallery on disk can be read again")
 
 
 async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:

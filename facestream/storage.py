@@ -56,6 +56,7 @@ from .gallery_types import (
 from .matching import Embedding, GalleryIndex, OpenSetPolicy, face_hash, normalize
 from .names import clean_name
 from .privacy import email_digest, load_or_create_secret
+from .retry import Outage
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +287,24 @@ class Gallery:
                 return False
             await self._reload()
             return True
+
+    async def watch(self, every_s: float = 1.0) -> None:
+        """Until cancelled, pick up what other processes (``python -m facestream faces ...``)
+        commit to the same SQLite file. A failure is logged when it starts or changes, not on
+        every look, and its end is logged too."""
+        outage = Outage(log)
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.reload_if_changed()
+            except GalleryError as exc:
+                outage.failed(logging.ERROR, "gallery changed on disk but cannot be loaded: %s",
+                              exc, reason=str(exc))
+            except Exception as exc:  # noqa: BLE001 (logged with its traceback; goes on)
+                outage.failed(logging.ERROR, "checking the gallery for outside changes failed",
+                              reason=repr(exc), exc_info=True)
+            else:
+                outage.recovered(logging.INFO, "the gallery on disk can be read again")
 
     async def _reload(self) -> None:
         """The whole gallery again (another model's embeddings refused), then ``reloaded``."""
