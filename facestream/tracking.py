@@ -10,6 +10,12 @@ follows the person, not the box. Who a track is comes from the gallery's open-se
 looks (``Track.evidence``). An unknown face that is lost for a moment and comes back within
 ``memory_s`` gets its provisional hash back.
 
+Faces in view together are different people, whatever they look like: no two tracks ever
+show the same hash (``Tracker._distinct``). Of two faces the gallery names the same person,
+the one more like them keeps the name (the one that had it, unless the other is clearly
+more like them) and the other is a stranger; of two faces that resemble the same stranger's
+group, the one in view first shows the group's hash and the other its own.
+
 A far face gets a few good looks and many poor ones, so the evidence is weighted by each
 look's quality (detector confidence, size, how frontal, how sharp: recognition.look_quality),
 keeps the EVIDENCE_KEPT best looks (a good look is not pushed out by the poor ones after it)
@@ -45,6 +51,9 @@ MIN_LOOK_WEIGHT = 0.02
 FULL_RES_TRIES = 2
 #: A face this many pixels wide or more counts as fully sharp for its best view.
 BEST_SIDE = 112
+#: Of two faces in view named the same person, the one named so before keeps the name
+#: unless the other's similarity is higher by this much.
+NAME_HOLD = 0.05
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,7 @@ class Tracker:
         self._tracks: list[Track] = []
         self._lost: deque[tuple[float, Track]] = deque(maxlen=64)
         self._ids = itertools.count(1)
+        self._named: dict[str, int] = {}  # person's hash -> the track showing their name
 
     # -- what the workers need -----------------------------------------------------------
 
@@ -253,6 +263,32 @@ class Tracker:
             track = self._new_track(face, face.embedding, seen_at, index, unknowns)
             track.offer(face, seen_at, frame)
             self._tracks.append(track)
+        self._distinct()
+
+    def _distinct(self) -> None:
+        """No two tracks in view show the same hash: they are two people (see the module's
+        docstring)."""
+        named: dict[str, list[Track]] = {}
+        for track in self._tracks:
+            if track.match is not None:
+                named.setdefault(track.match.hash, []).append(track)
+        holders: dict[str, int] = {}
+        for person, tracks in named.items():
+            keeper = max(tracks, key=lambda t: t.match.similarity  # type: ignore[union-attr]
+                         + (NAME_HOLD if self._named.get(person) == t.id else 0.0))
+            holders[person] = keeper.id
+            for track in tracks:
+                if track is not keeper:
+                    track.match = None
+        self._named = holders
+        shown: set[str] = set(holders)
+        for track in sorted((t for t in self._tracks if t.match is None), key=lambda t: t.id):
+            if track.provisional_hash in shown:  # its own (of its first, latest or mean look)
+                track.provisional_hash = next(
+                    (h for h in map(face_hash, (track.first_embedding, track.embeddings[-1],
+                                                track.mean)) if h not in shown),
+                    track.provisional_hash)
+            shown.add(track.provisional_hash)
 
     def _new_track(self, face: Face, emb: Embedding, seen_at: float, index: GalleryIndex,
                    unknowns: GalleryIndex | None) -> Track:
@@ -327,6 +363,7 @@ class Tracker:
             track.match = index.identify(track.evidence)
         for _, track in self._lost:
             track.match = None  # recomputed on revival
+        self._distinct()
 
     # -- reading -------------------------------------------------------------------------
 

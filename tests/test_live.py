@@ -219,3 +219,36 @@ async def test_a_name_follows_the_person_across_a_camera_cut(
     assert "B" not in on_a and "A" not in on_b
     # Both are recognised, not merely left unnamed.
     assert on_a.count("A") >= 0.9 * len(on_a) and on_b.count("B") >= 0.9 * len(on_b)
+
+
+async def test_two_faces_in_one_frame_are_two_people(
+    app_client: Any, config_factory: Callable[..., Config], tmp_path: Path
+) -> None:
+    """The same enrolled person twice side by side, as a mirror or a poster would show them:
+    every read of /hash shows two different hashes, and at most one of them is the person's
+    (issue 19: two faces in one frame got one hash, and so one visit)."""
+    frames = read_video(TALKING_HEAD, limit=160)
+    pairs = write_video(tmp_path / "pairs.mp4",
+                        [np.hstack([frames[i], frames[i + 60]]) for i in range(75)])
+    client = await app_client(config_factory(pairs, workers=2))
+    form = FormData()
+    form.add_field("image", cv2.imencode(".jpg", frames[150])[1].tobytes(), filename="f.jpg")
+    form.add_field("name", "A")
+    resp = await client.post("/faces", data=form)
+    assert resp.status == 201, await resp.text()
+    enrolled = (await resp.json())["hash"]
+    reads = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 7.0:  # two plays of the clip and more
+        body = await (await client.get("/hash")).json()
+        if len(body["faces"]) == 2:
+            reads.append([(f["hash"], f["name"]) for f in body["faces"]])
+        await asyncio.sleep(0.02)
+    assert len(reads) > 100
+    assert all(a[0] != b[0] for a, b in reads), [r for r in reads if r[0][0] == r[1][0]][:3]
+    assert all([name for _, name in r].count("A") <= 1 for r in reads)
+    named = sum(any(h == enrolled for h, _ in r) for r in reads)
+    assert named >= 0.9 * len(reads)  # and the person is still recognised
+    events = (await (await client.get("/events")).json())["events"]
+    arrivals = [e for e in events if e["event"] == "arrived"]
+    assert len({e["hash"] for e in arrivals}) == len(arrivals) >= 2  # two visits, not one

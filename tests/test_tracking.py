@@ -162,3 +162,36 @@ def test_poor_looks_do_not_outweigh_good_ones(emb: dict) -> None:
     (track,) = t.tracks()
     assert track.match is not None and track.match.name == "obama"
     assert len(track.looks) == 8 and max(q for q, _ in track.looks) == pytest.approx(0.9)
+
+
+def test_two_faces_in_one_frame_never_share_a_name_or_a_hash(emb: dict) -> None:
+    """Faces in view together are two people (issue 19, defect 3: two faces in one frame
+    showed the same stranger's hash). Two photos of Obama side by side: the gallery names
+    both Obama, but only the one more like him keeps the name; two faces resembling the same
+    stranger's group: the one seen first shows the group's hash, the other its own."""
+    ob = face_hash(emb["o1"])
+    t = Tracker(THRESHOLD)
+    index = gallery(obama=emb["o1"])
+    left, right = (0, 0, 90, 90), (400, 0, 90, 90)
+    t.update([Face(left, emb["o2"]), Face(right, emb["o3"])], 0.0, index)
+    views = {v.box: v for v in t.views()}
+    sims = {box: index.identify(e) for box, e in ((left, emb["o2"]), (right, emb["o3"]))}
+    assert all(m is not None and m.hash == ob for m in sims.values())  # both named, alone
+    best = max(sims, key=lambda b: sims[b].similarity)  # type: ignore[union-attr]
+    other = right if best == left else left
+    assert (views[best].hash, views[best].name) == (ob, "obama")
+    assert not views[other].known and views[other].hash not in (ob, views[best].hash)
+    # Next frames: the holder keeps the name while both stay, whoever is re-embedded.
+    t.update([Face(left, emb["o2"]), Face(right, emb["o3"])], 1.5, index)
+    assert {v.box: v.hash for v in t.views()} == {b: v.hash for b, v in views.items()}
+    assert len({v.hash for v in t.views()}) == 2
+
+    # A stranger's group that both faces resemble.
+    group = face_hash(emb["o1"])
+    unknowns = GalleryIndex([group], [group], emb["o1"][None, :], POLICY)
+    t = Tracker(THRESHOLD)
+    t.update([Face(left, emb["o2"])], 0.0, GalleryIndex.empty(), unknowns=unknowns)
+    t.update([Face(left, emb["o2"]), Face(right, emb["o3"])], 0.1, GalleryIndex.empty(),
+             unknowns=unknowns)
+    views = {v.box: v.hash for v in t.views()}
+    assert views[left] == group and views[right] == face_hash(emb["o3"])
