@@ -349,8 +349,14 @@ class History(Output):
 
     # -- reading -------------------------------------------------------------------------
 
+    def in_view(self, person: str) -> bool:
+        """Whether a visit of ``person`` (enrolled or not) is under way, on any camera."""
+        return any(v.person == person for v in self._open.values())
+
     def last_seen(self, person: str) -> float | None:
-        return self._last_seen.get(person)
+        """When ``person`` was last seen: now while a visit of theirs is under way (not when
+        it began), else when their latest visit ended; None if never."""
+        return time.time() if self.in_view(person) else self._last_seen.get(person)
 
     async def visits(self, person: str | None = None, known: bool | None = None,
                      since: float | None = None, until: float | None = None,
@@ -399,14 +405,18 @@ class History(Output):
 
     async def unknown_groups(self, limit: int = 50, offset: int = 0
                              ) -> tuple[list[dict[str, Any]], int]:
-        """Strangers seen, most recently seen first: hash, visits, first and last seen."""
+        """Strangers seen, most recently seen first: hash, visits, first and last seen
+        (now, and ``in_view``, while a visit of theirs is under way)."""
         rows = await self.db.query(
             "SELECT person, COUNT(*), MIN(arrived_at), MAX(COALESCE(left_at, arrived_at)) "
             "FROM visits WHERE known = 0 GROUP BY person ORDER BY 4 DESC LIMIT ? OFFSET ?",
             (max(1, min(limit, MAX_PAGE)), max(0, offset)))
         total = await self.db.query(
             "SELECT COUNT(DISTINCT person) FROM visits WHERE known = 0")
-        return [{"hash": p, "visits": n, "first_seen": first, "last_seen": last,
+        now = time.time()
+        in_view = {v.person for v in self._open.values()}
+        return [{"hash": p, "visits": n, "first_seen": first,
+                 "last_seen": now if p in in_view else last, "in_view": p in in_view,
                  "crop": f"/unknowns/{p}/crop"} for p, n, first, last in rows], total[0][0]
 
     async def best_crop(self, person: str) -> bytes | None:

@@ -1040,6 +1040,26 @@ async def test_cards_say_when_each_person_was_last_seen(
     await expect(card(page, barack).get_by_test_id("face-seen")).to_have_text("never seen")
 
 
+async def test_a_stranger_in_view_is_in_view_now_not_seen_at_their_arrival(
+    visitors_page: Page, visitors_api: Api
+) -> None:
+    """Issue 19: an ongoing visit said "last seen" at its arrival. A stranger's card says
+    "in view now" while a visit of theirs is under way, and when it ended once it has."""
+    page, api = visitors_page, visitors_api
+    await quiet_stranger(api)  # every visitor has been seen once: they all have cards
+
+    async def in_view() -> str | None:
+        return next((u["hash"] for u in (await api.get("/unknowns"))["unknowns"]
+                     if u["in_view"]), None)
+
+    stranger = await api.wait_for(in_view, "a stranger in view")
+    await page.get_by_test_id("tab-unknowns").click()
+    meta = page.locator(f'[data-testid=unknown-card][data-hash="{stranger}"]'
+                        ).get_by_test_id("unknown-meta")
+    await expect(meta).to_have_text(re.compile(r"^\d+ visits? · in view now$"))
+    await expect(meta).to_have_text(re.compile(r"^\d+ visits? · last seen "), timeout=15_000)
+
+
 async def quiet_stranger(api: Api) -> str:
     """A stranger who left 1.5-4 s ago: their departure is stored, and they are not back
     for another 2 s (each visitor is away 6.2 s)."""

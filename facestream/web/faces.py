@@ -52,8 +52,11 @@ def _check_email(email: Any) -> str | None:
 
 
 def _shown(app: web.Application, person: Person) -> dict[str, Any]:
-    """A person as the API shows them: with when they were last seen (from their visits)."""
-    return {**person.to_json(), "last_seen": app[HISTORY].last_seen(person.hash)}
+    """A person as the API shows them: with whether they are in view (on any camera) and
+    when they were last seen (now, while they are)."""
+    history = app[HISTORY]
+    return {**person.to_json(), "last_seen": history.last_seen(person.hash),
+            "in_view": history.in_view(person.hash)}
 
 
 # Who was enrolled with an email address is an admin's question.

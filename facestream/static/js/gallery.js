@@ -142,10 +142,11 @@ export function thumbnailUrl(face) {
   return face.samples.length ? `${url}?v=${face.samples[0].id}` : url;
 }
 
-/** "in view now", "last seen 3 minutes ago" or "never seen". */
+/** "in view now" (on the camera shown, or on any when the card was loaded), "last seen 3
+ * minutes ago" (when their latest visit ended) or "never seen". */
 function renderSeen(card) {
   const face = card.face;
-  const now = knownInView(face.hash);
+  const now = knownInView(face.hash) || face.in_view === true;
   card.seen.classList.toggle("now", now);
   if (now) card.seen.replaceChildren("in view now");
   else if (face.last_seen !== null && face.last_seen !== undefined) card.seen.replaceChildren("last seen ", agoElement(face.last_seen));
@@ -157,11 +158,13 @@ export function renderSeenCards() {
   for (const card of gallery.cards.values()) renderSeen(card);
 }
 
-/** An arrival or departure of somebody on the page: they were seen then. */
+/** An arrival or departure of somebody on the page: in view from the one, seen last at
+ * the other. */
 export function seenAt(ev) {
   const card = ev.known ? gallery.cards.get(ev.hash) : null;
-  if (!card || (card.face.last_seen ?? 0) >= ev.at) return;
-  card.face.last_seen = ev.at;
+  if (!card) return;
+  card.face.in_view = ev.event === "arrived";
+  if (ev.event === "left" && (card.face.last_seen ?? 0) < ev.at) card.face.last_seen = ev.at;
   renderSeen(card);
 }
 

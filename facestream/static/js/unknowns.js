@@ -42,7 +42,8 @@ function renderUnknowns(list, total) {
   const order = list.map((u) => {
     let card = unknowns.cards.get(u.hash);
     if (!card) { card = createUnknownCard(u); unknowns.cards.set(u.hash, card); }
-    card.meta.replaceChildren(`${plural(u.visits, "visit")} · last seen `, agoElement(u.last_seen));
+    const seen = u.in_view ? ["in view now"] : ["last seen ", agoElement(u.last_seen)];
+    card.meta.replaceChildren(`${plural(u.visits, "visit")} · `, ...seen);
     card.first.textContent = `first seen ${formatTime(u.first_seen)}`;
     return card.el;
   });
