@@ -13,7 +13,7 @@ face is the one to enroll.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,9 +21,18 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from .gallery_types import AlreadyEnrolled, GalleryError, NotFound, Person, Sample, StoredImages
+from .gallery_types import (
+    AlreadyEnrolled,
+    GalleryError,
+    NameTaken,
+    NotFound,
+    Person,
+    Sample,
+    StoredImages,
+)
 from .history import History, images_of
 from .images import ImageError
+from .names import clean_name
 from .presence import LiveFace
 from .recognition import Face, StoredFace, ambiguous
 from .storage import Gallery
@@ -86,16 +95,41 @@ class Enrollment:
                  ) -> None:
         self.gallery, self.pool, self.history = gallery, pool, history
 
-    async def enroll(self, name: Any, candidates: list[Candidate], email: str | None = None
-                     ) -> Person:
+    def same_person(self, name: Any, same_name: Any, renaming: str | None = None
+                    ) -> Person | None:
+        """Whom a new person called ``name`` is, by ``same_name``: None for a new person (no
+        one has that name, or ``same_name`` is "new"), else the person of that name whose
+        hash ``same_name`` is. NameTaken when somebody has that name and ``same_name`` says
+        nothing: whether it is them is for the user to say. ``renaming``: the hash of the
+        person being given the name, who does not count."""
+        taken = [p for p in self.gallery.named(clean_name(name)) if p.hash != renaming]
+        if not taken or same_name == "new":
+            return None
+        if same_name is None:
+            raise NameTaken(clean_name(name), taken)
+        chosen = next((p for p in taken if p.hash == same_name), None)
+        if chosen is None:
+            raise GalleryError(f"same_name must be \"new\" or the hash of a person named "
+                               f"{taken[0].name!r}")
+        return chosen
+
+    async def enroll(self, name: Any, candidates: list[Candidate], email: str | None = None,
+                     same_name: Any = None) -> Person:
         """A new person from the first candidate; the others become their samples. Raises
-        AlreadyEnrolled when the first is near-certainly somebody enrolled."""
+        AlreadyEnrolled when the first is near-certainly somebody enrolled. With a name
+        somebody has, ``same_name`` says who it is (see ``same_person``): the candidates
+        then become samples of that person."""
         first, rest = candidates[0], candidates[1:]
-        person = await self.gallery.add(name, first.embedding, email=email, person=first.hash,
-                                       images=first.images, source=first.source)
+        joined = self.same_person(name, same_name)
+        if joined is not None:
+            await self.add_sample(joined.hash, first)
+        else:
+            joined = await self.gallery.add(name, first.embedding, email=email,
+                                            person=first.hash, images=first.images,
+                                            source=first.source)
         for candidate in rest:
-            await self.add_sample(person.hash, candidate, force=True)
-        return self.gallery.get(person.hash) or person
+            await self.add_sample(joined.hash, candidate, force=True)
+        return self.gallery.get(joined.hash) or joined
 
     async def add_sample(self, person: str, candidate: Candidate, force: bool = False
                          ) -> Sample:
@@ -110,12 +144,14 @@ class Enrollment:
                 for f, e in zip(faces, embeddings)]
 
     async def stranger(self, person: str, name: Any, email: str | None = None,
-                       visit: str | None = None) -> Person:
+                       visit: str | None = None, same_name: Any = None) -> Person:
         """Name a stranger from history: their best visit faces (or one visit's) become the
         samples of a new person who keeps the stranger's hash, so their visits are the
-        person's from now on."""
+        person's from now on. With a name somebody has and ``same_name`` their hash, the
+        stranger is them: the faces become their samples, the visits theirs."""
         if self.gallery.get(person) is not None:
             raise GalleryError(f"{person} is enrolled already")
+        joined = self.same_person(name, same_name)
         assert self.history is not None
         faces = await self.history.stored_faces(person=None if visit else person, visit=visit)
         if not faces:
@@ -123,7 +159,16 @@ class Enrollment:
         usable = [c for c in await self.embedded(faces) if c is not None]
         if not usable:
             raise GalleryError("no face could be embedded from the stored images")
-        return await self.enroll(name, [replace(usable[0], hash=person), *usable[1:]], email)
+        enrolled = await self.gallery.add(
+            name, usable[0].embedding, email=email, person=person, images=usable[0].images,
+            source=usable[0].source, force=joined is not None)
+        for candidate in usable[1:]:
+            await self.add_sample(person, candidate, force=True)
+        if joined is None:
+            return self.gallery.get(person) or enrolled
+        # Enrolled under their own hash first (their visits become a person's), then merged
+        # into the one they are: the samples and visits move, the hash and name stay theirs.
+        return await self.gallery.merge(joined.hash, person)
 
 
 # -- a folder of photos (the command line) ---------------------------------------------------

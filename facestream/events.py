@@ -29,6 +29,8 @@ class GalleryChange:
 
     event: str
     person: Any | None = None
+    #: Every hash the change is about (a merge: the one merged away, then the one kept).
+    hashes: tuple[str, ...] = ()
 
     def face(self) -> dict[str, Any] | None:
         """The person as the API shows them, if the change is about one."""
@@ -102,8 +104,8 @@ class Events:
 
     def follow(self, gallery: GallerySource) -> None:
         """Pass on ``gallery``'s changes (once it is open)."""
-        gallery.on_change(lambda event, person: self.gallery_changed(
-            GalleryChange(event, person)))
+        gallery.on_change(lambda event, person, hashes: self.gallery_changed(
+            GalleryChange(event, person, hashes)))
 
     def connect(self, output: Output) -> None:
         """Send ``output`` every event from now on; it is told of the cameras served

@@ -38,6 +38,19 @@ class NotFound(GalleryError):
     pass
 
 
+class NameTaken(GalleryError):
+    """Somebody enrolled already has this name: the caller must say whether it is the same
+    person (``same_name``: their hash) or another one (``same_name``: ``"new"``)."""
+
+    def __init__(self, name: str, people: list[Person]) -> None:
+        who = (f"{people[0].name!r} is enrolled already" if len(people) == 1 else
+               f"{len(people)} people named {people[0].name!r} are enrolled already")
+        super().__init__(f"{who}: send same_name with the hash of the person this is, or "
+                         "\"new\" for another person with the same name")
+        self.name = name
+        self.people = people
+
+
 class LastSample(GalleryError):
     pass
 

@@ -91,6 +91,9 @@ class History(Output):
         # Visits (by id) and people (by hash, with when) forgotten while a visit may still be
         # open or queued: their later events are not stored (see _forgotten_event).
         self._tombstones: dict[str, float] = {}
+        # Hashes merged into another person's (a stranger named as somebody enrolled): a
+        # visit of theirs still open must not make them a stranger's group again.
+        self._merged_away: dict[str, str] = {}
         self._queue: asyncio.Queue[VisitEvent] = asyncio.Queue(MAX_PENDING)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -259,7 +262,7 @@ class History(Output):
                 ("DELETE FROM visits WHERE id = ? AND known = 1 AND NOT EXISTS "
                  "(SELECT 1 FROM people WHERE hash = visits.person)"), (v.id,)))
         if (event.kind == "left" and not v.known and v.best is not None
-                and self.gallery.get(v.person) is None):
+                and self.gallery.get(v.person) is None and v.person not in self._merged_away):
             statements.append(self._grouped(v.person, v.best.embedding))
         return statements
 
@@ -309,6 +312,12 @@ class History(Output):
         event, person = change.event, change.person
         if person is None:
             return
+        if event == "merged":  # a stranger named as somebody enrolled, or two people one
+            for merged in change.hashes:
+                if merged != person.hash:
+                    self._merged_away[merged] = person.hash
+            while len(self._merged_away) > MAX_TOMBSTONES:
+                del self._merged_away[next(iter(self._merged_away))]
         if person.hash in self._unknowns:
             del self._unknowns[person.hash]
             self.unknown_index = self.unknown_index.removed(person.hash)

@@ -22,6 +22,12 @@ _BIDI_CONTROLS: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u2
                                   "\u2066\u2067\u2068\u2069")
 
 
+def name_key(name: str) -> str:
+    """What two names are compared by: "ALEX  lacamoire" and "Alex Lacamoire" are one name
+    (case folded, compatibility characters folded: the full-width "Ａｌｅｘ" is "alex")."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
 def _invisible(ch: str) -> bool:
     """Shows nothing on its own: a format character (Cf: zero-width space and joiners, BOM,
     word joiner, bidi marks), a combining mark, or a blank filler."""

@@ -54,7 +54,7 @@ from .gallery_types import (
     StoredImages,
 )
 from .matching import Embedding, GalleryIndex, OpenSetPolicy, face_hash, normalize
-from .names import clean_name
+from .names import clean_name, name_key
 from .privacy import email_digest, load_or_create_secret
 from .retry import Outage
 
@@ -135,9 +135,12 @@ class Gallery:
         self._people: dict[str, Person] = {}
         self._embeddings: dict[int, Embedding] = {}  # sample id -> embedding
         self._owner: dict[int, str] = {}  # sample id -> person hash
+        # name_key(name) -> the hashes of the people named so (and some no longer: a rename
+        # leaves its old entry, which ``named`` drops when it meets it).
+        self._by_name: dict[str, set[str]] = {}
         self.index = GalleryIndex.empty(policy, strategy)
         self._lock = asyncio.Lock()
-        self._listeners: list[Callable[[str, Person | None], None]] = []
+        self._listeners: list[Callable[[str, Person | None, tuple[str, ...]], None]] = []
 
     @classmethod
     async def open(cls, data_dir: Path, model: str, policy: OpenSetPolicy, secret: bytes,
@@ -218,6 +221,9 @@ class Gallery:
         read = [await self._read()]
         self._people, self._embeddings, self._owner, self.index = await self.db.run(
             self._built, read)
+        self._by_name = {}
+        for person in self._people.values():
+            self._by_name.setdefault(name_key(person.name), set()).add(person.hash)
 
     async def _read(self, people: Sequence[str] | None = None) -> Rows:
         """The rows of ``people`` (hashes; everyone for None), from one snapshot; after
@@ -320,9 +326,12 @@ class Gallery:
 
     # -- change notification ---------------------------------------------------------------
 
-    def on_change(self, listener: Callable[[str, Person | None], None]) -> None:
-        """Call ``listener(event, person)`` after each committed change (this node's or,
-        on a shared database, another node's)."""
+    def on_change(self, listener: Callable[[str, Person | None, tuple[str, ...]], None]
+                  ) -> None:
+        """Call ``listener(event, person, hashes)`` after each committed change (this node's
+        or, on a shared database, another node's): ``person`` as they are now (None when the
+        change is about many), ``hashes`` every hash it changed (a merge: the one merged
+        away, then the one kept)."""
         self._listeners.append(listener)
 
     def _changed(self, event: str, enrolled: Person | None, *people: str) -> None:
@@ -331,6 +340,8 @@ class Gallery:
         index = self.index
         for person in people:
             now = self._people.get(person)
+            if now is not None:
+                self._by_name.setdefault(name_key(now.name), set()).add(person)
             if now is None or not now.samples:
                 index = index.removed(person)
             else:
@@ -339,7 +350,7 @@ class Gallery:
         self.index = index
         for listener in self._listeners:
             try:
-                listener(event, enrolled)
+                listener(event, enrolled, people)
             except Exception:
                 log.exception("a gallery change listener failed on %s", event)
 
@@ -362,6 +373,17 @@ class Gallery:
 
     def get(self, person: str) -> Person | None:
         return self._people.get(person)
+
+    def named(self, name: str) -> list[Person]:
+        """The people called ``name`` (as name_key compares names), oldest first."""
+        key = name_key(name)
+        found = [p for h in self._by_name.get(key, ()) if (p := self._people.get(h)) is not None
+                 and name_key(p.name) == key]
+        if found:
+            self._by_name[key] = {p.hash for p in found}
+        else:
+            self._by_name.pop(key, None)
+        return sorted(found, key=lambda p: p.created_at)
 
     def sample_embeddings(self, person: str) -> dict[int, Embedding]:
         enrolled = self._people.get(person)

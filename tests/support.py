@@ -82,7 +82,7 @@ class GalleryChanges:
         self._changed = asyncio.Event()
         gallery.on_change(self._on_change)
 
-    def _on_change(self, event: str, person: Person | None) -> None:
+    def _on_change(self, event: str, person: Person | None, hashes: tuple[str, ...]) -> None:
         self.seen.append((event, person.hash if person else None, time.perf_counter()))
         self._changed.set()
 

@@ -142,7 +142,8 @@ async def test_enroll_list_rename_delete(client: Client) -> None:
                                                    email="barack@example.org"))
     enrolled = await resp.json()
     # The person keeps the hash its face had before it was enrolled.
-    assert (resp.status, enrolled) == (201, {"hash": seen["hash"], "name": "Barack"})
+    assert (resp.status, enrolled) == (201, {"hash": seen["hash"], "name": "Barack",
+                                        "samples": 1})
 
     # Another photo of the same person is recognised by hash and name.
     body = await (await client.post("/process-frame",

@@ -1117,6 +1117,47 @@ async def test_naming_somebody_already_enrolled_shows_the_conflict(
     await expect(card(page, jacques)).to_have_class(re.compile(r"\bflash\b"))
 
 
+async def test_a_name_somebody_has_asks_whether_it_is_the_same_person(
+    visitors_page: Page, visitors_api: Api
+) -> None:
+    """Issue 19, defect 4: naming a stranger with an enrolled person's name silently made a
+    second person of that name, and merging them read "Merged Alex into Alex". The page asks
+    whether it is the same person; "another person" enrolls them apart, and a rename to the
+    name again, answered "the same person", merges them, saying which went into which."""
+    page, api = visitors_page, visitors_api
+    vera = await api.enroll(OBAMA, "Vera Visitor")
+    stranger = await quiet_stranger(api)
+    await page.get_by_test_id("tab-unknowns").click()
+    unknown = page.locator(f'[data-testid=unknown-card][data-hash="{stranger}"]')
+    await unknown.get_by_role("button", name="Name this person").click()
+    dialog = page.get_by_test_id("dialog")
+    await dialog.get_by_label("Name").fill("vera  VISITOR")
+    await page.get_by_test_id("dialog-confirm").click()
+    await expect(dialog).to_contain_text("Vera Visitor is enrolled already")
+    choices = dialog.get_by_test_id("same-name").get_by_role("radio")
+    await expect(choices).to_have_count(2)
+    await expect(page.get_by_test_id("dialog-confirm")).to_be_disabled()  # nothing chosen
+    assert [f["hash"] for f in await api.faces()] == [vera]  # nothing enrolled meanwhile
+    await dialog.get_by_label("No, another person named Vera Visitor").check()
+    await page.get_by_test_id("dialog-confirm").click()
+    await expect(message(page)).to_have_text(re.compile(
+        rf"^Added vera VISITOR to the gallery \(\d+ samples? from unknown {stranger[:8]}'s"))
+    assert sorted((f["hash"], f["name"]) for f in await api.faces()) == sorted(
+        [(vera, "Vera Visitor"), (stranger, "vera VISITOR")])
+
+    await page.get_by_test_id("tab-gallery").click()
+    named = card(page, stranger)
+    await named.get_by_test_id("rename").click()
+    await named.get_by_test_id("rename-input").fill("Vera Visitor")
+    await named.get_by_test_id("rename-input").press("Enter")
+    await dialog.get_by_label(re.compile(r"^Yes, the same person: Vera Visitor")).check()
+    await page.get_by_test_id("dialog-confirm").click()
+    await expect(message(page)).to_have_text(
+        f"Merged vera VISITOR ({stranger[:8]}) into Vera Visitor ({vera[:8]}).")
+    assert [(f["hash"], f["name"]) for f in await api.faces()] == [(vera, "Vera Visitor")]
+    await expect(card(page, stranger)).to_have_count(0)
+
+
 async def test_an_unknown_visitor_is_named(visitors_page: Page, visitors_api: Api) -> None:
     """A stranger seen before is a card under Unknown visitors; "Name this person" enrolls
     them under the name given, with the hash they had: the card moves to the gallery."""

@@ -384,7 +384,7 @@ async def test_a_full_disk_answers_507_and_changes_nothing(
     face = (await resp.json())["hash"]
     gallery = app[GALLERY]
     events: list[str] = []
-    gallery.on_change(lambda event, ident: events.append(event))
+    gallery.on_change(lambda event, person, hashes: events.append(event))
     listing, index = await (await client.get("/faces")).json(), gallery.index
 
     filler = fill(disk)

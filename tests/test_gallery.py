@@ -48,6 +48,61 @@ async def identify(client: Client, path: Path) -> dict[str, Any]:
     return dict(await resp.json())
 
 
+async def test_a_name_somebody_has_asks_whether_it_is_them(
+    app_client: Any, config_factory: Callable[..., Config]
+) -> None:
+    """Issue 19, defect 4: enrolling or renaming with an enrolled person's name silently made
+    a second person of that name. Now it is refused (409, ``reason: name``, with who has the
+    name) until ``same_name`` says whether it is them (their hash: the face joins them, a
+    renamed person merges into them) or another person ("new")."""
+    client = await app_client(config_factory(), live=False)
+    barack = await enroll(client, OBAMA, "Barack Obama")
+
+    async def people() -> list[tuple[str, str, int]]:
+        body = await (await client.get("/faces")).json()
+        return sorted((f["hash"], f["name"], len(f["samples"])) for f in body["faces"])
+
+    resp = await client.post("/faces", data=upload("image", BIDEN, name=" BARACK  obama"))
+    body = await resp.json()
+    assert (resp.status, body["reason"], body["hash"], body["name"]) == (
+        409, "name", barack, "Barack Obama")
+    assert body["error"] == ("'Barack Obama' is enrolled already: send same_name with the hash "
+                             'of the person this is, or "new" for another person with the '
+                             "same name")
+    assert [(p["hash"], p["samples"]) for p in body["people"]] == [(barack, 1)]
+    assert await people() == [(barack, "Barack Obama", 1)]  # nothing was enrolled
+
+    # Another person with the same name.
+    other = await enroll(client, BIDEN, "Barack Obama", same_name="new")
+    assert other != barack
+    # The same person: the face becomes their sample; two of that name are offered.
+    resp = await client.post("/faces", data=upload("image", OBAMA2, name="Barack Obama"))
+    assert (resp.status, [p["hash"] for p in (await resp.json())["people"]]) == (
+        409, [barack, other])
+    resp = await client.post("/faces", data=upload("image", OBAMA2, name="Barack Obama",
+                                                    same_name=barack))
+    assert (resp.status, await resp.json()) == (
+        201, {"hash": barack, "name": "Barack Obama", "samples": 2})
+    resp = await client.post("/faces", data=upload("image", OBAMA2, name="Barack Obama",
+                                                    same_name="f" * 64))
+    assert (resp.status, await resp.json()) == (400, {
+        "error": "same_name must be \"new\" or the hash of a person named 'Barack Obama'"})
+
+    # Renaming: one's own name in another case is no question; somebody else's is.
+    resp = await client.patch(f"/faces/{other}", json={"name": "Joe"})
+    assert resp.status == 200
+    resp = await client.patch(f"/faces/{other}", json={"name": "JOE"})
+    assert (resp.status, (await resp.json())["name"]) == (200, "JOE")
+    resp = await client.patch(f"/faces/{other}", json={"name": "barack obama"})
+    assert ((await resp.json())["reason"], resp.status) == ("name", 409)
+    resp = await client.patch(f"/faces/{other}", json={"name": "barack obama",
+                                                       "same_name": barack})
+    merged = await resp.json()
+    assert (resp.status, merged["hash"], merged["name"], len(merged["samples"])) == (
+        200, barack, "Barack Obama", 3)
+    assert await people() == [(barack, "Barack Obama", 3)]
+
+
 async def test_samples_are_added_listed_served_and_removed(
     app_client: Any, config_factory: Callable[..., Config]
 ) -> None:

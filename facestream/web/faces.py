@@ -106,16 +106,21 @@ def _search(faces: list[Person], text: str, wanted: str | None
 
 @routes.post("/faces", role=Role.ADMIN)
 async def enroll(request: web.Request) -> web.Response:
-    """Enroll: an uploaded photo, the face in the live view, or a stranger from history."""
+    """Enroll: an uploaded photo, the face in the live view, or a stranger from history.
+    With the name of somebody enrolled, ``same_name`` says whether it is them (their hash:
+    the face becomes their sample) or another person ("new"); without it, 409."""
+    enroll_ = enrollment(request.app)
     if request.content_type == "application/json":
         body = await json_body(request, '{"from_live": true, "name": ...}')
         name, email = body.get("name"), _check_email(body.get("email"))
+        same_name = body.get("same_name")
         if body.get("from_visit") is not None or body.get("from_unknown") is not None:
             return await history.enroll_from_history(request, body, name, email)
         if body.get("from_live") is not True:
             return error(400, 'JSON enrollment needs {"from_live": true, "name": ...} (or '
                               '"from_visit": <visit id> or "from_unknown": <hash>); to enroll '
                               "an image, send multipart with 'image' and 'name'")
+        enroll_.same_person(name, same_name)  # before any work: asked first if taken
         wanted = hash_field(body.get("hash"))
         live = _live_face(request, body, wanted, unknown_only=wanted is None)
         if live is None:
@@ -131,11 +136,14 @@ async def enroll(request: web.Request) -> web.Response:
             if data is None:
                 return error(400, "missing form field 'image'")
             name, email = fields.get("name"), _check_email(fields.get("email"))
+            same_name = fields.get("same_name")
             if not isinstance(name, str) or not name.strip():
                 return error(400, "missing form field 'name'")
+            enroll_.same_person(name, same_name)
             candidate = await uploaded(request, data)
-    person = await enrollment(request.app).enroll(name, [candidate], email)
-    return web.json_response({"hash": person.hash, "name": person.name}, status=201)
+    person = await enroll_.enroll(name, [candidate], email, same_name)
+    return web.json_response({"hash": person.hash, "name": person.name,
+                              "samples": len(person.samples)}, status=201)
 
 
 @routes.get("/faces/{hash}", role=Role.VIEWER)
@@ -148,11 +156,19 @@ async def get_person(request: web.Request) -> web.Response:
 
 @routes.patch("/faces/{hash}", role=Role.ADMIN)
 async def rename_person(request: web.Request) -> web.Response:
+    """A new name. Somebody else's name asks whether it is them (``same_name``: their hash,
+    and the two are merged into them) or another person ("new"); without it, 409."""
     person = _person_param(request)
     body = await json_body(request, '{"name": "..."}')
     if "name" not in body:
         return error(400, 'send JSON {"name": "..."}')
-    renamed = await request.app[GALLERY].rename(person, body["name"])
+    gallery = request.app[GALLERY]
+    same = enrollment(request.app).same_person(body["name"], body.get("same_name"),
+                                               renaming=person)
+    if same is not None:
+        merged = await gallery.merge(same.hash, person)
+        return web.json_response(_shown(request.app, merged))
+    renamed = await gallery.rename(person, body["name"])
     return web.json_response(_shown(request.app, renamed))
 
 

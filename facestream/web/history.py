@@ -144,7 +144,8 @@ async def enroll_from_history(request: web.Request, body: dict[str, Any], name: 
     if not isinstance(name, str) or not name.strip():
         return error(400, "name is required")
     try:
-        enrolled = await enrollment(request.app).stranger(person, name, email, visit=visit_id)
+        enrolled = await enrollment(request.app).stranger(
+            person, name, email, visit=visit_id, same_name=body.get("same_name"))
     except (PoolBusy, WorkerCrashed) as exc:
         return error(503, str(exc))
     return web.json_response({"hash": enrolled.hash, "name": enrolled.name,

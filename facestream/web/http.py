@@ -19,7 +19,7 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader
 
 from ..db.base import StorageError, StorageFull
-from ..gallery_types import AlreadyEnrolled, GalleryError, LastSample, NotFound
+from ..gallery_types import AlreadyEnrolled, GalleryError, LastSample, NameTaken, NotFound
 from ..limits import Refused
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,12 @@ def json_errors(body_limit: str) -> Middleware:
                                                        content_type="application/json"))
         except AlreadyEnrolled as exc:  # also BelongsToOther: the face is somebody else
             return error(409, str(exc), hash=exc.hash, name=exc.name)
+        except NameTaken as exc:  # whether it is the same person is the caller's to say
+            first = exc.people[0]
+            return error(409, str(exc), reason="name", hash=first.hash, name=first.name,
+                         people=[{"hash": p.hash, "name": p.name, "created_at": p.created_at,
+                                  "samples": len(p.samples), "thumbnail": p.to_json()[
+                                      "thumbnail"]} for p in exc.people])
         except NotFound as exc:
             return error(404, str(exc))
         except LastSample as exc:

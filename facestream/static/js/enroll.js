@@ -7,6 +7,7 @@ import { act, notify } from "./ui.js";
 import { shown } from "./state.js";
 import { facesInView } from "./live.js";
 import { refreshGallery, revealCard, showCard } from "./gallery.js";
+import { withSameName } from "./samename.js";
 
 const enrollForm = $("enroll");
 
@@ -74,18 +75,26 @@ enrollForm.addEventListener("submit", async (ev) => {
       if ($("enroll-face").value) body.hash = $("enroll-face").value;
       result = await enrollRequest(body);
     }
+    if (!result) return null;  // asked whether it was somebody of that name, and cancelled
     $("enroll-name").value = "";
     $("enroll-email").value = "";
     await refreshGallery();
     showCard(result.hash);
-    return `Added ${result.name}.`;
+    // One face makes one sample: more, and it joined the person of that name.
+    return result.samples > 1 ? `Added this face to ${result.name} (${shortHash(result.hash)}), who has ${result.samples} samples now.`
+      : `Added ${result.name}.`;
   });
 });
 
-/** POST /faces; a 409 (already enrolled) offers to show who it is. */
+/** POST /faces, asking whether it is the same person when the name is taken (null when the
+ * user cancels); a 409 (the face is enrolled already) offers to show who it is. */
 export async function enrollRequest(body) {
   try {
-    return await api("POST", "/faces", body);
+    return await withSameName((sameName) => {
+      if (sameName === undefined) return api("POST", "/faces", body);
+      if (body instanceof FormData) body.set("same_name", sameName);
+      return api("POST", "/faces", body instanceof FormData ? body : { ...body, same_name: sameName });
+    });
   } catch (err) {
     if (err.status === 409 && err.body.hash) {
       const hash = err.body.hash;

@@ -12,6 +12,7 @@ import { knownInView } from "./live.js";
 import { renderSamples } from "./samples.js";
 import { openTimeline } from "./history.js";
 import { showView } from "./views.js";
+import { withSameName } from "./samename.js";
 
 const gallery = {
   faces: [],          // the page shown
@@ -224,10 +225,13 @@ function buildRenameForm(card) {
     const name = input.value.trim();
     if (!name || name === old) { stopRename(card); return; }
     await act(`Could not rename ${old}`, form.querySelector('button[type="submit"]'), async () => {
-      const ident = await api("PATCH", `/faces/${card.hash}`, { name });
+      const person = await withSameName((same) => api("PATCH", `/faces/${card.hash}`,
+        same === undefined ? { name } : { name, same_name: same }));
+      if (!person) return null;
       stopRename(card);
       await refreshGallery();
-      return `Renamed ${old} to ${ident.name}.`;
+      if (person.hash !== card.hash) return `Merged ${old} (${shortHash(card.hash)}) into ${person.name} (${shortHash(person.hash)}).`;
+      return `Renamed ${old} to ${person.name}.`;
     });
   });
   card.renameInput = input;
@@ -295,7 +299,9 @@ async function mergeInto(card, button) {
     const merged = await api("POST", `/faces/${target.hash}/merge`, { from: face.hash });
     await refreshGallery();
     showCard(merged.hash);
-    return `Merged ${face.name} into ${merged.name || target.name}.`;
+    const into = merged.name || target.name;
+    return into === face.name ? `Merged ${face.name} (${shortHash(face.hash)}) into ${into} (${shortHash(merged.hash)}).`
+      : `Merged ${face.name} into ${into}.`;
   });
 }
 

@@ -286,6 +286,7 @@ async function deleteVisit(v, button) {
 async function enrollFromHistory(body, who, source, button) {
   await act(`Could not add ${who}`, button, async () => {
     const result = await enrollRequest(body);
+    if (!result) return null;
     refreshGallery();
     historyChanged();
     return {
