@@ -1,17 +1,20 @@
 """The gallery's tables (``people`` and their ``samples``), how a database of an older
 version is brought up to date (SQLite files of any version; PostgreSQL from version 4), and
 the other owners' tables that follow the gallery's changes in the same transaction
-(``Dependent``: history's)."""
+(``Dependent``: history's); and how the gallery's rows are read (``sample_columns``)."""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Final, Protocol
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
 
-from .db.base import Schema, Statement
+import numpy as np
+
+from .db.base import Schema, Statement, collector_paused
 from .history_tables import HISTORY_TABLES
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 
 def _upgrade(c: sqlite3.Connection) -> None:
@@ -19,7 +22,8 @@ def _upgrade(c: sqlite3.Connection) -> None:
     embedding per person, in the table then called identities. Version 2 kept only a sample's
     thumbnail (a dlib chip); version 3 added the context square and the face's geometry in
     it (old samples keep working without them). Version 5 calls the tables by the names the
-    code uses: ``identities`` is ``people``, a sample's ``identity`` its ``person``."""
+    code uses: ``identities`` is ``people``, a sample's ``identity`` its ``person``. Version
+    6 adds the ``negatives`` table (created by the statements, like any missing table)."""
     tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "identities" not in tables:
         return  # a new file, or one of this version
@@ -53,8 +57,9 @@ def _upgrade(c: sqlite3.Connection) -> None:
             c.execute(f"DROP INDEX IF EXISTS {old}")
 
 
-#: The same renaming in a PostgreSQL database of version 4 (the first it had).
-_POSTGRES_STEPS: Final = {5: (
+#: The same in a PostgreSQL database of version 4 (the first it had); version 6's new table
+#: is created by the statements.
+_POSTGRES_STEPS: Final = {6: (), 5: (
     "ALTER TABLE identities RENAME TO people",
     "ALTER TABLE samples RENAME COLUMN identity TO person",
     "ALTER INDEX identities_email RENAME TO people_email",
@@ -85,6 +90,19 @@ SCHEMA: Final = Schema("gallery", SCHEMA_VERSION, (
     created_at  REAL NOT NULL
 )""",
     "CREATE INDEX IF NOT EXISTS samples_person ON samples (person)",
+    # Faces the user said are not this person ("not X"; matching.Negatives), with the crop
+    # they were seen in.
+    """CREATE TABLE IF NOT EXISTS negatives (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    person      TEXT NOT NULL REFERENCES people (hash) ON DELETE CASCADE,
+    model       TEXT NOT NULL,
+    dim         INTEGER NOT NULL,
+    embedding   BLOB NOT NULL,
+    crop        BLOB,
+    source      TEXT NOT NULL,
+    created_at  REAL NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS negatives_person ON negatives (person)",
 ), _upgrade, version_key="schema_version",  # the key galleries have always had
     postgres_steps=_POSTGRES_STEPS)
 
@@ -105,3 +123,36 @@ class Dependent(Protocol):
 #: Whose tables every gallery keeps in step, in every process: history's visits and stranger
 #: groups (a ``faces delete`` from the command line takes the person's visits with them).
 DEPENDENTS: Final[tuple[Dependent, ...]] = (HISTORY_TABLES,)
+
+
+#: A gallery's samples as they are read, by column: ids, people, has_crop, source,
+#: created_at, and the embeddings as one matrix (a row per sample).
+SampleColumns = tuple[Sequence[int], Sequence[str], Sequence[Any], Sequence[str],
+                      Sequence[float], np.ndarray]
+#: A gallery as it is read: its samples' columns, and the people's rows ``(hash, name,
+#: created_at, has_email)``.
+Rows = tuple[SampleColumns, Sequence[Sequence[Any]]]
+
+SAMPLE_ROWS: Final = ("SELECT id, person, dim, embedding, crop IS NOT NULL, source, "
+                       "created_at FROM samples")
+PERSON_ROWS: Final = ("SELECT hash, name, created_at, email_hmac IS NOT NULL "
+                         "FROM people")
+
+
+def sample_columns(fetched: list[Sequence[Sequence[Any]]]) -> SampleColumns:
+    """The columns of the sample rows ``(id, person, dim, embedding, has_crop, source,
+    created_at)`` taken out of ``fetched``: the rows and the embeddings' bytes are freed as
+    soon as they are split and copied into one matrix (at a million samples they are a
+    million tuples and half a gigabyte, gone before the people are read)."""
+    with collector_paused():
+        rows = fetched.pop()
+        sids, owners, dims, blobs, has_crops, sources, created = (
+            zip(*rows) if rows else ((),) * 7)
+        del rows
+        if not sids:
+            matrix = np.zeros((0, 0), dtype=np.float32)
+        elif len(set(dims)) > 1:  # never written so, but one row must not make the rest fail
+            matrix = np.stack([np.frombuffer(b, dtype="<f4") for b in blobs])
+        else:
+            matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+        return sids, owners, has_crops, sources, created, matrix.astype(np.float32, copy=False)

@@ -436,6 +436,11 @@ class History(Output):
 
     # -- changing ------------------------------------------------------------------------
 
+    async def unname(self, vid: str, stranger: str) -> None:
+        """Visit ``vid`` was not who it was named as: it is the stranger ``stranger``'s."""
+        await self.db.write([("UPDATE visits SET person = ?, known = 0, name = NULL "
+                              "WHERE id = ?", (stranger, vid))])
+
     async def delete_visit(self, vid: str) -> Visit:
         visit = await self.visit(vid)
         self._tombstone(vid)

@@ -7,10 +7,11 @@ embedding, so enrolling a face from the live view keeps the hash it already had.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Final, NamedTuple
 
@@ -99,6 +100,29 @@ class OpenSetPolicy:
         target = self.stranger_far if far is None else far
         per_comparison = -math.expm1(math.log1p(-target) / comparisons)
         return min(1.0, self.calibration.quantile(per_comparison))
+
+
+@dataclass(frozen=True)
+class Negatives:
+    """Faces the user said are not a person ("not X"), by that person's hash: unit rows.
+
+    A negative is another person competing with X: a face is not named X when it is at
+    least as like one of X's negatives as like X, and like it as two photos of one person
+    are (the model's pairwise ``threshold``). X's own faces, more like X than like a face
+    that merely resembled X, keep their name; the face marked and faces near-certainly the
+    same lose it."""
+
+    rows: Mapping[str, NDArray[np.float32]] = field(default_factory=dict)
+    threshold: float = 1.0
+
+    def vetoes(self, person: str, embedding: Embedding, score: float) -> bool:
+        """Whether ``embedding``, scoring ``score`` against ``person``, is one of their
+        negatives' faces."""
+        rows = self.rows.get(person)
+        if rows is None or rows.shape[1] != embedding.shape[0]:
+            return False
+        closest = float(np.max(rows @ embedding))
+        return closest >= self.threshold and closest >= score
 
 
 #: From this many rows on, a top-k query screens a compact copy of the rows with faiss and
@@ -273,6 +297,8 @@ class GalleryIndex:
     people: int
     #: Independent chances a stranger has to match: people, or samples for "best".
     comparisons: int
+    #: Faces marked "not X" (see Negatives); every snapshot made from this one keeps them.
+    negatives: Negatives = Negatives()
 
     def __init__(self, hashes: Sequence[str], names: Sequence[str], matrix: NDArray[np.float32],
                  policy: OpenSetPolicy | None = None, comparisons: int | None = None,
@@ -405,13 +431,17 @@ class GalleryIndex:
                              f"{self._store.dim}")
         rows = embs if self.strategy == "best" else \
             np.mean(embs, axis=0, keepdims=True).astype(np.float32)
-        return self._changed(person, name, rows)
+        index = self._changed(person, name, rows)
+        index.negatives = self.negatives
+        return index
 
     def removed(self, person: str) -> GalleryIndex:
         """A snapshot without ``person`` (the same one if it is not indexed)."""
         if self._entry(person) is None:
             return self
-        return self._changed(person, None, None)
+        index = self._changed(person, None, None)
+        index.negatives = self.negatives
+        return index
 
     def _changed(self, person: str, name: str | None, rows: NDArray[np.float32] | None
                  ) -> GalleryIndex:
@@ -552,9 +582,21 @@ class GalleryIndex:
         ranked = self.ranked(embedding, top=1)
         return ranked[0] if ranked else None
 
+    def with_negatives(self, negatives: Negatives) -> GalleryIndex:
+        """This snapshot with ``negatives`` instead of its own (the rows are shared)."""
+        index = copy.copy(self)
+        index.negatives = negatives
+        return index
+
     def identify(self, embedding: Embedding) -> Match | None:
-        """The enrolled person this face is, or None for a stranger (see OpenSetPolicy)."""
-        ranked = self.ranked(embedding, top=2)
+        """The enrolled person this face is, or None for a stranger (see OpenSetPolicy).
+        A person whose negatives claim the face (Negatives.vetoes) is passed over: the next
+        one must be named on its own merits."""
+        vetoing = self.negatives.rows
+        ranked = self.ranked(embedding, top=2 + 2 * bool(vetoing))
+        if vetoing:
+            ranked = [m for m in ranked
+                      if not self.negatives.vetoes(m.hash, embedding, m.similarity)]
         if not ranked:
             return None
         first = ranked[0]

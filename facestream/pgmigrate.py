@@ -42,6 +42,8 @@ TABLES: Final[tuple[Table, ...]] = (
     ("people", ("hash", "name", "email_hmac", "created_at", "updated_at")),
     ("samples", ("id", "person", "model", "dim", "embedding", "crop", "context", "geometry",
                  "source", "created_at")),
+    ("negatives", ("id", "person", "model", "dim", "embedding", "crop", "source",
+                   "created_at")),
     ("visits", ("id", "person", "known", "name", "camera", "arrived_at", "left_at",
                 "quality")),
     ("visit_images", ("visit", "crop", "context", "geometry", "snapshot")),
@@ -54,7 +56,7 @@ ACCOUNT_TABLES: Final[tuple[Table, ...]] = (
     ("audit", ("id", "at", "actor", "action", "status")),
 )
 #: Tables whose ids the database numbers: new rows continue after the moved ones.
-NUMBERED: Final = ("samples", "audit")
+NUMBERED: Final = ("samples", "negatives", "audit")
 
 
 def _models(conn: sqlite3.Connection) -> list[str]:

@@ -39,7 +39,15 @@ from .config import Config
 from .db.base import Conflict, Database, Read, Statement, StorageError, collector_paused
 from .db.disk import DB_FILE, check_data_dir
 from .db.sqlite import SqliteDb
-from .gallery_tables import DEPENDENTS, SCHEMA, Dependent
+from .gallery_tables import (
+    DEPENDENTS,
+    PERSON_ROWS,
+    SAMPLE_ROWS,
+    SCHEMA,
+    Dependent,
+    Rows,
+    sample_columns,
+)
 from .gallery_types import (
     NO_IMAGES,
     AlreadyEnrolled,
@@ -53,7 +61,7 @@ from .gallery_types import (
     SampleRecord,
     StoredImages,
 )
-from .matching import Embedding, GalleryIndex, OpenSetPolicy, face_hash, normalize
+from .matching import Embedding, GalleryIndex, Negatives, OpenSetPolicy, face_hash, normalize
 from .names import clean_name, name_key
 from .privacy import email_digest, load_or_create_secret
 from .retry import Outage
@@ -61,39 +69,6 @@ from .retry import Outage
 log = logging.getLogger(__name__)
 
 SOURCES: Final = ("upload", "live", "import", "history")
-
-#: A gallery's samples as they are read, by column: ids, people, has_crop, source,
-#: created_at, and the embeddings as one matrix (a row per sample).
-SampleColumns = tuple[Sequence[int], Sequence[str], Sequence[Any], Sequence[str],
-                      Sequence[float], np.ndarray]
-#: A gallery as it is read: its samples' columns, and the people's rows ``(hash, name,
-#: created_at, has_email)``.
-Rows = tuple[SampleColumns, Sequence[Sequence[Any]]]
-
-_SAMPLE_ROWS: Final = ("SELECT id, person, dim, embedding, crop IS NOT NULL, source, "
-                       "created_at FROM samples")
-_PERSON_ROWS: Final = ("SELECT hash, name, created_at, email_hmac IS NOT NULL "
-                         "FROM people")
-
-
-def sample_columns(fetched: list[Sequence[Sequence[Any]]]) -> SampleColumns:
-    """The columns of the sample rows ``(id, person, dim, embedding, has_crop, source,
-    created_at)`` taken out of ``fetched``: the rows and the embeddings' bytes are freed as
-    soon as they are split and copied into one matrix (at a million samples they are a
-    million tuples and half a gigabyte, gone before the people are read)."""
-    with collector_paused():
-        rows = fetched.pop()
-        sids, owners, dims, blobs, has_crops, sources, created = (
-            zip(*rows) if rows else ((),) * 7)
-        del rows
-        if not sids:
-            matrix = np.zeros((0, 0), dtype=np.float32)
-        elif len(set(dims)) > 1:  # never written so, but one row must not make the rest fail
-            matrix = np.stack([np.frombuffer(b, dtype="<f4") for b in blobs])
-        else:
-            matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
-        return sids, owners, has_crops, sources, created, matrix.astype(np.float32, copy=False)
-
 
 def _blob(emb: Embedding) -> bytes:
     return np.ascontiguousarray(emb, dtype="<f4").tobytes()
@@ -138,6 +113,8 @@ class Gallery:
         # name_key(name) -> the hashes of the people named so (and some no longer: a rename
         # leaves its old entry, which ``named`` drops when it meets it).
         self._by_name: dict[str, set[str]] = {}
+        # person -> their negatives' (id, embedding): faces the user said are not them.
+        self._negatives: dict[str, list[tuple[int, Embedding]]] = {}
         self.index = GalleryIndex.empty(policy, strategy)
         self._lock = asyncio.Lock()
         self._listeners: list[Callable[[str, Person | None, tuple[str, ...]], None]] = []
@@ -224,6 +201,24 @@ class Gallery:
         self._by_name = {}
         for person in self._people.values():
             self._by_name.setdefault(name_key(person.name), set()).add(person.hash)
+        await self._load_negatives()
+
+    async def _load_negatives(self) -> None:
+        """Every negative of this model (another model's wait for a re-embedding) into the
+        index's snapshot."""
+        negatives: dict[str, list[tuple[int, Embedding]]] = {}
+        for nid, person, dim, blob in await self.db.query(
+                "SELECT id, person, dim, embedding FROM negatives WHERE model = ? ORDER BY id",
+                (self.model,)):
+            emb = np.frombuffer(blob, dtype="<f4").reshape(dim).astype(np.float32)
+            negatives.setdefault(person, []).append((int(nid), emb))
+        self._negatives = negatives
+        self.index = self.index.with_negatives(self._negatives_now())
+
+    def _negatives_now(self) -> Negatives:
+        return Negatives({p: np.stack([e for _, e in rows]) for p, rows in
+                          self._negatives.items() if p in self._people},
+                         self.policy.threshold)
 
     async def _read(self, people: Sequence[str] | None = None) -> Rows:
         """The rows of ``people`` (hashes; everyone for None), from one snapshot; after
@@ -232,9 +227,9 @@ class Gallery:
         if people is not None:
             where, params = f" WHERE {{}} IN ({', '.join('?' * len(people))})", tuple(people)
         columns, rows = await self.db.snapshot([
-            Read(f"{_SAMPLE_ROWS}{where.format('person')} ORDER BY id", params,
+            Read(f"{SAMPLE_ROWS}{where.format('person')} ORDER BY id", params,
                  sample_columns),
-            Read(f"{_PERSON_ROWS}{where.format('hash')} ORDER BY created_at", params),
+            Read(f"{PERSON_ROWS}{where.format('hash')} ORDER BY created_at", params),
         ], mark=people is None)
         return columns, rows
 
@@ -278,6 +273,7 @@ class Gallery:
                     self._people.pop(person, None)
             self._embeddings.update(embeddings)
             self._owner.update(owner)
+            await self._load_negatives()
             after = self._people.get(people[0])
             if event == "deleted" or after is None:
                 # Changed, then deleted before we looked: the deletion's event is this one.
@@ -572,6 +568,7 @@ class Gallery:
             now = time.time()
             await self.db.write([
                 ("UPDATE samples SET person = ? WHERE person = ?", (target, source)),
+                ("UPDATE negatives SET person = ? WHERE person = ?", (target, source)),
                 (("UPDATE people SET updated_at = ?, email_hmac = "
                  "COALESCE(email_hmac, (SELECT email_hmac FROM people WHERE hash = ?)) "
                  "WHERE hash = ?"), (now, source, target)),
@@ -587,6 +584,11 @@ class Gallery:
             )
             del self._people[source]
             self._people[target] = merged
+            moved = self._negatives.pop(source, [])
+            if moved:
+                self._negatives[target] = sorted([*self._negatives.get(target, []), *moved],
+                                                 key=lambda n: n[0])
+                self.index = self.index.with_negatives(self._negatives_now())
             self._changed("merged", merged, source, target)
             return merged
 
@@ -613,13 +615,45 @@ class Gallery:
                 raise NotFound(f"no enrolled person with hash {person}")
             await self.db.forget([
                 ("DELETE FROM samples WHERE person = ?", (person,)),
+                ("DELETE FROM negatives WHERE person = ?", (person,)),
                 ("DELETE FROM people WHERE hash = ?", (person,)),
                 *self._cascade(lambda d: d.deleted(person)),
             ], ("deleted", [person]))
             del self._people[person]
             self._drop_samples(enrolled)
+            if self._negatives.pop(person, None) is not None:
+                self.index = self.index.with_negatives(self._negatives_now())
             self._changed("deleted", enrolled, person)
             return enrolled
+
+    async def add_negative(self, person: str, embedding: Sequence[float] | Embedding,
+                           crop: bytes | None = None, source: str = "live") -> int:
+        """"This face is not ``person``": keep it, so that matching never names it, or a face
+        near-certainly the same, ``person`` again (see matching.Negatives). Their samples
+        are untouched."""
+        emb = self._check_embedding(embedding, None)
+        async with self._lock:
+            enrolled = self._people.get(person)
+            if enrolled is None:
+                raise NotFound(f"no enrolled person with hash {person}")
+            now = time.time()
+            try:
+                (nid,) = await self.db.write([
+                    ("INSERT INTO negatives (person, model, dim, embedding, crop, source, "
+                     "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (person, self.model, int(emb.shape[0]), _blob(emb), crop, source, now)),
+                ], ("negative_added", [person]))
+            except Conflict:
+                raise NotFound(f"no enrolled person with hash {person} (deleted elsewhere a "
+                               "moment ago)") from None
+            self._negatives.setdefault(person, []).append((nid, emb))
+            self.index = self.index.with_negatives(self._negatives_now())
+            self._changed("negative_added", enrolled, person)
+            return nid
+
+    def negatives(self, person: str) -> list[tuple[int, Embedding]]:
+        """``person``'s negatives: (id, embedding), oldest first."""
+        return list(self._negatives.get(person, ()))
 
     async def replace_embeddings(self, model: str, embeddings: dict[int, Embedding],
                                  drop: Sequence[int] = ()) -> None:

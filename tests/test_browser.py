@@ -522,9 +522,10 @@ async def test_api_errors_are_shown_on_the_page(page: Page, api: Api,
     await expect(error).to_contain_text("Could not add Somebody: no face found in the image")
     await expect(page.get_by_test_id("notice").locator(".notice")).to_have_count(1)
 
-    # "Not <name>" when the person has a single sample: 409, nothing removed.
+    # "Not <name>", asking to remove the person's single sample: 409, nothing changed.
     await api.steady_face()
     await in_view(page, live).get_by_test_id("not-button").click()
+    await page.get_by_test_id("not-remove").check()
     await page.get_by_test_id("dialog-confirm").click()
     await expect(error).to_contain_text("Could not correct Already Known: 'Already Known' has "
                                         "only this one sample")
@@ -605,14 +606,20 @@ async def test_samples_merge_and_not_this_person(page: Page, api: Api) -> None:
     await expect(barack.get_by_test_id("sample")).to_have_count(2)
     assert sorted(f["name"] for f in await api.faces()) == ["Alex", "Barack"]
 
-    # "Not Alex": removes the live sample that matched; Alex keeps the other one.
+    # "Not Alex": shows the sample that made the match, and removes it as asked; Alex
+    # keeps the other one (issue 19: it used to remove one unseen, of whatever was in view).
     face = in_view(page, live)
     await expect(face.get_by_test_id("not-button")).to_have_text("Not Alex")
     await api.steady_face()
     await face.get_by_test_id("not-button").click()
     await expect(page.get_by_test_id("dialog")).to_contain_text("Not Alex?")
+    culprit = page.get_by_test_id("not-culprit")
+    await expect(culprit).to_contain_text("Also remove this sample of Alex")
+    assert await natural_width(culprit.locator("img")) > 0
+    await page.get_by_test_id("not-remove").check()
     await page.get_by_test_id("dialog-confirm").click()
-    await expect(message(page)).to_contain_text("from Alex.")
+    await expect(message(page)).to_have_text(re.compile(
+        r"^This face is not Alex: removed Alex's sample #\d+\.$"))
     await expect(alex.get_by_test_id("sample")).to_have_count(1)
     alex_samples = next(f["samples"] for f in await api.faces() if f["name"] == "Alex")
     assert len(alex_samples) == 1

@@ -29,7 +29,7 @@ from facestream.presence import VisitEvent, VisitRecord
 from facestream.recognition import Recognizer
 from facestream.tracking import BestView
 
-from .conftest import BIDEN, OBAMA, OBAMA2, upload
+from .conftest import BIDEN, BIDEN2, OBAMA, OBAMA2, upload
 from .support import wait_for
 
 Client = TestClient[Any, Any]
@@ -362,3 +362,35 @@ async def test_a_visit_deleted_while_still_open_stays_deleted(
     await leave(queued)
     assert [v["id"] for v in (await (await api.get("/visits")).json())["visits"]] \
         == [kept.id]
+
+
+async def test_not_x_on_a_past_visit_makes_it_a_stranger_s_and_lasts(
+        api: Client, views: dict) -> None:
+    """Issue 19, defect 1, from the history: a week-old visit of Biden named Barack (a photo
+    of Biden was Barack's sample). "Not Barack" on that visit shows the sample behind it,
+    keeps the face as Barack's negative, and makes the visit a stranger's; Biden's photos
+    are not named Barack again though the sample stays, and Barack's own still are."""
+    resp = await api.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    barack = (await resp.json())["hash"]
+    resp = await api.post(f"/faces/{barack}/samples", data=upload("image", BIDEN2))
+    wrong = (await resp.json())["id"]
+    week_ago = time.time() - 7 * 86400
+    vid = await store(api, barack, views["biden"], week_ago, week_ago + 20, known=True,
+                      name="Barack")
+
+    resp = await api.post(f"/visits/{vid}/not", json={"dry_run": True})
+    assert (resp.status, (await resp.json())["culprit"]["id"]) == (200, wrong)
+    assert (await (await api.get(f"/visits/{vid}")).json())["known"]  # a dry run
+    resp = await api.post(f"/visits/{vid}/not", json={})
+    assert resp.status == 200, await resp.text()
+    visit = await (await api.get(f"/visits/{vid}")).json()
+    # A stranger's: the hash of the visit's face (as embedded again from the stored crop).
+    assert (visit["known"], visit["name"]) == (False, None) and visit["hash"] != barack
+    samples = [s["id"] for s in (await (await api.get(f"/faces/{barack}")).json())["samples"]]
+    assert wrong in samples  # kept: only removed when asked by its id
+    for photo, name in ((BIDEN, None), (BIDEN2, None), (OBAMA2, "Barack")):
+        form = upload("frame", photo)
+        faces = (await (await api.post("/process-frame", data=form)).json())["faces"]
+        assert [f["name"] for f in faces] == [name], photo.name
+    resp = await api.post(f"/visits/{vid}/not", json={})
+    assert resp.status == 409  # not named as anybody any more

@@ -227,6 +227,7 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
             await g.add_sample(ada.hash, normalize(unit(1) + 0.05 * unit(9)),
                                images=StoredImages(b"crop2"), source="live")
             await g.add("Bob", unit(2))
+            await g.add_negative(ada.hash, unit(7), b"not-ada", "live")  # "not Ada"
             accounts = Auth(g)  # a server ran on this gallery: it has accounts
             await accounts.ensure_schema()
             await accounts.add_user("ada", "admin", "correct horse battery")
@@ -253,8 +254,8 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
     url = pg_server.create_database("migrated")
     assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 0
     out = capsys.readouterr().out
-    assert ("moved 2 people, 3 samples, 1 visits, 1 visit_images, 0 unknowns, 1 users, "
-            "1 tokens, 1 audit") in out
+    assert ("moved 2 people, 3 samples, 1 negatives, 1 visits, 1 visit_images, 0 unknowns, "
+            "1 users, 1 tokens, 1 audit") in out
 
     assert 'storage.secret = "hex:" followed by the contents of' in out
     # A node configured as the command says: storage.secret = "hex:<secret.key>".
@@ -264,6 +265,8 @@ def test_migrate_moves_an_sqlite_gallery_history_included(
         g = await open_node(url, secret=configured)
         try:
             assert flat(await g.records()) == before
+            ((_, negative),) = g.negatives(next(p.hash for p in g.list() if p.name == "Ada"))
+            assert negative.tobytes() == unit(7).tobytes()
             assert [i.name for i in await g.find_by_email("ADA@example.org")] == ["Ada"]
             newest = await g.add("Cy", unit(3))
             assert newest.samples[0].id > max(r[0] for _, _, rs in before for r in rs)
@@ -313,7 +316,7 @@ async def test_a_version_4_database_is_renamed_in_place(url: str) -> None:
             assert match is not None and match.hash == "h1"
         assert await a.crop("h1") == b"crop"
         assert await a.db.query("SELECT value FROM meta WHERE key = 'schema_version'") == [
-            ("5",)]
+            ("6",)]
         await b.delete("h1")  # the cascade finds the visit under its new names
         assert await b.db.query("SELECT COUNT(*) FROM visits") == [(0,)]
         assert await b.db.query("SELECT COUNT(*) FROM samples") == [(0,)]
@@ -328,10 +331,10 @@ async def test_a_version_4_database_is_renamed_in_place(url: str) -> None:
             "WHERE connamespace = 'public'::regnamespace")}
         assert {"people", "people_email", "samples_person"} <= names
         assert not {n for n in names if "identit" in n}
-        await conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+        await conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     finally:
         await conn.close()
-    with pytest.raises(StorageError, match="version 6, made by a newer facestream"):
+    with pytest.raises(StorageError, match="version 7, made by a newer facestream"):
         await open_node(url)
 
 
@@ -347,7 +350,7 @@ def test_migrate_takes_a_version_4_file_and_leaves_it_as_it_was(
     before = (data / "gallery.sqlite3").read_bytes()
     url = pg_server.create_database("from_version_4")
     assert cli.main(["gallery", "migrate", "--data-dir", str(data), "--to", url]) == 0
-    assert "moved 1 people, 1 samples, 1 visits, 0 visit_images, 0 unknowns" in (
+    assert "moved 1 people, 1 samples, 0 negatives, 1 visits, 0 visit_images, 0 unknowns" in (
         capsys.readouterr().out)
     assert (data / "gallery.sqlite3").read_bytes() == before
     assert sorted(p.name for p in data.iterdir()) == ["gallery.sqlite3", "secret.key"]

@@ -318,3 +318,32 @@ async def test_a_deleted_face_leaves_no_trace_in_the_files(tmp_path: Path) -> No
         assert marker not in on_disk() and marker[::-1] not in on_disk()
     finally:
         await g.close()
+
+
+async def test_negatives_are_stored_follow_merges_and_go_with_their_person(
+        store: Store) -> None:
+    """A face marked "not Ada" (corrections.py) is stored with Ada, vetoes her name for
+    that face and faces like it after a reopen, moves with her in a merge, and goes when
+    the person it belongs to is deleted."""
+    ada_face = unit(1)
+    marked = normalize(ada_face + 0.25 * unit(2))  # a face like Ada's, that is not her
+    g = await store.open()
+    ada = await g.add("Ada", ada_face)
+    bob = await g.add("Bob", unit(3))
+    match = g.index.identify(marked)
+    assert match is not None and match.hash == ada.hash  # named Ada: the mistake
+    await g.add_negative(ada.hash, marked, b"crop")
+    assert g.index.identify(marked) is None
+    assert g.index.identify(ada_face).hash == ada.hash  # type: ignore[union-attr]
+    await g.close()
+
+    g = await store.open()
+    try:
+        assert [n for n, _ in g.negatives(ada.hash)] and g.index.identify(marked) is None
+        await g.merge(bob.hash, ada.hash)  # Ada was Bob all along: her negatives are his
+        assert g.negatives(ada.hash) == [] and len(g.negatives(bob.hash)) == 1
+        assert g.index.identify(marked) is None
+        await g.delete(bob.hash)
+        assert await g.db.query("SELECT COUNT(*) FROM negatives") == [(0,)]
+    finally:
+        await g.close()

@@ -10,8 +10,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..appkeys import CAMERAS, GALLERY, HISTORY
+from ..corrections import not_person
 from ..enrollment import from_live
-from ..gallery_types import LastSample, Person
+from ..gallery_types import Person
 from ..presence import LiveFace
 from . import history
 from .http import (
@@ -260,28 +261,21 @@ async def merge_people(request: web.Request) -> web.Response:
 
 @routes.post("/live/not", role=Role.ADMIN)
 async def not_this_person(request: web.Request) -> web.Response:
-    """"This is not X", from the live view: remove X's sample that made the wrong match."""
+    """"This is not X", of a face in view (by the hash it shows): kept as X's negative, so
+    that it is not named X again; ``remove_sample`` also removes that sample of X (the
+    answer's ``culprit``, which ``dry_run`` shows without changing anything)."""
     body = await json_body(request, '{"hash": <hash of a known face in view>}')
     wanted = hash_field(body.get("hash"))
     if wanted is None:
         return error(400, 'send {"hash": <hash of a known face in view>}')
-    gallery = request.app[GALLERY]
     live = _live_face(request, body, wanted)
     if live is None or live.match is None:
         return error(422, f"no recognised face {wanted} in the live view")
-    person = gallery.get(live.match.hash)
-    if person is None:
-        return error(422, "that person was deleted meanwhile")
-    samples = gallery.sample_embeddings(person.hash)
-    culprit = max(samples, key=lambda sid: float(samples[sid] @ live.mean))
-    try:
-        await gallery.delete_sample(person.hash, culprit)
-    except LastSample:
-        return error(409, f"{person.name!r} has only this one sample, so every match comes "
-                           "from it: delete the person or enroll better photos",
-                      hash=person.hash)
-    return web.json_response({"hash": person.hash, "name": person.name,
-                              "removed_sample": culprit})
+    images = live.latest_images or live.first_images
+    done = await not_person(request.app[GALLERY], live.match.hash, live.mean,
+                            images.crop if images is not None else None, "live",
+                            body.get("remove_sample"), body.get("dry_run") is True)
+    return web.json_response(done.to_json())
 
 
 def _live_face(request: web.Request, body: dict[str, Any], wanted: str | None,

@@ -5,6 +5,7 @@ more than once, naming a stranger from history, and forgetting.
     GET    /visits/{id}                  one visit
     GET    /visits/{id}/crop, /snapshot  its best face crop, its frame snapshot (JPEG)
     DELETE /visits/{id}                  forget one visit (images included)
+    POST   /visits/{id}/not              "this is not X": the visit is a stranger's from now
     GET    /unknowns?limit=&offset=      strangers seen, most recent first, with visit counts
     GET    /unknowns/{hash}/crop         a stranger's best face crop
     DELETE /people/{hash}/visits         forget a person's (or a stranger's) whole history
@@ -21,8 +22,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..appkeys import GALLERY, HISTORY
+from ..corrections import not_person
+from ..matching import face_hash
 from ..workers import PoolBusy, WorkerCrashed
-from .http import error, hash_field, http_error, int_query, shown
+from .http import error, hash_field, http_error, int_query, json_body, shown
 from .routes import Role, Routes
 from .uploads import enrollment
 
@@ -91,6 +94,34 @@ async def visit_image(request: web.Request) -> web.Response:
 async def delete_visit(request: web.Request) -> web.Response:
     visit = await request.app[HISTORY].delete_visit(request.match_info["id"])
     return web.json_response({"deleted": visit.id})
+
+
+@routes.post("/visits/{id}/not", role=Role.ADMIN)
+async def visit_is_not(request: web.Request) -> web.Response:
+    """"This visitor is not X" (the person the visit was named as): the visit's face is kept
+    as X's negative and the visit becomes a stranger's (the hash of that face);
+    ``remove_sample`` and ``dry_run`` as for ``POST /live/not``."""
+    history = request.app[HISTORY]
+    visit = await history.visit(request.match_info["id"])
+    body = await json_body(request, "{} (or {\"remove_sample\": <id>, \"dry_run\": true})")
+    if not visit.known or request.app[GALLERY].get(visit.person) is None:
+        return error(409, f"visit {visit.id} is not named as anybody enrolled")
+    if visit.left_at is None:
+        return error(409, f"visit {visit.id} is under way: say \"not "
+                          f"{visit.name}\" of the face in the live view (POST /live/not)")
+    faces = await history.stored_faces(visit=visit.id)
+    try:
+        (candidate,) = await enrollment(request.app).embedded(faces[:1]) if faces else (None,)
+    except (PoolBusy, WorkerCrashed) as exc:
+        return error(503, str(exc))
+    if candidate is None:
+        return error(422, f"no face of visit {visit.id} is stored that can be embedded")
+    dry_run = body.get("dry_run") is True
+    done = await not_person(request.app[GALLERY], visit.person, candidate.embedding,
+                            faces[0].crop, "history", body.get("remove_sample"), dry_run)
+    if not dry_run:
+        await history.unname(visit.id, face_hash(candidate.embedding))
+    return web.json_response(done.to_json())
 
 
 @routes.get("/unknowns", role=Role.VIEWER)

@@ -5,8 +5,8 @@
 
 import { $, h, shortHash, faceLabel } from "./dom.js";
 import { api } from "./api.js";
-import { act, confirmDialog } from "./ui.js";
-import { cameraPath } from "./state.js";
+import { act, confirmDialog, notify } from "./ui.js";
+import { cameraPath, shown } from "./state.js";
 import { chooseForEnrollment, renderEnrollChoices } from "./enroll.js";
 import { refreshGallery, renderSeenCards } from "./gallery.js";
 
@@ -111,17 +111,39 @@ function drawCrops() {
   }
 }
 
+/** "Not X" of a face in view: says which of X's samples made the match, and removes it
+ * only if asked; the face is kept as X's negative either way, so it is not named X again. */
 async function notThisPerson(face, button) {
+  const camera = shown.camera ? { camera: shown.camera } : {};
+  let preview;
+  try {
+    preview = await api("POST", "/live/not", { hash: face.hash, dry_run: true, ...camera });
+  } catch (err) {
+    notify(`Could not correct ${face.name}: ${err.message}`, "error");
+    return;
+  }
+  const culprit = preview.culprit;
+  const remove = culprit ? h("input", { type: "checkbox", testid: "not-remove" }) : null;
   const yes = await confirmDialog({
     title: `Not ${face.name}?`,
-    body: [`facestream will remove the sample of ${face.name} that made this match, so this face is no longer recognised as ${face.name}.`],
+    body: [
+      `This face will not be named ${face.name} again; ${face.name}'s samples stay.`,
+      culprit ? h("div", { class: "culprit", testid: "not-culprit" },
+        h("img", { class: "thumb small", src: culprit.crop, alt: `The sample of ${face.name} behind the match` }),
+        h("label", {}, remove, ` Also remove this sample of ${face.name} (#${culprit.id}, similarity ${culprit.similarity.toFixed(2)}): it made the match`))
+        : `None of ${face.name}'s samples alone is like this face.`,
+    ],
     confirm: `Not ${face.name}`,
     danger: true,
   });
   if (!yes) return;
   await act(`Could not correct ${face.name}`, button, async () => {
-    const result = await api("POST", "/live/not", { hash: face.hash });
+    const body = { hash: face.hash, ...camera };
+    if (remove && remove.checked) body.remove_sample = culprit.id;
+    const result = await api("POST", "/live/not", body);
     refreshGallery();
-    return `Removed sample #${result.removed_sample} from ${face.name}.`;
+    return result.removed_sample !== null
+      ? `This face is not ${face.name}: removed ${face.name}'s sample #${result.removed_sample}.`
+      : `This face is not ${face.name}; ${face.name}'s samples are unchanged.`;
   });
 }
