@@ -32,7 +32,7 @@ from .config import HistoryConfig
 from .db.base import StorageError
 from .events import Camera, GalleryChange, Output
 from .gallery_types import GalleryError, NotFound, StoredImages
-from .matching import Embedding, GalleryIndex, normalize
+from .matching import Embedding, GalleryIndex, OpenSetPolicy, normalize
 from .presence import VisitEvent, VisitRecord
 from .recognition import StoredFace
 from .retry import Backoff, Outage
@@ -50,6 +50,12 @@ SAMPLES_FROM_HISTORY: Final = 3
 RETRY_S: Final = (0.5, 30.0)
 #: Forgotten visits and people remembered, so that late events do not bring them back.
 MAX_TOMBSTONES: Final = 10_000
+#: Strangers are grouped only on looks good enough to judge (recognition.look_quality: a
+#: sharp, frontal face of 30 px or more), and a new face joins a group only when the chance
+#: that it is somebody else is this small (the live view's open-set rate is 1%): a group
+#: that mixes people would put them all into one person's samples when it is named.
+GROUP_QUALITY: Final = 0.25
+GROUP_FAR: Final = 1e-4
 
 _VISIT_COLUMNS: Final = "id, person, known, name, camera, arrived_at, left_at"
 
@@ -82,7 +88,7 @@ class History(Output):
         #: straight to it.
         self.db = gallery.db
         self.config = config
-        self.unknown_index: GalleryIndex = GalleryIndex.empty(gallery.policy)
+        self.unknown_index: GalleryIndex = GalleryIndex.empty(self._group_policy())
         self._unknowns: dict[str, tuple[Embedding, int]] = {}  # hash -> mean, visits
         self._last_seen: dict[str, float] = {}
         self._stored_quality: dict[str, float] = {}  # open visits: quality of stored images
@@ -262,6 +268,7 @@ class History(Output):
                 ("DELETE FROM visits WHERE id = ? AND known = 1 AND NOT EXISTS "
                  "(SELECT 1 FROM people WHERE hash = visits.person)"), (v.id,)))
         if (event.kind == "left" and not v.known and v.best is not None
+                and v.best.quality >= GROUP_QUALITY
                 and self.gallery.get(v.person) is None and v.person not in self._merged_away):
             statements.append(self._grouped(v.person, v.best.embedding))
         return statements
@@ -299,11 +306,14 @@ class History(Output):
                 (person, self.gallery.model, int(mean.shape[0]),
                  np.ascontiguousarray(mean, "<f4").tobytes(), count + 1, time.time()))
 
+    def _group_policy(self) -> OpenSetPolicy:
+        return replace(self.gallery.policy, stranger_far=GROUP_FAR)
+
     def _rebuild_unknowns(self) -> None:
         """The unknowns' index from scratch (at start, and after pruning)."""
         self.unknown_index = GalleryIndex.from_samples(
             [(h, h, [m]) for h, (m, _) in self._unknowns.items()], "centroid",
-            self.gallery.policy)
+            self._group_policy())
 
     def gallery_changed(self, change: GalleryChange) -> None:
         """An enrolled stranger is no longer unknown (Gallery.add removed the group's row);

@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 
 from facestream.appkeys import HISTORY
 from facestream.config import Config
+from facestream.history import GROUP_FAR, GROUP_QUALITY
 from facestream.images import decode_image
 from facestream.matching import face_hash
 from facestream.presence import VisitEvent, VisitRecord
@@ -394,3 +395,23 @@ async def test_not_x_on_a_past_visit_makes_it_a_stranger_s_and_lasts(
         assert [f["name"] for f in faces] == [name], photo.name
     resp = await api.post(f"/visits/{vid}/not", json={})
     assert resp.status == 409  # not named as anybody any more
+
+
+async def test_strangers_are_grouped_only_on_looks_good_enough_to_judge(
+        api: Client, views: dict) -> None:
+    """Issue 19, defect 2: a group held three people, one of them a face behind a hand. A
+    stranger's visit whose best look is poor (small, blurred, turned: recognition.
+    look_quality) stays that visit's alone; a good one starts a group, which a new face
+    joins only at the strict rate (GROUP_FAR)."""
+    history = api.server.app[HISTORY]
+    now = time.time()
+    biden = face_hash(views["biden"].embedding)
+    poor = replace(views["biden"], quality=GROUP_QUALITY / 2)
+    await store(api, biden, poor, now - 60, now - 50)
+    assert len(history.unknown_index) == 0
+    await store(api, biden, views["biden"], now - 40, now - 30)
+    assert len(history.unknown_index) == 1
+    assert history.unknown_index.policy.stranger_far == GROUP_FAR
+    match = history.unknown_index.identify(views["biden"].embedding)
+    assert match is not None and match.hash == biden
+    assert history.unknown_index.identify(views["obama"].embedding) is None
