@@ -232,6 +232,11 @@ class History(Output):
         quality = None if quality is None else float(quality)
         left_at = None if v.left_at is None else float(v.left_at)
         update = v.id in self._written
+        # A stranger merged into somebody while this event waited: the visit is theirs.
+        person, known, name = v.person, v.known, v.name
+        if (merged_into := self._merged_away.get(person)) is not None:
+            joined = self.gallery.get(merged_into)
+            person, known, name = merged_into, joined is not None, joined.name if joined else None
         if update:
             # Once stored as known, the gallery owns the row's name (renames and merges
             # update it); a stranger named from history while this event waited stays known.
@@ -239,12 +244,12 @@ class History(Output):
                 ("UPDATE visits SET left_at = ?, quality = ?, "
                  "name = CASE WHEN known = 1 THEN name ELSE ? END, "
                  "known = CASE WHEN known = 1 THEN 1 ELSE ? END WHERE id = ?"),
-                (left_at, quality, v.name, int(v.known), v.id)))
+                (left_at, quality, name, int(known), v.id)))
         else:
             statements.append((
                 (f"INSERT INTO visits ({_VISIT_COLUMNS}, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                  "ON CONFLICT (id) DO NOTHING"),
-                (v.id, v.person, int(v.known), v.name, v.camera, float(v.arrived_at), left_at,
+                (v.id, person, int(known), name, v.camera, float(v.arrived_at), left_at,
                  quality)))
         stored = self._stored_quality.get(v.id)
         if v.best is not None and (stored is None or v.best.quality > stored):
@@ -263,7 +268,7 @@ class History(Output):
             statements.append((
                 "INSERT INTO visit_images (visit) VALUES (?) ON CONFLICT (visit) DO NOTHING",
                 (v.id,)))
-        if v.known:
+        if known:
             statements.append((
                 ("DELETE FROM visits WHERE id = ? AND known = 1 AND NOT EXISTS "
                  "(SELECT 1 FROM people WHERE hash = visits.person)"), (v.id,)))
