@@ -88,7 +88,8 @@ class Broadcaster(Output):
         self.broadcast(event.to_json())
 
     def gallery_changed(self, change: GalleryChange) -> None:
-        self.broadcast({"type": "gallery", "event": change.event, "face": change.face()})
+        self.broadcast({"type": "gallery", "event": change.event, "face": change.face(),
+                        "hashes": list(change.hashes)})
 
     # -- delivery ------------------------------------------------------------------------
 

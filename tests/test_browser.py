@@ -1067,6 +1067,26 @@ async def test_a_stranger_in_view_is_in_view_now_not_seen_at_their_arrival(
     await expect(meta).to_have_text(re.compile(r"^\d+ visits? · last seen "), timeout=15_000)
 
 
+async def test_the_arrivals_log_says_where_and_names_a_stranger_once_named(
+    visitors_page: Page, visitors_api: Api
+) -> None:
+    """Issue 19: the arrivals log kept "unknown ..." after the stranger was named, and did
+    not say which camera. Each entry says its camera; naming the stranger renames their
+    entries in an open page."""
+    page, api = visitors_page, visitors_api
+    (camera,) = [c["name"] for c in (await api.get("/cameras"))["cameras"]]
+    stranger = await quiet_stranger(api)
+    entry = page.locator(f'[data-testid=event][data-hash="{stranger}"]').first
+    await expect(entry.get_by_test_id("event-visit")).to_have_text(
+        re.compile(rf"^unknown {stranger[:8]} (arrived|left)$"))
+    await expect(entry.get_by_test_id("event-camera")).to_have_text(camera)
+    status, body = await api.call("POST", "/faces",
+                                  json={"from_unknown": stranger, "name": "Wanda Named"})
+    assert status == 201, body
+    await expect(entry.get_by_test_id("event-visit")).to_have_text(
+        re.compile(r"^Wanda Named (arrived|left)$"))
+
+
 async def quiet_stranger(api: Api) -> str:
     """A stranger who left 1.5-4 s ago: their departure is stored, and they are not back
     for another 2 s (each visitor is away 6.2 s)."""

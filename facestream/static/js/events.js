@@ -19,7 +19,8 @@ export function addEvent(ev) {
     h("time", { datetime: isoTime(ev.at), title: formatFull(ev.at) }, formatTime(ev.at)),
     h("button", { type: "button", class: `link ${ev.event}`, testid: "event-visit", title: "Show this visit",
                   onclick: () => openVisit(ev.visit) },
-      `${faceLabel(ev)} ${ev.event === "arrived" ? "arrived" : "left"}`));
+      `${faceLabel(ev)} ${ev.event === "arrived" ? "arrived" : "left"}`),
+    ev.camera ? h("span", { class: "where", testid: "event-camera" }, ev.camera) : null);
   const list = $("events");
   list.querySelector(".empty")?.remove();
   // Newest first, also when the history (GET /events) arrives after a live event.
@@ -28,6 +29,20 @@ export function addEvent(ev) {
   while (list.children.length > MAX_EVENTS) {
     eventLog.seen.delete(list.lastElementChild.dataset.key);
     list.lastElementChild.remove();
+  }
+}
+
+/** Somebody enrolled, renamed or merged (a stranger named, too): their arrivals and
+ * departures in the log say who they are now. */
+export function relabelEvents(msg) {
+  const face = msg.face;
+  if (!face || !["added", "renamed", "merged"].includes(msg.event)) return;
+  const hashes = new Set(msg.hashes && msg.hashes.length ? msg.hashes : [face.hash]);
+  for (const li of $("events").querySelectorAll('[data-testid="event"]')) {
+    if (!hashes.has(li.dataset.hash)) continue;
+    li.dataset.hash = face.hash;
+    li.querySelector('[data-testid="event-visit"]').textContent =
+      `${face.name} ${li.dataset.event === "arrived" ? "arrived" : "left"}`;
   }
 }
 

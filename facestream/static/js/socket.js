@@ -4,7 +4,7 @@
 import { $ } from "./dom.js";
 import { cameraPath, shown } from "./state.js";
 import { hasSignal, restartStream, updateLive } from "./live.js";
-import { addEvent, loadEvents } from "./events.js";
+import { addEvent, loadEvents, relabelEvents } from "./events.js";
 import { refreshGallery, seenAt } from "./gallery.js";
 import { loadVisits, reloadHistory, visitSeen } from "./history.js";
 import { loadUnknowns, scheduleUnknowns } from "./unknowns.js";
@@ -54,6 +54,7 @@ function handleMessage(msg) {
       updateLive(msg.faces || [], "signal" in msg ? msg.signal : hasSignal());
       break;
     case "gallery":
+      relabelEvents(msg);
       refreshGallery();
       scheduleUnknowns();
       if (shown.view === "history") reloadHistory();
