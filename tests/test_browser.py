@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,7 +51,7 @@ from .browser_helpers import (
     wait_for_js,
     watch_for_errors,
 )
-from .conftest import BIDEN, FACES, OBAMA, OBAMA2, OTHER_HEAD, TALKING_HEAD, write_video
+from .conftest import BIDEN, FACES, OBAMA, OBAMA2, OTHER_HEAD, TALKING_HEAD, upload, write_video
 from .servers import Server
 
 # Two servers and one browser for the module; every test gets a fresh page and empty gallery.
@@ -1361,6 +1362,36 @@ async def test_login_page_then_the_dashboard_then_log_out(
         cookie = next(c for c in await page.context.cookies()
                       if c["name"] == "facestream_session")
         assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+
+        # A viewer sees no control only an admin may use (issue 19: every control showed,
+        # and said so only after its confirmation dialog); the admin sees them all.
+        admin = {"facestream_session": cookie["value"]}
+        async with session.post(server.url + "/faces", cookies=admin,
+                                data=upload("image", OBAMA, name="Barack")) as resp:
+            assert resp.status == 201, await resp.text()
+            barack = (await resp.json())["hash"]
+        added = subprocess.run(
+            [sys.executable, "-m", "facestream", "users", "--data-dir", str(root / "data"),
+             "add", "vic", "--role", "viewer", "--password-stdin"],
+            input="a long viewer password\n", capture_output=True, text=True, timeout=120,
+            cwd=root, check=False)
+        assert added.returncode == 0, added.stderr
+        viewer = await open_page(browser, server.url + "/login", errors)
+        await viewer.get_by_label("User name").fill("vic")
+        await viewer.get_by_label("Password").fill("a long viewer password")
+        await viewer.get_by_role("button", name="Log in").click()
+        await expect(viewer.get_by_test_id("account")).to_have_text("vic (viewer)")
+        for who, can in ((viewer, False), (page, True)):
+            await who.reload()
+            shown_card = card(who, barack)
+            await expect(shown_card).to_be_visible()
+            await shown_card.get_by_test_id("samples-toggle").click()
+            for control in (who.get_by_test_id("enroll-form"),
+                            *(shown_card.get_by_test_id(c) for c in
+                              ("rename", "merge", "delete", "sample-live", "sample-delete"))):
+                await (expect(control).to_be_visible() if can else
+                       expect(control).to_be_hidden())
+        await viewer.context.close()
         await page.get_by_test_id("logout").click()
         await expect(page).to_have_url(server.url + "/login")
         async with session.get(server.url + "/hash",

@@ -100,11 +100,11 @@ function createCard(hash) {
   card.samplesButton = h("button", { type: "button", testid: "samples-toggle", "aria-expanded": "false",
                                      onclick: () => toggleSamples(card) }, "Samples");
   card.actions = h("div", { class: "actions" },
-    h("button", { type: "button", testid: "rename", onclick: () => startRename(card) }, "Rename"),
+    h("button", { type: "button", class: "admin-only", testid: "rename", onclick: () => startRename(card) }, "Rename"),
     card.samplesButton,
     h("button", { type: "button", testid: "face-history", onclick: () => openTimeline(card.hash) }, "History"),
-    h("button", { type: "button", testid: "merge", onclick: (ev) => mergeInto(card, ev.currentTarget) }, "Merge…"),
-    h("button", { type: "button", class: "danger wide", testid: "delete", onclick: (ev) => deleteFace(card, ev.currentTarget) }, "Delete"));
+    h("button", { type: "button", class: "admin-only", testid: "merge", onclick: (ev) => mergeInto(card, ev.currentTarget) }, "Merge…"),
+    h("button", { type: "button", class: "admin-only danger wide", testid: "delete", onclick: (ev) => deleteFace(card, ev.currentTarget) }, "Delete"));
   card.samples = h("div", { class: "samples", testid: "samples", hidden: true });
   el.append(card.thumbBox, h("div", { class: "body" }, card.title, card.renameForm, card.meta, card.seen, card.actions), card.samples);
   return card;

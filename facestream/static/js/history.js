@@ -103,11 +103,11 @@ function visitRow(v) {
             open ? "in view now" : formatDuration(v.left_at - v.arrived_at)),
           v.camera ? ` · camera ${v.camera}` : null))),
     h("div", { class: "visit-actions" },
-      v.known ? null : h("button", { type: "button", testid: "visit-enroll", title: "Enroll this face under a name",
+      v.known ? null : h("button", { type: "button", class: "admin-only", testid: "visit-enroll", title: "Enroll this face under a name",
                                      onclick: (ev) => nameFromVisit(v, ev.currentTarget) }, "Name…"),
-      h("button", { type: "button", testid: "visit-add-sample", title: "Add this face to an enrolled person",
+      h("button", { type: "button", class: "admin-only", testid: "visit-add-sample", title: "Add this face to an enrolled person",
                     onclick: (ev) => addVisitAsSample(v, ev.currentTarget) }, "Add to…"),
-      h("button", { type: "button", class: "danger", testid: "visit-delete",
+      h("button", { type: "button", class: "admin-only danger", testid: "visit-delete",
                     "aria-label": `Delete the visit of ${who} at ${formatFull(v.arrived_at)}`,
                     onclick: (ev) => deleteVisit(v, ev.currentTarget) }, "Delete")));
 }
@@ -224,9 +224,9 @@ async function renderPersonHead() {
     h("h3", { testid: "person-name" }, `${name}: every visit`),
     face
       ? h("button", { type: "button", testid: "person-show", onclick: () => revealCard(hash) }, "Show in gallery")
-      : h("button", { type: "button", class: "primary", testid: "person-enroll",
+      : h("button", { type: "button", class: "admin-only primary", testid: "person-enroll",
                       onclick: (ev) => nameUnknown(hash, ev.currentTarget) }, "Name this person"),
-    h("button", { type: "button", class: "danger", testid: "forget-history",
+    h("button", { type: "button", class: "admin-only danger", testid: "forget-history",
                   onclick: (ev) => forgetHistory(hash, name, Boolean(face), ev.currentTarget) }, "Forget history"));
   box.hidden = false;
 }

@@ -81,10 +81,10 @@ export function renderInView() {
   }
   list.replaceChildren(...faces.map((f, i) => {
     const button = f.known
-      ? h("button", { type: "button", class: "danger", testid: "not-button",
+      ? h("button", { type: "button", class: "admin-only danger", testid: "not-button",
                       title: `Tell facestream this is not ${f.name}`,
                       onclick: (ev) => notThisPerson(f, ev.currentTarget) }, `Not ${f.name}`)
-      : h("button", { type: "button", testid: "enroll-this",
+      : h("button", { type: "button", class: "admin-only", testid: "enroll-this",
                       onclick: () => chooseForEnrollment(f.hash) }, "Add…");
     return h("li", { class: f.known ? "known" : "unknown", testid: "inview-face", "data-hash": f.hash, "data-index": i },
       h("canvas", { width: 96, height: 96, "aria-hidden": "true" }),

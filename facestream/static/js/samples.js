@@ -16,9 +16,9 @@ export function renderSamples(card) {
   upload.addEventListener("change", () => {
     if (upload.files[0]) addSample(card, upload.files[0], upload);
   });
-  const add = h("div", { class: "sample-add" },
+  const add = h("div", { class: "sample-add admin-only" },
     h("label", { class: "button" }, "Upload a photo", upload),
-    h("button", { type: "button", testid: "sample-live", onclick: (ev) => addLiveSample(card, ev.currentTarget) }, "Add the face in view"));
+    h("button", { type: "button", class: "admin-only", testid: "sample-live", onclick: (ev) => addLiveSample(card, ev.currentTarget) }, "Add the face in view"));
   const last = face.samples.length <= 1;
   const items = face.samples.map((s) => h("li", { class: "sample", testid: "sample", "data-id": s.id },
     s.has_crop === false
@@ -26,7 +26,7 @@ export function renderSamples(card) {
       : h("img", { src: `/faces/${face.hash}/samples/${s.id}/crop`, alt: `Sample ${s.id} of ${face.name}`, loading: "lazy" }),
     h("div", { class: "cap" },
       h("span", { title: `added ${formatTime(s.created_at)}` }, h("span", {}, s.source), h("span", {}, formatShortDate(s.created_at))),
-      h("button", { type: "button", class: "danger", testid: "sample-delete", disabled: last,
+      h("button", { type: "button", class: "admin-only danger", testid: "sample-delete", disabled: last,
                     title: last ? "The last sample: delete the person instead" : null,
                     "aria-label": `Delete sample ${s.id} of ${face.name}`,
                     onclick: (ev) => deleteSample(card, s, ev.currentTarget) }, "×"))));

@@ -66,10 +66,10 @@ function createUnknownCard(u) {
       card.meta,
       card.first,
       h("div", { class: "actions" },
-        h("button", { type: "button", class: "primary wide", testid: "unknown-enroll",
+        h("button", { type: "button", class: "admin-only primary wide", testid: "unknown-enroll",
                       onclick: (ev) => nameUnknown(u.hash, ev.currentTarget) }, "Name this person"),
         h("button", { type: "button", testid: "unknown-history", onclick: () => openTimeline(u.hash) }, "History"),
-        h("button", { type: "button", class: "danger", testid: "unknown-forget",
+        h("button", { type: "button", class: "admin-only danger", testid: "unknown-forget",
                       onclick: (ev) => forgetUnknown(u.hash, ev.currentTarget) }, "Forget"))));
   return card;
 }
