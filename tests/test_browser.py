@@ -446,6 +446,14 @@ async def test_enroll_rename_and_delete_from_the_page(page: Page, api: Api) -> N
     live = await api.live_hash()
     await expect(in_view(page, live)).to_have_count(1)
     await wait_for_label(page, unknown=f"unknown {live[:8]}")
+    # Its thumbnail is the worker's crop of the camera's frame, without the orange box the
+    # stream has drawn around the face (issue 19: cut from the annotated stream).
+    thumb = in_view(page, live).get_by_test_id("inview-crop")
+    assert await natural_width(thumb) == 160
+    async with api.session.get(api.url + f"/hash/{live}/crop") as resp:
+        crop = cv2.imdecode(np.frombuffer(await resp.read(), np.uint8), cv2.IMREAD_COLOR)
+    orange = np.all(np.abs(crop.astype(int) - UNKNOWN_COLOR) <= 25, axis=2)
+    assert orange.mean() < 0.002, orange.mean()
 
     # Enroll from the live view.
     assert await api.steady_face() == live

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..appkeys import CAMERAS, METRICS, POOL
 from ..cameras import Camera, CameraError
-from .http import http_error, int_query
+from .http import http_error, int_query, shown
 from .routes import Role, Routes
 
 routes = Routes()
@@ -99,6 +99,20 @@ def camera_of(request: web.Request) -> Camera:
 async def hash_state(request: web.Request) -> web.Response:
     return web.json_response({**camera_of(request).presence.snapshot.to_json(),
                               "recognizer": recognizer_state(request.app)})
+
+
+@routes.get("/hash/{hash}/crop", role=Role.VIEWER)
+@routes.get("/cameras/{camera}/hash/{hash}/crop", role=Role.VIEWER)
+async def face_in_view_crop(request: web.Request) -> web.Response:
+    """The latest crop of a face in view (JPEG), cut by the worker from the camera's frame,
+    not from the stream with boxes and names drawn on it; 404 once it is gone."""
+    wanted = request.match_info["hash"]
+    live = camera_of(request).presence.live_face(wanted)
+    images = None if live is None else (live.latest_images or live.first_images)
+    if images is None or images.crop is None:
+        raise http_error(404, f"no face {shown(wanted)} in view")
+    return web.Response(body=images.crop, content_type="image/jpeg",
+                        headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/ws", role=Role.VIEWER)

@@ -33,7 +33,6 @@ stream.addEventListener("error", streamFailed);
 stream.addEventListener("load", () => {
   $("stream-status").hidden = true;
   streamRetry = 1000;
-  drawCrops();
 });
 // The <img> starts loading before this (deferred) module runs: it may have failed already.
 if (stream.complete && !stream.naturalWidth) streamFailed();
@@ -66,7 +65,6 @@ export function updateLive(faces, signal) {
       if (details) details.textContent = faceDetails(f);
     }
   }
-  drawCrops();
 }
 
 const faceDetails = (f) => (f.known ? `similarity ${Number(f.similarity).toFixed(2)}` : `not enrolled · ${shortHash(f.hash)}`);
@@ -87,7 +85,9 @@ export function renderInView() {
       : h("button", { type: "button", class: "admin-only", testid: "enroll-this",
                       onclick: () => chooseForEnrollment(f.hash) }, "Add…");
     return h("li", { class: f.known ? "known" : "unknown", testid: "inview-face", "data-hash": f.hash, "data-index": i },
-      h("canvas", { width: 96, height: 96, "aria-hidden": "true" }),
+      // The face as the worker cut it from the camera's frame (the stream has boxes drawn).
+      h("img", { class: "crop", testid: "inview-crop", alt: "", loading: "lazy",
+                 src: `${cameraPath(`hash/${encodeURIComponent(f.hash)}/crop`)}?t=${Date.now()}` }),
       h("div", { class: "who" },
         h("span", { class: "face-name", testid: "inview-name" }, faceLabel(f)),
         h("span", { class: "sub" }, faceDetails(f))),
@@ -95,21 +95,6 @@ export function renderInView() {
   }));
 }
 
-/** Copy each face's box out of the current stream frame into its little canvas. */
-function drawCrops() {
-  if (!stream.complete || !stream.naturalWidth) return;
-  for (const item of $("inview").querySelectorAll("li[data-index]")) {
-    const face = live.faces[Number(item.dataset.index)];
-    if (!face || !face.box) continue;
-    const canvas = item.querySelector("canvas");
-    const [x, y, w, hgt] = face.box;
-    const side = Math.max(w, hgt) * 1.3;
-    const cx = x + w / 2, cy = y + hgt / 2;
-    try {
-      canvas.getContext("2d").drawImage(stream, cx - side / 2, cy - side / 2, side, side, 0, 0, canvas.width, canvas.height);
-    } catch { /* the frame is not decodable right now; keep the old crop */ }
-  }
-}
 
 /** "Not X" of a face in view: says which of X's samples made the match, and removes it
  * only if asked; the face is kept as X's negative either way, so it is not named X again. */
