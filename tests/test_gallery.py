@@ -272,7 +272,7 @@ async def test_changes_from_the_command_line_reach_the_running_server(
     while True:
         msg = await ws.receive_json(timeout=10)
         if msg["type"] == "gallery":
-            assert msg == {"type": "gallery", "event": "reloaded", "face": None}
+            assert msg == {"type": "gallery", "event": "reloaded", "face": None, "hashes": []}
             break
 
     async def both_samples() -> bool:
