@@ -451,6 +451,11 @@ class History(Output):
 
     # -- changing ------------------------------------------------------------------------
 
+    async def assign(self, vid: str, person: str, name: str) -> None:
+        """Visit ``vid`` was ``person``'s (the user said so): it is theirs, named."""
+        await self.db.write([("UPDATE visits SET person = ?, known = 1, name = ? WHERE id = ?",
+                              (person, name, vid))])
+
     async def unname(self, vid: str, stranger: str) -> None:
         """Visit ``vid`` was not who it was named as: it is the stranger ``stranger``'s."""
         await self.db.write([("UPDATE visits SET person = ?, known = 0, name = NULL "

@@ -1258,7 +1258,8 @@ async def test_a_visit_names_a_stranger_and_adds_a_sample(
     await row.get_by_test_id("visit-add-sample").click()
     await expect(page.get_by_test_id("sample-target")).to_have_value(stranger)  # their own
     await page.get_by_test_id("dialog-confirm").click()
-    await expect(message(page)).to_have_text("Added the face of this visit to Nina Named.")
+    await expect(message(page)).to_have_text(
+        "Added the face of this visit to Nina Named; the visit is Nina Named's.")
     (face,) = await api.faces()
     assert face["hash"] == stranger and [x["source"] for x in face["samples"]] == [
         "history", "history"]

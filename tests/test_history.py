@@ -286,6 +286,10 @@ async def test_a_visit_face_becomes_a_sample_or_a_new_person(
     assert resp.status == 201, await resp.text()
     face = await (await api.get(f"/faces/{obama}")).json()
     assert [s["source"] for s in face["samples"]] == ["upload", "history"]
+    # "This is Barack": the stranger's visit is his now (issue 19: "Add to..." on a
+    # stranger's visit gave no visible result).
+    visit = await (await api.get(f"/visits/{vid}")).json()
+    assert (visit["hash"], visit["known"], visit["name"]) == (obama, True, "Barack")
     other = await store(api, "12" * 32, views["biden"], time.time() - 9, time.time())
     resp = await api.post("/faces", json={"from_visit": other, "name": "Joe"})
     assert resp.status == 201 and (await resp.json())["hash"] == "12" * 32

@@ -184,11 +184,12 @@ async def enroll_from_history(request: web.Request, body: dict[str, Any], name: 
 
 
 async def sample_from_visit(request: web.Request, person: str, visit_id: Any) -> web.Response:
-    """``POST /faces/{hash}/samples`` with ``from_visit``: that visit's face as a sample."""
+    """``POST /faces/{hash}/samples`` with ``from_visit``: that visit's face as a sample,
+    and the visit theirs ("this is X": a stranger's visit, or one named as somebody else)."""
     if not isinstance(visit_id, str):
         return error(400, "from_visit must be a visit id")
     history = request.app[HISTORY]
-    await history.visit(visit_id)
+    visit = await history.visit(visit_id)
     faces = await history.stored_faces(visit=visit_id)
     if not faces:
         return error(422, f"no face stored for visit {visit_id}")
@@ -200,4 +201,8 @@ async def sample_from_visit(request: web.Request, person: str, visit_id: Any) ->
     if candidate is None:
         return error(422, f"the face stored for visit {visit_id} cannot be embedded")
     sample = await enroll.add_sample(person, candidate)
-    return web.json_response({"hash": person, "id": sample.id}, status=201)
+    enrolled = request.app[GALLERY].get(person)
+    if enrolled is not None and (visit.person != person or not visit.known):
+        await history.assign(visit.id, person, enrolled.name)
+    return web.json_response({"hash": person, "id": sample.id, "visit": visit.id},
+                             status=201)

@@ -345,6 +345,7 @@ async function addVisitAsSample(v, button) {
       throw explainConflict(err);
     }
     await refreshGallery();
-    return `Added the face of this visit to ${target.name}.`;
+    historyChanged();
+    return `Added the face of this visit to ${target.name}; the visit is ${target.name}'s.`;
   });
 }
