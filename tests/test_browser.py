@@ -435,6 +435,13 @@ async def test_a_camera_picker_and_a_grid_of_every_camera(browser: Browser, api:
             await expect(cells).to_have_count(2)
             for i in range(2):
                 await wait_for_js(cells.nth(i), "img => img.naturalWidth > 0")
+            # On a phone the top bar wraps instead of running off the screen (issue 19:
+            # 579 px wide on a 390 px screen with two cameras).
+            await page.set_viewport_size(PHONE)
+            for control in ("camera-select", "grid-toggle", "connection"):
+                await within_phone_width(page.get_by_test_id(control))
+            assert await page.evaluate(
+                "document.querySelector('.topbar').scrollWidth") <= PHONE["width"]
     finally:
         status, _ = await api.call("DELETE", "/cameras/hall")
         assert status == 200
