@@ -273,7 +273,11 @@ class Gallery:
                     self._people.pop(person, None)
             self._embeddings.update(embeddings)
             self._owner.update(owner)
-            await self._load_negatives()
+            if event in ("negative_added", "merged"):  # (a merge moves the negatives too)
+                await self._load_negatives()
+            elif event == "deleted":
+                for person in people:
+                    self._negatives.pop(person, None)
             after = self._people.get(people[0])
             if event == "deleted" or after is None:
                 # Changed, then deleted before we looked: the deletion's event is this one.

@@ -424,3 +424,22 @@ def test_a_node_whose_database_is_not_there_stops_in_one_line(tmp_path: Path) ->
     assert line.startswith("error: cannot reach the gallery database 127.0.0.1:")
     assert line.endswith(": start it, or check storage.url")
     assert "s3cret" not in proc.stderr + proc.stdout
+
+
+async def test_a_negative_made_on_one_node_reaches_the_other(url: str) -> None:
+    """"Not Ada" said on node A: node B stops naming that face Ada within a second; a merge
+    moves the negative on B too."""
+    a, b = await open_node(url), await open_node(url)
+    try:
+        ada, bob = await a.add("Ada", unit(1)), await a.add("Bob", unit(3))
+        marked = normalize(unit(1) + 0.25 * unit(2))  # like Ada, not her
+        await until(lambda: b.get(bob.hash) is not None, 1.0, "the enrollments on B")
+        assert b.index.identify(marked).hash == ada.hash  # type: ignore[union-attr]
+        await a.add_negative(ada.hash, marked)
+        await until(lambda: b.index.identify(marked) is None, 1.0, "the negative on B")
+        await a.merge(bob.hash, ada.hash)
+        await until(lambda: len(b.negatives(bob.hash)) == 1, 1.0, "the merge on B")
+        assert b.index.identify(marked) is None
+    finally:
+        await a.close()
+        await b.close()
