@@ -13,7 +13,7 @@ face is the one to enroll.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -119,17 +119,23 @@ class Enrollment:
         AlreadyEnrolled when the first is near-certainly somebody enrolled. With a name
         somebody has, ``same_name`` says who it is (see ``same_person``): the candidates
         then become samples of that person."""
-        first, rest = candidates[0], candidates[1:]
         joined = self.same_person(name, same_name)
-        if joined is not None:
-            await self.add_sample(joined.hash, first)
-        else:
-            joined = await self.gallery.add(name, first.embedding, email=email,
-                                            person=first.hash, images=first.images,
-                                            source=first.source)
-        for candidate in rest:
-            await self.add_sample(joined.hash, candidate, force=True)
+        if joined is None:
+            return await self._new_person(name, candidates, email)
+        for i, candidate in enumerate(candidates):
+            await self.add_sample(joined.hash, candidate, force=i > 0)
         return self.gallery.get(joined.hash) or joined
+
+    async def _new_person(self, name: Any, candidates: list[Candidate], email: str | None,
+                          force: bool = False) -> Person:
+        """A person from the first candidate (``force``: even if it is near-certainly
+        somebody enrolled), the others their samples."""
+        first, rest = candidates[0], candidates[1:]
+        person = await self.gallery.add(name, first.embedding, email=email, person=first.hash,
+                                       images=first.images, source=first.source, force=force)
+        for candidate in rest:
+            await self.add_sample(person.hash, candidate, force=True)
+        return self.gallery.get(person.hash) or person
 
     async def add_sample(self, person: str, candidate: Candidate, force: bool = False
                          ) -> Sample:
@@ -159,13 +165,10 @@ class Enrollment:
         usable = [c for c in await self.embedded(faces) if c is not None]
         if not usable:
             raise GalleryError("no face could be embedded from the stored images")
-        enrolled = await self.gallery.add(
-            name, usable[0].embedding, email=email, person=person, images=usable[0].images,
-            source=usable[0].source, force=joined is not None)
-        for candidate in usable[1:]:
-            await self.add_sample(person, candidate, force=True)
+        enrolled = await self._new_person(name, [replace(usable[0], hash=person), *usable[1:]],
+                                          email, force=joined is not None)
         if joined is None:
-            return self.gallery.get(person) or enrolled
+            return enrolled
         # Enrolled under their own hash first (their visits become a person's), then merged
         # into the one they are: the samples and visits move, the hash and name stay theirs.
         return await self.gallery.merge(joined.hash, person)
