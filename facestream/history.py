@@ -30,9 +30,10 @@ import numpy as np
 
 from .config import HistoryConfig
 from .db.base import StorageError
+from .decisions import LOW_MARGIN, Decision, decide
 from .events import Camera, GalleryChange, Output
 from .gallery_types import GalleryError, NotFound, StoredImages
-from .matching import Embedding, GalleryIndex, OpenSetPolicy, normalize
+from .matching import Embedding, GalleryIndex, OpenSetPolicy, face_hash, normalize
 from .presence import VisitEvent, VisitRecord
 from .recognition import StoredFace
 from .retry import Backoff, Outage
@@ -57,7 +58,8 @@ MAX_TOMBSTONES: Final = 10_000
 GROUP_QUALITY: Final = 0.25
 GROUP_FAR: Final = 1e-4
 
-_VISIT_COLUMNS: Final = "id, person, known, name, camera, arrived_at, left_at"
+_VISIT_COLUMNS: Final = ("id, person, known, name, camera, arrived_at, left_at, score, runner, "
+                         "runner_score, threshold, margin, reviewed_at")
 
 
 @dataclass(frozen=True)
@@ -69,16 +71,32 @@ class Visit:
     camera: str
     arrived_at: float
     left_at: float | None
+    #: Why it got its name, judged on its best face (None for a visit stored before
+    #: decisions were kept).
+    decision: Decision | None = None
+    #: When a user confirmed or corrected it on the review page.
+    reviewed_at: float | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Visit:
-        vid, person, known, name, camera, arrived, left = row
-        return cls(vid, person, bool(known), name, camera, arrived, left)
+        vid, person, known, name, camera, arrived, left, score, runner, runner_score, \
+            threshold, _margin, reviewed = row
+        decision = None if threshold is None else \
+            Decision(score, runner, runner_score, threshold)
+        return cls(vid, person, bool(known), name, camera, arrived, left, decision, reviewed)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "hash": self.person, "known": self.known, "name": self.name,
-                "camera": self.camera, "arrived_at": self.arrived_at, "left_at": self.left_at,
-                "crop": f"/visits/{self.id}/crop", "snapshot": f"/visits/{self.id}/snapshot"}
+    def to_json(self, names: Callable[[str], str | None] = lambda h: None) -> dict[str, Any]:
+        """``names`` names the runner-up (None for somebody no longer enrolled)."""
+        out = {"id": self.id, "hash": self.person, "known": self.known, "name": self.name,
+               "camera": self.camera, "arrived_at": self.arrived_at, "left_at": self.left_at,
+               "crop": f"/visits/{self.id}/crop", "snapshot": f"/visits/{self.id}/snapshot",
+               "reviewed_at": self.reviewed_at, "decision": None}
+        if (d := self.decision) is not None:
+            out["decision"] = {
+                "score": d.score, "threshold": d.threshold, "margin": d.row()[4],
+                "runner": None if d.runner is None else
+                {"hash": d.runner, "name": names(d.runner), "score": d.runner_score}}
+        return out
 
 
 class History(Output):
@@ -247,14 +265,18 @@ class History(Output):
                 (left_at, quality, name, int(known), v.id)))
         else:
             statements.append((
-                (f"INSERT INTO visits ({_VISIT_COLUMNS}, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                 "ON CONFLICT (id) DO NOTHING"),
+                ("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
+                 "quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"),
                 (v.id, person, int(known), name, v.camera, float(v.arrived_at), left_at,
                  quality)))
         stored = self._stored_quality.get(v.id)
         if v.best is not None and (stored is None or v.best.quality > stored):
             crop, context, geometry, snapshot = await asyncio.to_thread(self._encode, v)
             images = (crop, context, geometry, snapshot)
+            decision = decide(self.gallery.index, v.best.embedding, person if known else None)
+            statements.append((
+                ("UPDATE visits SET score = ?, runner = ?, runner_score = ?, threshold = ?, "
+                 "margin = ? WHERE id = ?"), (*decision.row(), v.id)))
             if update:
                 statements.append((
                     ("UPDATE visit_images SET crop = ?, context = ?, geometry = ?, "
@@ -299,8 +321,14 @@ class History(Output):
     def _grouped(self, person: str, embedding: Embedding) -> tuple[str, tuple[Any, ...]]:
         """Add an unknown visit's face to its group (a new group for a new stranger)."""
         mean, count = self._unknowns.get(person, (np.zeros_like(embedding), 0))
-        mean = normalize((mean * count + embedding) / (count + 1))
-        self._unknowns[person] = (mean, count + 1)
+        return self._group_row(person, normalize((mean * count + embedding) / (count + 1)),
+                               count + 1)
+
+    def _group_row(self, person: str, mean: Embedding, count: int
+                   ) -> tuple[str, tuple[Any, ...]]:
+        """Group ``person`` is now ``count`` faces of mean ``mean``: in memory, and the
+        statement that stores it."""
+        self._unknowns[person] = (mean, count)
         # One group changed: the index follows it in milliseconds (GalleryIndex.replaced),
         # not a rebuild of every stranger's group at each departure.
         self.unknown_index = self.unknown_index.replaced(person, person, [mean])
@@ -309,7 +337,7 @@ class History(Output):
                  "model = excluded.model, dim = excluded.dim, embedding = excluded.embedding, "
                  "count = excluded.count"),
                 (person, self.gallery.model, int(mean.shape[0]),
-                 np.ascontiguousarray(mean, "<f4").tobytes(), count + 1, time.time()))
+                 np.ascontiguousarray(mean, "<f4").tobytes(), count, time.time()))
 
     def _group_policy(self) -> OpenSetPolicy:
         return replace(self.gallery.policy, stranger_far=GROUP_FAR)
@@ -384,11 +412,22 @@ class History(Output):
 
     async def visits(self, person: str | None = None, known: bool | None = None,
                      since: float | None = None, until: float | None = None,
-                     cursor: str | None = None, limit: int = 50
+                     cursor: str | None = None, limit: int = 50, camera: str | None = None,
+                     low_margin: bool = False, reviewed: bool | None = None,
                      ) -> tuple[list[Visit], str | None]:
         """Visits, newest first, filtered; and the cursor of the next page (None at the end).
-        Keyset paging on (arrived_at, id): a page costs the same at any depth."""
-        where, params = [], []
+        Keyset paging on (arrived_at, id): a page costs the same at any depth.
+        ``low_margin``: only decisions within review.LOW_MARGIN of going the other way."""
+        where: list[str] = []
+        params: list[Any] = []
+        if camera is not None:
+            where.append("camera = ?")
+            params.append(camera)
+        if low_margin:
+            where.append("margin < ?")
+            params.append(LOW_MARGIN)
+        if reviewed is not None:
+            where.append(f"reviewed_at IS {'NOT ' if reviewed else ''}NULL")
         if person is not None:
             where.append("person = ?")
             params.append(person)
@@ -455,6 +494,36 @@ class History(Output):
         """Visit ``vid`` was ``person``'s (the user said so): it is theirs, named."""
         await self.db.write([("UPDATE visits SET person = ?, known = 1, name = ? WHERE id = ?",
                               (person, name, vid))])
+
+    async def reviewed(self, vids: list[str]) -> None:
+        """A user confirmed or corrected these visits (the review page's "to review" list
+        leaves them out)."""
+        marks = ", ".join("?" * len(vids))
+        await self.db.write([(f"UPDATE visits SET reviewed_at = ? WHERE id IN ({marks})",
+                              (time.time(), *vids))])
+
+    async def split(self, group: str, vids: list[str], embeddings: list[Embedding]) -> str:
+        """These visits of stranger ``group`` (with their faces' ``embeddings``) are somebody
+        else: they become a group of their own, whose hash is returned. Each group's mean
+        loses or gains their faces (a group left without faces is gone)."""
+        new = face_hash(embeddings[0])
+        marks = ", ".join("?" * len(vids))
+        statements: list[tuple[str, tuple[Any, ...]]] = [(
+            f"UPDATE visits SET person = ? WHERE known = 0 AND person = ? AND id IN ({marks})",
+            (new, group, *vids))]
+        total = np.sum(np.stack(embeddings), axis=0)
+        if (old := self._unknowns.get(group)) is not None:
+            mean, count = old
+            if count > len(embeddings):
+                statements.append(self._group_row(
+                    group, normalize(mean * count - total), count - len(embeddings)))
+            else:
+                del self._unknowns[group]
+                self.unknown_index = self.unknown_index.removed(group)
+                statements.append(("DELETE FROM unknowns WHERE hash = ?", (group,)))
+        statements.append(self._group_row(new, normalize(total), len(embeddings)))
+        await self.db.write(statements)
+        return new
 
     async def unname(self, vid: str, stranger: str) -> None:
         """Visit ``vid`` was not who it was named as: it is the stranger ``stranger``'s."""

@@ -14,11 +14,30 @@ visits with them. The gallery imports this module; history.py imports the galler
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Final
 
 from .db.base import Schema, Statement
 
-SCHEMA: Final = Schema("history", 1, (
+#: Version 2 keeps each visit's decision (review.Decision: how like the person named its
+#: best face was, the runner-up, the threshold then, and the margin) and when a user
+#: reviewed it.
+_DECISION_COLUMNS: Final = (("score", "REAL"), ("runner", "TEXT"), ("runner_score", "REAL"),
+                            ("threshold", "REAL"), ("margin", "REAL"), ("reviewed_at", "REAL"))
+
+
+def _upgrade(c: sqlite3.Connection) -> None:
+    """Visits of version 1 get the decision columns (empty: their decisions were not kept)."""
+    columns = [r[1] for r in c.execute("PRAGMA table_info(visits)")]
+    if not columns:
+        return  # a new file
+    with c:
+        for column, kind in _DECISION_COLUMNS:
+            if column not in columns:
+                c.execute(f"ALTER TABLE visits ADD COLUMN {column} {kind}")
+
+
+SCHEMA: Final = Schema("history", 2, (
     """CREATE TABLE IF NOT EXISTS visits (
     id          TEXT PRIMARY KEY,
     person      TEXT NOT NULL,
@@ -27,7 +46,13 @@ SCHEMA: Final = Schema("history", 1, (
     camera      TEXT NOT NULL,
     arrived_at  REAL NOT NULL,
     left_at     REAL,
-    quality     REAL
+    quality     REAL,
+    score       REAL,
+    runner      TEXT,
+    runner_score REAL,
+    threshold   REAL,
+    margin      REAL,
+    reviewed_at REAL
 )""",
     "CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at, id)",
     "CREATE INDEX IF NOT EXISTS visits_person ON visits (person, arrived_at)",
@@ -46,7 +71,9 @@ SCHEMA: Final = Schema("history", 1, (
     count       INTEGER NOT NULL,
     created_at  REAL NOT NULL
 )""",
-))
+), _upgrade, postgres_steps={2: tuple(
+    f"ALTER TABLE visits ADD COLUMN IF NOT EXISTS {column} "
+    f"{'DOUBLE PRECISION' if kind == 'REAL' else kind}" for column, kind in _DECISION_COLUMNS)})
 
 
 class HistoryTables:
@@ -65,7 +92,8 @@ class HistoryTables:
 
     def merged(self, target: str, source: str, name: str) -> list[Statement]:
         return [("UPDATE visits SET person = ?, name = ? WHERE person = ?",
-                 (target, name, source))]
+                 (target, name, source)),
+                ("UPDATE visits SET runner = ? WHERE runner = ?", (target, source))]
 
     def deleted(self, person: str) -> list[Statement]:
         # Their history goes with them: visits, person crops and snapshots.

@@ -19,7 +19,6 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from facestream.gallery_types import Person
-from facestream.history_tables import SCHEMA as HISTORY_SCHEMA
 from facestream.matching import normalize
 from facestream.storage import Gallery
 
@@ -101,10 +100,24 @@ class GalleryChanges:
         return await asyncio.wait_for(seen(), timeout)
 
 
+#: History's tables at version 1 (before visits kept their decisions).
+HISTORY_V1: Final = (
+    """CREATE TABLE visits (
+    id TEXT PRIMARY KEY, person TEXT NOT NULL, known INTEGER NOT NULL, name TEXT,
+    camera TEXT NOT NULL, arrived_at REAL NOT NULL, left_at REAL, quality REAL)""",
+    "CREATE INDEX visits_time ON visits (arrived_at, id)",
+    "CREATE INDEX visits_person ON visits (person, arrived_at)",
+    """CREATE TABLE visit_images (
+    visit TEXT PRIMARY KEY REFERENCES visits (id) ON DELETE CASCADE, crop BLOB,
+    context BLOB, geometry TEXT, snapshot BLOB)""",
+    """CREATE TABLE unknowns (
+    hash TEXT PRIMARY KEY, model TEXT NOT NULL, dim INTEGER NOT NULL,
+    embedding BLOB NOT NULL, count INTEGER NOT NULL, created_at REAL NOT NULL)""",
+)
 #: A gallery as facestream wrote it up to schema version 4 (SQLite's dialect, ``?``
 #: parameters): the people were ``identities``, a sample's person its ``identity``; one
-#: person (hash ``h1``, Ada, with an email HMAC), one sample, one visit. History's tables
-#: have not changed since.
+#: person (hash ``h1``, Ada, with an email HMAC), one sample, one visit; history's tables
+#: of version 1.
 GALLERY_V4: Final = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE identities (
@@ -117,7 +130,7 @@ GALLERY_V4: Final = (
     model TEXT NOT NULL, dim INTEGER NOT NULL, embedding BLOB NOT NULL, crop BLOB,
     context BLOB, geometry TEXT, source TEXT NOT NULL, created_at REAL NOT NULL)""",
     "CREATE INDEX samples_identity ON samples (identity)",
-    *HISTORY_SCHEMA.statements,
+    *HISTORY_V1,
     "INSERT INTO meta VALUES ('schema_version', '4')",
     "INSERT INTO meta VALUES ('schema_version:history', '1')",
     "INSERT INTO identities VALUES ('h1', 'Ada', 'ada-hmac', 1.0, 1.0)",

@@ -71,7 +71,7 @@ async def test_an_owner_s_statements_commit_or_fail_with_the_gallery_s_change(
     finally:
         await gallery.close()
     meta = dict(await store.rows("SELECT key, value FROM meta WHERE key LIKE 'schema%'"))
-    assert meta == {"schema_version": "6", "schema_version:history": "1",
+    assert meta == {"schema_version": "6", "schema_version:history": "2",
                     "schema_version:notes": "1"}
 
 

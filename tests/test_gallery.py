@@ -573,6 +573,11 @@ async def test_version_4_gallery_takes_the_new_names_and_keeps_everything(
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'"
                             ).fetchone() == ("6",)
         assert list(conn.execute("PRAGMA foreign_key_check")) == []
+        # History's version 1 visits got the decision columns, empty (not kept then).
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version:history'"
+                            ).fetchone() == ("2",)
+        assert list(conn.execute("SELECT id, score, threshold, reviewed_at FROM visits")) == [
+            ("v1", None, None, None)]
         assert conn.execute("SELECT COUNT(*) FROM visits").fetchone() == (1,)
     g = await Gallery.open(tmp_path, "Dlib", policy, b"s" * 32)
     try:  # the cascade still finds the person's visits

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from facestream.appkeys import HISTORY
+from facestream.appkeys import GALLERY, HISTORY
 from facestream.config import Config
 from facestream.history import GROUP_FAR, GROUP_QUALITY
 from facestream.images import decode_image
@@ -186,11 +186,12 @@ async def api(app_client: Any, config_factory: Callable[..., Config],
 
 
 async def store(client: Client, person: str, best: BestView | None, arrived: float,
-                left: float, known: bool = False, name: str | None = None) -> str:
+                left: float, known: bool = False, name: str | None = None,
+                camera: str = "cam") -> str:
     """A visit as Presence reports it (arrived, then left), stored by the app's History."""
     history = client.server.app[HISTORY]
     vid = uuid.uuid4().hex
-    record = VisitRecord(vid, person, name, known, "cam", arrived, None, best)
+    record = VisitRecord(vid, person, name, known, camera, arrived, None, best)
     history.record(VisitEvent("arrived", record))
     history.record(VisitEvent("left", replace(record, left_at=left)))
     await asyncio.wait_for(history._queue.join(), 10)
@@ -423,3 +424,111 @@ async def test_strangers_are_grouped_only_on_looks_good_enough_to_judge(
     match = history.unknown_index.identify(views["biden"].embedding)
     assert match is not None and match.hash == biden
     assert history.unknown_index.identify(views["obama"].embedding) is None
+
+
+# -- reviewing visits (issue 19, defect 6) ----------------------------------------------
+
+
+async def review(api: Client, action: str, visits: list[str], **body: Any) -> dict:
+    resp = await api.post("/visits/review", json={"action": action, "visits": visits, **body})
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_a_visit_keeps_its_decision_and_the_review_filters_find_it(
+        api: Client, views: dict) -> None:
+    """Each visit keeps why it got its name: the score of the person named, the runner-up
+    and the threshold then; the review list filters on camera, low margin and reviewed."""
+    resp = await api.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    barack = (await resp.json())["hash"]
+    resp = await api.post("/faces", data=upload("image", BIDEN2, name="Joe"))
+    joe = (await resp.json())["hash"]
+    now = time.time()
+    named = await store(api, barack, views["obama2"], now - 90, now - 80, True, "Barack",
+                        camera="door")
+    stranger = await store(api, "ab" * 32, views["obama2"], now - 60, now - 50)
+    visits = {v["id"]: v for v in (await (await api.get("/visits")).json())["visits"]}
+    d = visits[named]["decision"]
+    assert d["score"] > d["threshold"] and d["runner"]["hash"] == joe
+    assert d["runner"]["name"] == "Joe" and d["runner"]["score"] < d["score"]
+    assert d["margin"] == pytest.approx(
+        min(d["score"] - d["threshold"], d["score"] - d["runner"]["score"]), abs=1e-3)
+    # The same face left a stranger: the nearest person and how far below the threshold.
+    s = visits[stranger]["decision"]
+    assert s["score"] is None and s["runner"]["hash"] == barack
+    assert s["margin"] == pytest.approx(s["threshold"] - s["runner"]["score"], abs=1e-3)
+    assert s["margin"] < 0  # Obama's face, not named: far below zero is a wrong decision
+
+    async def ids(query: str) -> list[str]:
+        return [v["id"] for v in (await (await api.get(f"/visits?{query}")).json())["visits"]]
+    assert await ids("camera=door") == [named]
+    assert await ids("low_margin=true") == [stranger]
+    assert await ids("reviewed=false") == [stranger, named]
+    assert (await review(api, "ignore", [named]))["done"] == 1
+    assert await ids("reviewed=false") == [stranger]
+    assert await ids("reviewed=true") == [named]
+    resp = await api.get("/visits?low_margin=yes")
+    assert resp.status == 400 and "low_margin must be true or false" in await resp.text()
+
+
+async def test_a_week_old_wrong_name_is_corrected_in_one_request(
+        api: Client, views: dict) -> None:
+    """"This is Joe" on a week-old visit of Biden named Barack (a photo of Biden was one of
+    Barack's samples): the visit is Joe's, its face Joe's sample and Barack's negative, so
+    that matching does not name it Barack again even if Joe is deleted."""
+    gallery = api.server.app[GALLERY]
+    resp = await api.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    barack = (await resp.json())["hash"]
+    await api.post(f"/faces/{barack}/samples", data=upload("image", BIDEN2))  # the mistake
+    joe = (await gallery.add("Joe", views["obama2"].embedding[::-1].copy())).hash
+    week_ago = time.time() - 7 * 86400
+    vid = await store(api, barack, views["biden"], week_ago, week_ago + 20, True, "Barack")
+    assert gallery.index.identify(views["biden"].embedding).name == "Barack"
+    body = await review(api, "is", [vid], hash=joe)
+    assert body["results"] == [{"visit": vid, "done": "sample added", "hash": joe}]
+    visit = await (await api.get(f"/visits/{vid}")).json()
+    assert (visit["hash"], visit["name"]) == (joe, "Joe") and visit["reviewed_at"]
+    samples = (await (await api.get(f"/faces/{joe}")).json())["samples"]
+    assert [s["source"] for s in samples] == ["upload", "history"]
+    assert len(gallery.negatives(barack)) == 1
+    assert gallery.index.identify(views["biden"].embedding).name == "Joe"
+    assert (await api.delete(f"/faces/{joe}")).status == 200
+    assert gallery.index.identify(views["biden"].embedding) is None  # not Barack again
+    assert gallery.index.identify(views["obama2"].embedding).name == "Barack"
+    # A visit already right is only confirmed.
+    vid = await store(api, barack, views["obama2"], week_ago, week_ago + 5, True, "Barack")
+    assert (await review(api, "is", [vid], hash=barack))["results"][0]["done"] == "confirmed"
+
+
+async def test_a_new_person_or_a_split_takes_only_the_visits_chosen(
+        api: Client, views: dict) -> None:
+    """A stranger's group holds Obama's visit and Biden's (the mix of defect 2). "A new
+    person" on Biden's visit enrolls only that visit; "split" on Obama's visit of another
+    group gives it a group of its own. The group's other visits stay the stranger's."""
+    history = api.server.app[HISTORY]
+    now = time.time()
+    group = face_hash(views["obama"].embedding)
+    obama = await store(api, group, views["obama"], now - 90, now - 80)
+    obama2 = await store(api, group, views["obama2"], now - 70, now - 60)
+    biden = await store(api, group, views["biden"], now - 50, now - 40)
+    assert len(history.unknown_index) == 1
+    body = await review(api, "new", [biden], name="Joe")
+    (result,) = body["results"]
+    assert result["done"] == "enrolled as Joe" and result["hash"] != group
+    visits = {v["id"]: v for v in (await (await api.get("/visits")).json())["visits"]}
+    assert (visits[biden]["name"], visits[biden]["hash"]) == ("Joe", result["hash"])
+    assert {visits[v]["hash"] for v in (obama, obama2)} == {group}
+    assert not visits[obama]["known"]
+    body = await review(api, "split", [obama2])
+    new = body["results"][0]["hash"]
+    visits = {v["id"]: v for v in (await (await api.get("/visits")).json())["visits"]}
+    assert visits[obama]["hash"] == group and visits[obama2]["hash"] == new != group
+    match = history.unknown_index.identify(views["obama2"].embedding)
+    assert match is not None and match.hash in (group, new)
+    resp = await api.post("/visits/review", json={"action": "split", "visits": [biden]})
+    assert resp.status == 400 and "only a stranger's visits" in await resp.text()
+    resp = await api.post("/visits/review", json={"action": "new", "visits": [obama],
+                                                  "name": "joe "})
+    assert resp.status == 409 and (await resp.json())["reason"] == "name"
+    resp = await api.post("/visits/review", json={"action": "fix", "visits": [obama]})
+    assert resp.status == 400 and "action must be one of" in await resp.text()

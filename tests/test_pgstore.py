@@ -317,6 +317,9 @@ async def test_a_version_4_database_is_renamed_in_place(url: str) -> None:
         assert await a.crop("h1") == b"crop"
         assert await a.db.query("SELECT value FROM meta WHERE key = 'schema_version'") == [
             ("6",)]
+        # History's version 1 visits got the decision columns, empty (not kept then).
+        assert await a.db.query("SELECT id, score, margin, reviewed_at FROM visits") == [
+            ("v1", None, None, None)]
         await b.delete("h1")  # the cascade finds the visit under its new names
         assert await b.db.query("SELECT COUNT(*) FROM visits") == [(0,)]
         assert await b.db.query("SELECT COUNT(*) FROM samples") == [(0,)]

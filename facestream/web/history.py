@@ -1,7 +1,9 @@
 """HTTP handlers of the visit history: list and filter visits, their images, strangers seen
 more than once, naming a stranger from history, and forgetting.
 
-    GET    /visits?person=&known=&since=&until=&cursor=&limit=   newest first, keyset-paged
+    GET    /visits?person=&known=&camera=&low_margin=&reviewed=&since=&until=&cursor=&limit=
+                                         newest first, keyset-paged, with their decisions
+    POST   /visits/review {"action", "visits", ...}   the review page's corrections
     GET    /visits/{id}                  one visit
     GET    /visits/{id}/crop, /snapshot  its best face crop, its frame snapshot (JPEG)
     DELETE /visits/{id}                  forget one visit (images included)
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -24,6 +27,7 @@ from aiohttp import web
 from ..appkeys import GALLERY, HISTORY
 from ..corrections import not_person
 from ..matching import face_hash
+from ..review import MAX_VISITS, Reviewer
 from ..workers import PoolBusy, WorkerCrashed
 from .http import error, hash_field, http_error, int_query, json_body, shown
 from .routes import Role, Routes
@@ -59,24 +63,66 @@ def _float_query(request: web.Request, key: str) -> float | None:
     return value
 
 
+def _bool_query(request: web.Request, key: str) -> bool | None:
+    raw = request.query.get(key)
+    if raw in (None, ""):
+        return None
+    if raw not in ("true", "false"):
+        raise http_error(400, f"{key} must be true or false")
+    return raw == "true"
+
+
 @routes.get("/visits", role=Role.VIEWER)
 async def list_visits(request: web.Request) -> web.Response:
     q = request.query
-    known = {"true": True, "false": False, None: None, "": None}.get(q.get("known"), "bad")
-    if known == "bad":
-        return error(400, "known must be true or false")
     limit = int_query(request, "limit", 50)  # History caps it at its page maximum
     person = hash_field(q.get("person") or None, "person")
+    camera = q.get("camera") or None
+    if camera is not None and len(camera) > 64:
+        return error(400, "camera must be a camera's name")
     visits, cursor = await request.app[HISTORY].visits(
-        person, known, _float_query(request, "since"), _float_query(request, "until"),  # type: ignore[arg-type]
-        _cursor_query(request), limit)
-    return web.json_response({"visits": [v.to_json() for v in visits], "next": cursor})
+        person, _bool_query(request, "known"), _float_query(request, "since"),
+        _float_query(request, "until"), _cursor_query(request), limit, camera,
+        _bool_query(request, "low_margin") is True, _bool_query(request, "reviewed"))
+    names = _names(request)
+    return web.json_response({"visits": [v.to_json(names) for v in visits], "next": cursor})
+
+
+def _names(request: web.Request) -> Callable[[str], str | None]:
+    gallery = request.app[GALLERY]
+
+    def name(person: str) -> str | None:
+        enrolled = gallery.get(person)
+        return enrolled.name if enrolled is not None else None
+    return name
 
 
 @routes.get("/visits/{id}", role=Role.VIEWER)
 async def get_visit(request: web.Request) -> web.Response:
     visit = await request.app[HISTORY].visit(request.match_info["id"])
-    return web.json_response(visit.to_json())
+    return web.json_response(visit.to_json(_names(request)))
+
+
+@routes.post("/visits/review", role=Role.ADMIN)
+async def review_visits(request: web.Request) -> web.Response:
+    """One correction for each of the visits given (see review.Reviewer): ``action`` "is"
+    (with ``hash``), "not", "new" (with ``name``, and ``same_name`` for a name somebody
+    has), "ignore" or "split". Answers what happened to each visit."""
+    body = await json_body(request, '{"action": "is" | "not" | "new" | "ignore" | "split", '
+                                    '"visits": [<visit id>, ...], ...}')
+    visits = body.get("visits")
+    if (not isinstance(visits, list) or not visits or len(visits) > MAX_VISITS
+            or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in visits)):
+        return error(400, f"visits must be a list of 1 to {MAX_VISITS} visit ids")
+    reviewer = Reviewer(request.app[HISTORY], enrollment(request.app))
+    try:
+        outcomes = await reviewer.act(str(body.get("action")), list(dict.fromkeys(visits)),
+                                      body)
+    except (PoolBusy, WorkerCrashed) as exc:
+        return error(503, str(exc))
+    return web.json_response({"results": [o.to_json() for o in outcomes],
+                              "done": sum(o.error is None for o in outcomes),
+                              "failed": sum(o.error is not None for o in outcomes)})
 
 
 @routes.get("/visits/{id}/{which:crop|snapshot}", role=Role.VIEWER)
