@@ -80,7 +80,9 @@ class Reviewer:
                 if action == "is":
                     outcome = await self._is(visit, str(person))
                 elif action == "not":
-                    outcome = await self._not(visit)
+                    # Removing the sample behind the match is asked of one visit at a time.
+                    outcome = await self._not(visit, body.get("remove_sample")
+                                              if len(visits) == 1 else None)
                 elif action == "new":
                     outcome = await self._new(visit, body.get("name"), body.get("same_name"))
                     if outcome.person is not None and self.gallery.get(outcome.person):
@@ -115,18 +117,20 @@ class Reviewer:
         await self.history.assign(visit.id, person, enrolled.name)
         return Outcome(visit.id, "sample added", person)
 
-    async def _not(self, visit: Visit) -> Outcome:
+    async def _not(self, visit: Visit, remove_sample: Any = None) -> Outcome:
         if not visit.known or self.gallery.get(visit.person) is None:
             raise GalleryError(f"visit {visit.id} is not named as anybody enrolled")
         if visit.left_at is None:
             raise GalleryError(f"visit {visit.id} is under way: say \"not {visit.name}\" of "
                                "the face in the live view")
         candidate = await self._candidate(visit)
-        await not_person(self.gallery, visit.person, candidate.embedding,
-                         candidate.images.crop, "review")
+        done = await not_person(self.gallery, visit.person, candidate.embedding,
+                                candidate.images.crop, "review", remove_sample)
         stranger = face_hash(candidate.embedding)
         await self.history.unname(visit.id, stranger)
-        return Outcome(visit.id, "not " + (visit.name or visit.person[:8]), stranger)
+        removed = "" if done.removed_sample is None else \
+            f" (sample #{done.removed_sample} removed)"
+        return Outcome(visit.id, f"not {visit.name}{removed}", stranger)
 
     async def _new(self, visit: Visit, name: Any, same_name: Any) -> Outcome:
         if not isinstance(name, str) or not name.strip():
@@ -141,6 +145,25 @@ class Reviewer:
         person = await self.enrollment.stranger(visit.person, name, visit=visit.id,
                                                 same_name=same_name)
         return Outcome(visit.id, "enrolled as " + person.name, person.hash)
+
+    async def keep_only(self, group: str, kept: list[str]) -> int:
+        """Naming stranger ``group`` with only the visits ``kept``: each of their other
+        visits becomes a stranger's group of its own first (they may be anybody). Returns
+        how many were split off."""
+        ids = set(kept)
+        visits, cursor = [], None
+        while True:
+            page, cursor = await self.history.visits(group, False, cursor=cursor, limit=200)
+            visits += page
+            if cursor is None:
+                break
+        if not ids <= {v.id for v in visits}:
+            raise GalleryError(f"visits must be visits of unknown {group[:8]}")
+        others = [v for v in visits if v.id not in ids]
+        for visit in others:
+            candidate = await self._candidate(visit)
+            await self.history.split(group, [visit.id], [candidate.embedding])
+        return len(others)
 
     async def _split(self, visits: list[str]) -> list[Outcome]:
         group, embeddings = None, []

@@ -1103,14 +1103,14 @@ async def test_the_arrivals_log_says_where_and_names_a_stranger_once_named(
         re.compile(r"^Wanda Named (arrived|left)$"))
 
 
-async def quiet_stranger(api: Api) -> str:
+async def quiet_stranger(api: Api, visits: int = 1) -> str:
     """A stranger who left 1.5-4 s ago: their departure is stored, and they are not back
-    for another 2 s (each visitor is away 6.2 s)."""
+    for another 2 s (each visitor is away 6.2 s). ``visits``: seen that many times."""
 
     async def quiet() -> str | None:
         now = time.time()
         return next((u["hash"] for u in (await api.get("/unknowns"))["unknowns"]
-                     if 1.5 <= now - u["last_seen"] <= 4), None)
+                     if 1.5 <= now - u["last_seen"] <= 4 and u["visits"] >= visits), None)
 
     return await api.wait_for(quiet, "a stranger who left a moment ago")
 
@@ -1203,11 +1203,12 @@ async def test_a_name_somebody_has_asks_whether_it_is_the_same_person(
 
 async def test_an_unknown_visitor_is_named(visitors_page: Page, visitors_api: Api) -> None:
     """A stranger seen before is a card under Unknown visitors; "Name this person" enrolls
-    them under the name given, with the hash they had: the card moves to the gallery."""
+    them under the name given, with the hash they had: the card moves to the gallery. The
+    dialog lists their visits: one unticked (as if somebody else) stays a stranger's."""
     page, api = visitors_page, visitors_api
     # Named while away: a departure stored after the naming would make them a stranger
     # again (the history writer records a visit's "known" as it was when they left).
-    stranger = await quiet_stranger(api)
+    stranger = await quiet_stranger(api, visits=2)
     await page.get_by_test_id("tab-unknowns").click()
     unknown = page.locator(f'[data-testid=unknown-card][data-hash="{stranger}"]')
     await expect(unknown.get_by_test_id("unknown-name")).to_have_text(f"unknown {stranger[:8]}")
@@ -1221,6 +1222,10 @@ async def test_an_unknown_visitor_is_named(visitors_page: Page, visitors_api: Ap
     await expect(page.get_by_test_id("dialog-confirm")).to_be_disabled()  # no name yet
     await dialog.get_by_label("Name").fill("Vera Visitor")
     await dialog.get_by_label("Email").fill("vera@example.org")
+    members = dialog.get_by_test_id("member-keep")
+    assert await members.count() >= 2
+    other = await members.first.get_attribute("value")
+    await members.first.uncheck()
     await page.get_by_test_id("dialog-confirm").click()
     await expect(message(page)).to_have_text(re.compile(
         rf"^Added Vera Visitor to the gallery \(\d+ samples? from unknown {stranger[:8]}'s"))
@@ -1228,6 +1233,8 @@ async def test_an_unknown_visitor_is_named(visitors_page: Page, visitors_api: Ap
     assert stranger not in {u["hash"] for u in (await api.get("/unknowns"))["unknowns"]}
     assert [(f["hash"], f["name"], f["has_email"]) for f in await api.faces()] == [
         (stranger, "Vera Visitor", True)]
+    split = await api.get(f"/visits/{other}")
+    assert not split["known"] and split["hash"] != stranger
 
     await page.get_by_test_id("tab-gallery").click()
     await expect(card(page, stranger).get_by_test_id("face-name")).to_have_text("Vera Visitor")
@@ -1345,6 +1352,12 @@ async def test_the_views_fit_a_phone(visitors_page: Page, visitors_api: Api) -> 
     await within_phone_width(visit_rows(page).first.get_by_test_id("visit-delete"))
     assert await page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
 
+    await page.get_by_test_id("tab-review").click()
+    for control in ("review-show", "review-person", "review-camera", "review-older"):
+        await within_phone_width(page.get_by_test_id(control))
+    await within_phone_width(page.get_by_test_id("review-row").first.get_by_test_id("review-new"))
+    assert await page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+
     await page.get_by_test_id("tab-unknowns").click()
     stranger = page.get_by_test_id("unknown-card").first
     await within_phone_width(stranger.get_by_test_id("unknown-enroll"))
@@ -1416,3 +1429,70 @@ async def test_login_page_then_the_dashboard_then_log_out(
         assert errors == []
     finally:
         assert server.stop() == 0
+
+
+def review_row(page: Page, visit_id: str) -> Locator:
+    return page.locator(f'[data-testid=review-row][data-id="{visit_id}"]')
+
+
+async def test_a_wrong_name_is_corrected_from_the_review_page_in_two_clicks(
+        visitors_page: Page, visitors_api: Api) -> None:
+    """Issue 19, defect 6: Hugo Chavez is named Angela (a photo of him is one of her
+    samples). The review page lists his visit with its score, threshold and runner-up;
+    "Not Angela", then the dialog's confirm, corrects it: two clicks. The dialog shows the
+    sample behind the match; the visit becomes a stranger's and leaves the visits to
+    review, and Hugo's photo is not named Angela any more. Two visits picked together are
+    ignored at once."""
+    page, api = visitors_page, visitors_api
+    angela = await api.enroll(lfw_photo("Angela_Bassett"), "Angela")
+    form = aiohttp.FormData()
+    form.add_field("image", lfw_photo("Hugo_Chavez").read_bytes(), filename="hugo.jpg",
+                   content_type="image/jpeg")
+    status, body = await api.call("POST", f"/faces/{angela}/samples", data=form)
+    assert status == 201, body
+    wrong = body["id"]
+    await api.enroll(lfw_photo("Ann_Veneman"), "Ann")  # a runner-up to show
+
+    async def hugo_named_angela() -> dict | None:
+        """A finished visit named Angela that is Hugo's: her sample of him made the match."""
+        for v in await api.visits(person=angela):
+            if v["left_at"] is not None and v["decision"] is not None:
+                _, preview = await api.call("POST", f"/visits/{v['id']}/not",
+                                            json={"dry_run": True})
+                if preview["culprit"] and preview["culprit"]["id"] == wrong:
+                    return v
+        return None
+
+    visit = await api.wait_for(hugo_named_angela, "Hugo's visit named Angela")
+    await page.get_by_test_id("tab-review").click()
+    row = review_row(page, visit["id"])
+    await expect(row.get_by_test_id("review-name")).to_have_text("Angela")
+    await expect(row.get_by_test_id("review-why")).to_have_text(
+        re.compile(r"^score [01]\.\d\d · needs 0\.\d\d · next Ann -?0\.\d\d$"))
+
+    await row.get_by_test_id("review-not").click()  # 1
+    dialog = page.get_by_test_id("dialog")
+    await expect(dialog.get_by_test_id("not-culprit")).to_contain_text(f"#{wrong}")
+    await page.get_by_test_id("dialog-confirm").click()  # 2
+    await expect(message(page)).to_have_text(re.compile(
+        r"^The visit of Angela at [0-9:]+( [AP]M)?: not Angela\.$"))
+    await expect(row).to_have_count(0)  # reviewed: no longer to review
+    after = (await api.get(f"/visits/{visit['id']}"))
+    assert (after["known"], after["name"]) == (False, None) and after["reviewed_at"]
+    form = aiohttp.FormData()
+    form.add_field("frame", lfw_photo("Hugo_Chavez").read_bytes(), filename="hugo.jpg",
+                   content_type="image/jpeg")
+    status, found = await api.call("POST", "/process-frame", data=form)
+    assert status == 200 and found["name"] != "Angela"
+    assert wrong in [s["id"] for s in (await api.get(f"/faces/{angela}"))["samples"]]
+
+    rows = page.get_by_test_id("review-row")
+    picked = [await rows.nth(i).get_attribute("data-id") for i in range(2)]
+    for i in range(2):
+        await rows.nth(i).get_by_test_id("review-pick").check()
+    await expect(page.get_by_test_id("review-picked")).to_have_text("2 visits picked")
+    await page.get_by_test_id("review-bulk-ignore").click()
+    await expect(message(page)).to_have_text("2 visits: ignored.")
+    for vid in picked:
+        await expect(review_row(page, vid)).to_have_count(0)
+        assert (await api.get(f"/visits/{vid}"))["reviewed_at"] is not None

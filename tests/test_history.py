@@ -532,3 +532,27 @@ async def test_a_new_person_or_a_split_takes_only_the_visits_chosen(
     assert resp.status == 409 and (await resp.json())["reason"] == "name"
     resp = await api.post("/visits/review", json={"action": "fix", "visits": [obama]})
     assert resp.status == 400 and "action must be one of" in await resp.text()
+
+
+async def test_naming_a_group_takes_only_the_visits_kept(api: Client, views: dict) -> None:
+    """Naming a stranger's group that holds Biden's visit among Obama's, with only Obama's
+    visits kept: Barack's samples are Obama's faces, and Biden's visit stays a stranger's,
+    in a group of its own (defect 2: naming a mixed group put the others into the person)."""
+    history = api.server.app[HISTORY]
+    now = time.time()
+    group = face_hash(views["obama"].embedding)
+    kept = [await store(api, group, views[k], now - 90 + 10 * i, now - 85 + 10 * i)
+            for i, k in enumerate(("obama", "obama2"))]
+    biden = await store(api, group, views["biden"], now - 40, now - 30)
+    resp = await api.post("/faces", json={"from_unknown": group, "name": "Barack",
+                                          "visits": kept})
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["samples"] == 2
+    visits = {v["id"]: v for v in (await (await api.get("/visits")).json())["visits"]}
+    assert [visits[v]["name"] for v in kept] == ["Barack", "Barack"]
+    assert not visits[biden]["known"] and visits[biden]["hash"] != group
+    match = history.unknown_index.identify(views["biden"].embedding)
+    assert match is not None and match.hash == visits[biden]["hash"]
+    resp = await api.post("/faces", json={"from_unknown": visits[biden]["hash"],
+                                          "name": "Joe", "visits": kept})
+    assert resp.status == 400 and "visits of unknown" in await resp.text()

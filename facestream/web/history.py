@@ -11,7 +11,7 @@ more than once, naming a stranger from history, and forgetting.
     GET    /unknowns?limit=&offset=      strangers seen, most recent first, with visit counts
     GET    /unknowns/{hash}/crop         a stranger's best face crop
     DELETE /people/{hash}/visits         forget a person's (or a stranger's) whole history
-    POST   /faces {"from_unknown" | "from_visit", "name"}      (see faces.enroll)
+    POST   /faces {"from_unknown" | "from_visit", "name", "visits"?}      (see faces.enroll)
     POST   /faces/{hash}/samples {"from_visit": id}            (see faces.add_sample)
 """
 
@@ -220,7 +220,16 @@ async def enroll_from_history(request: web.Request, body: dict[str, Any], name: 
                      hash=person, name=enrolled.name)
     if not isinstance(name, str) or not name.strip():
         return error(400, "name is required")
+    kept = body.get("visits")
+    if kept is not None and (
+            visit_id is not None or not isinstance(kept, list) or not kept
+            or len(kept) > MAX_VISITS or not all(isinstance(v, str) for v in kept)):
+        return error(400, f"visits (with from_unknown) must be a list of 1 to {MAX_VISITS} of "
+                          "the stranger's visit ids: the ones that are them")
     try:
+        if kept is not None:
+            enrollment(request.app).same_person(name, body.get("same_name"))  # before changes
+            await Reviewer(history, enrollment(request.app)).keep_only(person, kept)
         enrolled = await enrollment(request.app).stranger(
             person, name, email, visit=visit_id, same_name=body.get("same_name"))
     except (PoolBusy, WorkerCrashed) as exc:

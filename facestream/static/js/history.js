@@ -16,6 +16,8 @@ import { loadUnknowns } from "./unknowns.js";
 import { showView } from "./views.js";
 
 const VISITS_PAGE = 20;
+/** A stranger's visits shown when naming them, to keep or split off (more: named whole). */
+const MEMBERS_SHOWN = 50;
 const visits = {
   filter: { person: "", known: "", from: "", to: "" },
   cursors: [null],  // the cursor of every page from the newest to the one shown
@@ -296,13 +298,31 @@ async function enrollFromHistory(body, who, source, button) {
   });
 }
 
+/** Name a stranger's group: their visits are shown, and only those the user keeps (each a
+ *  face of theirs) become the person's; the others are split off, each a stranger of its own. */
 export async function nameUnknown(hash, button) {
   const who = `unknown ${shortHash(hash)}`;
+  let members = [];
+  try {
+    const body = await api("GET", `/visits?person=${hash}&known=false&limit=${MEMBERS_SHOWN}`);
+    if (!body.next) members = body.visits;  // a larger group is named whole
+  } catch (err) {
+    notify(`Could not load ${who}'s visits: ${err.message}`, "error");
+    return;
+  }
+  const boxes = members.map((v) => h("input", { type: "checkbox", checked: true, value: v.id, testid: "member-keep" }));
+  const list = members.length > 1 ? h("fieldset", { class: "members", testid: "members" },
+    h("legend", {}, `Untick the visits that are somebody else (${plural(members.length, "visit")})`),
+    ...members.map((v, i) => h("label", { class: "member" }, boxes[i],
+      h("img", { class: "thumb small", src: v.crop, alt: `Face of the visit at ${formatFull(v.arrived_at)}` }),
+      h("span", {}, formatFull(v.arrived_at))))) : null;
   const answer = await askName(`Name ${who}`,
-    `${who} is enrolled with the best faces of their visits, and keeps their hash: their visits become the person's.`);
+    [`${who} is enrolled with the best faces of the visits kept, and keeps their hash: those visits become the person's.`, list],
+    () => !list || boxes.some((b) => b.checked));
   if (!answer) return;
   const body = { from_unknown: hash, name: answer.name };
   if (answer.email) body.email = answer.email;
+  if (list) body.visits = boxes.filter((b) => b.checked).map((b) => b.value);
   await enrollFromHistory(body, who, `${who}'s visits`, button);
 }
 

@@ -83,19 +83,20 @@ export function confirmDialog({ title, body, confirm = "OK", danger = false, rea
   });
 }
 
-/** Ask for a name and an optional email; null when cancelled. */
-export async function askName(title, intro) {
+/** Ask for a name and an optional email; null when cancelled. `intro` is a text or a list
+ *  of texts and elements; `ready()`, if given, must also hold to confirm. */
+export async function askName(title, intro, ready = null) {
   const name = h("input", { maxlength: "200", autocomplete: "off", testid: "name-input" });
   const email = h("input", { type: "email", autocomplete: "off", testid: "email-input" });
   const ok = await confirmDialog({
     title,
     body: [
-      intro,
+      ...[].concat(intro).filter(Boolean),
       h("label", { class: "field" }, h("span", {}, "Name"), name),
       h("label", { class: "field" }, h("span", {}, "Email ", h("em", {}, "optional")), email),
     ],
     confirm: "Add to the gallery",
-    ready: () => name.value.trim() !== "",
+    ready: () => name.value.trim() !== "" && (!ready || ready()),
     focus: name,
   });
   return ok ? { name: name.value.trim(), email: email.value.trim() } : null;

@@ -6,6 +6,8 @@ import { api } from "./api.js";
 import { act, confirmDialog, notify } from "./ui.js";
 import { agoElement, formatTime } from "./time.js";
 import { historyChanged, nameUnknown, openTimeline } from "./history.js";
+import { reviewGroup } from "./review.js";
+import { showView } from "./views.js";
 
 const unknowns = { page: 0, cards: new Map(), timer: null };
 
@@ -69,9 +71,18 @@ function createUnknownCard(u) {
         h("button", { type: "button", class: "admin-only primary wide", testid: "unknown-enroll",
                       onclick: (ev) => nameUnknown(u.hash, ev.currentTarget) }, "Name this person"),
         h("button", { type: "button", testid: "unknown-history", onclick: () => openTimeline(u.hash) }, "History"),
+        h("button", { type: "button", class: "admin-only", testid: "unknown-review", title: "Check their visits; split off any that are somebody else",
+                      onclick: () => reviewUnknown(u.hash) }, "Review"),
         h("button", { type: "button", class: "admin-only danger", testid: "unknown-forget",
                       onclick: (ev) => forgetUnknown(u.hash, ev.currentTarget) }, "Forget"))));
   return card;
+}
+
+/** The review of one stranger's visits, where any that are somebody else can be split off. */
+async function reviewUnknown(hash) {
+  showView("review");
+  await reviewGroup(hash);
+  $("view-review").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
 async function forgetUnknown(hash, button) {

@@ -1,12 +1,13 @@
-// The views: gallery, history and unknown visitors as tabs (the URL's #fragment keeps the
+// The views: gallery, history, review and unknown visitors as tabs (the URL's #fragment keeps the
 // one shown across reloads). The tab shown is shown.view (state.js), written only here.
 
 import { $ } from "./dom.js";
 import { shown } from "./state.js";
 import { reloadHistory } from "./history.js";
 import { loadUnknowns } from "./unknowns.js";
+import { reloadReview } from "./review.js";
 
-const VIEWS = ["gallery", "history", "unknowns"];
+const VIEWS = ["gallery", "history", "review", "unknowns"];
 
 /** Show the tab `name` (the gallery for anything else), loading it when it was not shown. */
 export function showView(name) {
@@ -24,6 +25,7 @@ export function showView(name) {
   if (location.hash !== (name === "gallery" ? "" : `#${name}`)) history.replaceState(null, "", url);
   if (name === "history" && entering) reloadHistory();
   if (name === "unknowns" && entering) loadUnknowns();
+  if (name === "review" && entering) reloadReview();
 }
 
 const tabs = VIEWS.map((view) => $(`tab-${view}`));
