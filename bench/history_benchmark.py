@@ -10,7 +10,8 @@
    gallery holding 10,000 visits of 250 people over 25 days (stored as blobs; a quarter of
    them of 50 strangers), and GET /visits is timed
    over HTTP on loopback: the newest page of 50, deep pages (following ``next`` cursors),
-   one person's visits, unknown visitors only, and a day's window; plus GET /unknowns and a
+   one person's visits, unknown visitors only, and a day's window; the review page's lists
+   (not reviewed yet, low margin, one camera); plus GET /unknowns and a
    visit's snapshot.
 
     python bench/history_benchmark.py [--visits 10000] [--requests 400]
@@ -145,11 +146,17 @@ async def api_latency(n: int, requests: int, tmp: Path) -> dict[str, Any]:
         person = (f"{i % PEOPLE:064x}" if known else f"{PEOPLE + i % 50:064x}")
         rows.append(vid)
         arrived = t_start + i * step
+        # Decisions as the review page sees them: 1 in 10 within the low margin, and 1 in
+        # 20 not reviewed yet (the "to review" list is the sparse one).
+        score = 0.5 + random.random() * 0.4 if known else None
         await gallery.db.write([
             (("INSERT INTO visits (id, person, known, name, camera, arrived_at, left_at, "
-              "quality) VALUES (?, ?, ?, ?, 'cam', ?, ?, ?)"),
+              "quality, score, runner, runner_score, threshold, margin, reviewed_at) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0.42, ?, ?)"),
              (vid, person, int(known), f"person {i % PEOPLE}" if known else None,
-              arrived, arrived + 60, random.random())),
+              "door" if i % 2 else "cam", arrived, arrived + 60, random.random(), score,
+              f"{(i + 1) % PEOPLE:064x}", random.random() * 0.4, random.random() * 0.5,
+              None if i % 20 == 0 else arrived + 120)),
             (("INSERT INTO visit_images (visit, crop, context, geometry, snapshot) VALUES "
               "(?, ?, ?, '{}', ?)"), (vid, crop, context, snapshot)),
         ])
@@ -193,6 +200,10 @@ async def api_latency(n: int, requests: int, tmp: Path) -> dict[str, Any]:
                                                f"{random.randrange(PEOPLE):064x}",
                 "unknown visitors only": lambda: "/visits?limit=50&known=false",
                 "last 24 hours": lambda: f"/visits?limit=50&since={day}",
+                "review: to review (1 in 20)": lambda: "/visits?limit=20&reviewed=false",
+                "review: low margin, to review": lambda: "/visits?limit=20&low_margin=true"
+                                                         "&reviewed=false",
+                "review: one camera": lambda: "/visits?limit=20&camera=door",
                 "GET /unknowns": lambda: "/unknowns?limit=50",
                 "a visit's snapshot": lambda: f"/visits/{random.choice(rows)}/snapshot",
             }
