@@ -59,7 +59,7 @@ GROUP_QUALITY: Final = 0.25
 GROUP_FAR: Final = 1e-4
 
 _VISIT_COLUMNS: Final = ("id, person, known, name, camera, arrived_at, left_at, score, runner, "
-                         "runner_score, threshold, margin, reviewed_at")
+                         "runner_score, threshold, margin, reviewed_at, box")
 
 
 @dataclass(frozen=True)
@@ -76,21 +76,24 @@ class Visit:
     decision: Decision | None = None
     #: When a user confirmed or corrected it on the review page.
     reviewed_at: float | None = None
+    #: Where its best face is in the snapshot: [x, y, w, h], fractions of the frame's size.
+    box: list[float] | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Visit:
         vid, person, known, name, camera, arrived, left, score, runner, runner_score, \
-            threshold, _margin, reviewed = row
+            threshold, _margin, reviewed, box = row
         decision = None if threshold is None else \
             Decision(score, runner, runner_score, threshold)
-        return cls(vid, person, bool(known), name, camera, arrived, left, decision, reviewed)
+        return cls(vid, person, bool(known), name, camera, arrived, left, decision, reviewed,
+                   json.loads(box) if box else None)
 
     def to_json(self, names: Callable[[str], str | None] = lambda h: None) -> dict[str, Any]:
         """``names`` names the runner-up (None for somebody no longer enrolled)."""
         out = {"id": self.id, "hash": self.person, "known": self.known, "name": self.name,
                "camera": self.camera, "arrived_at": self.arrived_at, "left_at": self.left_at,
                "crop": f"/visits/{self.id}/crop", "snapshot": f"/visits/{self.id}/snapshot",
-               "reviewed_at": self.reviewed_at, "decision": None}
+               "reviewed_at": self.reviewed_at, "box": self.box, "decision": None}
         if (d := self.decision) is not None:
             out["decision"] = {
                 "score": d.score, "threshold": d.threshold, "margin": d.row()[4],
@@ -276,7 +279,7 @@ class History(Output):
             decision = decide(self.gallery.index, v.best.embedding, person if known else None)
             statements.append((
                 ("UPDATE visits SET score = ?, runner = ?, runner_score = ?, threshold = ?, "
-                 "margin = ? WHERE id = ?"), (*decision.row(), v.id)))
+                 "margin = ?, box = ? WHERE id = ?"), (*decision.row(), _snapshot_box(v), v.id)))
             if update:
                 statements.append((
                     ("UPDATE visit_images SET crop = ?, context = ?, geometry = ?, "
@@ -573,6 +576,16 @@ class History(Output):
                             "ORDER BY v.quality DESC LIMIT ?"), (person, limit))
         return [StoredFace(context, json.loads(geometry) if geometry else None, crop)
                 for context, geometry, crop in await self.db.query(sql, params)]
+
+
+def _snapshot_box(v: VisitRecord) -> str | None:
+    """The best face's box in its frame, as fractions of the frame's width and height (the
+    snapshot is that frame, scaled)."""
+    if v.best is None or v.best.box is None or v.best.frame is None:
+        return None
+    h, w = v.best.frame.shape[:2]
+    x, y, bw, bh = v.best.box
+    return json.dumps([round(x / w, 4), round(y / h, 4), round(bw / w, 4), round(bh / h, 4)])
 
 
 def images_of(face: StoredFace) -> StoredImages:

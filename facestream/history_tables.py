@@ -19,11 +19,13 @@ from typing import Final
 
 from .db.base import Schema, Statement
 
-#: Version 2 keeps each visit's decision (review.Decision: how like the person named its
-#: best face was, the runner-up, the threshold then, and the margin) and when a user
-#: reviewed it.
+#: Version 2 keeps each visit's decision (decisions.Decision: how like the person named its
+#: best face was, the runner-up, the threshold then, and the margin), when a user reviewed
+#: it, and where its best face is in the snapshot (``box``: JSON [x, y, w, h] as fractions
+#: of the frame's width and height).
 _DECISION_COLUMNS: Final = (("score", "REAL"), ("runner", "TEXT"), ("runner_score", "REAL"),
-                            ("threshold", "REAL"), ("margin", "REAL"), ("reviewed_at", "REAL"))
+                            ("threshold", "REAL"), ("margin", "REAL"), ("reviewed_at", "REAL"),
+                            ("box", "TEXT"))
 
 
 def _upgrade(c: sqlite3.Connection) -> None:
@@ -52,7 +54,8 @@ SCHEMA: Final = Schema("history", 2, (
     runner_score REAL,
     threshold   REAL,
     margin      REAL,
-    reviewed_at REAL
+    reviewed_at REAL,
+    box         TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS visits_time ON visits (arrived_at, id)",
     "CREATE INDEX IF NOT EXISTS visits_person ON visits (person, arrived_at)",

@@ -66,6 +66,8 @@ class BestView:
     images: SampleImages
     captured_at: float
     frame: NDArray[np.uint8] | None = field(default=None, compare=False, repr=False)
+    #: The face's box in ``frame`` (x, y, w, h pixels), for the snapshot viewer.
+    box: Box | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ class Track:
         quality = face.quality or \
             face.score * min(1.0, (face.box[2] * face.box[3]) ** 0.5 / BEST_SIDE)
         if self.best is None or quality > self.best.quality:
-            self.best = BestView(quality, face.embedding, face.images, seen_at, frame)
+            self.best = BestView(quality, face.embedding, face.images, seen_at, frame,
+                                 face.box)
 
     @property
     def mean(self) -> Embedding:

@@ -1010,9 +1010,14 @@ async def test_history_lists_filters_and_pages_visits(
 
 async def test_a_visit_opens_its_snapshot(visitors_page: Page, visitors_api: Api) -> None:
     """Clicking a visit in the history, or an arrival in the log, shows the visit's
-    snapshot: the camera's frame, at its own size."""
+    snapshot: the camera's frame, at its own size, with the visit's face boxed in it (LFW's
+    photos have the face in their middle), and the visit's corrections."""
     page, api = visitors_page, visitors_api
-    visit = (await api.visits())[1]  # the newest may not be stored yet
+    async def two() -> list[dict] | None:
+        visits = await api.visits()
+        return visits if len(visits) >= 2 else None
+
+    visit = (await api.wait_for(two, "two visits"))[1]  # the newest may not be stored yet
     await open_history(page)
     row = visit_row(page, visit["id"])
     await row.get_by_test_id("visit-open").click()
@@ -1023,6 +1028,16 @@ async def test_a_visit_opens_its_snapshot(visitors_page: Page, visitors_api: Api
     snapshot = viewer.get_by_test_id("visit-snapshot")
     await expect(snapshot).to_have_attribute("src", f"/visits/{visit['id']}/snapshot")
     assert await natural_width(snapshot) == cv2.imread(str(lfw_photo(VISITORS[0]))).shape[1]
+    picture = await snapshot.bounding_box()
+    box = await viewer.get_by_test_id("snapshot-box").bounding_box()
+    assert picture is not None and box is not None
+    centre = ((box["x"] + box["width"] / 2 - picture["x"]) / picture["width"],
+              (box["y"] + box["height"] / 2 - picture["y"]) / picture["height"])
+    assert all(0.35 < c < 0.65 for c in centre), centre
+    assert 0.15 < box["width"] / picture["width"] < 0.7
+    await expect(viewer.get_by_test_id("viewer-is")).to_be_visible()
+    await expect(viewer.get_by_test_id("viewer-new" if not visit["known"] else "viewer-not")
+                 ).to_be_visible()
     await page.get_by_test_id("viewer-close").click()
     await expect(viewer).to_be_hidden()
 

@@ -174,7 +174,7 @@ def views(recognizer: Recognizer) -> dict[str, BestView]:
     for key, path in {"obama": OBAMA, "obama2": OBAMA2, "biden": BIDEN}.items():
         image = decode_image(path.read_bytes(), 10**8)
         (face,) = recognizer.analyze_image(image)[:1]
-        out[key] = BestView(0.9, face.embedding, face.images, 0.0, image)
+        out[key] = BestView(0.9, face.embedding, face.images, 0.0, image, face.box)
     return out
 
 
@@ -448,6 +448,11 @@ async def test_a_visit_keeps_its_decision_and_the_review_filters_find_it(
                         camera="door")
     stranger = await store(api, "ab" * 32, views["obama2"], now - 60, now - 50)
     visits = {v["id"]: v for v in (await (await api.get("/visits")).json())["visits"]}
+    # Where the face is in the snapshot, for the viewer to draw: fractions of the frame.
+    frame, (x, y, w, h) = views["obama2"].frame, views["obama2"].box
+    assert visits[named]["box"] == pytest.approx(
+        [x / frame.shape[1], y / frame.shape[0], w / frame.shape[1], h / frame.shape[0]],
+        abs=1e-4)
     d = visits[named]["decision"]
     assert d["score"] > d["threshold"] and d["runner"]["hash"] == joe
     assert d["runner"]["name"] == "Joe" and d["runner"]["score"] < d["score"]

@@ -176,7 +176,7 @@ async function run(action, visits, extra, button) {
 }
 
 /** "This is…": the runner-up as a one-click choice, or anybody enrolled from the picker. */
-async function thisIs(visits, button) {
+export async function thisIs(visits, button) {
   const runner = visits.length === 1 && visits[0].decision && visits[0].decision.runner;
   const quick = runner && runner.name && runner.hash !== visits[0].hash ? runner : null;
   const picker = personField("review-target", "Enrolled person", { hashes: true });
@@ -207,7 +207,7 @@ async function thisIs(visits, button) {
 }
 
 /** "Not X": shows which of X's samples made the match, and removes it only if asked. */
-async function notThem(v, button) {
+export async function notThem(v, button) {
   let preview;
   try {
     preview = await api("POST", `/visits/${v.id}/not`, { dry_run: true });
@@ -233,7 +233,7 @@ async function notThem(v, button) {
   await run("not", [v], remove && remove.checked ? { remove_sample: culprit.id } : {}, button);
 }
 
-async function newPerson(visits, button) {
+export async function newPerson(visits, button) {
   const name = h("input", { maxlength: "200", autocomplete: "off", testid: "name-input" });
   const who = visits.length === 1 ? faceLabel(visits[0]) : plural(visits.length, "visit");
   const yes = await confirmDialog({
