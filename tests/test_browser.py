@@ -453,10 +453,16 @@ async def test_a_camera_picker_and_a_grid_of_every_camera(browser: Browser, api:
                 await within_phone_width(cells.nth(i))
             top = min(b["y"] for b in boxes if b)
             assert max(b["y"] + b["height"] for b in boxes if b) - top <= PHONE["height"]
+            # A camera removed meanwhile (by the API or a config reload) leaves the page's
+            # picker and grid at its next look at GET /cameras (every 5 s).
+            status, _ = await api.call("DELETE", "/cameras/gate")
+            assert status == 200
+            await expect(select.locator("option")).to_have_count(3, timeout=8000)
+            await expect(cells).to_have_count(3)
     finally:
         for name in added:
             status, _ = await api.call("DELETE", f"/cameras/{name}")
-            assert status == 200
+            assert status in (200, 404)
 
 
 async def test_enroll_rename_and_delete_from_the_page(page: Page, api: Api) -> None:
