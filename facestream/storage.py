@@ -659,15 +659,25 @@ class Gallery:
         """``person``'s negatives: (id, embedding), oldest first."""
         return list(self._negatives.get(person, ()))
 
+    async def negative_crops(self) -> list[tuple[int, bytes | None]]:
+        """Every negative's id and crop (to re-embed them with another model)."""
+        return [(int(n), crop) for n, crop in
+                await self.db.query("SELECT id, crop FROM negatives ORDER BY id")]
+
     async def replace_embeddings(self, model: str, embeddings: dict[int, Embedding],
-                                 drop: Sequence[int] = ()) -> None:
-        """Re-embedding: give every sample its embedding by ``model`` in one transaction
-        (samples in ``drop``, which have no crop to re-embed, are deleted)."""
+                                 drop: Sequence[int] = (),
+                                 negatives: dict[int, Embedding] | None = None) -> None:
+        """Re-embedding: give every sample (and, given ``negatives``, every negative: the
+        others are deleted) its embedding by ``model`` in one transaction (samples in
+        ``drop``, which have no crop to re-embed, are deleted)."""
         statements: list[tuple[str, tuple[Any, ...]]] = [
-            ("UPDATE samples SET model = ?, dim = ?, embedding = ? WHERE id = ?",
-             (model, int(e.shape[0]), _blob(normalize(e)), sid))
-            for sid, e in embeddings.items()
+            (f"UPDATE {table} SET model = ?, dim = ?, embedding = ? WHERE id = ?",
+             (model, int(e.shape[0]), _blob(normalize(e)), row))
+            for table, rows in (("samples", embeddings), ("negatives", negatives or {}))
+            for row, e in rows.items()
         ]
+        if negatives is not None:
+            statements.append(("DELETE FROM negatives WHERE model != ?", (model,)))
         statements += [("DELETE FROM samples WHERE id = ?", (sid,)) for sid in drop]
         statements.append((("DELETE FROM people WHERE hash NOT IN "
                            "(SELECT DISTINCT person FROM samples)"), ()))

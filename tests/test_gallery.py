@@ -378,13 +378,21 @@ def test_enroll_dir_export_import_and_reembed(tmp_path: Path, no_face_png: bytes
     monkeypatch.setenv("DEEPFACE_HOME", str(home))
     with sqlite3.connect(data / DB_FILE) as db:
         before = db.execute("SELECT hash FROM people ORDER BY hash").fetchall()
+        # A "not Barack" face (one of Joe's, by its crop), as the server keeps it.
+        db.execute("INSERT INTO negatives (person, model, dim, embedding, crop, source, "
+                   "created_at) SELECT p.hash, s.model, s.dim, s.embedding, s.crop, 'live', 0 "
+                   "FROM people p, samples s JOIN people j ON j.hash = s.person "
+                   "WHERE p.name = 'Barack Obama' AND j.name = 'Joe Biden' LIMIT 1")
     proc = run_cli("reembed", "--data-dir", str(data), "--model", "Facenet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ("re-embedded 5 samples with Facenet; 0 dropped; 2 people. Set "
-                           'recognition.model = "Facenet" (or --model Facenet) to serve with it.\n')
+    assert proc.stdout == ("re-embedded 5 samples with Facenet; 0 dropped; 1 \"not this "
+                           "person\" faces; 2 people. Set recognition.model = \"Facenet\" (or "
+                           "--model Facenet) to serve with it.\n")
     with sqlite3.connect(data / DB_FILE) as db:
         assert db.execute("SELECT hash FROM people ORDER BY hash").fetchall() == before
         assert db.execute("SELECT DISTINCT model FROM samples").fetchall() == [("Facenet",)]
+        assert db.execute("SELECT model, dim = (SELECT MAX(dim) FROM samples) FROM negatives"
+                          ).fetchall() == [("Facenet", 1)]
 
     # Serving with the old model now says exactly what to run.
     proc = run_cli("--data-dir", str(data), "--port", "0", cwd=tmp_path)

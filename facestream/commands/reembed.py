@@ -42,24 +42,33 @@ async def cmd_reembed(config: Config, model: str, drop_uncropped: bool, out: Tex
                   f"embeddings) and cannot be re-embedded: {', '.join(names[:10])}. "
                   "Re-run with --drop-uncropped to remove them.", file=sys.stderr)
             return 1
-        todo = [s for s in samples if s.crop is not None or s.context is not None]
+        todo = [(s.id, _stored(s)) for s in samples
+                if s.crop is not None or s.context is not None]
+        # "Not X" faces too, from their crops: a negative left with the old model would
+        # no longer keep its face from being named X.
+        negatives = [(n, StoredFace(None, None, crop))
+                     for n, crop in await gallery.negative_crops() if crop is not None]
         new: dict[int, Any] = {}
+        new_negatives: dict[int, Any] = {}
         failed: list[int] = []
         async with pool_for(config, model) as pool:
-            with progress(len(todo), f"re-embedding with {model}") as bar:
-                for start in range(0, len(todo), 16):
-                    batch = todo[start:start + 16]
-                    embs = await pool.embed_stored([_stored(s) for s in batch])
-                    for s, emb in zip(batch, embs):
-                        if emb is None:
-                            failed.append(s.id)
-                        else:
-                            new[s.id] = emb
-                    bar.update(len(batch))
-        await gallery.replace_embeddings(model, new, drop=[s.id for s in uncropped] + failed)
+            with progress(len(todo) + len(negatives), f"re-embedding with {model}") as bar:
+                for rows, done, lost in ((todo, new, failed), (negatives, new_negatives, [])):
+                    for start in range(0, len(rows), 16):
+                        batch = rows[start:start + 16]
+                        embs = await pool.embed_stored([face for _, face in batch])
+                        for (row, _), emb in zip(batch, embs):
+                            if emb is None:
+                                lost.append(row)
+                            else:
+                                done[row] = emb
+                        bar.update(len(batch))
+        await gallery.replace_embeddings(model, new, drop=[s.id for s in uncropped] + failed,
+                                         negatives=new_negatives)
         left = len(gallery.list())
+    kept = f"; {len(new_negatives)} \"not this person\" faces" if new_negatives else ""
     print(f"re-embedded {len(new)} samples with {model}; {len(uncropped) + len(failed)} "
-          f"dropped; {left} people. Set recognition.model = \"{model}\" (or --model "
+          f"dropped{kept}; {left} people. Set recognition.model = \"{model}\" (or --model "
           f"{model}) to serve with it.", file=out)
     return 0
 
