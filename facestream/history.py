@@ -60,6 +60,9 @@ GROUP_FAR: Final = 1e-4
 
 _VISIT_COLUMNS: Final = ("id, person, known, name, camera, arrived_at, left_at, score, runner, "
                          "runner_score, threshold, margin, reviewed_at, box")
+#: Each stranger's visits: how many, the first arrival, the last departure.
+_GROUP_SELECT: Final = ("SELECT person, COUNT(*), MIN(arrived_at), "
+                        "MAX(COALESCE(left_at, arrived_at)) FROM visits WHERE known = 0")
 
 
 @dataclass(frozen=True)
@@ -474,16 +477,31 @@ class History(Output):
         """Strangers seen, most recently seen first: hash, visits, first and last seen
         (now, and ``in_view``, while a visit of theirs is under way)."""
         rows = await self.db.query(
-            "SELECT person, COUNT(*), MIN(arrived_at), MAX(COALESCE(left_at, arrived_at)) "
-            "FROM visits WHERE known = 0 GROUP BY person ORDER BY 4 DESC LIMIT ? OFFSET ?",
+            f"{_GROUP_SELECT} GROUP BY person ORDER BY 4 DESC LIMIT ? OFFSET ?",
             (max(1, min(limit, MAX_PAGE)), max(0, offset)))
         total = await self.db.query(
             "SELECT COUNT(DISTINCT person) FROM visits WHERE known = 0")
+        return self._groups(rows), total[0][0]
+
+    async def seen_before(self, embedding: Embedding) -> dict[str, Any] | None:
+        """The stranger's group this face belongs to, by the rule that groups strangers'
+        visits (``unknown_index``, GROUP_FAR), as ``unknown_groups`` shows it plus the
+        ``similarity``; None for a face not seen before (or whose visits are gone)."""
+        match = self.unknown_index.identify(embedding)
+        if match is None:
+            return None
+        rows = await self.db.query(f"{_GROUP_SELECT} AND person = ? GROUP BY person",
+                                   (match.hash,))
+        if not rows:
+            return None
+        return {**self._groups(rows)[0], "similarity": round(match.similarity, 4)}
+
+    def _groups(self, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         now = time.time()
         in_view = {v.person for v in self._open.values()}
         return [{"hash": p, "visits": n, "first_seen": first,
                  "last_seen": now if p in in_view else last, "in_view": p in in_view,
-                 "crop": f"/unknowns/{p}/crop"} for p, n, first, last in rows], total[0][0]
+                 "crop": f"/unknowns/{p}/crop"} for p, n, first, last in rows]
 
     async def best_crop(self, person: str) -> bytes | None:
         rows = await self.db.query(

@@ -65,9 +65,11 @@ async def test_process_frame_returns_hash_coords_and_embedding(client: Client) -
     assert body["hash"] == hashlib.sha256(emb.astype("<f4").tobytes()).hexdigest()
     assert body["coords"] == pytest.approx(OBAMA_BOX, abs=4)
     assert (body["name"], body["known"], body["similarity"]) == (None, False, None)
+    # Nobody enrolled, and no stranger seen before (tests/test_history.py has one that was).
+    assert body["unknown"] is None
     assert body["faces"] == [{"hash": body["hash"], "name": None, "known": False,
                               "similarity": None, "box": body["coords"],
-                              "score": body["score"]}]
+                              "score": body["score"], "unknown": None}]
 
 
 async def test_process_frame_answers_each_face_detection_score(client: Client) -> None:

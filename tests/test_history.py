@@ -561,3 +561,38 @@ async def test_naming_a_group_takes_only_the_visits_kept(api: Client, views: dic
     resp = await api.post("/faces", json={"from_unknown": visits[biden]["hash"],
                                           "name": "Joe", "visits": kept})
     assert resp.status == 400 and "visits of unknown" in await resp.text()
+
+
+async def test_a_photo_of_a_stranger_seen_before_says_which_stranger(
+        api: Client, views: dict) -> None:
+    """Search by photo (issue 19): POST /process-frame answers, for a face nobody enrolled
+    is, the stranger's group it was seen as (by the grouping's own rule), with that group's
+    visits as GET /unknowns counts them; a face never seen, and an enrolled one, have none."""
+    now = time.time()
+    biden = face_hash(views["biden"].embedding)
+    await store(api, biden, views["biden"], now - 60, now - 50)
+    await store(api, biden, views["biden"], now - 40, now - 30)
+    resp = await api.post("/process-frame", data=upload("frame", BIDEN2))
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    group = body["unknown"]
+    assert (body["known"], body["name"], group["hash"]) == (False, None, biden)
+    assert body["hash"] != biden  # the photo's own hash, as before
+    similarity = group.pop("similarity")
+    assert 0.5 < similarity <= 1
+    assert group == {"hash": biden, "visits": 2, "first_seen": now - 60, "last_seen": now - 30,
+                     "in_view": False, "crop": f"/unknowns/{biden}/crop"}
+    assert body["faces"][0]["unknown"] == {**group, "similarity": similarity}
+    assert (await api.get(group["crop"])).status == 200
+    body = await (await api.post("/process-frame", data=upload("frame", OBAMA2))).json()
+    assert (body["known"], body["unknown"]) == (False, None)  # somebody else, never seen
+
+    resp = await api.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    assert resp.status == 201
+    for photo, name in ((OBAMA2, "Barack"), (BIDEN2, None)):
+        body = await (await api.post("/process-frame", data=upload("frame", photo))).json()
+        face = body["faces"][0]
+        assert (face["name"], face["unknown"] is None) == (name, name is not None), photo.name
+    await api.delete(f"/people/{biden}/visits")  # forgotten: not seen before any more
+    body = await (await api.post("/process-frame", data=upload("frame", BIDEN2))).json()
+    assert (body["unknown"], body["faces"][0]["unknown"]) == (None, None)

@@ -8,7 +8,7 @@ import base64
 import binascii
 import contextlib
 import re
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -44,6 +44,7 @@ async def process_frame(request: web.Request) -> web.Response:
     if not faces:
         return error(422, "no face found in the image")
     views = [_view(request.app, f) for f in faces]
+    groups = [await _seen_before(request.app, v, f) for v, f in zip(views, faces)]
     primary = views[0]
     assert faces[0].embedding is not None
     return web.json_response(
@@ -56,8 +57,11 @@ async def process_frame(request: web.Request) -> web.Response:
             # float32 values exactly: np.float32(embedding) re-hashes to `hash`.
             "embedding": [float(v) for v in faces[0].embedding],
             "score": round(faces[0].score, 4),
-            # Each face with the detector's confidence that it is a face.
-            "faces": [{**v.to_json(), "score": round(f.score, 4)} for v, f in zip(views, faces)],
+            "unknown": groups[0],
+            # Each face with the detector's confidence that it is a face, and, for one not
+            # enrolled, the stranger's group it was seen as before.
+            "faces": [{**v.to_json(), "score": round(f.score, 4), "unknown": g}
+                      for v, f, g in zip(views, faces, groups)],
         }
     )
 
@@ -159,3 +163,14 @@ def _view(app: web.Application, face: Face) -> FaceView:
         similarity=match.similarity if match else None,
         box=face.box,
     )
+
+
+async def _seen_before(app: web.Application, view: FaceView, face: Face
+                       ) -> dict[str, Any] | None:
+    """For a face nobody enrolled is: the stranger's group it is (as GET /unknowns shows
+    one, with the similarity), if the history has seen them; else None."""
+    history = app.get(HISTORY)
+    if view.known or history is None:
+        return None
+    assert face.embedding is not None
+    return await history.seen_before(face.embedding)
