@@ -1365,8 +1365,12 @@ async def test_deleting_a_visit_removes_its_row(visitors_page: Page, visitors_ap
     page, api = visitors_page, visitors_api
     await open_history(page)
     await shown_visits(page)
-    row = visit_rows(page).locator(":scope:not([data-left=''])").first
-    visit_id = await row.get_attribute("data-id")
+    visit_id = await visit_rows(page).locator(":scope:not([data-left=''])").first \
+        .get_attribute("data-id")
+    assert visit_id
+    # That row, by its id: ".first" would move to a newer visit ending meanwhile (the page
+    # marks a departure in place), and the test would delete that one.
+    row = visit_row(page, visit_id)
     who = await row.get_by_test_id("visit-name").inner_text()
     await row.get_by_test_id("visit-delete").click()
     await expect(page.get_by_test_id("dialog")).to_contain_text(f"Delete this visit of {who}?")
@@ -1614,8 +1618,8 @@ async def test_a_wrong_name_is_corrected_from_the_review_page_in_two_clicks(
 
     rows = page.get_by_test_id("review-row")
     picked = [await rows.nth(i).get_attribute("data-id") for i in range(2)]
-    for i in range(2):
-        await rows.nth(i).get_by_test_id("review-pick").check()
+    for vid in picked:
+        await review_row(page, vid).get_by_test_id("review-pick").check()
     await expect(page.get_by_test_id("review-picked")).to_have_text("2 visits picked")
     await page.get_by_test_id("review-bulk-ignore").click()
     await expect(message(page)).to_have_text("2 visits: ignored.")
