@@ -124,6 +124,8 @@ class History(Output):
         # Hashes merged into another person's (a stranger named as somebody enrolled): a
         # visit of theirs still open must not make them a stranger's group again.
         self._merged_away: dict[str, str] = {}
+        # Visits under way split off their stranger's group (by id): their new group's hash.
+        self._moved: dict[str, str] = {}
         self._queue: asyncio.Queue[VisitEvent] = asyncio.Queue(MAX_PENDING)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -256,8 +258,9 @@ class History(Output):
         quality = None if quality is None else float(quality)
         left_at = None if v.left_at is None else float(v.left_at)
         update = v.id in self._written
-        # A stranger merged into somebody while this event waited: the visit is theirs.
-        person, known, name = v.person, v.known, v.name
+        # A stranger merged into somebody while this event waited: the visit is theirs. A
+        # visit split off its stranger's group while under way is its new group's.
+        person, known, name = self._moved.get(v.id, v.person), v.known, v.name
         if (merged_into := self._merged_away.get(person)) is not None:
             joined = self.gallery.get(merged_into)
             person, known, name = merged_into, joined is not None, joined.name if joined else None
@@ -302,8 +305,10 @@ class History(Output):
                  "(SELECT 1 FROM people WHERE hash = visits.person)"), (v.id,)))
         if (event.kind == "left" and not v.known and v.best is not None
                 and v.best.quality >= GROUP_QUALITY
-                and self.gallery.get(v.person) is None and v.person not in self._merged_away):
-            statements.append(self._grouped(v.person, v.best.embedding))
+                and self.gallery.get(person) is None and person not in self._merged_away):
+            statements.append(self._grouped(person, v.best.embedding))
+        if event.kind == "left":
+            self._moved.pop(v.id, None)
         return statements
 
     def _encode(self, v: VisitRecord) -> tuple[bytes, bytes, str, bytes | None]:
@@ -525,25 +530,33 @@ class History(Output):
 
     async def split(self, group: str, vids: list[str], embeddings: list[Embedding]) -> str:
         """These visits of stranger ``group`` (with their faces' ``embeddings``) are somebody
-        else: they become a group of their own, whose hash is returned. Each group's mean
-        loses or gains their faces (a group left without faces is gone)."""
+        else: they become a group of their own, whose hash is returned. The faces that were
+        counted in the group's mean (visits ended, with a look good enough to judge) leave it
+        for the new group's (a group left without faces is gone); a visit under way joins its
+        new group when it ends."""
         new = face_hash(embeddings[0])
         marks = ", ".join("?" * len(vids))
+        counted = {vid for vid, left, quality in await self.db.query(
+            f"SELECT id, left_at, quality FROM visits WHERE id IN ({marks})", tuple(vids))
+            if left is not None and quality is not None and quality >= GROUP_QUALITY}
+        faces = [e for vid, e in zip(vids, embeddings) if vid in counted]
         statements: list[tuple[str, tuple[Any, ...]]] = [(
             f"UPDATE visits SET person = ? WHERE known = 0 AND person = ? AND id IN ({marks})",
             (new, group, *vids))]
-        total = np.sum(np.stack(embeddings), axis=0)
-        if (old := self._unknowns.get(group)) is not None:
-            mean, count = old
-            if count > len(embeddings):
-                statements.append(self._group_row(
-                    group, normalize(mean * count - total), count - len(embeddings)))
-            else:
-                del self._unknowns[group]
-                self.unknown_index = self.unknown_index.removed(group)
-                statements.append(("DELETE FROM unknowns WHERE hash = ?", (group,)))
-        statements.append(self._group_row(new, normalize(total), len(embeddings)))
+        if faces:
+            total = np.sum(np.stack(faces), axis=0)
+            if (old := self._unknowns.get(group)) is not None:
+                mean, count = old
+                if count > len(faces):
+                    statements.append(self._group_row(
+                        group, normalize(mean * count - total), count - len(faces)))
+                else:
+                    del self._unknowns[group]
+                    self.unknown_index = self.unknown_index.removed(group)
+                    statements.append(("DELETE FROM unknowns WHERE hash = ?", (group,)))
+            statements.append(self._group_row(new, normalize(total), len(faces)))
         await self.db.write(statements)
+        self._moved.update((vid, new) for vid in vids if vid in self._open)
         return new
 
     async def unname(self, vid: str, stranger: str) -> None:

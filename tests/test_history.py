@@ -596,3 +596,23 @@ async def test_a_photo_of_a_stranger_seen_before_says_which_stranger(
     await api.delete(f"/people/{biden}/visits")  # forgotten: not seen before any more
     body = await (await api.post("/process-frame", data=upload("frame", BIDEN2))).json()
     assert (body["unknown"], body["faces"][0]["unknown"]) == (None, None)
+
+
+async def test_a_visit_split_off_while_under_way_stays_in_its_new_group(
+        api: Client, views: dict) -> None:
+    """Biden's visit, still under way, is split off the group it joined: when it ends, its
+    face goes to its new group, not back into the one it was split from."""
+    history = api.server.app[HISTORY]
+    now = time.time()
+    group = face_hash(views["obama"].embedding)
+    await store(api, group, views["obama"], now - 90, now - 80)
+    record = VisitRecord(uuid.uuid4().hex, group, None, False, "cam", now - 5, None,
+                         views["biden"])
+    history.record(VisitEvent("arrived", record))
+    await asyncio.wait_for(history._queue.join(), 10)
+    (result,) = (await review(api, "split", [record.id]))["results"]
+    history.record(VisitEvent("left", replace(record, left_at=now)))
+    await asyncio.wait_for(history._queue.join(), 10)
+    assert (await (await api.get(f"/visits/{record.id}")).json())["hash"] == result["hash"]
+    assert history._unknowns[group][1] == 1  # Obama's face only
+    assert history._unknowns[result["hash"]][1] == 1  # its own face, at its end
