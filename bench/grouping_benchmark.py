@@ -108,6 +108,8 @@ def main() -> None:
               f"shared hash {r['frames_with_a_shared_hash']}, people whose two photos share "
               f"a group {r['people_whose_photos_share_a_group']}/{r['people']}"
               f"{' (apart: ' + ', '.join(r['apart']) + ')' if r['apart'] else ''}; "
+              f"a stranger named as somebody enrolled in "
+              f"{r['faces_named_as_somebody_enrolled']} frames; "
               f"{r['frames']} frames in {r['played_s']} s")
     met = [r["seed"] for r in runs
            if r["groups_holding_two_people"] == 0 and r["frames_with_a_shared_hash"] == 0
