@@ -5,10 +5,11 @@
 
 import { $, h, shortHash, faceLabel } from "./dom.js";
 import { api } from "./api.js";
-import { act, confirmDialog, notify } from "./ui.js";
+import { act, notify } from "./ui.js";
 import { cameraPath, shown } from "./state.js";
 import { chooseForEnrollment, renderEnrollChoices } from "./enroll.js";
 import { refreshGallery, renderSeenCards } from "./gallery.js";
+import { askNotPerson } from "./samples.js";
 
 // -- the stream ---------------------------------------------------------------------------
 
@@ -107,24 +108,10 @@ async function notThisPerson(face, button) {
     notify(`Could not correct ${face.name}: ${err.message}`, "error");
     return;
   }
-  const culprit = preview.culprit;
-  const remove = culprit ? h("input", { type: "checkbox", testid: "not-remove" }) : null;
-  const yes = await confirmDialog({
-    title: `Not ${face.name}?`,
-    body: [
-      `This face will not be named ${face.name} again; ${face.name}'s samples stay.`,
-      culprit ? h("div", { class: "culprit", testid: "not-culprit" },
-        h("img", { class: "thumb small", src: culprit.crop, alt: `The sample of ${face.name} behind the match` }),
-        h("label", {}, remove, ` Also remove this sample of ${face.name} (#${culprit.id}, similarity ${culprit.similarity.toFixed(2)}): it made the match`))
-        : `None of ${face.name}'s samples alone is like this face.`,
-    ],
-    confirm: `Not ${face.name}`,
-    danger: true,
-  });
-  if (!yes) return;
+  const extra = await askNotPerson(face.name, preview, "");
+  if (!extra) return;
   await act(`Could not correct ${face.name}`, button, async () => {
-    const body = { hash: face.hash, ...camera };
-    if (remove && remove.checked) body.remove_sample = culprit.id;
+    const body = { hash: face.hash, ...camera, ...extra };
     const result = await api("POST", "/live/not", body);
     refreshGallery();
     return result.removed_sample !== null

@@ -13,6 +13,7 @@ import { showSnapshot } from "./snapshot.js";
 import { withSameName } from "./samename.js";
 import { refreshGallery } from "./gallery.js";
 import { historyChanged } from "./history.js";
+import { askNotPerson } from "./samples.js";
 
 const REVIEW_PAGE = 20;
 const review = {
@@ -215,22 +216,8 @@ export async function notThem(v, button) {
     notify(`Could not correct ${v.name}: ${err.message}`, "error");
     return;
   }
-  const culprit = preview.culprit;
-  const remove = culprit ? h("input", { type: "checkbox", testid: "not-remove" }) : null;
-  const yes = await confirmDialog({
-    title: `Not ${v.name}?`,
-    body: [
-      `This face will not be named ${v.name} again, and the visit becomes a stranger's; ${v.name}'s samples stay.`,
-      culprit ? h("div", { class: "culprit", testid: "not-culprit" },
-        h("img", { class: "thumb small", src: culprit.crop, alt: `The sample of ${v.name} behind the match` }),
-        h("label", {}, remove, ` Also remove this sample of ${v.name} (#${culprit.id}, similarity ${culprit.similarity.toFixed(2)}): it made the match`))
-        : `None of ${v.name}'s samples alone is like this face.`,
-    ],
-    confirm: `Not ${v.name}`,
-    danger: true,
-  });
-  if (!yes) return;
-  await run("not", [v], remove && remove.checked ? { remove_sample: culprit.id } : {}, button);
+  const extra = await askNotPerson(v.name, preview, ", and the visit becomes a stranger's");
+  if (extra) await run("not", [v], extra, button);
 }
 
 export async function newPerson(visits, button) {

@@ -111,3 +111,27 @@ async function deleteSample(card, sample, button) {
   });
 }
 
+
+/**
+ * Ask "Not X?" of a face, showing the sample of X behind the match (`preview`, a dry run's
+ * answer), which is removed only if ticked. `stays` says what else happens. Null when
+ * cancelled, else the extra body to send ({remove_sample} when ticked).
+ */
+export async function askNotPerson(name, preview, stays) {
+  const culprit = preview.culprit;
+  const remove = culprit ? h("input", { type: "checkbox", testid: "not-remove" }) : null;
+  const yes = await confirmDialog({
+    title: `Not ${name}?`,
+    body: [
+      `This face will not be named ${name} again${stays}; ${name}'s samples stay.`,
+      culprit ? h("div", { class: "culprit", testid: "not-culprit" },
+        h("img", { class: "thumb small", src: culprit.crop, alt: `The sample of ${name} behind the match` }),
+        h("label", {}, remove, ` Also remove this sample of ${name} (#${culprit.id}, similarity ${culprit.similarity.toFixed(2)}): it made the match`))
+        : `None of ${name}'s samples alone is like this face.`,
+    ],
+    confirm: `Not ${name}`,
+    danger: true,
+  });
+  if (!yes) return null;
+  return remove && remove.checked ? { remove_sample: culprit.id } : {};
+}
