@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .pipeline import FairShare, LivePipeline
 from .presence import Presence
 from .privacy import redact_source
+from .video import VideoStream
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class Camera:
             p.depart_after_s, p.unknown_grace_s, gallery=gallery, unknowns=unknowns)
         #: Its websocket viewers (Events tells it what happens on this camera).
         self.broadcaster = Broadcaster(metrics, config.name)
+        #: Its H.264 viewers: encoded once, while there is one (video.py).
+        self.video = VideoStream(self.hub, app_config.video, config.name)
         self.capture: Capture | None = None
         self.pipeline: LivePipeline | None = None
         self._task: asyncio.Task[None] | None = None
@@ -117,6 +120,7 @@ class Camera:
         if self.capture is not None:
             await asyncio.to_thread(self.capture.stop)
         await self.broadcaster.close_all()
+        await self.video.close()
         for gauge in (self.metrics.camera_up, self.metrics.faces_in_view):
             with contextlib.suppress(KeyError):
                 gauge.remove(self.name)

@@ -359,14 +359,15 @@ class Capture:
                 if clean is frame:
                     clean = frame.copy()  # the reader may hand the same buffer back
                 shown = clean.copy()
-                annotate(shown, self._in_view.snapshot.faces)
+                faces = self._in_view.snapshot.faces
+                annotate(shown, faces)
                 ok, jpeg = cv2.imencode(".jpg", shown, quality)
                 self._metrics.stage_seconds.labels("encode").observe(time.perf_counter() - t0)
                 if ok:
                     # The reader hands over a new array per frame: the full-resolution frame
                     # goes on as it is, for recognition's full-resolution passes.
                     self._emit(clean, jpeg.tobytes(), frame_at, True, pos,
-                               None if clean.shape == frame.shape else frame)
+                               None if clean.shape == frame.shape else frame, faces)
             elif (not connected or stale) and now - last_no_signal >= NO_SIGNAL_INTERVAL_S:
                 last_no_signal = now
                 why = reason if not connected else "no frames from the source"
@@ -376,9 +377,9 @@ class Capture:
                     self._emit(None, jpeg.tobytes(), now, False, -1)
 
     def _emit(self, image: NDArray[np.uint8] | None, jpeg: bytes, captured_at: float,
-              signal: bool, frame_position: int, full: NDArray[np.uint8] | None = None
-              ) -> None:
+              signal: bool, frame_position: int, full: NDArray[np.uint8] | None = None,
+              faces: tuple[Any, ...] = ()) -> None:
         self._seq += 1
         self._metrics.frames_encoded.inc()
         self._deliver(Packet(self._seq, captured_at, image, jpeg, signal, frame_position,
-                             full))
+                             full, faces))

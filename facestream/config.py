@@ -185,6 +185,18 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True)
+class VideoConfig:
+    #: H.264 live video for the dashboard (video.py); false: every viewer gets MJPEG.
+    enabled: bool = True
+    #: Each camera's encoder aims at this rate, shared by all of its video viewers.
+    bitrate_kbps: int = 2000
+    #: A keyframe at least this often (a viewer joining asks for one at once).
+    keyframe_interval_s: float = 2.0
+    #: libx264's speed preset: faster costs the server less CPU for a little more bitrate.
+    preset: str = "superfast"
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     #: Accounts and tokens. false is refused unless server.host is a loopback address.
     enabled: bool = True
@@ -252,6 +264,7 @@ class Config:
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
@@ -269,12 +282,15 @@ class Config:
         return Path(self.storage.data_dir)
 
 
+_X264_PRESETS: Final = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+
 _SECTIONS: Final = {
     "server": ServerConfig,
     "camera": CameraConfig,
     "recognition": RecognitionConfig,
     "presence": PresenceConfig,
     "history": HistoryConfig,
+    "video": VideoConfig,
     "auth": AuthConfig,
     "mqtt": MqttConfig,
     "storage": StorageConfig,
@@ -508,7 +524,7 @@ def is_loopback(host: str) -> bool:
 def validate(config: Config) -> Config:
     """Check ranges and cross-field rules; return the config unchanged or raise ConfigError."""
     s, c, r = config.server, config.camera, config.recognition
-    p, h = config.presence, config.history
+    p, h, v = config.presence, config.history, config.video
     checks: list[tuple[bool, str]] = [
         (0 <= s.port <= 65535, f"server.port: expected 0-65535, got {s.port}"),
         (s.max_upload_mb > 0, f"server.max_upload_mb: must be > 0, got {s.max_upload_mb}"),
@@ -583,6 +599,12 @@ def validate(config: Config) -> Config:
         (p.unknown_grace_s >= 0,
          f"presence.unknown_grace_s: must be >= 0, got {p.unknown_grace_s}"),
         (h.retention_days > 0, f"history.retention_days: must be > 0, got {h.retention_days}"),
+        (100 <= v.bitrate_kbps <= 50_000,
+         f"video.bitrate_kbps: expected 100-50000, got {v.bitrate_kbps}"),
+        (0.2 <= v.keyframe_interval_s <= 10,
+         f"video.keyframe_interval_s: expected 0.2-10, got {v.keyframe_interval_s}"),
+        (v.preset in _X264_PRESETS,
+         f"video.preset: expected one of {', '.join(_X264_PRESETS)}, got {v.preset!r}"),
         (
             h.snapshot_max_side >= 64,
             f"history.snapshot_max_side: must be >= 64, got {h.snapshot_max_side}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,6 +29,9 @@ class Packet:
     #: The camera's full-resolution frame when ``image`` (the stream copy) is scaled down
     #: from it; None when they are the same size.
     full: NDArray[np.uint8] | None = None
+    #: The faces drawn on ``jpeg`` (FaceViews, boxes in ``image``'s pixels): the H.264
+    #: viewers' pages draw the same over the same frame (video.py).
+    faces: tuple[Any, ...] = ()
 
 
 class FrameHub:
@@ -39,6 +43,10 @@ class FrameHub:
     @property
     def latest(self) -> Packet | None:
         return self._latest
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def publish(self, packet: Packet) -> None:
         """Event-loop thread only (the capture hands over with call_soon_threadsafe)."""

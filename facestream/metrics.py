@@ -43,6 +43,10 @@ class Metrics:
         self.stream_clients = Gauge(
             "facestream_stream_clients", "Connected MJPEG viewers.", registry=r
         )
+        self.video_clients = Gauge(
+            "facestream_video_clients", "Connected H.264 viewers (websocket and MP4).",
+            registry=r
+        )
         self.ws_clients = Gauge(
             "facestream_ws_clients", "Connected websocket clients.", registry=r
         )

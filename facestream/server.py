@@ -54,6 +54,7 @@ from .web.pages import routes as page_routes
 from .web.routes import RouteAccess, Routes
 from .web.uploads import limit_words, upload_limit
 from .web.uploads import routes as upload_routes
+from .web.video import routes as video_routes
 from .workers import PoolSettings, WorkerPool
 
 #: How often the gallery file is checked for changes made by other processes.
@@ -61,7 +62,7 @@ GALLERY_POLL_S: Final = 1.0
 #: Every handler module's route table.
 ROUTE_TABLES: Final[tuple[Routes, ...]] = (
     page_routes, account_routes, live_routes, camera_routes, upload_routes, face_routes,
-    history_routes, ops_routes)
+    history_routes, ops_routes, video_routes)
 
 
 # -- lifecycle ------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ MODELS = ("SFace, Dlib, Facenet, Facenet512, ArcFace, VGG-Face, OpenFace, DeepFa
           "read_timeout_s, reconnect_max_s, reconnect_min_s, source, sweep_mp_per_s)")),
         ({"webcams": {}},
          ("webcams: unknown section (known: server, camera, recognition, presence, history, "
-          "auth, mqtt, storage, cameras, webhooks)")),
+          "video, auth, mqtt, storage, cameras, webhooks)")),
         ({"cameras": {}}, "cameras: expected [[cameras]] tables, got {}"),
         ({"cameras": [{"name": "door"}]},
          "cameras[0].source: missing (every camera needs a name and a source)"),

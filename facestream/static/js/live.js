@@ -10,20 +10,45 @@ import { cameraPath, shown } from "./state.js";
 import { chooseForEnrollment, renderEnrollChoices } from "./enroll.js";
 import { refreshGallery, renderSeenCards } from "./gallery.js";
 import { askNotPerson } from "./samples.js";
+import { startVideo, stopVideo, videoOn, videoWanted } from "./player.js";
 
 // -- the stream ---------------------------------------------------------------------------
 
 const stream = $("stream");
 let streamRetry = 1000;
 let streamTimer = null;
+/** The H.264 view could not play here: MJPEG for the rest of this page's life. */
+let videoBroken = false;
 
-/** Load the stream of the camera shown again, after `delay` ms. */
+/** Load the stream of the camera shown again, after `delay` ms: H.264 when wanted and
+ *  playable (player.js), else MJPEG. */
 export function restartStream(delay = 0) {
   clearTimeout(streamTimer);
+  if (videoWanted() && !videoBroken) {
+    stream.hidden = true;
+    stream.removeAttribute("src");  // no MJPEG download beside the video
+    streamTimer = setTimeout(() => startVideo(videoFailed), delay);
+    return;
+  }
+  stream.hidden = false;
   streamTimer = setTimeout(() => { stream.src = `${cameraPath("streaming")}?t=${Date.now()}`; }, delay);
 }
 
+function videoFailed() {
+  stopVideo();
+  videoBroken = true;
+  restartStream();
+}
+
+// A hidden tab receives no video: the socket closes, and opens again when it is shown.
+document.addEventListener("visibilitychange", () => {
+  if (!videoWanted() || videoBroken) return;
+  if (document.hidden) stopVideo();
+  else if (!videoOn()) restartStream();
+});
+
 function streamFailed() {
+  if (stream.hidden) return;  // the H.264 view is shown
   $("stream-status").hidden = false;
   $("stream-status").textContent = `Stream interrupted; reconnecting in ${Math.round(streamRetry / 1000)} s…`;
   restartStream(streamRetry);

@@ -1,0 +1,172 @@
+// The H.264 live view (issue 20, opt-in for now with ?video=h264): the camera's video from
+// the /video websocket into Media Source Extensions, with the boxes and names drawn by the
+// page over the very frame they belong to (each frame's faces come with its timestamp).
+// The player stays at the live edge (a viewer never falls further and further behind), and
+// a hidden tab closes the socket, so it receives nothing. live.js falls back to MJPEG when
+// this is off or cannot play.
+
+import { $ } from "./dom.js";
+import { cameraPath } from "./state.js";
+
+/** How far behind the newest frame the player may fall before it jumps to it (s). */
+const MAX_LAG_S = 0.8;
+/** Video kept behind the playing position (s): the rest is freed. */
+const KEEP_S = 10;
+/** Box colours, as the MJPEG overlay has them (overlay.py). */
+const KNOWN = "rgb(60 200 80)";
+const UNKNOWN = "rgb(255 165 0)";
+
+const video = $("video");
+const canvas = $("overlay");
+let session = null;
+
+/** Whether the H.264 view is wanted and this browser can play it. */
+export function videoWanted() {
+  return new URLSearchParams(location.search).get("video") === "h264" && "MediaSource" in window;
+}
+
+/** Start (or restart) the video of the camera shown; `failed()` is called if it cannot play. */
+export function startVideo(failed) {
+  stopVideo();
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${cameraPath("video")}`;
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  const s = { ws, source: null, buffer: null, queue: [], frames: [], started: false, failed, timer: null };
+  session = s;
+  ws.addEventListener("message", (ev) => received(s, ev.data));
+  ws.addEventListener("close", () => {
+    if (session === s && !s.started) failed();
+  });
+  s.timer = setInterval(() => keepLive(s), 250);
+  video.onerror = () => { if (session === s) failed(); };
+  video.hidden = false;
+  canvas.hidden = false;
+  video.dataset.frames = "0";
+  video.requestVideoFrameCallback((now, meta) => presented(s, meta));
+}
+
+export function stopVideo() {
+  const s = session;
+  session = null;
+  if (!s) return;
+  clearInterval(s.timer);
+  s.ws.close();
+  video.removeAttribute("src");
+  video.load();
+  video.hidden = true;
+  canvas.hidden = true;
+}
+
+function received(s, data) {
+  if (typeof data === "string") {
+    const msg = JSON.parse(data);
+    if (msg.type === "init") open(s, msg.codec);
+    else if (msg.type === "frame") {
+      s.frames.push(msg);
+      if (s.frames.length > 100) s.frames.splice(0, s.frames.length - 100);
+    }
+    return;
+  }
+  s.queue.push(data);
+  append(s);
+}
+
+function open(s, codec) {
+  const mime = `video/mp4; codecs="${codec}"`;
+  if (!MediaSource.isTypeSupported(mime)) {
+    s.failed();
+    return;
+  }
+  const source = new MediaSource();
+  s.source = source;
+  s.buffer = null;
+  s.queue = [];
+  source.addEventListener("sourceopen", () => {
+    s.buffer = source.addSourceBuffer(mime);
+    s.buffer.addEventListener("updateend", () => append(s));
+    append(s);
+  }, { once: true });
+  video.src = URL.createObjectURL(source);
+}
+
+/** Append what arrived, one buffer at a time (a SourceBuffer takes one append at once). */
+function append(s) {
+  const b = s.buffer;
+  if (!b || b.updating || !s.queue.length || session !== s) return;
+  try {
+    b.appendBuffer(s.queue.shift());
+  } catch {
+    s.failed();
+    return;
+  }
+  if (!s.started && b.buffered.length) {
+    s.started = true;
+    video.currentTime = b.buffered.start(0);
+    video.play().catch(() => { /* muted autoplay; a refusal leaves the first frame */ });
+  }
+}
+
+/** Stay at the live edge, and free what was played. */
+function keepLive(s) {
+  const b = s.buffer;
+  if (!b || !b.buffered.length || b.updating) return;
+  const end = b.buffered.end(b.buffered.length - 1);
+  if (end - video.currentTime > MAX_LAG_S) video.currentTime = end - 0.05;
+  const start = b.buffered.start(0);
+  if (video.currentTime - start > KEEP_S * 2) b.remove(start, video.currentTime - KEEP_S);
+  if (video.paused && s.started) video.play().catch(() => {});
+}
+
+/** Each frame shown: draw its faces (those sent with the frame's own timestamp). */
+function presented(s, meta) {
+  if (session !== s) return;
+  video.dataset.frames = String(Number(video.dataset.frames) + 1);
+  const t = meta.mediaTime;
+  let best = null;
+  for (const f of s.frames) if (Math.abs(f.t - t) < 0.021 || (f.t <= t && (!best || f.t > best.t))) best = f;
+  draw(best && t - best.t < 0.2 ? best : null);
+  video.requestVideoFrameCallback((now, m) => presented(s, m));
+}
+
+function draw(frame) {
+  const rect = video.getBoundingClientRect();
+  const ratio = window.devicePixelRatio || 1;
+  canvas.style.height = `${rect.height}px`;
+  canvas.width = Math.round(rect.width * ratio);
+  canvas.height = Math.round(rect.height * ratio);
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!frame || !frame.faces.length) {
+    canvas.dataset.faces = "[]";
+    return;
+  }
+  // The picture is letterboxed in the element (object-fit: contain).
+  const [w, h] = frame.size;
+  const scale = Math.min(canvas.width / w, canvas.height / h);
+  const ox = (canvas.width - w * scale) / 2;
+  const oy = (canvas.height - h * scale) / 2;
+  ctx.lineWidth = Math.max(2, 2 * ratio);
+  ctx.font = `${Math.round(14 * ratio)}px sans-serif`;
+  ctx.textBaseline = "bottom";
+  const drawn = [];
+  for (const f of frame.faces) {
+    const [x, y, bw, bh] = f.box;
+    const color = f.known ? KNOWN : UNKNOWN;
+    const label = f.known && f.name ? f.name : "unknown";
+    const px = ox + x * scale;
+    const py = oy + y * scale;
+    ctx.strokeStyle = color;
+    ctx.strokeRect(px, py, bw * scale, bh * scale);
+    const tw = ctx.measureText(label).width + 8 * ratio;
+    const th = 18 * ratio;
+    ctx.fillStyle = color;
+    ctx.fillRect(px, Math.max(0, py - th), tw, th);
+    ctx.fillStyle = "#000";
+    ctx.fillText(label, px + 4 * ratio, Math.max(th, py) - 3 * ratio);
+    drawn.push({ label, box: [px / canvas.width, py / canvas.height, (bw * scale) / canvas.width, (bh * scale) / canvas.height] });
+  }
+  canvas.dataset.faces = JSON.stringify(drawn);
+}
+
+/** Whether the video is playing or being started. */
+export const videoOn = () => session !== null;

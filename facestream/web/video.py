@@ -1,0 +1,106 @@
+"""H.264 live video (video.py): a websocket for the dashboard's player, and fragmented MP4
+over HTTP for other players.
+
+    GET /video, /cameras/{camera}/video          websocket: {"type": "init", "codec"}, the
+        init segment (binary), then per frame {"type": "frame", "t", "size", "faces"} and its
+        fragment (binary), from a keyframe on; {"type": "signal", "signal": false} while the
+        camera sends nothing
+    GET /video.mp4, /cameras/{camera}/video.mp4  the same video as one fragmented MP4 file
+        that never ends (VLC, ffplay, Home Assistant's generic camera as a stream source)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Final
+
+from aiohttp import web
+
+from ..appkeys import CONFIG, METRICS
+from ..video import SEND_TIMEOUT_S, VideoStream, Viewer
+from .http import http_error
+from .live import PREPARE_TIMEOUT_S, camera_of
+from .routes import Role, Routes
+
+routes = Routes()
+
+#: How long a player may go without a frame (no signal) before the HTTP stream ends.
+IDLE_S: Final = 30.0
+
+
+def _video_of(request: web.Request) -> VideoStream:
+    if not request.app[CONFIG].video.enabled:
+        raise http_error(404, "H.264 video is off (video.enabled); use the MJPEG stream")
+    return camera_of(request).video
+
+
+async def _feed(viewer: Viewer, send_json: object, send_bytes: object) -> None:
+    """Send what ``viewer`` is given until it is closed or the peer stops reading."""
+    while True:
+        kind, item = await viewer.next()
+        if kind == "close":
+            return
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            if kind == "json":
+                await send_json(item)  # type: ignore[operator]
+            elif kind == "init":
+                await send_bytes(item)  # type: ignore[operator]
+            else:
+                await send_bytes(item.data)  # type: ignore[operator]
+
+
+@routes.get("/video", role=Role.VIEWER)
+@routes.get("/cameras/{camera}/video", role=Role.VIEWER)
+async def video_socket(request: web.Request) -> web.WebSocketResponse:
+    video = _video_of(request)
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    async with asyncio.timeout(PREPARE_TIMEOUT_S):
+        await ws.prepare(request)
+    viewer = video.join()
+    request.app[METRICS].video_clients.inc()
+    feeder = asyncio.create_task(_feed(viewer, ws.send_json, ws.send_bytes))
+    try:
+        # Incoming messages are not used; reading them notices the close.
+        reader = asyncio.create_task(_drain(ws))
+        await asyncio.wait({feeder, reader}, return_when=asyncio.FIRST_COMPLETED)
+        reader.cancel()
+    except (ConnectionResetError, TimeoutError):
+        pass
+    finally:
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionResetError, TimeoutError):
+            await feeder
+        await video.leave(viewer)
+        request.app[METRICS].video_clients.dec()
+        await ws.close()
+    return ws
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    async for _ in ws:
+        pass
+
+
+@routes.get("/video.mp4", role=Role.VIEWER)
+@routes.get("/cameras/{camera}/video.mp4", role=Role.VIEWER)
+async def video_file(request: web.Request) -> web.StreamResponse:
+    video = _video_of(request)
+    resp = web.StreamResponse(headers={"Content-Type": "video/mp4",
+                                       "Cache-Control": "no-cache, no-store"})
+    await resp.prepare(request)
+    viewer = video.join()
+    request.app[METRICS].video_clients.inc()
+
+    async def no_json(_: object) -> None:
+        return None
+
+    try:
+        await _feed(viewer, no_json, resp.write)
+    except (ConnectionResetError, TimeoutError):
+        if request.transport is not None:
+            request.transport.abort()
+    finally:
+        await video.leave(viewer)
+        request.app[METRICS].video_clients.dec()
+    return resp

@@ -1,0 +1,105 @@
+"""H.264 live video (issue 20): what the server sends a video viewer, decoded back with PyAV;
+encoding only while somebody watches; a viewer joining mid-stream starts at a keyframe at
+once; the fragmented MP4 over HTTP for other players."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient
+
+from facestream.appkeys import CAMERAS
+from facestream.config import Config
+from facestream.video import codec_string
+
+from .conftest import TALKING_HEAD
+from .support import wait_for
+
+Client = TestClient[Any, Any]
+
+
+async def watch(client: Client, seconds: float, path: str = "/video"
+                ) -> tuple[list[dict], bytes, list[bytes], float]:
+    """Watch for ``seconds``: the JSON messages, the init segment, the fragments, and how
+    long after connecting the first fragment came."""
+    messages: list[dict] = []
+    init, fragments, first = b"", [], 0.0
+    t0 = time.monotonic()
+    async with client.ws_connect(path) as ws:
+        while time.monotonic() - t0 < seconds:
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            if msg.type == WSMsgType.TEXT:
+                messages.append(msg.json())
+            elif msg.type == WSMsgType.BINARY:
+                if not init:
+                    init = msg.data
+                else:
+                    fragments.append(msg.data)
+                    first = first or time.monotonic() - t0
+            else:
+                break
+    return messages, init, fragments, first
+
+
+def decode(init: bytes, fragments: list[bytes]) -> list[Any]:
+    with av.open(io.BytesIO(init + b"".join(fragments)), format="mp4") as container:
+        return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+
+
+async def test_a_video_viewer_gets_h264_it_can_decode_with_the_faces_of_each_frame(
+        app_client: Any, config_factory: Callable[..., Config]) -> None:
+    client = await app_client(config_factory(TALKING_HEAD))
+    video = client.server.app[CAMERAS].first.video
+    # Nobody watching: nothing is encoded.
+    await wait_for(lambda: client.server.app[CAMERAS].first.hub.latest is not None, 10)
+    await asyncio.sleep(0.5)
+    assert not video.running and video.frames_encoded == 0
+
+    messages, init, fragments, first = await watch(client, 3.0)
+    assert messages[0] == {"type": "init", "codec": codec_string(init), "camera": "camera"}
+    assert messages[0]["codec"].startswith("avc1.42")  # baseline: every browser plays it
+    assert first < 2.0  # a viewer starts at a keyframe, asked for on joining
+    frames = decode(init, fragments)
+    # The file plays at 25 fps: about 3 s of it, the first frame a keyframe.
+    assert 55 <= len(frames) <= 80, len(frames)
+    assert frames[0].shape == (512, 512, 3)
+    # Each frame's faces, timed as the frames are: the talking head, boxed.
+    timed = [m for m in messages if m["type"] == "frame"]
+    assert len(timed) >= len(frames) - 2
+    assert all(b["t"] > a["t"] for a, b in zip(timed, timed[1:]))
+    boxed = [m for m in timed if m["faces"]]
+    assert len(boxed) >= len(timed) * 0.8
+    x, y, w, h = boxed[-1]["faces"][0]["box"]
+    assert boxed[-1]["size"] == [512, 512] and 100 < w < 400 and 0 <= x < 512 - w
+
+    # The last viewer gone: encoding stops.
+    await wait_for(lambda: not video.running, 5)
+    encoded = video.frames_encoded
+    await asyncio.sleep(0.5)
+    assert video.frames_encoded == encoded
+
+
+async def test_a_second_viewer_joins_mid_stream_and_the_mp4_plays_for_other_players(
+        app_client: Any, config_factory: Callable[..., Config]) -> None:
+    client = await app_client(config_factory(TALKING_HEAD))
+    first_viewer = asyncio.create_task(watch(client, 4.0))
+    await asyncio.sleep(2.0)
+    _, init, fragments, first = await watch(client, 1.5)
+    assert first < 1.0  # joined mid-GOP: a keyframe was made for it
+    assert len(decode(init, fragments)) >= 20
+    await first_viewer
+
+    resp = await client.get("/video.mp4")
+    assert resp.status == 200 and resp.headers["Content-Type"] == "video/mp4"
+    data = b""
+    while len(data) < 60_000:
+        data += await asyncio.wait_for(resp.content.read(65536), 5)
+    resp.close()
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        assert sum(1 for _ in container.decode(video=0)) >= 3
