@@ -25,7 +25,6 @@ import contextlib
 import io
 import logging
 import struct
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -162,10 +161,14 @@ class Encoder:
         self._timescale = 90_000
 
     def encode(self, image: NDArray[np.uint8], pts: int, keyframe: bool) -> list[Fragment]:
-        """Encode one BGR frame at ``pts`` (90 kHz); the fragments completed by it."""
+        """Encode one BGR frame (of even width and height) at ``pts`` (90 kHz); the
+        fragments completed by it."""
         import av
+        import cv2
 
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        # OpenCV's BT.601 (limited range, as H.264 expects) is 5x faster than swscale's.
+        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts, frame.time_base = pts, TIMEBASE
         if keyframe:
             frame.pict_type = av.video.frame.PictureType.I
@@ -240,9 +243,9 @@ class VideoStream:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"video {camera}")
         self._t0: float | None = None
         self._last_pts = -1
-        self._last_key = 0.0
+        self._last_key = -float("inf")
         self._key_wanted = False
-        self._key_asked = 0.0
+        self._key_asked = -float("inf")
         self.frames_encoded = 0
 
     @property
@@ -305,6 +308,9 @@ class VideoStream:
         image = packet.image
         assert image is not None
         h, w = image.shape[:2]
+        if h % 2 or w % 2:  # 4:2:0 needs even sides: the last row or column goes
+            h, w = h - h % 2, w - w % 2
+            image = image[:h, :w]
         if self._encoder is None or self._encoder.size != (w, h):
             if self._encoder is not None:
                 await self._call(self._encoder.close)
@@ -315,7 +321,8 @@ class VideoStream:
         assert self._t0 is not None
         pts = max(self._last_pts + 1, round((packet.captured_at - self._t0) * 90_000))
         self._last_pts = pts
-        now = time.monotonic()
+        # Keyframes are timed by the frames' capture times, as everything on live video is.
+        now = packet.captured_at
         keyframe = (now - self._last_key >= self.config.keyframe_interval_s
                     or (self._key_wanted and now - self._key_asked >= KEYFRAME_ASK_S))
         if keyframe:

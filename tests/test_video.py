@@ -11,14 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 import av
+import cv2
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
 from facestream.appkeys import CAMERAS
-from facestream.config import Config
-from facestream.video import codec_string
+from facestream.config import Config, VideoConfig
+from facestream.hub import FrameHub, Packet
+from facestream.video import MAX_BEHIND_S, VideoStream, codec_string
 
-from .conftest import TALKING_HEAD
+from .conftest import OBAMA, TALKING_HEAD
 from .support import wait_for
 
 Client = TestClient[Any, Any]
@@ -103,3 +105,33 @@ async def test_a_second_viewer_joins_mid_stream_and_the_mp4_plays_for_other_play
     resp.close()
     with av.open(io.BytesIO(data), format="mp4") as container:
         assert sum(1 for _ in container.decode(video=0)) >= 3
+
+
+async def test_a_viewer_that_falls_behind_skips_to_a_keyframe_and_odd_sides_are_cropped(
+) -> None:
+    """A viewer that stops reading keeps at most about a second of video waiting: then what
+    it had not sent is dropped and it resumes at a keyframe made for it (the interval here is
+    10 s), so a slow link costs frames, never a growing delay. A picture of odd width and
+    height (which 4:2:0 cannot hold) loses its last row and column."""
+    frame = cv2.resize(cv2.imread(str(OBAMA)), (321, 241))
+    hub = FrameHub()
+    stream = VideoStream(hub, VideoConfig(keyframe_interval_s=10.0), "cam")
+    viewer = stream.join()
+    t0 = time.monotonic()
+    try:
+        for i in range(75):  # 3 s of video at 25 fps, nothing read meanwhile
+            hub.publish(Packet(i + 1, t0 + i / 25, frame, b"", True))
+            await wait_for(lambda i=i: stream.frames_encoded > i, 5, interval=0.005)
+        assert viewer.skips >= 1
+        items = []
+        while not viewer.queue.empty():
+            items.append(await viewer.next())
+        fragments = [item for kind, item in items if kind == "fragment"]
+        # What waits is under MAX_BEHIND_S of video, from a keyframe on.
+        assert fragments and fragments[0].keyframe
+        assert fragments[-1].t - fragments[0].t <= MAX_BEHIND_S
+        (init,) = [item for kind, item in items if kind == "init"] or [viewer.sent_init]
+        frames = decode(init, [f.data for f in fragments])
+        assert len(frames) >= len(fragments) - 1 and frames[0].shape == (240, 320, 3)
+    finally:
+        await stream.close()

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""H.264 against MJPEG for the live view: what each viewer receives and what the server
+spends, with 0, 1 and 10 viewers, for a 640x480 and a 1080p camera (issue 20).
+
+A real server (``python -m facestream``, accounts off, 2 workers) plays a clip made from
+the shared 1080p crowd video (``video/facenet_pytorch/video.mp4``: many faces walking
+toward the camera), scaled to each size, looping at 25 fps; ``camera.max_side`` is the
+camera's own longest side, so the viewers get the full picture. For each mode, N viewers
+in this process read for ``--seconds``:
+
+* MJPEG: N readers of ``GET /streaming``, counting bytes and frames (multipart parts);
+* H.264: N clients of the ``GET /video`` websocket, counting bytes (binary and text: the
+  init segment, the fragments and each frame's faces) and fragments.
+
+Reported per mode: Mbit/s received per viewer (median), frames received per second per
+viewer (median), and the server process's CPU (user + system, from /proc) in cores over
+the same window, with the idle server (0 viewers: no H.264 encoding at all) beside it.
+The latency from capture to a presented frame needs a browser: see test_browser's H.264
+test for a viewer near the live edge; it is not measured here.
+
+    python bench/video_benchmark.py [--seconds 15] [--sizes 640x480 1920x1080]
+
+Writes bench/results/video.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import cv2
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.servers import Server  # noqa: E402
+
+CROWD = REPO.parent / "shared" / "data" / "video" / "facenet_pytorch" / "video.mp4"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def make_clip(size: tuple[int, int], out: Path) -> Path:
+    """The crowd clip scaled to ``size`` (MJPEG in AVI: decoded cheaply, like a camera)."""
+    cap = cv2.VideoCapture(str(CROWD))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size)
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
+    cap.release()
+    writer.release()
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+async def mjpeg_viewer(session: aiohttp.ClientSession, url: str, stop: float
+                       ) -> tuple[int, int]:
+    received, frames = 0, 0
+    async with session.get(url + "/streaming") as resp:
+        while time.monotonic() < stop:
+            chunk = await resp.content.readany()
+            if not chunk:
+                break
+            received += len(chunk)
+            frames += chunk.count(b"--facestreamframe")
+    return received, frames
+
+
+async def video_viewer(session: aiohttp.ClientSession, url: str, stop: float
+                       ) -> tuple[int, int]:
+    received, fragments = 0, 0
+    async with session.ws_connect(url.replace("http", "ws") + "/video") as ws:
+        binary = 0
+        while time.monotonic() < stop:
+            try:
+                msg = await asyncio.wait_for(ws.receive(), max(0.1, stop - time.monotonic()))
+            except TimeoutError:
+                break
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                received += len(msg.data)
+                binary += 1
+                fragments = binary - 1  # the first is the init segment
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                received += len(msg.data)
+            else:
+                break
+    return received, fragments
+
+
+async def measure(server: Server, session: aiohttp.ClientSession, mode: str, viewers: int,
+                  seconds: float) -> dict[str, Any]:
+    warm = 3.0
+    stop = time.monotonic() + warm + seconds
+    viewer = mjpeg_viewer if mode == "mjpeg" else video_viewer
+    tasks = [asyncio.create_task(viewer(session, server.url, stop)) for _ in range(viewers)]
+    await asyncio.sleep(warm)
+    cpu0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
+    results = await asyncio.gather(*tasks) if tasks else []
+    if not tasks:
+        await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    cpu = (cpu_seconds(server.proc.pid) - cpu0) / elapsed
+    span = warm + seconds
+    # Over the whole span, warm-up included (a viewer's start is part of what it receives).
+    mbit = [8 * b / span / 1e6 for b, _ in results]
+    fps = [f / span for _, f in results]
+    return {"mode": mode, "viewers": viewers, "cpu_cores": round(cpu, 3),
+            "mbit_per_viewer": round(statistics.median(mbit), 2) if mbit else 0.0,
+            "fps_per_viewer": round(statistics.median(fps), 1) if fps else 0.0}
+
+
+async def run_size(size: tuple[int, int], seconds: float, tmp: Path) -> list[dict[str, Any]]:
+    name = f"{size[0]}x{size[1]}"
+    clip = make_clip(size, tmp / f"crowd-{name}.avi")
+    cwd = tmp / name
+    cwd.mkdir()
+    (cwd / "config.toml").write_text(f"[camera]\nmax_side = {max(size)}\n")
+    server = Server(clip, cwd / "data", cwd)
+    rows = []
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as s:
+            await server.wait_ready(s)
+            await asyncio.sleep(3.0)
+            for mode, viewers in (("idle", 0), ("mjpeg", 1), ("h264", 1), ("mjpeg", 10),
+                                  ("h264", 10)):
+                row = await measure(server, s, mode, viewers, seconds)
+                row["camera"] = name
+                rows.append(row)
+                print(f"  {name:>9} {mode:>5} x{viewers:<2}  {row['mbit_per_viewer']:7.2f} "
+                      f"Mbit/s  {row['fps_per_viewer']:5.1f} fps  {row['cpu_cores']:.2f} "
+                      "cores", flush=True)
+                await asyncio.sleep(2.0)
+    finally:
+        server.stop()
+    return rows
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="facestream-video-") as tmp:
+        print("camera     mode viewers  per viewer          server")
+        for size in sizes:
+            rows += await run_size(size, args.seconds, Path(tmp))  # type: ignore[arg-type]
+    return {"seconds": args.seconds, "rows": rows, "loadavg": os.getloadavg()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--sizes", nargs="+", default=["640x480", "1920x1080"])
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "video.json")
+    args = p.parse_args()
+    result = asyncio.run(main_async(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
