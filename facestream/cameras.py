@@ -58,6 +58,10 @@ class Camera:
         self.broadcaster = Broadcaster(metrics, config.name)
         #: Its H.264 viewers: encoded once, while there is one (video.py).
         self.video = VideoStream(self.hub, app_config.video, config.name)
+        #: MJPEG viewers now; the capture encodes its annotated JPEGs only while there are
+        #: some, or always with MQTT on (its snapshots are those JPEGs).
+        self.mjpeg_viewers = 0
+        self._jpeg_always = bool(app_config.mqtt.url)
         self.capture: Capture | None = None
         self.pipeline: LivePipeline | None = None
         self._task: asyncio.Task[None] | None = None
@@ -74,7 +78,8 @@ class Camera:
 
         self.pipeline = LivePipeline(self.hub, pool, self.presence, self.metrics, share,
                                      self.name, self.config.min_face_px, self.config.sweep_mp_per_s)
-        self.capture = Capture(self.config, deliver, self.presence, self.metrics)
+        self.capture = Capture(self.config, deliver, self.presence, self.metrics,
+                               lambda: self._jpeg_always or self.mjpeg_viewers > 0)
         self.capture.start()
         self._task = asyncio.create_task(self.pipeline.run(), name=f"camera {self.name}")
 

@@ -182,8 +182,13 @@ class Capture:
         deliver: Callable[[Packet], Any],
         in_view: InView,
         metrics: Metrics,
+        jpeg_wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
+        #: Whether anybody reads the annotated JPEGs now (MJPEG viewers, MQTT snapshots):
+        #: without them each frame is handed on unencoded (a 1080p JPEG with its overlay
+        #: costs about 12 ms, a third of a core at 25 fps).
+        self._jpeg_wanted = jpeg_wanted
         self.spec = SourceSpec.parse(config.source)
         self._deliver = deliver
         self._in_view = in_view
@@ -358,11 +363,14 @@ class Capture:
                 clean = scale_to(frame, self.config.max_side)
                 if clean is frame:
                     clean = frame.copy()  # the reader may hand the same buffer back
-                shown = clean.copy()
                 faces = self._in_view.snapshot.faces
-                annotate(shown, faces)
-                ok, jpeg = cv2.imencode(".jpg", shown, quality)
-                self._metrics.stage_seconds.labels("encode").observe(time.perf_counter() - t0)
+                ok, jpeg = True, np.empty(0, np.uint8)
+                if self._jpeg_wanted():
+                    shown = clean.copy()
+                    annotate(shown, faces)
+                    ok, jpeg = cv2.imencode(".jpg", shown, quality)
+                    self._metrics.stage_seconds.labels("encode").observe(
+                        time.perf_counter() - t0)
                 if ok:
                     # The reader hands over a new array per frame: the full-resolution frame
                     # goes on as it is, for recognition's full-resolution passes.

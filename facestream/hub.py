@@ -18,7 +18,8 @@ from numpy.typing import NDArray
 
 @dataclass(frozen=True)
 class Packet:
-    """One captured frame: the clean image for recognition and its annotated JPEG."""
+    """One captured frame: the clean image for recognition and its annotated JPEG (empty
+    while nobody reads JPEGs: see Capture's ``jpeg_wanted``)."""
 
     seq: int
     captured_at: float  # time.monotonic() when the frame was read

@@ -21,7 +21,7 @@ from facestream.hub import FrameHub, Packet
 from facestream.video import MAX_BEHIND_S, VideoStream, codec_string
 
 from .conftest import OBAMA, TALKING_HEAD
-from .support import wait_for
+from .support import metric_values, read_part, wait_for
 
 Client = TestClient[Any, Any]
 
@@ -49,6 +49,11 @@ async def watch(client: Client, seconds: float, path: str = "/video"
     return messages, init, fragments, first
 
 
+async def jpegs_encoded(client: Client) -> float:
+    text = await (await client.get("/metrics")).text()
+    return metric_values(text).get('facestream_stage_seconds_count{stage="encode"}', 0.0)
+
+
 def decode(init: bytes, fragments: list[bytes]) -> list[Any]:
     with av.open(io.BytesIO(init + b"".join(fragments)), format="mp4") as container:
         return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
@@ -58,10 +63,15 @@ async def test_a_video_viewer_gets_h264_it_can_decode_with_the_faces_of_each_fra
         app_client: Any, config_factory: Callable[..., Config]) -> None:
     client = await app_client(config_factory(TALKING_HEAD))
     video = client.server.app[CAMERAS].first.video
-    # Nobody watching: nothing is encoded.
+    # Nobody watching: nothing is encoded, neither H.264 nor the MJPEG stream's JPEGs.
     await wait_for(lambda: client.server.app[CAMERAS].first.hub.latest is not None, 10)
     await asyncio.sleep(0.5)
     assert not video.running and video.frames_encoded == 0
+    assert await jpegs_encoded(client) == 0
+    resp = await client.get("/streaming")  # an MJPEG viewer: JPEGs from the next frame on
+    assert (await read_part(resp))[:2] == b"\xff\xd8"
+    resp.close()
+    assert await jpegs_encoded(client) > 0
 
     messages, init, fragments, first = await watch(client, 3.0)
     assert messages[0] == {"type": "init", "codec": codec_string(init), "camera": "camera"}

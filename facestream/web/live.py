@@ -33,7 +33,8 @@ PREPARE_TIMEOUT_S: Final = 10.0
 @routes.get("/cameras/{camera}/streaming", role=Role.VIEWER)
 async def streaming(request: web.Request) -> web.StreamResponse:
     """MJPEG: every viewer gets the newest shared JPEG at its own pace, skipping what it missed."""
-    hub = camera_of(request).hub
+    camera = camera_of(request)
+    hub = camera.hub
     metrics = request.app[METRICS]
     resp = web.StreamResponse(
         headers={
@@ -49,6 +50,7 @@ async def streaming(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
     metrics.stream_clients.inc()
+    camera.mjpeg_viewers += 1  # the capture encodes JPEGs from its next frame on
     seen = 0
     try:
         while True:
@@ -56,6 +58,8 @@ async def streaming(request: web.Request) -> web.StreamResponse:
             if packet is None:
                 break
             seen = packet.seq
+            if not packet.jpeg:
+                continue  # captured before anybody wanted JPEGs
             head = (
                 f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                 f"Content-Length: {len(packet.jpeg)}\r\n\r\n"
@@ -71,6 +75,7 @@ async def streaming(request: web.Request) -> web.StreamResponse:
             request.transport.abort()
     finally:
         metrics.stream_clients.dec()
+        camera.mjpeg_viewers -= 1
     return resp
 
 
