@@ -123,6 +123,22 @@ def _has_idr(mdat: bytes, start: int, end: int) -> bool:
     return False
 
 
+def _scaled(image: NDArray[np.uint8], scale: float) -> NDArray[np.uint8]:
+    import cv2
+
+    h, w = image.shape[:2]
+    size = (max(2, round(w * scale)), max(2, round(h * scale)))
+    # Linear: a seventh of INTER_AREA's 7 ms for 1080p to 720p, and the encoder smooths more.
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)  # type: ignore[return-value]
+
+
+def _scaled_face(face: dict[str, Any], scale: float) -> dict[str, Any]:
+    """A face (as /hash has it) with its box in the encoded picture's pixels."""
+    if scale < 1.0:
+        face["box"] = [round(v * scale, 1) for v in face["box"]]
+    return face
+
+
 class _Sink(io.RawIOBase):
     """Where the MP4 muxer writes: kept until whole boxes can be handed on."""
 
@@ -308,6 +324,10 @@ class VideoStream:
         image = packet.image
         assert image is not None
         h, w = image.shape[:2]
+        scale = min(1.0, self.config.max_side / max(h, w))
+        if scale < 1.0:  # a phone's screen: the encoder's cost and the bitrate go with size
+            image = await self._call(_scaled, image, scale)
+            h, w = image.shape[:2]
         if h % 2 or w % 2:  # 4:2:0 needs even sides: the last row or column goes
             h, w = h - h % 2, w - w % 2
             image = image[:h, :w]
@@ -337,7 +357,7 @@ class VideoStream:
                 if viewer.sent_init is not encoder.init:
                     self._send_init(viewer, encoder.init)
         self._broadcast({"type": "frame", "t": pts / 90_000, "size": [w, h],
-                         "faces": [f.to_json() for f in packet.faces]})
+                         "faces": [_scaled_face(f.to_json(), scale) for f in packet.faces]})
         for fragment in fragments:
             self._deliver(fragment)
 
