@@ -378,6 +378,10 @@ class History(Output):
         if event == "deleted":
             self._last_seen.pop(person.hash, None)
             self._tombstone(person.hash)
+            # Strangers who had joined them are strangers again: their later visits must
+            # not come back under the deleted person's hash.
+            for stranger in [s for s, p in self._merged_away.items() if p == person.hash]:
+                del self._merged_away[stranger]
 
     # -- retention -----------------------------------------------------------------------
 

@@ -616,3 +616,22 @@ async def test_a_visit_split_off_while_under_way_stays_in_its_new_group(
     assert (await (await api.get(f"/visits/{record.id}")).json())["hash"] == result["hash"]
     assert history._unknowns[group][1] == 1  # Obama's face only
     assert history._unknowns[result["hash"]][1] == 1  # its own face, at its end
+
+
+async def test_a_stranger_who_joined_a_deleted_person_is_a_stranger_again(
+        api: Client, views: dict) -> None:
+    """A stranger named as Barack (the same person) joins him; Barack is deleted. The
+    stranger's next visit is theirs again, not a visit under the deleted person's hash
+    (which a new enrollment of that photo would take over as "last seen just now")."""
+    resp = await api.post("/faces", data=upload("image", OBAMA, name="Barack"))
+    barack = (await resp.json())["hash"]
+    now = time.time()
+    stranger = face_hash(views["biden"].embedding)
+    await store(api, stranger, views["biden"], now - 60, now - 50)
+    resp = await api.post("/faces", json={"from_unknown": stranger, "name": "Barack",
+                                          "same_name": barack})
+    assert resp.status == 201, await resp.text()
+    assert (await api.delete(f"/faces/{barack}")).status == 200
+    later = await store(api, stranger, views["biden"], now - 20, now - 10)
+    assert (await (await api.get(f"/visits/{later}")).json())["hash"] == stranger
+    assert (await (await api.get(f"/visits?person={barack}")).json())["visits"] == []
