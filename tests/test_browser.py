@@ -306,7 +306,8 @@ async def dashboard(browser: Browser, api: Api) -> AsyncIterator[Page]:
     """The dashboard of ``api``'s server. Fails on any uncaught JS error, and on anything
     the server's Content-Security-Policy refused."""
     errors: list[str] = []
-    page = await open_page(browser, api.url + "/", errors)
+    # The MJPEG view: these tests read the stream's frames (its overlay is the server's).
+    page = await open_page(browser, api.url + "/?video=mjpeg", errors)
     await expect(page.get_by_test_id("connection")).to_have_text("live")
     yield page
     await page.context.close()
@@ -375,8 +376,9 @@ async def wait_for_label(page: Page, known: str | None = None, unknown: str | No
 async def test_stream_plays_reconnects_and_lists_who_is_in_view(
     browser: Browser, api: Api
 ) -> None:
-    """The <img> shows the live MJPEG (frames change), comes back by itself after the stream
-    fails, and the in-view list shows the face the server sees, labelled as unknown."""
+    """With ?video=mjpeg the <img> shows the live MJPEG (frames change), comes back by itself
+    after the stream fails, and the in-view list shows the face the server sees, labelled as
+    unknown."""
     refused: list[str] = []
 
     async def fail_first_stream(route: Route) -> None:
@@ -390,7 +392,7 @@ async def test_stream_plays_reconnects_and_lists_who_is_in_view(
     page = await new_page(browser, errors)
     await page.route("**/streaming*", fail_first_stream)
     try:
-        await page.goto(api.url + "/")
+        await page.goto(api.url + "/?video=mjpeg")
         status = page.get_by_test_id("stream-status")
         await expect(status).to_contain_text("reconnecting")
         await wait_for_js(page.get_by_test_id("stream"), "img => img.naturalWidth > 0")
@@ -1640,12 +1642,12 @@ async def video_clients(api: Api) -> float:
 
 async def test_the_h264_view_plays_with_the_names_drawn_over_the_face(
         browser: Browser, api: Api) -> None:
-    """Issue 20 (opt-in for now, /?video=h264): the page plays the camera's H.264 (frames
-    presented, near the live edge), downloads no MJPEG beside it,
+    """Issue 20: by default the page plays the camera's H.264 (frames presented, near the
+    live edge), downloads no MJPEG beside it,
     draws the face's box and label over the face from the faces sent with each frame, and
     a hidden tab stops receiving video."""
     errors: list[str] = []
-    page = await open_page(browser, api.url + "/?video=h264", errors)
+    page = await open_page(browser, api.url + "/", errors)
     try:
         video = page.get_by_test_id("video")
         await expect(video).to_be_visible()

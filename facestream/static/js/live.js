@@ -60,8 +60,7 @@ stream.addEventListener("load", () => {
   $("stream-status").hidden = true;
   streamRetry = 1000;
 });
-// The <img> starts loading before this (deferred) module runs: it may have failed already.
-if (stream.complete && !stream.naturalWidth) streamFailed();
+
 
 // -- who is in view ----------------------------------------------------------------------
 

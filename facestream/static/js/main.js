@@ -20,7 +20,6 @@
 import { keepAgoCurrent } from "./time.js";
 import { shown } from "./state.js";
 import { renderInView, restartStream } from "./live.js";
-import { videoWanted } from "./player.js";
 import { renderEnrollChoices } from "./enroll.js";
 import { loadEvents } from "./events.js";
 import { refreshGallery } from "./gallery.js";
@@ -34,7 +33,7 @@ import "./photosearch.js";  // its listeners only: it loads nothing until a phot
 keepAgoCurrent();
 setInterval(loadCameras, 5000);
 showView(location.hash.slice(1));
-if (shown.camera || videoWanted()) restartStream();
+restartStream();  // H.264 where it plays (player.js), else MJPEG
 loadCameras();
 renderInView();
 renderEnrollChoices();

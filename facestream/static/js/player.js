@@ -1,4 +1,4 @@
-// The H.264 live view (issue 20, opt-in for now with ?video=h264): the camera's video from
+// The H.264 live view (the default; ?video=mjpeg asks for MJPEG): the camera's video from
 // the /video websocket into Media Source Extensions, with the boxes and names drawn by the
 // page over the very frame they belong to (each frame's faces come with its timestamp).
 // The player stays at the live edge (a viewer never falls further and further behind), and
@@ -20,9 +20,9 @@ const video = $("video");
 const canvas = $("overlay");
 let session = null;
 
-/** Whether the H.264 view is wanted and this browser can play it. */
+/** Whether the H.264 view is wanted (not ?video=mjpeg) and this browser has MSE. */
 export function videoWanted() {
-  return new URLSearchParams(location.search).get("video") === "h264" && "MediaSource" in window;
+  return new URLSearchParams(location.search).get("video") !== "mjpeg" && "MediaSource" in window;
 }
 
 /** Start (or restart) the video of the camera shown; `failed()` is called if it cannot play. */
