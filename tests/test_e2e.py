@@ -41,7 +41,7 @@ async def test_server_end_to_end(
         # The page and the stream.
         async with session.get(url + "/") as resp:
             page = await resp.text()
-        assert 'src="/streaming"' in page and "Add face" in page
+        assert 'id="video"' in page and 'id="stream"' in page and "Add face" in page
         async with session.get(url + "/streaming") as resp:
             for _ in range(50):  # a "no signal" card may come first while the file opens
                 jpeg = await read_part(resp)
