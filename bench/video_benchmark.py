@@ -15,10 +15,12 @@ in this process read for ``--seconds``:
 Reported per mode: Mbit/s received per viewer (median), frames received per second per
 viewer (median), and the server process's CPU (user + system, from /proc) in cores over
 the same window, with the idle server (0 viewers: no H.264 encoding at all) beside it.
-The latency from capture to a presented frame needs a browser: see test_browser's H.264
-test for a viewer near the live edge; it is not measured here.
+Then, with ``--browser``, Debian's Chromium (headless, as the tests drive it) opens the
+dashboard once per size, alone: the frames it presents a second (``requestVideoFrameCallback``)
+and the latency from capture to the presented frame (the median of the page's last 50: the
+frame's wall-clock capture time, sent with it, against the page's clock on the same machine).
 
-    python bench/video_benchmark.py [--seconds 15] [--sizes 640x480 1920x1080]
+    python bench/video_benchmark.py [--seconds 15] [--sizes 640x480 1920x1080] [--browser]
 
 Writes bench/results/video.json and prints a table.
 """
@@ -123,7 +125,37 @@ async def measure(server: Server, session: aiohttp.ClientSession, mode: str, vie
             "fps_per_viewer": round(statistics.median(fps), 1) if fps else 0.0}
 
 
-async def run_size(size: tuple[int, int], seconds: float, tmp: Path) -> list[dict[str, Any]]:
+async def in_browser(server: Server, seconds: float) -> dict[str, Any]:
+    """One dashboard in headless Chromium: frames presented a second, and latency."""
+    from playwright.async_api import async_playwright
+
+    from tests.browser_helpers import launch_chromium
+
+    async with async_playwright() as playwright:
+        browser = await launch_chromium(playwright)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(server.url + "/")
+            await page.wait_for_function(
+                "() => Number(document.getElementById('video').dataset.frames) > 25",
+                timeout=20_000)
+            read = ("() => { const v = document.getElementById('video');"
+                    " return [Number(v.dataset.frames), Number(v.dataset.latency)]; }")
+            n0, _ = await page.evaluate(read)
+            cpu0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
+            await asyncio.sleep(seconds)
+            n1, latency = await page.evaluate(read)
+            elapsed = time.monotonic() - t0
+            return {"mode": "browser", "viewers": 1,
+                    "presented_fps": round((n1 - n0) / elapsed, 1),
+                    "latency_s": round(latency, 3),
+                    "cpu_cores": round((cpu_seconds(server.proc.pid) - cpu0) / elapsed, 3)}
+        finally:
+            await browser.close()
+
+
+async def run_size(size: tuple[int, int], seconds: float, tmp: Path, browser: bool
+                   ) -> list[dict[str, Any]]:
     name = f"{size[0]}x{size[1]}"
     clip = make_clip(size, tmp / f"crowd-{name}.avi")
     cwd = tmp / name
@@ -144,6 +176,13 @@ async def run_size(size: tuple[int, int], seconds: float, tmp: Path) -> list[dic
                       f"Mbit/s  {row['fps_per_viewer']:5.1f} fps  {row['cpu_cores']:.2f} "
                       "cores", flush=True)
                 await asyncio.sleep(2.0)
+            if browser:
+                row = await in_browser(server, seconds)
+                row["camera"] = name
+                rows.append(row)
+                print(f"  {name:>9} Chromium: {row['presented_fps']:5.1f} frames presented a "
+                      f"second, {row['latency_s'] * 1000:.0f} ms from capture to screen, "
+                      f"server {row['cpu_cores']:.2f} cores", flush=True)
     finally:
         server.stop()
     return rows
@@ -155,7 +194,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="facestream-video-") as tmp:
         print("camera     mode viewers  per viewer          server")
         for size in sizes:
-            rows += await run_size(size, args.seconds, Path(tmp))  # type: ignore[arg-type]
+            rows += await run_size(size, args.seconds, Path(tmp),  # type: ignore[arg-type]
+                                   args.browser)
     return {"seconds": args.seconds, "rows": rows, "loadavg": os.getloadavg()}
 
 
@@ -163,6 +203,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--sizes", nargs="+", default=["640x480", "1920x1080"])
+    p.add_argument("--browser", action="store_true",
+                   help="also play it in headless Chromium: frames presented, latency")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "video.json")
     args = p.parse_args()
     result = asyncio.run(main_async(args))

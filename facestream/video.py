@@ -25,6 +25,7 @@ import contextlib
 import io
 import logging
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -356,7 +357,9 @@ class VideoStream:
             for viewer in self.viewers:
                 if viewer.sent_init is not encoder.init:
                     self._send_init(viewer, encoder.init)
-        self._broadcast({"type": "frame", "t": pts / 90_000, "size": [w, h],
+        # ``at``: the wall-clock capture time, for a player to measure its latency.
+        at = time.time() - (time.monotonic() - packet.captured_at)
+        self._broadcast({"type": "frame", "t": pts / 90_000, "at": round(at, 3), "size": [w, h],
                          "faces": [_scaled_face(f.to_json(), scale) for f in packet.faces]})
         for fragment in fragments:
             self._deliver(fragment)

@@ -125,7 +125,16 @@ function presented(s, meta) {
   let best = null;
   for (const f of s.frames) if (Math.abs(f.t - t) < 0.021 || (f.t <= t && (!best || f.t > best.t))) best = f;
   draw(best && t - best.t < 0.2 ? best : null);
+  if (best && Math.abs(best.t - t) < 0.021) measure(s, Date.now() / 1000 - best.at);
   video.requestVideoFrameCallback((now, m) => presented(s, m));
+}
+
+/** From capture to this frame on the screen (s): the median of the latest 50, on the
+ *  element for tests and benchmarks (data-latency). */
+function measure(s, latency) {
+  s.latencies = (s.latencies || []).concat(latency).slice(-50);
+  const sorted = [...s.latencies].sort((a, b) => a - b);
+  video.dataset.latency = sorted[Math.floor(sorted.length / 2)].toFixed(3);
 }
 
 function draw(frame) {
