@@ -6,6 +6,7 @@ import { api } from "./api.js";
 import { shown } from "./state.js";
 import { restartStream, updateLive } from "./live.js";
 import { reconnect } from "./socket.js";
+import { play, stop, videoWanted } from "./player.js";
 
 let cameraNames = [];
 
@@ -41,21 +42,50 @@ function chooseCamera(name) {
   reconnect();
 }
 
+/** The grid's players (H.264), one per camera shown in it. */
+let gridPlayers = [];
+
 function fillGrid() {
+  stopGrid();
   $("grid").replaceChildren(...cameraNames.map((name) => {
-    const img = h("img", { src: `/cameras/${encodeURIComponent(name)}/streaming`,
-                           alt: `Live stream of camera ${name}`, testid: "grid-stream" });
+    const path = `/cameras/${encodeURIComponent(name)}`;
+    const mjpeg = () => h("img", { src: `${path}/streaming`, alt: `Live stream of camera ${name}`,
+                                   testid: "grid-stream" });
+    let picture = mjpeg();
+    if (videoWanted()) {
+      const video = h("video", { muted: true, playsinline: true, testid: "grid-stream",
+                                 "aria-label": `Live video of camera ${name}` });
+      video.muted = true;
+      const canvas = h("canvas", { class: "overlay" });
+      picture = h("span", { class: "grid-video" }, video, canvas);
+      const player = play(video, canvas, `${path}/video`, () => {
+        stop(player);
+        picture.replaceWith(mjpeg());  // this browser cannot play it: MJPEG
+      });
+      gridPlayers.push(player);
+    }
     return h("button", { type: "button", class: "grid-cell", title: `Show ${name}`,
                          onclick: () => { showGrid(false); chooseCamera(name); } },
-             img, h("span", {}, name));
+             picture, h("span", {}, name));
   }));
+}
+
+function stopGrid() {
+  for (const player of gridPlayers) stop(player);
+  gridPlayers = [];
 }
 
 function showGrid(on) {
   $("grid").hidden = !on;
   $("grid-toggle").setAttribute("aria-pressed", String(on));
-  if (on) fillGrid(); else $("grid").replaceChildren();  // closes those streams
+  if (on) fillGrid(); else { stopGrid(); $("grid").replaceChildren(); }  // closes the streams
 }
+
+// A hidden tab receives no video: the grid's sockets close, and open again when it is shown.
+document.addEventListener("visibilitychange", () => {
+  if ($("grid").hidden || !videoWanted()) return;
+  if (document.hidden) stopGrid(); else fillGrid();
+});
 
 $("camera").addEventListener("change", (ev) => chooseCamera(ev.target.value));
 $("grid-toggle").addEventListener("click", () => showGrid($("grid").hidden));

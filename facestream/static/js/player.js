@@ -16,45 +16,60 @@ const KEEP_S = 10;
 const KNOWN = "rgb(60 200 80)";
 const UNKNOWN = "rgb(255 165 0)";
 
-const video = $("video");
-const canvas = $("overlay");
-let session = null;
-
 /** Whether the H.264 view is wanted (not ?video=mjpeg) and this browser has MSE. */
 export function videoWanted() {
   return new URLSearchParams(location.search).get("video") !== "mjpeg" && "MediaSource" in window;
 }
 
-/** Start (or restart) the video of the camera shown; `failed()` is called if it cannot play. */
-export function startVideo(failed) {
-  stopVideo();
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${cameraPath("video")}`;
+/**
+ * A camera's video (`path`: its /video websocket) in a <video> with its <canvas> overlay.
+ * `failed()` is called when it cannot play (the caller falls back to MJPEG).
+ */
+export function play(video, canvas, path, failed) {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
-  const s = { ws, source: null, buffer: null, queue: [], frames: [], started: false, failed, timer: null };
-  session = s;
+  const s = { video, canvas, ws, source: null, buffer: null, queue: [], frames: [], started: false,
+              failed, timer: null, on: true };
   ws.addEventListener("message", (ev) => received(s, ev.data));
   ws.addEventListener("close", () => {
-    if (session === s && !s.started) failed();
+    if (s.on && !s.started) failed();
   });
   s.timer = setInterval(() => keepLive(s), 250);
-  video.onerror = () => { if (session === s) failed(); };
+  video.onerror = () => { if (s.on) failed(); };
   video.hidden = false;
   canvas.hidden = false;
   video.dataset.frames = "0";
+  video.dataset.path = path;
   video.requestVideoFrameCallback((now, meta) => presented(s, meta));
+  return s;
+}
+
+/** Stop a player (`play()`'s answer): the socket closes, the element lets go. */
+export function stop(s) {
+  if (!s || !s.on) return;
+  s.on = false;
+  clearInterval(s.timer);
+  s.ws.close();
+  s.video.removeAttribute("src");
+  s.video.load();
+  s.video.hidden = true;
+  s.canvas.hidden = true;
+}
+
+// -- the live view's player (live.js) -------------------------------------------------------
+
+let session = null;
+
+/** Start (or restart) the video of the camera shown; `failed()` is called if it cannot play. */
+export function startVideo(failed) {
+  stopVideo();
+  session = play($("video"), $("overlay"), cameraPath("video"), failed);
 }
 
 export function stopVideo() {
-  const s = session;
+  stop(session);
   session = null;
-  if (!s) return;
-  clearInterval(s.timer);
-  s.ws.close();
-  video.removeAttribute("src");
-  video.load();
-  video.hidden = true;
-  canvas.hidden = true;
 }
 
 function received(s, data) {
@@ -86,13 +101,13 @@ function open(s, codec) {
     s.buffer.addEventListener("updateend", () => append(s));
     append(s);
   }, { once: true });
-  video.src = URL.createObjectURL(source);
+  s.video.src = URL.createObjectURL(source);
 }
 
 /** Append what arrived, one buffer at a time (a SourceBuffer takes one append at once). */
 function append(s) {
   const b = s.buffer;
-  if (!b || b.updating || !s.queue.length || session !== s) return;
+  if (!b || b.updating || !s.queue.length || !s.on) return;
   try {
     b.appendBuffer(s.queue.shift());
   } catch {
@@ -101,8 +116,8 @@ function append(s) {
   }
   if (!s.started && b.buffered.length) {
     s.started = true;
-    video.currentTime = b.buffered.start(0);
-    video.play().catch(() => { /* muted autoplay; a refusal leaves the first frame */ });
+    s.video.currentTime = b.buffered.start(0);
+    s.video.play().catch(() => { /* muted autoplay; a refusal leaves the first frame */ });
   }
 }
 
@@ -110,6 +125,7 @@ function append(s) {
 function keepLive(s) {
   const b = s.buffer;
   if (!b || !b.buffered.length || b.updating) return;
+  const video = s.video;
   const end = b.buffered.end(b.buffered.length - 1);
   if (end - video.currentTime > MAX_LAG_S) video.currentTime = end - 0.05;
   const start = b.buffered.start(0);
@@ -119,12 +135,13 @@ function keepLive(s) {
 
 /** Each frame shown: draw its faces (those sent with the frame's own timestamp). */
 function presented(s, meta) {
-  if (session !== s) return;
+  if (!s.on) return;
+  const video = s.video;
   video.dataset.frames = String(Number(video.dataset.frames) + 1);
   const t = meta.mediaTime;
   let best = null;
   for (const f of s.frames) if (Math.abs(f.t - t) < 0.021 || (f.t <= t && (!best || f.t > best.t))) best = f;
-  draw(best && t - best.t < 0.2 ? best : null);
+  draw(s, best && t - best.t < 0.2 ? best : null);
   if (best && Math.abs(best.t - t) < 0.021) measure(s, Date.now() / 1000 - best.at);
   video.requestVideoFrameCallback((now, m) => presented(s, m));
 }
@@ -134,10 +151,11 @@ function presented(s, meta) {
 function measure(s, latency) {
   s.latencies = (s.latencies || []).concat(latency).slice(-50);
   const sorted = [...s.latencies].sort((a, b) => a - b);
-  video.dataset.latency = sorted[Math.floor(sorted.length / 2)].toFixed(3);
+  s.video.dataset.latency = sorted[Math.floor(sorted.length / 2)].toFixed(3);
 }
 
-function draw(frame) {
+function draw(s, frame) {
+  const { video, canvas } = s;
   const rect = video.getBoundingClientRect();
   const ratio = window.devicePixelRatio || 1;
   canvas.style.height = `${rect.height}px`;
