@@ -49,6 +49,11 @@ MAX_BEHIND_S: Final = 1.0
 #: Viewers may ask for a keyframe (joining, or skipping) at most this often.
 KEYFRAME_ASK_S: Final = 0.5
 SEND_TIMEOUT_S: Final = 10.0
+#: A viewer whose page reports a picture later than this gets keyframes only, until its
+#: lag is under LAG_LOW_S: what its link cannot carry is not sent (it would only queue up in
+#: buffers the server cannot see, such as a proxy's or the browser's).
+LAG_HIGH_S: Final = 1.5
+LAG_LOW_S: Final = 0.6
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,20 @@ class Viewer:
     sent_init: bytes | None = None
     #: How often it fell behind and skipped to a keyframe.
     skips: int = 0
+    #: The page says its picture is late (a slow link, or buffers on the way): it is sent
+    #: keyframes only until it catches up (see ``report_lag``).
+    lagging: bool = False
+    #: Just found late: what it has waiting is dropped at the next frame.
+    cut: bool = False
+
+    def report_lag(self, seconds: float) -> None:
+        """The player's lag from capture to screen: above LAG_HIGH_S only keyframes go to
+        it, until it is back under LAG_LOW_S."""
+        if seconds > LAG_HIGH_S:
+            self.cut = self.cut or not self.lagging
+            self.lagging = True
+        elif seconds < LAG_LOW_S:
+            self.lagging = False
 
     async def next(self) -> Item:
         item = await self.queue.get()
@@ -397,7 +416,10 @@ class VideoStream:
                 viewer.skips += 1
                 viewer.waiting = True
                 self._ask_keyframe()
-            if viewer.waiting:
+            if viewer.cut:
+                viewer.cut = False
+                self._drop_pending(viewer)  # late already: what waits would only add to it
+            if viewer.waiting or viewer.lagging:
                 if not fragment.keyframe:
                     continue
                 viewer.waiting = False

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from facestream.appkeys import CAMERAS
 from facestream.config import Config, VideoConfig
 from facestream.hub import FrameHub, Packet
-from facestream.video import MAX_BEHIND_S, VideoStream, codec_string
+from facestream.video import LAG_HIGH_S, LAG_LOW_S, MAX_BEHIND_S, VideoStream, codec_string
 
 from .conftest import OBAMA, TALKING_HEAD
 from .support import metric_values, read_part, wait_for
@@ -143,5 +143,43 @@ async def test_a_viewer_that_falls_behind_skips_to_a_keyframe_and_odd_sides_are_
         (init,) = [item for kind, item in items if kind == "init"] or [viewer.sent_init]
         frames = decode(init, [f.data for f in fragments])
         assert len(frames) >= len(fragments) - 1 and frames[0].shape == (240, 320, 3)
+    finally:
+        await stream.close()
+
+
+async def test_a_page_that_reports_a_late_picture_gets_keyframes_only_until_it_catches_up(
+) -> None:
+    """Buffers the server cannot see (a proxy's, the browser's) hide a slow link: the page
+    reports how late its picture is. Past LAG_HIGH_S it is sent keyframes only (what it had
+    waiting dropped); under LAG_LOW_S every frame again."""
+    frame = cv2.resize(cv2.imread(str(OBAMA)), (320, 240))
+    hub = FrameHub()
+    stream = VideoStream(hub, VideoConfig(keyframe_interval_s=0.4), "cam")
+    viewer = stream.join()
+    t0 = time.monotonic()
+    seq = 0
+
+    async def play(n: int) -> list[Any]:
+        """``n`` frames, the viewer taking what it is given after each."""
+        nonlocal seq
+        sent = []
+        for _ in range(n):
+            seq += 1
+            hub.publish(Packet(seq, t0 + seq / 25, frame, b"", True))
+            await wait_for(lambda: stream.frames_encoded >= seq, 5, interval=0.005)
+            while not viewer.queue.empty():
+                kind, item = await viewer.next()
+                if kind == "fragment":
+                    sent.append(item)
+        return sent
+
+    try:
+        assert len(await play(25)) >= 23  # every frame, from the first keyframe on
+        viewer.report_lag(LAG_HIGH_S + 1)
+        late = await play(50)  # 2 s of video: keyframes only, every 0.4 s
+        assert late and all(f.keyframe for f in late) and 3 <= len(late) <= 6
+        viewer.report_lag(LAG_LOW_S / 2)
+        again = await play(25)
+        assert len(again) >= 20 and not all(f.keyframe for f in again)
     finally:
         await stream.close()

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
+import socket
 from typing import Final
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from ..appkeys import CONFIG, METRICS
 from ..video import SEND_TIMEOUT_S, VideoStream, Viewer
@@ -25,8 +28,10 @@ from .routes import Role, Routes
 
 routes = Routes()
 
-#: How long a player may go without a frame (no signal) before the HTTP stream ends.
-IDLE_S: Final = 30.0
+#: The largest message a page may send (its lag reports are a few dozen bytes).
+MAX_REPORT: Final = 1024
+#: Kernel send buffer per video viewer (Linux doubles it): about half a second at 2 Mbit/s.
+VIDEO_SNDBUF: Final = 64 * 1024
 
 
 def _video_of(request: web.Request) -> VideoStream:
@@ -54,15 +59,20 @@ async def _feed(viewer: Viewer, send_json: object, send_bytes: object) -> None:
 @routes.get("/cameras/{camera}/video", role=Role.VIEWER)
 async def video_socket(request: web.Request) -> web.WebSocketResponse:
     video = _video_of(request)
-    ws = web.WebSocketResponse(heartbeat=30.0)
+    # The page only sends small reports: a larger message closes the socket.
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_REPORT)
     async with asyncio.timeout(PREPARE_TIMEOUT_S):
         await ws.prepare(request)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None:  # a slow link pushes back within a second, not after megabytes
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIDEO_SNDBUF)
     viewer = video.join()
     request.app[METRICS].video_clients.inc()
     feeder = asyncio.create_task(_feed(viewer, ws.send_json, ws.send_bytes))
     try:
         # Incoming messages are not used; reading them notices the close.
-        reader = asyncio.create_task(_drain(ws))
+        reader = asyncio.create_task(_listen(ws, viewer))
         await asyncio.wait({feeder, reader}, return_when=asyncio.FIRST_COMPLETED)
         reader.cancel()
     except (ConnectionResetError, TimeoutError):
@@ -77,9 +87,18 @@ async def video_socket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _drain(ws: web.WebSocketResponse) -> None:
-    async for _ in ws:
-        pass
+async def _listen(ws: web.WebSocketResponse, viewer: Viewer) -> None:
+    """The page's reports: ``{"type": "lag", "s": <seconds from capture to screen>}``."""
+    async for msg in ws:
+        if msg.type != WSMsgType.TEXT:
+            continue
+        try:
+            report = json.loads(msg.data)
+            lag = float(report["s"]) if report.get("type") == "lag" else None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        if lag is not None and math.isfinite(lag):
+            viewer.report_lag(lag)
 
 
 @routes.get("/video.mp4", role=Role.VIEWER)
@@ -89,6 +108,10 @@ async def video_file(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "video/mp4",
                                        "Cache-Control": "no-cache, no-store"})
     await resp.prepare(request)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIDEO_SNDBUF)
     viewer = video.join()
     request.app[METRICS].video_clients.inc()
 

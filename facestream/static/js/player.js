@@ -36,6 +36,7 @@ export function play(video, canvas, path, failed) {
     if (s.on && !s.started) failed();
   });
   s.timer = setInterval(() => keepLive(s), 250);
+  s.reports = setInterval(() => report(s), 500);
   video.onerror = () => { if (s.on) failed(); };
   video.hidden = false;
   canvas.hidden = false;
@@ -50,6 +51,7 @@ export function stop(s) {
   if (!s || !s.on) return;
   s.on = false;
   clearInterval(s.timer);
+  clearInterval(s.reports);
   s.ws.close();
   s.video.removeAttribute("src");
   s.video.load();
@@ -121,6 +123,13 @@ function append(s) {
   }
 }
 
+/** Tell the server how late the picture is: a late one gets keyframes only until it
+ *  catches up (a link slower than the video, or buffers on the way). */
+function report(s) {
+  if (!s.started || s.lastLatency === undefined || s.ws.readyState !== WebSocket.OPEN) return;
+  s.ws.send(JSON.stringify({ type: "lag", s: s.lastLatency }));
+}
+
 /** Stay at the live edge, and free what was played. */
 function keepLive(s) {
   const b = s.buffer;
@@ -149,9 +158,11 @@ function presented(s, meta) {
 /** From capture to this frame on the screen (s): the median of the latest 50, on the
  *  element for tests and benchmarks (data-latency). */
 function measure(s, latency) {
+  s.lastLatency = latency;
   s.latencies = (s.latencies || []).concat(latency).slice(-50);
   const sorted = [...s.latencies].sort((a, b) => a - b);
   s.video.dataset.latency = sorted[Math.floor(sorted.length / 2)].toFixed(3);
+  s.video.dataset.last = latency.toFixed(3);
 }
 
 function draw(s, frame) {
