@@ -1655,11 +1655,11 @@ async def test_the_h264_view_plays_with_the_names_drawn_over_the_face(
         await wait_for_js(video, "v => Number(v.dataset.frames) >= 10")
         assert await page.get_by_test_id("stream").get_attribute("src") is None
         before = int(await video.get_attribute("data-frames") or 0)
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(1.0)
         after = int(await video.get_attribute("data-frames") or 0)
         # Playing, not a still (the rate, 25 fps when the machine is not shared with a test
         # suite, is the benchmark's to measure).
-        assert after - before >= 10, (before, after)
+        assert after - before >= 5, (before, after)
         lag = await page.evaluate(
             "() => { const v = document.getElementById('video');"
             " return v.buffered.end(v.buffered.length - 1) - v.currentTime; }")
