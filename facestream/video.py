@@ -52,8 +52,8 @@ SEND_TIMEOUT_S: Final = 10.0
 #: A viewer whose page reports a picture later than this gets keyframes only, until its
 #: lag is under LAG_LOW_S: what its link cannot carry is not sent (it would only queue up in
 #: buffers the server cannot see, such as a proxy's or the browser's).
-LAG_HIGH_S: Final = 1.5
-LAG_LOW_S: Final = 0.6
+LAG_HIGH_S: Final = 0.8
+LAG_LOW_S: Final = 0.5
 
 
 @dataclass(frozen=True)
@@ -248,9 +248,18 @@ class Viewer:
     #: Just found late: what it has waiting is dropped at the next frame.
     cut: bool = False
 
-    def report_lag(self, seconds: float) -> None:
-        """The player's lag from capture to screen: above LAG_HIGH_S only keyframes go to
-        it, until it is back under LAG_LOW_S."""
+    #: The presentation time of the newest frame the page has shown, and of the last
+    #: keyframe sent to it while lagging: the next goes once the page has shown that one,
+    #: so a link slower than even the keyframes gets one picture at a time, never a queue.
+    shown_t: float = -1.0
+    sent_key_t: float = -1.0
+
+    def report_lag(self, seconds: float, shown_t: float | None = None) -> None:
+        """The player's lag from capture to screen (and the presentation time of the frame
+        it shows): above LAG_HIGH_S only keyframes go to it, one at a time, until it is
+        back under LAG_LOW_S."""
+        if shown_t is not None:
+            self.shown_t = max(self.shown_t, shown_t)
         if seconds > LAG_HIGH_S:
             self.cut = self.cut or not self.lagging
             self.lagging = True
@@ -422,7 +431,10 @@ class VideoStream:
             if viewer.waiting or viewer.lagging:
                 if not fragment.keyframe:
                     continue
+                if viewer.lagging and not viewer.waiting and viewer.shown_t < viewer.sent_key_t:
+                    continue  # the last one sent is not on its screen yet
                 viewer.waiting = False
+                viewer.sent_key_t = fragment.t
             viewer.pending.append(fragment.t)
             viewer.queue.put_nowait(("fragment", fragment))
 

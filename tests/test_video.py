@@ -150,8 +150,9 @@ async def test_a_viewer_that_falls_behind_skips_to_a_keyframe_and_odd_sides_are_
 async def test_a_page_that_reports_a_late_picture_gets_keyframes_only_until_it_catches_up(
 ) -> None:
     """Buffers the server cannot see (a proxy's, the browser's) hide a slow link: the page
-    reports how late its picture is. Past LAG_HIGH_S it is sent keyframes only (what it had
-    waiting dropped); under LAG_LOW_S every frame again."""
+    reports how late its picture is, and which frame it shows. Past LAG_HIGH_S it is sent
+    keyframes only (what it had waiting dropped), the next only once it shows the last one;
+    under LAG_LOW_S every frame again."""
     frame = cv2.resize(cv2.imread(str(OBAMA)), (320, 240))
     hub = FrameHub()
     stream = VideoStream(hub, VideoConfig(keyframe_interval_s=0.4), "cam")
@@ -159,8 +160,9 @@ async def test_a_page_that_reports_a_late_picture_gets_keyframes_only_until_it_c
     t0 = time.monotonic()
     seq = 0
 
-    async def play(n: int) -> list[Any]:
-        """``n`` frames, the viewer taking what it is given after each."""
+    async def play(n: int, lag: float | None = None, shows: bool = True) -> list[Any]:
+        """``n`` frames, the viewer taking what it is given after each; ``lag``: what its
+        page reports then, with the frame it shows (``shows``) or without."""
         nonlocal seq
         sent = []
         for _ in range(n):
@@ -171,13 +173,18 @@ async def test_a_page_that_reports_a_late_picture_gets_keyframes_only_until_it_c
                 kind, item = await viewer.next()
                 if kind == "fragment":
                     sent.append(item)
+            if lag is not None:
+                viewer.report_lag(lag, sent[-1].t if sent and shows else None)
         return sent
 
     try:
-        assert len(await play(25)) >= 23  # every frame, from the first keyframe on
-        viewer.report_lag(LAG_HIGH_S + 1)
-        late = await play(50)  # 2 s of video: keyframes only, every 0.4 s
+        first = await play(25)
+        assert len(first) >= 23  # every frame, from the first keyframe on
+        viewer.report_lag(LAG_HIGH_S + 1, first[-1].t)
+        late = await play(50, lag=LAG_HIGH_S + 1)  # 2 s: keyframes only, every 0.4 s
         assert late and all(f.keyframe for f in late) and 3 <= len(late) <= 6
+        # A page that has not shown the last keyframe yet gets no other.
+        assert len(await play(25, lag=LAG_HIGH_S + 1, shows=False)) <= 1
         viewer.report_lag(LAG_LOW_S / 2)
         again = await play(25)
         assert len(again) >= 20 and not all(f.keyframe for f in again)

@@ -88,17 +88,19 @@ async def video_socket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _listen(ws: web.WebSocketResponse, viewer: Viewer) -> None:
-    """The page's reports: ``{"type": "lag", "s": <seconds from capture to screen>}``."""
+    """The page's reports: ``{"type": "lag", "s": <seconds from capture to screen>, "t":
+    <the presentation time of the frame it shows>}``."""
     async for msg in ws:
         if msg.type != WSMsgType.TEXT:
             continue
         try:
             report = json.loads(msg.data)
             lag = float(report["s"]) if report.get("type") == "lag" else None
+            shown = float(report.get("t", "nan"))
         except (ValueError, TypeError, KeyError, AttributeError):
             continue
         if lag is not None and math.isfinite(lag):
-            viewer.report_lag(lag)
+            viewer.report_lag(lag, shown if math.isfinite(shown) else None)
 
 
 @routes.get("/video.mp4", role=Role.VIEWER)

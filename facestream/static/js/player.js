@@ -127,7 +127,7 @@ function append(s) {
  *  catches up (a link slower than the video, or buffers on the way). */
 function report(s) {
   if (!s.started || s.lastLatency === undefined || s.ws.readyState !== WebSocket.OPEN) return;
-  s.ws.send(JSON.stringify({ type: "lag", s: s.lastLatency }));
+  s.ws.send(JSON.stringify({ type: "lag", s: s.lastLatency, t: s.shownT }));
 }
 
 /** Stay at the live edge, and free what was played. */
@@ -148,6 +148,7 @@ function presented(s, meta) {
   const video = s.video;
   video.dataset.frames = String(Number(video.dataset.frames) + 1);
   const t = meta.mediaTime;
+  s.shownT = t;
   let best = null;
   for (const f of s.frames) if (Math.abs(f.t - t) < 0.021 || (f.t <= t && (!best || f.t > best.t))) best = f;
   draw(s, best && t - best.t < 0.2 ? best : null);
