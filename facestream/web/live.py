@@ -5,15 +5,13 @@ capture and recognition lanes keep; none does image work."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from typing import Final
 
 from aiohttp import web
 
 from ..appkeys import CAMERAS, METRICS, POOL
 from ..cameras import Camera, CameraError
-from .http import http_error, int_query, shown
+from .http import http_error, int_query, shown, small_send_buffer
 from .routes import Role, Routes
 
 routes = Routes()
@@ -45,10 +43,7 @@ async def streaming(request: web.Request) -> web.StreamResponse:
         }
     )
     await resp.prepare(request)
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+    small_send_buffer(request, STREAM_SNDBUF)
     metrics.stream_clients.inc()
     camera.mjpeg_viewers += 1  # the capture encodes JPEGs from its next frame on
     seen = 0

@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import json
 import math
-import socket
+from collections.abc import AsyncIterator
 from typing import Final
 
 from aiohttp import WSMsgType, web
 
 from ..appkeys import CONFIG, METRICS
 from ..video import SEND_TIMEOUT_S, VideoStream, Viewer
-from .http import http_error
+from .http import http_error, small_send_buffer
 from .live import PREPARE_TIMEOUT_S, camera_of
 from .routes import Role, Routes
 
@@ -63,28 +63,35 @@ async def video_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_REPORT)
     async with asyncio.timeout(PREPARE_TIMEOUT_S):
         await ws.prepare(request)
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is not None:  # a slow link pushes back within a second, not after megabytes
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIDEO_SNDBUF)
+    async with _watching(request, video) as viewer:
+        feeder = asyncio.create_task(_feed(viewer, ws.send_json, ws.send_bytes))
+        try:
+            # The page's lag reports; reading them also notices the close.
+            reader = asyncio.create_task(_listen(ws, viewer))
+            await asyncio.wait({feeder, reader}, return_when=asyncio.FIRST_COMPLETED)
+            reader.cancel()
+        except (ConnectionResetError, TimeoutError):
+            pass
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError,
+                                     TimeoutError):
+                await feeder
+    await ws.close()
+    return ws
+
+
+@contextlib.asynccontextmanager
+async def _watching(request: web.Request, video: VideoStream) -> AsyncIterator[Viewer]:
+    """A viewer of ``video`` for this (prepared) request, counted while it watches."""
+    small_send_buffer(request, VIDEO_SNDBUF)  # a slow link pushes back within a second
     viewer = video.join()
     request.app[METRICS].video_clients.inc()
-    feeder = asyncio.create_task(_feed(viewer, ws.send_json, ws.send_bytes))
     try:
-        # Incoming messages are not used; reading them notices the close.
-        reader = asyncio.create_task(_listen(ws, viewer))
-        await asyncio.wait({feeder, reader}, return_when=asyncio.FIRST_COMPLETED)
-        reader.cancel()
-    except (ConnectionResetError, TimeoutError):
-        pass
+        yield viewer
     finally:
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionResetError, TimeoutError):
-            await feeder
         await video.leave(viewer)
         request.app[METRICS].video_clients.dec()
-        await ws.close()
-    return ws
 
 
 async def _listen(ws: web.WebSocketResponse, viewer: Viewer) -> None:
@@ -110,22 +117,14 @@ async def video_file(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "video/mp4",
                                        "Cache-Control": "no-cache, no-store"})
     await resp.prepare(request)
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIDEO_SNDBUF)
-    viewer = video.join()
-    request.app[METRICS].video_clients.inc()
 
     async def no_json(_: object) -> None:
         return None
 
-    try:
-        await _feed(viewer, no_json, resp.write)
-    except (ConnectionResetError, TimeoutError):
-        if request.transport is not None:
-            request.transport.abort()
-    finally:
-        await video.leave(viewer)
-        request.app[METRICS].video_clients.dec()
+    async with _watching(request, video) as viewer:
+        try:
+            await _feed(viewer, no_json, resp.write)
+        except (ConnectionResetError, TimeoutError):
+            if request.transport is not None:
+                request.transport.abort()
     return resp
