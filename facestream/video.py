@@ -180,6 +180,8 @@ class Encoder:
             "maxrate": str(config.bitrate_kbps * 1000), "bufsize": str(config.bitrate_kbps * 1000)}
         self._stream = stream
         self.init: bytes | None = None
+        #: The init segment's codec (``codec_string``), read once.
+        self.codec = ""
         self._timescale = 90_000
 
     def encode(self, image: NDArray[np.uint8], pts: int, keyframe: bool) -> list[Fragment]:
@@ -207,6 +209,7 @@ class Encoder:
             if kind in (b"ftyp", b"moov"):
                 if kind == b"moov":
                     self.init = data[:end]
+                    self.codec = codec_string(self.init)
                     self._timescale = _timescale(self.init)
                 used = end
             elif kind == b"moof":
@@ -304,7 +307,7 @@ class VideoStream:
         if not self.running:
             self._task = asyncio.create_task(self._run(), name=f"video {self.camera}")
         if self._encoder is not None and self._encoder.init is not None:
-            self._send_init(viewer, self._encoder.init)
+            self._send_init(viewer, self._encoder)
         return viewer
 
     async def leave(self, viewer: Viewer) -> None:
@@ -384,7 +387,7 @@ class VideoStream:
         if encoder.init is not None:
             for viewer in self.viewers:
                 if viewer.sent_init is not encoder.init:
-                    self._send_init(viewer, encoder.init)
+                    self._send_init(viewer, encoder)
         # ``at``: the wall-clock capture time, for a player to measure its latency.
         at = time.time() - (time.monotonic() - packet.captured_at)
         self._broadcast({"type": "frame", "t": pts / 90_000, "at": round(at, 3), "size": [w, h],
@@ -402,12 +405,13 @@ class VideoStream:
             await asyncio.wait({future})
             raise
 
-    def _send_init(self, viewer: Viewer, init: bytes) -> None:
+    def _send_init(self, viewer: Viewer, encoder: Encoder) -> None:
+        assert encoder.init is not None
         self._drop_pending(viewer)
-        viewer.queue.put_nowait(("json", {"type": "init", "codec": codec_string(init),
+        viewer.queue.put_nowait(("json", {"type": "init", "codec": encoder.codec,
                                           "camera": self.camera}))
-        viewer.queue.put_nowait(("init", init))
-        viewer.sent_init, viewer.waiting = init, True
+        viewer.queue.put_nowait(("init", encoder.init))
+        viewer.sent_init, viewer.waiting = encoder.init, True
 
     def _broadcast(self, message: dict[str, Any]) -> None:
         for viewer in self.viewers:
