@@ -26,13 +26,14 @@ const visits = {
   fresh: 0,         // arrivals that match the filters since the newest page was loaded
 };
 
-function visitsQuery(cursor) {
-  const f = visits.filter;
-  const q = new URLSearchParams({ limit: String(VISITS_PAGE) });
-  if (f.person) q.set("person", f.person);
-  if (f.known) q.set("known", f.known);
-  const since = dayStart(f.from);
-  const until = dayStart(f.to, 1);
+/** GET /visits's query (the history's and the review's): `limit`, the filter's fields
+ *  that are set (person, known, camera, ...), its dates `from` and `to` as whole days, and
+ *  the page's `cursor`. */
+export function visitsQuery(limit, { from, to, ...fields }, cursor) {
+  const q = new URLSearchParams({ limit: String(limit) });
+  for (const [key, value] of Object.entries(fields)) if (value) q.set(key, value);
+  const since = dayStart(from);
+  const until = dayStart(to, 1);
   if (since !== null) q.set("since", String(since));
   if (until !== null) q.set("until", String(until));
   if (cursor) q.set("cursor", cursor);
@@ -42,7 +43,7 @@ function visitsQuery(cursor) {
 export const loadVisits = coalesced(async () => {
   $("visits").setAttribute("aria-busy", "true");
   try {
-    const body = await api("GET", `/visits?${visitsQuery(visits.cursors.at(-1))}`);
+    const body = await api("GET", `/visits?${visitsQuery(VISITS_PAGE, visits.filter, visits.cursors.at(-1))}`);
     visits.list = body.visits;
     visits.next = body.next;
     if (visits.cursors.length === 1) visits.fresh = 0;

@@ -7,12 +7,12 @@
 import { $, h, coalesced, faceLabel, plural, shortHash } from "./dom.js";
 import { api } from "./api.js";
 import { act, confirmDialog, notify } from "./ui.js";
-import { formatDay, formatFull, formatTime, isoTime, dayStart } from "./time.js";
+import { formatDay, formatFull, formatTime, isoTime } from "./time.js";
 import { faceOf, personField, personPicker, firstMatches } from "./people.js";
 import { showSnapshot } from "./snapshot.js";
 import { withSameName } from "./samename.js";
 import { refreshGallery } from "./gallery.js";
-import { historyChanged } from "./history.js";
+import { historyChanged, visitsQuery } from "./history.js";
 import { askNotPerson } from "./samples.js";
 
 const REVIEW_PAGE = 20;
@@ -34,16 +34,8 @@ const SHOW = {
 };
 
 function reviewQuery(cursor) {
-  const f = review.filter;
-  const q = new URLSearchParams({ limit: String(REVIEW_PAGE), ...SHOW[f.show] });
-  if (f.person) q.set("person", f.person);
-  if (f.camera) q.set("camera", f.camera);
-  const since = dayStart(f.from);
-  const until = dayStart(f.to, 1);
-  if (since !== null) q.set("since", String(since));
-  if (until !== null) q.set("until", String(until));
-  if (cursor) q.set("cursor", cursor);
-  return q;
+  const { show, ...filter } = review.filter;
+  return visitsQuery(REVIEW_PAGE, { ...filter, ...SHOW[show] }, cursor);
 }
 
 export const loadReview = coalesced(async () => {
