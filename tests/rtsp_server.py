@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
 
 import gi
@@ -35,6 +36,8 @@ LAUNCH = ("( filesrc location={location} ! qtdemux name=demux ! h264parse "
 #: The elements LAUNCH uses, and the Debian package each comes in.
 ELEMENTS = {"filesrc": "libgstreamer1.0-0", "qtdemux": "gstreamer1.0-plugins-good",
             "h264parse": "gstreamer1.0-plugins-bad", "rtph264pay": "gstreamer1.0-plugins-good"}
+#: How long the first seek may take to reach the sending pad (the machine may be busy).
+SEGMENT_WAIT_S = 10.0
 
 
 def loop_forever(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia
@@ -62,12 +65,41 @@ def loop_forever(factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.R
     def segment_done(bus: Gst.Bus, message: Gst.Message) -> None:
         GLib.idle_add(seek, Gst.SeekFlags.NONE)
 
-    bus = media.get_element().get_parent().get_bus()
+    pipeline = media.get_element().get_parent()
+    bus = pipeline.get_bus()
     bus.enable_sync_message_emission()
     bus.connect("sync-message::segment-done", segment_done)
-    # Prerolled and paused, before any client plays it: from here on, segments.
-    media.connect("prepared",
-                  lambda _media: seek(Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT))
+
+    def prepared(_media: GstRtspServer.RTSPMedia) -> None:
+        # Prerolled and paused, before any client plays it: from here on, segments. The
+        # flush takes the segment off the pads until the demuxer sends the new one, and a
+        # PLAY answered before that aborts the server (gst_rtsp_media_get_rates asserts that
+        # every stream has a segment). "prepared" is emitted in the thread of the request
+        # that prepared the media, before its answer: waiting here keeps that client's PLAY
+        # behind the new segment.
+        seek(Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT)
+        pad = sending_pad(pipeline)
+        deadline = time.monotonic() + SEGMENT_WAIT_S
+        while pad.get_sticky_event(Gst.EventType.SEGMENT, 0) is None:
+            if time.monotonic() > deadline:
+                print(f"rtsp_server: no segment {SEGMENT_WAIT_S:.0f} s after the first seek",
+                      file=sys.stderr, flush=True)
+                return
+            time.sleep(0.005)
+
+    media.connect("prepared", prepared)
+
+
+def sending_pad(pipeline: Gst.Pipeline) -> Gst.Pad:
+    """The pad the media's RTP leaves by (rtpbin's send_rtp_src_0, after the payloader),
+    whose segment the media's PLAY answer reads; the payloader's own pad without one."""
+    for element in pipeline.children:
+        factory = element.get_factory()
+        if factory is not None and factory.get_name() == "rtpbin":
+            pad = element.get_static_pad("send_rtp_src_0")
+            if pad is not None:
+                return pad
+    return pipeline.get_by_name("pay0").get_static_pad("src")
 
 
 def main() -> int:
