@@ -197,6 +197,10 @@ class VideoConfig:
     #: The video is scaled to this longest side (a 1080p camera is sent as 1280x720): a
     #: phone's screen needs no more, and the encoder costs a third of 1080p's.
     max_side: int = 1280
+    #: The low tier, for viewers whose link cannot carry the full one (0: none; they skip
+    #: frames instead). Encoded only while somebody is on it.
+    low_bitrate_kbps: int = 400
+    low_max_side: int = 640
 
 
 @dataclass(frozen=True)
@@ -607,6 +611,10 @@ def validate(config: Config) -> Config:
         (0.2 <= v.keyframe_interval_s <= 10,
          f"video.keyframe_interval_s: expected 0.2-10, got {v.keyframe_interval_s}"),
         (160 <= v.max_side <= 4096, f"video.max_side: expected 160-4096, got {v.max_side}"),
+        (v.low_bitrate_kbps == 0 or 50 <= v.low_bitrate_kbps <= 50_000,
+         f"video.low_bitrate_kbps: expected 0 (none) or 50-50000, got {v.low_bitrate_kbps}"),
+        (160 <= v.low_max_side <= 4096,
+         f"video.low_max_side: expected 160-4096, got {v.low_max_side}"),
         (v.preset in _X264_PRESETS,
          f"video.preset: expected one of {', '.join(_X264_PRESETS)}, got {v.preset!r}"),
         (

@@ -12,13 +12,16 @@ from typing import Any
 
 import av
 import cv2
+import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
+from facestream import video as video_module
 from facestream.appkeys import CAMERAS
 from facestream.config import Config, VideoConfig
 from facestream.hub import FrameHub, Packet
-from facestream.video import LAG_HIGH_S, LAG_LOW_S, MAX_BEHIND_S, VideoStream, codec_string
+from facestream.mp4 import codec_string
+from facestream.video import FULL, LOW, MAX_BEHIND_S, VideoStream
 
 from .conftest import OBAMA, TALKING_HEAD
 from .support import metric_values, read_part, wait_for
@@ -74,7 +77,8 @@ async def test_a_video_viewer_gets_h264_it_can_decode_with_the_faces_of_each_fra
     assert await jpegs_encoded(client) > 0
 
     messages, init, fragments, first = await watch(client, 2.0)
-    assert messages[0] == {"type": "init", "codec": codec_string(init), "camera": "camera"}
+    assert messages[0] == {"type": "init", "codec": codec_string(init), "camera": "camera",
+                           "tier": "full", "size": [512, 512]}
     assert messages[0]["codec"].startswith("avc1.42")  # baseline: every browser plays it
     assert first < 2.0  # a viewer starts at a keyframe, asked for on joining
     frames = decode(init, fragments)
@@ -147,46 +151,74 @@ async def test_a_viewer_that_falls_behind_skips_to_a_keyframe_and_odd_sides_are_
         await stream.close()
 
 
-async def test_a_page_that_reports_a_late_picture_gets_keyframes_only_until_it_catches_up(
-) -> None:
-    """Buffers the server cannot see (a proxy's, the browser's) hide a slow link: the page
-    reports how late its picture is, and which frame it shows. Past LAG_HIGH_S it is sent
-    keyframes only (what it had waiting dropped), the next only once it shows the last one;
-    under LAG_LOW_S every frame again."""
-    frame = cv2.resize(cv2.imread(str(OBAMA)), (320, 240))
+async def test_a_page_whose_link_does_not_keep_up_moves_to_the_low_tier_and_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buffers the server cannot see (a mobile network's, the browser's) hide a slow link,
+    so the page acknowledges what it receives. One that stops acknowledging is sent no more
+    than its window, then skips and moves to the low tier: a new init segment and a smaller
+    picture, which it plays once it acknowledges again. After UPGRADE_AFTER_S there without
+    trouble it tries the full tier again. Only the frames sent carry their faces."""
+    monkeypatch.setattr(video_module, "UPGRADE_AFTER_S", 2.5)
+    frame = cv2.resize(cv2.imread(str(OBAMA)), (640, 480))
     hub = FrameHub()
-    stream = VideoStream(hub, VideoConfig(keyframe_interval_s=0.4), "cam")
-    viewer = stream.join()
-    t0 = time.monotonic()
-    seq = 0
+    stream = VideoStream(hub, VideoConfig(low_max_side=320), "cam")
+    viewer = stream.join(acks=True, adaptive=True)
+    got: list[tuple[str, Any]] = []
+    acking = asyncio.Event()
+    acking.set()
 
-    async def play(n: int, lag: float | None = None, shows: bool = True) -> list[Any]:
-        """``n`` frames, the viewer taking what it is given after each; ``lag``: what its
-        page reports then, with the frame it shows (``shows``) or without."""
+    async def page() -> None:
+        """Takes what the socket sends at once (the link's buffers take it all, as
+        Chromium's emulation does); acknowledges it while ``acking``."""
+        while True:
+            kind, item = await viewer.next()
+            got.append((kind, item))
+            if acking.is_set():
+                viewer.ack(viewer.sent)
+
+    t0, seq = time.monotonic(), 0
+
+    async def play(n: int) -> None:
         nonlocal seq
-        sent = []
         for _ in range(n):
             seq += 1
+            await asyncio.sleep(max(0.0, t0 + seq / 25 - time.monotonic()))  # as it comes
+            before = stream.frames_encoded
             hub.publish(Packet(seq, t0 + seq / 25, frame, b"", True))
-            await wait_for(lambda: stream.frames_encoded >= seq, 5, interval=0.005)
-            while not viewer.queue.empty():
-                kind, item = await viewer.next()
-                if kind == "fragment":
-                    sent.append(item)
-            if lag is not None:
-                viewer.report_lag(lag, sent[-1].t if sent and shows else None)
-        return sent
+            await wait_for(lambda: stream.frames_encoded > before, 5, interval=0.005)
 
+    def inits() -> list[dict[str, Any]]:
+        return [m for kind, m in got if kind == "json" and m["type"] == "init"]
+
+    reader = asyncio.create_task(page())
     try:
-        first = await play(25)
-        assert len(first) >= 23  # every frame, from the first keyframe on
-        viewer.report_lag(LAG_HIGH_S + 1, first[-1].t)
-        late = await play(50, lag=LAG_HIGH_S + 1)  # 2 s: keyframes only, every 0.4 s
-        assert late and all(f.keyframe for f in late) and 3 <= len(late) <= 6
-        # A page that has not shown the last keyframe yet gets no other.
-        assert len(await play(25, lag=LAG_HIGH_S + 1, shows=False)) <= 1
-        viewer.report_lag(LAG_LOW_S / 2)
-        again = await play(25)
-        assert len(again) >= 20 and not all(f.keyframe for f in again)
+        await play(25)
+        assert [(m["tier"], m["size"]) for m in inits()] == [("full", [640, 480])]
+        full = [f for kind, f in got if kind == "fragment"]
+        assert len(full) >= 23 and full[0].keyframe
+
+        acking.clear()  # the link stalls: what went out is not acknowledged
+        got.clear()
+        await play(40)
+        on_the_way = viewer.sent - viewer.acked
+        assert on_the_way <= viewer.window() + max(len(f.data) for f in full)
+        assert viewer.skips >= 1 and viewer.tier == LOW
+
+        acking.set()
+        viewer.ack(viewer.sent)
+        await play(20)
+        assert [(m["tier"], m["size"]) for m in inits()] == [("low", [320, 240])]
+        low_init = next(item for kind, item in got if kind == "init")
+        low = [f for kind, f in got if kind == "fragment"
+               and f.t >= 0 and got.index((kind, f)) > got.index(("init", low_init))]
+        assert len(low) >= 12 and low[0].keyframe
+        assert decode(low_init, [f.data for f in low])[0].shape == (240, 320, 3)
+        faces = [m for kind, m in got if kind == "json" and m["type"] == "frame"]
+        assert abs(len(faces) - sum(kind == "fragment" for kind, _ in got)) <= 1
+
+        got.clear()
+        await play(45)
+        assert viewer.tier == FULL and [m["tier"] for m in inits()] == ["full"]
     finally:
+        reader.cancel()
         await stream.close()

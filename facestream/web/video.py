@@ -1,11 +1,15 @@
 """H.264 live video (video.py): a websocket for the dashboard's player, and fragmented MP4
 over HTTP for other players.
 
-    GET /video, /cameras/{camera}/video          websocket: {"type": "init", "codec"}, the
-        init segment (binary), then per frame {"type": "frame", "t", "size", "faces"} and its
-        fragment (binary), from a keyframe on; {"type": "signal", "signal": false} while the
-        camera sends nothing
-    GET /video.mp4, /cameras/{camera}/video.mp4  the same video as one fragmented MP4 file
+    GET /video, /cameras/{camera}/video          websocket: {"type": "init", "codec", "tier",
+        "size"}, the init segment (binary), then per frame {"type": "frame", "t", "at",
+        "size", "faces"} and its fragment (binary), from a keyframe on; {"type": "signal",
+        "signal": false} while the camera sends nothing. Another init may come at any time
+        (the other tier, or a new picture size): the player starts over with it.
+        ``?ack=1``: the page acknowledges what it receives, ``{"type": "ack", "bytes": <the
+        binary bytes received in all>}``, and is sent nothing new while that lags over
+        MAX_UNACKED_S behind (video.py). ``?tier=low``: start on the low tier.
+    GET /video.mp4, /cameras/{camera}/video.mp4  the full tier as one fragmented MP4 file
         that never ends (VLC, ffplay, Home Assistant's generic camera as a stream source)
 """
 
@@ -14,21 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import WSMsgType, web
 
 from ..appkeys import CONFIG, METRICS
-from ..video import SEND_TIMEOUT_S, VideoStream, Viewer
+from ..video import FULL, SEND_TIMEOUT_S, TIERS, VideoStream, Viewer
 from .http import http_error, small_send_buffer
 from .live import PREPARE_TIMEOUT_S, camera_of
 from .routes import Role, Routes
 
 routes = Routes()
 
-#: The largest message a page may send (its lag reports are a few dozen bytes).
+#: The largest message a page may send (its acknowledgements are a few dozen bytes).
 MAX_REPORT: Final = 1024
 #: Kernel send buffer per video viewer (Linux doubles it): about half a second at 2 Mbit/s.
 VIDEO_SNDBUF: Final = 64 * 1024
@@ -59,14 +62,18 @@ async def _feed(viewer: Viewer, send_json: object, send_bytes: object) -> None:
 @routes.get("/cameras/{camera}/video", role=Role.VIEWER)
 async def video_socket(request: web.Request) -> web.WebSocketResponse:
     video = _video_of(request)
-    # The page only sends small reports: a larger message closes the socket.
+    tier = request.query.get("tier", FULL)
+    if tier not in TIERS:
+        raise http_error(400, f"tier: expected one of {', '.join(TIERS)}, got {tier[:20]!r}")
+    # The page only sends small acknowledgements: a larger message closes the socket.
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_REPORT)
     async with asyncio.timeout(PREPARE_TIMEOUT_S):
         await ws.prepare(request)
-    async with _watching(request, video) as viewer:
+    acks = request.query.get("ack") == "1"
+    async with _watching(request, video, acks=acks, adaptive=True, tier=tier) as viewer:
         feeder = asyncio.create_task(_feed(viewer, ws.send_json, ws.send_bytes))
         try:
-            # The page's lag reports; reading them also notices the close.
+            # The page's acknowledgements; reading them also notices the close.
             reader = asyncio.create_task(_listen(ws, viewer))
             await asyncio.wait({feeder, reader}, return_when=asyncio.FIRST_COMPLETED)
             reader.cancel()
@@ -82,10 +89,12 @@ async def video_socket(request: web.Request) -> web.WebSocketResponse:
 
 
 @contextlib.asynccontextmanager
-async def _watching(request: web.Request, video: VideoStream) -> AsyncIterator[Viewer]:
-    """A viewer of ``video`` for this (prepared) request, counted while it watches."""
+async def _watching(request: web.Request, video: VideoStream, **how: Any
+                    ) -> AsyncIterator[Viewer]:
+    """A viewer of ``video`` for this (prepared) request (``how``: VideoStream.join's
+    options), counted while it watches."""
     small_send_buffer(request, VIDEO_SNDBUF)  # a slow link pushes back within a second
-    viewer = video.join()
+    viewer = video.join(**how)
     request.app[METRICS].video_clients.inc()
     try:
         yield viewer
@@ -95,19 +104,17 @@ async def _watching(request: web.Request, video: VideoStream) -> AsyncIterator[V
 
 
 async def _listen(ws: web.WebSocketResponse, viewer: Viewer) -> None:
-    """The page's reports: ``{"type": "lag", "s": <seconds from capture to screen>, "t":
-    <the presentation time of the frame it shows>}``."""
+    """The page's acknowledgements: ``{"type": "ack", "bytes": <binary bytes received>}``."""
     async for msg in ws:
         if msg.type != WSMsgType.TEXT:
             continue
         try:
             report = json.loads(msg.data)
-            lag = float(report["s"]) if report.get("type") == "lag" else None
-            shown = float(report.get("t", "nan"))
+            total = report["bytes"] if report.get("type") == "ack" else None
         except (ValueError, TypeError, KeyError, AttributeError):
             continue
-        if lag is not None and math.isfinite(lag):
-            viewer.report_lag(lag, shown if math.isfinite(shown) else None)
+        if isinstance(total, int) and not isinstance(total, bool):
+            viewer.ack(total)
 
 
 @routes.get("/video.mp4", role=Role.VIEWER)

@@ -1,9 +1,12 @@
 // The H.264 live view (the default; ?video=mjpeg asks for MJPEG): the camera's video from
 // the /video websocket into Media Source Extensions, with the boxes and names drawn by the
 // page over the very frame they belong to (each frame's faces come with its timestamp).
-// The player stays at the live edge (a viewer never falls further and further behind), and
-// a hidden tab closes the socket, so it receives nothing. live.js falls back to MJPEG when
-// this is off or cannot play.
+// The player stays at the live edge (a viewer never falls further and further behind): it
+// acknowledges what it receives, so the server sends nothing new while its link (or a buffer
+// on the way) has not delivered what went before, and moves it to the low tier when the full
+// one does not fit (a new init segment: the player starts over with it). A hidden tab
+// closes the socket, so it receives nothing. live.js falls back to MJPEG when this is off or
+// cannot play.
 
 import { $ } from "./dom.js";
 import { cameraPath } from "./state.js";
@@ -26,17 +29,17 @@ export function videoWanted() {
  * `failed()` is called when it cannot play (the caller falls back to MJPEG).
  */
 export function play(video, canvas, path, failed) {
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
+  const query = `?ack=1${slowLink() ? "&tier=low" : ""}`;
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}${query}`;
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   const s = { video, canvas, ws, source: null, buffer: null, queue: [], frames: [], started: false,
-              failed, timer: null, on: true };
+              failed, timer: null, on: true, received: 0 };
   ws.addEventListener("message", (ev) => received(s, ev.data));
   ws.addEventListener("close", () => {
     if (s.on && !s.started) failed();
   });
   s.timer = setInterval(() => keepLive(s), 250);
-  s.reports = setInterval(() => report(s), 500);
   video.onerror = () => { if (s.on) failed(); };
   video.hidden = false;
   canvas.hidden = false;
@@ -51,9 +54,9 @@ export function stop(s) {
   if (!s || !s.on) return;
   s.on = false;
   clearInterval(s.timer);
-  clearInterval(s.reports);
   s.ws.close();
   s.video.removeAttribute("src");
+  if (s.objectUrl) URL.revokeObjectURL(s.objectUrl);
   s.video.load();
   s.video.hidden = true;
   s.canvas.hidden = true;
@@ -74,16 +77,27 @@ export function stopVideo() {
   session = null;
 }
 
+/** Whether the browser says its link is slow (or saving data): start on the low tier. */
+function slowLink() {
+  const c = navigator.connection;
+  return Boolean(c && (c.saveData || ["slow-2g", "2g", "3g"].includes(c.effectiveType)));
+}
+
 function received(s, data) {
   if (typeof data === "string") {
     const msg = JSON.parse(data);
-    if (msg.type === "init") open(s, msg.codec);
+    if (msg.type === "init") {
+      s.video.dataset.tier = msg.tier || "full";
+      open(s, msg.codec);
+    }
     else if (msg.type === "frame") {
       s.frames.push(msg);
       if (s.frames.length > 100) s.frames.splice(0, s.frames.length - 100);
     }
     return;
   }
+  s.received += data.byteLength;
+  if (s.ws.readyState === WebSocket.OPEN) s.ws.send(JSON.stringify({ type: "ack", bytes: s.received }));
   s.queue.push(data);
   append(s);
 }
@@ -94,16 +108,21 @@ function open(s, codec) {
     s.failed();
     return;
   }
+  // A new init segment (the other tier, a new picture size): a new timeline from here.
   const source = new MediaSource();
   s.source = source;
   s.buffer = null;
   s.queue = [];
+  s.frames = [];
+  s.started = false;
   source.addEventListener("sourceopen", () => {
     s.buffer = source.addSourceBuffer(mime);
     s.buffer.addEventListener("updateend", () => append(s));
     append(s);
   }, { once: true });
-  s.video.src = URL.createObjectURL(source);
+  if (s.objectUrl) URL.revokeObjectURL(s.objectUrl);
+  s.objectUrl = URL.createObjectURL(source);
+  s.video.src = s.objectUrl;
 }
 
 /** Append what arrived, one buffer at a time (a SourceBuffer takes one append at once). */
@@ -121,13 +140,6 @@ function append(s) {
     s.video.currentTime = b.buffered.start(0);
     s.video.play().catch(() => { /* muted autoplay; a refusal leaves the first frame */ });
   }
-}
-
-/** Tell the server how late the picture is: a late one gets keyframes only until it
- *  catches up (a link slower than the video, or buffers on the way). */
-function report(s) {
-  if (!s.started || s.lastLatency === undefined || s.ws.readyState !== WebSocket.OPEN) return;
-  s.ws.send(JSON.stringify({ type: "lag", s: s.lastLatency, t: s.shownT }));
 }
 
 /** Stay at the live edge, and free what was played. */
@@ -148,7 +160,6 @@ function presented(s, meta) {
   const video = s.video;
   video.dataset.frames = String(Number(video.dataset.frames) + 1);
   const t = meta.mediaTime;
-  s.shownT = t;
   let best = null;
   for (const f of s.frames) if (Math.abs(f.t - t) < 0.021 || (f.t <= t && (!best || f.t > best.t))) best = f;
   draw(s, best && t - best.t < 0.2 ? best : null);
@@ -159,7 +170,6 @@ function presented(s, meta) {
 /** From capture to this frame on the screen (s): the median of the latest 50, on the
  *  element for tests and benchmarks (data-latency). */
 function measure(s, latency) {
-  s.lastLatency = latency;
   s.latencies = (s.latencies || []).concat(latency).slice(-50);
   const sorted = [...s.latencies].sort((a, b) => a - b);
   s.video.dataset.latency = sorted[Math.floor(sorted.length / 2)].toFixed(3);

@@ -1,0 +1,181 @@
+"""H.264 in fragmented MP4: libx264 (PyAV's bundled FFmpeg) for one picture size and rate,
+and what the streams need to know of the boxes it writes (video.py sends them).
+
+The encoder is tuned for live viewing: baseline profile (every browser plays it), no
+B-frames, zerolatency, a steady rate (bursts at most a second's worth), keyframes only when
+asked. The muxer writes an init segment (``ftyp`` + ``moov``) and then one fragment
+(``moof`` + ``mdat``) per frame; ``Encoder.encode`` hands on each whole fragment with its
+presentation time and whether it starts with an IDR picture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Timestamps of the encoded frames: 90 kHz, as RTP and MPEG-TS have them.
+TIMEBASE: Final = Fraction(1, 90_000)
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One frame as fragmented MP4 (a ``moof`` and its ``mdat``)."""
+
+    data: bytes
+    keyframe: bool
+    #: Its presentation time, seconds from the stream's start (what the player's clock says).
+    t: float
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """The ISO BMFF boxes in ``data[start:end]``: (type, payload start, box end)."""
+    end = len(data) if end is None else end
+    while start + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        header = 8
+        if size == 1:
+            size, header = struct.unpack_from(">Q", data, start + 8)[0], 16
+        if size < header or start + size > end:
+            return
+        yield kind, start + header, start + size
+        start += size
+
+
+def _find(data: bytes, path: list[bytes], start: int = 0, end: int | None = None
+          ) -> tuple[int, int] | None:
+    """The payload (start, end) of the box at ``path`` (types, outermost first)."""
+    for kind, payload, box_end in _boxes(data, start, end):
+        if kind == path[0]:
+            return (payload, box_end) if len(path) == 1 else \
+                _find(data, path[1:], payload, box_end)
+    return None
+
+
+def codec_string(init: bytes) -> str:
+    """The RFC 6381 codec of an init segment (``avc1.PPCCLL`` from its ``avcC``), for
+    ``MediaSource.isTypeSupported`` and ``addSourceBuffer``."""
+    stsd = _find(init, [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"])
+    if stsd is not None:
+        at = init.find(b"avcC", stsd[0], stsd[1])
+        if at >= 0:
+            profile, compat, level = init[at + 5:at + 8]
+            return f"avc1.{profile:02X}{compat:02X}{level:02X}"
+    return "avc1.42E01E"
+
+
+def _timescale(init: bytes) -> int:
+    mdhd = _find(init, [b"moov", b"trak", b"mdia", b"mdhd"])
+    if mdhd is None:
+        return 90_000
+    version = init[mdhd[0]]
+    return int(struct.unpack_from(">I", init, mdhd[0] + (20 if version == 1 else 12))[0])
+
+
+def _decode_time(moof: bytes) -> int:
+    tfdt = _find(moof, [b"moof", b"traf", b"tfdt"])
+    if tfdt is None:
+        return 0
+    version = moof[tfdt[0]]
+    fmt = ">Q" if version == 1 else ">I"
+    return int(struct.unpack_from(fmt, moof, tfdt[0] + 4)[0])
+
+
+def _has_idr(mdat: bytes, start: int, end: int) -> bool:
+    """Whether an mdat's length-prefixed NAL units include an IDR picture (type 5)."""
+    while start + 5 <= end:
+        size = struct.unpack_from(">I", mdat, start)[0]
+        if mdat[start + 4] & 0x1F == 5:
+            return True
+        start += 4 + size
+    return False
+
+
+class _Sink(io.RawIOBase):
+    """Where the MP4 muxer writes: kept until whole boxes can be handed on."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.buffer += data
+        return len(data)
+
+
+class Encoder:
+    """libx264 into fragmented MP4 for one picture size (worker thread only)."""
+
+    def __init__(self, width: int, height: int, bitrate_kbps: int, preset: str) -> None:
+        import av
+
+        self.size = (width, height)
+        self._sink = _Sink()
+        self._out = av.open(self._sink, mode="w", format="mp4", options={
+            "movflags": "empty_moov+default_base_moof+frag_every_frame"})
+        stream = self._out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = bitrate_kbps * 1000
+        stream.codec_context.time_base = TIMEBASE
+        stream.codec_context.options = {
+            "preset": preset, "tune": "zerolatency", "profile": "baseline",
+            "bf": "0", "g": "600", "sc_threshold": "0", "threads": "2",
+            # A steady rate for a phone's link: bursts at most a second's worth.
+            "maxrate": str(bitrate_kbps * 1000), "bufsize": str(bitrate_kbps * 1000)}
+        self._stream = stream
+        self.init: bytes | None = None
+        #: The init segment's codec (``codec_string``), read once.
+        self.codec = ""
+        self._timescale = 90_000
+
+    def encode(self, image: NDArray[np.uint8], pts: int, keyframe: bool) -> list[Fragment]:
+        """Encode one BGR frame (of even width and height) at ``pts`` (90 kHz); the
+        fragments completed by it."""
+        import av
+        import cv2
+
+        # OpenCV's BT.601 (limited range, as H.264 expects) is 5x faster than swscale's.
+        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts, frame.time_base = pts, TIMEBASE
+        if keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+        for packet in self._stream.encode(frame):
+            self._out.mux(packet)
+        return self._take()
+
+    def _take(self) -> list[Fragment]:
+        data = bytes(self._sink.buffer)
+        fragments: list[Fragment] = []
+        used = 0
+        moof: tuple[int, int] | None = None
+        for kind, payload, end in _boxes(data):
+            if kind in (b"ftyp", b"moov"):
+                if kind == b"moov":
+                    self.init = data[:end]
+                    self.codec = codec_string(self.init)
+                    self._timescale = _timescale(self.init)
+                used = end
+            elif kind == b"moof":
+                moof = (used, end)
+            elif kind == b"mdat" and moof is not None:
+                chunk = data[moof[0]:end]
+                fragments.append(Fragment(
+                    chunk, _has_idr(data, payload, end),
+                    _decode_time(chunk) / self._timescale))
+                used, moof = end, None
+        del self._sink.buffer[:used]
+        return fragments
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._out.close()
