@@ -16,9 +16,11 @@ Reported per mode: Mbit/s received per viewer (median), frames received per seco
 viewer (median), and the server process's CPU (user + system, from /proc) in cores over
 the same window, with the idle server (0 viewers: no H.264 encoding at all) beside it.
 Then, with ``--browser``, Debian's Chromium (headless, as the tests drive it) opens the
-dashboard once per size, alone: the frames it presents a second (``requestVideoFrameCallback``)
-and the latency from capture to the presented frame (the median of the page's last 50: the
-frame's wall-clock capture time, sent with it, against the page's clock on the same machine).
+dashboard once per size, alone, then again on an emulated 1 Mbit/s link: the frames it
+presents a second (``requestVideoFrameCallback``), the latency from capture to the presented
+frame (the page's latest, sampled every 0.5 s: the frame's wall-clock capture time, sent with
+it, against the page's clock on the same machine; median and worst), everything the page
+received (all HTTP and websocket traffic, Mbit/s) and the video tier it ended on.
 
     python bench/video_benchmark.py [--seconds 15] [--sizes 640x480 1920x1080] [--browser]
 
@@ -127,20 +129,35 @@ async def measure(server: Server, session: aiohttp.ClientSession, mode: str, vie
 
 async def in_browser(server: Server, seconds: float, throttle_kbps: int = 0
                      ) -> dict[str, Any]:
-    """One dashboard in headless Chromium: frames presented a second, and latency (the
-    median, and the worst of the page's latest frame sampled every 0.5 s); ``throttle_kbps``:
-    on a link that slow (Chromium's network emulation, 100 ms each way)."""
+    """One dashboard in headless Chromium: frames presented a second, latency (the median,
+    and the worst of the page's latest frame sampled every 0.5 s), everything the page
+    received (Mbit/s: HTTP bodies and every websocket's frames, from Chromium's DevTools
+    events) and the tier it ended on; ``throttle_kbps``: on a link that slow (Chromium's
+    network emulation, 100 ms each way)."""
     from playwright.async_api import async_playwright
 
     from tests.browser_helpers import launch_chromium
+
+    received = [0]
+
+    def http(event: dict[str, Any]) -> None:
+        received[0] += int(event.get("encodedDataLength") or 0)
+
+    def frame(event: dict[str, Any]) -> None:
+        response = event["response"]
+        data = response.get("payloadData", "")
+        # Binary frames come base64-encoded (opcode 2).
+        received[0] += len(data) * 3 // 4 if response.get("opcode") == 2 else len(data)
 
     async with async_playwright() as playwright:
         browser = await launch_chromium(playwright)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            cdp = await page.context.new_cdp_session(page)
+            await cdp.send("Network.enable")
+            cdp.on("Network.dataReceived", http)
+            cdp.on("Network.webSocketFrameReceived", frame)
             if throttle_kbps:
-                cdp = await page.context.new_cdp_session(page)
-                await cdp.send("Network.enable")
                 await cdp.send("Network.emulateNetworkConditions", {
                     "offline": False, "latency": 100,
                     "downloadThroughput": throttle_kbps * 1000 / 8,
@@ -150,19 +167,21 @@ async def in_browser(server: Server, seconds: float, throttle_kbps: int = 0
                 "() => Number(document.getElementById('video').dataset.frames) > 10",
                 timeout=30_000)
             read = ("() => { const v = document.getElementById('video');"
-                    " return [Number(v.dataset.frames), Number(v.dataset.last)]; }")
-            n0, _ = await page.evaluate(read)
-            cpu0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
+                    " return [Number(v.dataset.frames), Number(v.dataset.last), v.dataset.tier];"
+                    " }")
+            n0, _, _ = await page.evaluate(read)
+            cpu0, t0, bytes0 = cpu_seconds(server.proc.pid), time.monotonic(), received[0]
             lags = []
             while time.monotonic() - t0 < seconds:
                 await asyncio.sleep(0.5)
                 lags.append((await page.evaluate(read))[1])
-            n1, _ = await page.evaluate(read)
+            n1, _, tier = await page.evaluate(read)
             elapsed = time.monotonic() - t0
             return {"mode": f"browser {throttle_kbps} kbit/s" if throttle_kbps else "browser",
                     "viewers": 1, "presented_fps": round((n1 - n0) / elapsed, 1),
                     "latency_s": round(statistics.median(lags), 3),
-                    "latency_max_s": round(max(lags), 3),
+                    "latency_max_s": round(max(lags), 3), "tier": tier,
+                    "page_mbit": round(8 * (received[0] - bytes0) / elapsed / 1e6, 2),
                     "cpu_cores": round((cpu_seconds(server.proc.pid) - cpu0) / elapsed, 3)}
         finally:
             await browser.close()
@@ -197,8 +216,9 @@ async def run_size(size: tuple[int, int], seconds: float, tmp: Path, browser: bo
                 print(f"  {name:>9} Chromium{f' at {throttle} kbit/s' if throttle else ''}: "
                       f"{row['presented_fps']:5.1f} frames presented a second, "
                       f"{row['latency_s'] * 1000:.0f} ms from capture to screen (worst "
-                      f"{row['latency_max_s'] * 1000:.0f}), server {row['cpu_cores']:.2f} cores",
-                      flush=True)
+                      f"{row['latency_max_s'] * 1000:.0f}), {row['page_mbit']:.2f} Mbit/s "
+                      f"received in all, {row['tier']} tier, server {row['cpu_cores']:.2f} "
+                      "cores", flush=True)
     finally:
         server.stop()
     return rows

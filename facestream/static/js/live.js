@@ -94,9 +94,29 @@ export function updateLive(faces, signal) {
 
 const faceDetails = (f) => (f.known ? `similarity ${Number(f.similarity).toFixed(2)}` : `not enrolled · ${shortHash(f.hash)}`);
 
+/** How often a face's crop in the "In view" list is fetched again (ms). */
+const CROP_REFRESH_MS = 10_000;
+/** hash -> { img, path, at }: each face's crop element, kept across renders, so a list redrawn
+ *  at every change of who is in view (a crowd: many a second) fetches each crop once. */
+const crops = new Map();
+
+/** The face as the worker cut it from the camera's frame (the stream has boxes drawn). */
+function cropOf(hash) {
+  const now = Date.now();
+  const path = cameraPath(`hash/${encodeURIComponent(hash)}/crop`);
+  const kept = crops.get(hash);
+  if (kept && kept.path === path && now - kept.at < CROP_REFRESH_MS) return kept.img;
+  const img = h("img", { class: "crop", testid: "inview-crop", alt: "", loading: "lazy",
+                         src: `${path}?t=${now}` });
+  crops.set(hash, { img, path, at: now });
+  return img;
+}
+
 export function renderInView() {
   const list = $("inview");
   const faces = live.faces;
+  const inView = new Set(faces.map((f) => f.hash));
+  for (const hash of crops.keys()) if (!inView.has(hash)) crops.delete(hash);
   $("inview-count").textContent = faces.length ? `(${faces.length})` : "";
   if (!faces.length) {
     list.replaceChildren(h("li", { class: "empty" }, live.signal ? "Nobody in view" : "No camera signal"));
@@ -110,9 +130,7 @@ export function renderInView() {
       : h("button", { type: "button", class: "admin-only", testid: "enroll-this",
                       onclick: () => chooseForEnrollment(f.hash) }, "Add…");
     return h("li", { class: f.known ? "known" : "unknown", testid: "inview-face", "data-hash": f.hash, "data-index": i },
-      // The face as the worker cut it from the camera's frame (the stream has boxes drawn).
-      h("img", { class: "crop", testid: "inview-crop", alt: "", loading: "lazy",
-                 src: `${cameraPath(`hash/${encodeURIComponent(f.hash)}/crop`)}?t=${Date.now()}` }),
+      cropOf(f.hash),
       h("div", { class: "who" },
         h("span", { class: "face-name", testid: "inview-name" }, faceLabel(f)),
         h("span", { class: "sub" }, faceDetails(f))),
