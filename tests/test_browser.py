@@ -1706,11 +1706,11 @@ async def test_a_viewer_on_a_slow_link_stays_live_on_the_low_tier(
         video = page.get_by_test_id("video")
         await wait_for_js(video, "v => v.dataset.tier === 'low' && Number(v.dataset.frames) > 25",
                           timeout=15)
-        await asyncio.sleep(3.0)  # what the full tier left on the way is played or dropped
+        await asyncio.sleep(2.0)  # what the full tier left on the way is played or dropped
         read = "v => [Number(v.dataset.frames), Number(v.dataset.last), v.dataset.tier]"
         frames0, _, _ = await video.evaluate(read)
         lags = []
-        for _ in range(6):
+        for _ in range(5):
             await asyncio.sleep(0.5)
             frames, lag, tier = await video.evaluate(read)
             lags.append(lag)
@@ -1718,7 +1718,7 @@ async def test_a_viewer_on_a_slow_link_stays_live_on_the_low_tier(
         # Live: each picture about a second at most after its capture (here: 0.6 s), and
         # still playing (25 fps when the machine is not shared with a test suite).
         assert max(lags) < 1.5, lags
-        assert frames - frames0 >= 15, (frames0, frames)
+        assert frames - frames0 >= 12, (frames0, frames)
     finally:
         await page.context.close()
     assert not errors, errors

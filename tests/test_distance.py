@@ -33,7 +33,7 @@ STRANGER = VIDEO / "liveportrait/d12.mp4"
 CANVAS = (1920, 1080)
 FPS = 25
 #: The program, in frames: A, nobody, the stranger C, nobody.
-A_FRAMES, GAP_FRAMES, C_FRAMES = 3 * FPS, 1 * FPS, 6 * FPS
+A_FRAMES, GAP_FRAMES, C_FRAMES = 3 * FPS, 1 * FPS, 4 * FPS
 
 
 def face_width(recognizer: Recognizer, frames: list[np.ndarray]) -> float:
@@ -95,7 +95,7 @@ async def test_a_far_person_is_named_and_a_far_stranger_stays_a_stranger(
 ) -> None:
     """A 1080p camera: A, 32 px wide (colour) or 48 px (monochrome, enrolled in colour),
     is named on /hash and in the visits; the stranger C, as small, stays unknown on every
-    read of their 6 s, and their visit is a stranger's."""
+    read of their 4 s, and their visit is a stranger's."""
     client: Client = await app_client(config_factory(clips(face_px, mono)))
     enrolled = {}
     for name, clip in (("A", TALKING_HEAD), ("B", OTHER_HEAD)):

@@ -113,7 +113,7 @@ async def test_a_flood_of_huge_uploads_leaves_the_camera_its_worker(
         assert time.monotonic() - start < 30
         await asyncio.sleep(0.2)
     t0, before = time.monotonic(), await analysed(client)
-    await asyncio.sleep(3.0)
+    await asyncio.sleep(2.0)
     quiet_rate = (await analysed(client) - before) / (time.monotonic() - t0)
     statuses: list[int] = []
     stop = asyncio.Event()
@@ -128,15 +128,17 @@ async def test_a_flood_of_huge_uploads_leaves_the_camera_its_worker(
                 await resp.read()
 
     floods = [asyncio.create_task(flood()) for _ in range(8)]
-    await asyncio.sleep(2.0)  # the flood under way
+    await asyncio.sleep(1.5)  # the flood under way
     t1, during_start, served = time.monotonic(), await analysed(client), statuses.count(200)
-    # At least 6 s of flood, and until 4 more uploads were served (at most 30 s).
+    # At least 4 s of flood, and until 3 more uploads were served (at most 30 s).
     while time.monotonic() - t1 < 30 and (
-            time.monotonic() - t1 < 6 or statuses.count(200) - served < 4):
+            time.monotonic() - t1 < 4 or statuses.count(200) - served < 3):
         await asyncio.sleep(0.2)
     flood_rate = (await analysed(client) - during_start) / (time.monotonic() - t1)
     stop.set()
-    await asyncio.gather(*floods)
-    assert statuses.count(200) - served >= 4, statuses  # uploads were served meanwhile
+    for flood_task in floods:  # the uploads still on their way are not waited for
+        flood_task.cancel()
+    await asyncio.gather(*floods, return_exceptions=True)
+    assert statuses.count(200) - served >= 3, statuses  # uploads were served meanwhile
     assert set(statuses) <= {200, 429, 503}, statuses
     assert flood_rate >= 0.5 * quiet_rate, (quiet_rate, flood_rate)
