@@ -1673,13 +1673,28 @@ async def test_the_h264_view_plays_with_the_names_drawn_over_the_face(
         assert 0.3 < x + w / 2 < 0.7 and 0.2 < y + h / 2 < 0.7 and w > 0.15, face
 
         assert await video_clients(api) == 1
+        # The other view, chosen under the picture, is remembered in this browser.
+        await expect(page.get_by_test_id("video-mode-text")).to_have_text("H.264")
+        await page.get_by_test_id("video-mode-switch").click()
+        stream = page.get_by_test_id("stream")
+        await expect(stream).to_be_visible()
+        await expect(video).to_be_hidden()
+        await wait_for_js(stream, "img => img.complete && img.naturalWidth > 0")
+
+        async def stopped() -> bool:
+            return await video_clients(api) == 0
+
+        await api.wait_for(stopped, "the video to stop for MJPEG", timeout=5)
+        await page.reload()
+        await expect(page.get_by_test_id("video-mode-text")).to_have_text("MJPEG")
+        await expect(stream).to_be_visible()
+        await page.get_by_test_id("video-mode-switch").click()
+        await wait_for_js(video, "v => Number(v.dataset.frames) >= 5")
+        await expect(stream).to_be_hidden()
         await page.evaluate(
             "() => { for (const [k, v] of [['hidden', true], ['visibilityState', 'hidden']])"
             " Object.defineProperty(document, k, {value: v, configurable: true});"
             " document.dispatchEvent(new Event('visibilitychange')); }")
-
-        async def stopped() -> bool:
-            return await video_clients(api) == 0
 
         await api.wait_for(stopped, "the hidden tab's video to stop", timeout=5)
     finally:

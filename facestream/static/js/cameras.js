@@ -88,4 +88,5 @@ document.addEventListener("visibilitychange", () => {
 });
 
 $("camera").addEventListener("change", (ev) => chooseCamera(ev.target.value));
+document.addEventListener("viewchange", () => { if (!$("grid").hidden) fillGrid(); });
 $("grid-toggle").addEventListener("click", () => showGrid($("grid").hidden));

@@ -10,7 +10,7 @@ import { cameraPath, shown } from "./state.js";
 import { chooseForEnrollment, renderEnrollChoices } from "./enroll.js";
 import { refreshGallery, renderSeenCards } from "./gallery.js";
 import { askNotPerson } from "./samples.js";
-import { startVideo, stopVideo, videoOn, videoWanted } from "./player.js";
+import { chooseView, startVideo, stopVideo, videoOn, videoPlayable, videoWanted } from "./player.js";
 
 // -- the stream ---------------------------------------------------------------------------
 
@@ -24,6 +24,7 @@ let videoBroken = false;
  *  playable (player.js), else MJPEG. */
 export function restartStream(delay = 0) {
   clearTimeout(streamTimer);
+  showViewMode();
   if (videoWanted() && !videoBroken) {
     stream.hidden = true;
     stream.removeAttribute("src");  // no MJPEG download beside the video
@@ -33,6 +34,26 @@ export function restartStream(delay = 0) {
   stream.hidden = false;
   streamTimer = setTimeout(() => { stream.src = `${cameraPath("streaming")}?t=${Date.now()}`; }, delay);
 }
+
+/** The line under the picture: which view plays, the video's tier, and the other view. */
+function showViewMode() {
+  const line = $("video-mode");
+  line.hidden = !videoPlayable() || videoBroken;
+  const h264 = videoWanted() && !videoBroken;
+  const tier = $("video").dataset.tier;
+  $("video-mode-text").textContent = !h264 ? "MJPEG"
+    : tier === "low" ? "H.264, lower quality: the link is slow" : "H.264";
+  $("video-mode-switch").textContent = h264 ? "Use MJPEG" : "Use H.264";
+}
+
+$("video-mode-switch").addEventListener("click", () => {
+  stopVideo();
+  delete $("video").dataset.tier;
+  chooseView(!(videoWanted() && !videoBroken));
+  restartStream();
+  document.dispatchEvent(new CustomEvent("viewchange"));
+});
+$("video").addEventListener("tier", showViewMode);
 
 function videoFailed() {
   stopVideo();

@@ -19,9 +19,28 @@ const KEEP_S = 10;
 const KNOWN = "rgb(60 200 80)";
 const UNKNOWN = "rgb(255 165 0)";
 
-/** Whether the H.264 view is wanted (not ?video=mjpeg) and this browser has MSE. */
+/** Where the choice of view is remembered in this browser ("h264" or "mjpeg"). */
+const VIEW_KEY = "facestream.view";
+
+/** Whether this browser can play the H.264 view (Media Source Extensions). */
+export const videoPlayable = () => "MediaSource" in window;
+
+/** Whether the H.264 view is wanted: ?video=mjpeg|h264, else the choice remembered here
+ *  (H.264 by default), where this browser can play it. */
 export function videoWanted() {
-  return new URLSearchParams(location.search).get("video") !== "mjpeg" && "MediaSource" in window;
+  const asked = new URLSearchParams(location.search).get("video")
+    || localStorage.getItem(VIEW_KEY);
+  return asked !== "mjpeg" && videoPlayable();
+}
+
+/** Remember the view chosen; it replaces the page's ?video= parameter, if any. */
+export function chooseView(h264) {
+  localStorage.setItem(VIEW_KEY, h264 ? "h264" : "mjpeg");
+  const url = new URL(location.href);
+  if (url.searchParams.has("video")) {
+    url.searchParams.delete("video");
+    history.replaceState(history.state, "", url);
+  }
 }
 
 /**
@@ -88,6 +107,7 @@ function received(s, data) {
     const msg = JSON.parse(data);
     if (msg.type === "init") {
       s.video.dataset.tier = msg.tier || "full";
+      s.video.dispatchEvent(new CustomEvent("tier", { detail: s.video.dataset.tier }));
       open(s, msg.codec);
     }
     else if (msg.type === "frame") {
