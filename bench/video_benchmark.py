@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -48,6 +49,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.servers import Server  # noqa: E402
 
+#: A part's capture time, in the MJPEG stream.
+STAMP = re.compile(rb"X-Timestamp: ([0-9.]+)")
 CROWD = REPO.parent / "shared" / "data" / "video" / "facenet_pytorch" / "video.mp4"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -72,8 +75,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def mjpeg_viewer(session: aiohttp.ClientSession, url: str, stop: float
-                       ) -> tuple[int, int]:
-    received, frames = 0, 0
+                       ) -> tuple[int, int, list[float]]:
+    """Bytes and frames received, and each frame's latency from capture to here (its
+    part's X-Timestamp)."""
+    received, frames, latencies = 0, 0, []
     async with session.get(url + "/streaming") as resp:
         while time.monotonic() < stop:
             chunk = await resp.content.readany()
@@ -81,14 +86,18 @@ async def mjpeg_viewer(session: aiohttp.ClientSession, url: str, stop: float
                 break
             received += len(chunk)
             frames += chunk.count(b"--facestreamframe")
-    return received, frames
+            now = time.time()
+            latencies += [now - float(at) for at in STAMP.findall(chunk)]
+    return received, frames, latencies
 
 
 async def video_viewer(session: aiohttp.ClientSession, url: str, stop: float
-                       ) -> tuple[int, int]:
-    received, fragments = 0, 0
+                       ) -> tuple[int, int, list[float]]:
+    """Bytes and fragments received, and each fragment's latency from capture to here (its
+    frame message's ``at``)."""
+    received, fragments, latencies = 0, 0, []
     async with session.ws_connect(url.replace("http", "ws") + "/video") as ws:
-        binary = 0
+        binary, at = 0, None
         while time.monotonic() < stop:
             try:
                 msg = await asyncio.wait_for(ws.receive(), max(0.1, stop - time.monotonic()))
@@ -98,11 +107,16 @@ async def video_viewer(session: aiohttp.ClientSession, url: str, stop: float
                 received += len(msg.data)
                 binary += 1
                 fragments = binary - 1  # the first is the init segment
+                if at is not None:
+                    latencies.append(time.time() - at)
+                    at = None
             elif msg.type == aiohttp.WSMsgType.TEXT:
                 received += len(msg.data)
+                message = json.loads(msg.data)
+                at = message.get("at") if message.get("type") == "frame" else None
             else:
                 break
-    return received, fragments
+    return received, fragments, latencies
 
 
 async def measure(server: Server, session: aiohttp.ClientSession, mode: str, viewers: int,
@@ -120,11 +134,13 @@ async def measure(server: Server, session: aiohttp.ClientSession, mode: str, vie
     cpu = (cpu_seconds(server.proc.pid) - cpu0) / elapsed
     span = warm + seconds
     # Over the whole span, warm-up included (a viewer's start is part of what it receives).
-    mbit = [8 * b / span / 1e6 for b, _ in results]
-    fps = [f / span for _, f in results]
+    mbit = [8 * b / span / 1e6 for b, _, _ in results]
+    fps = [f / span for _, f, _ in results]
+    latencies = [s for _, _, lat in results for s in lat]
     return {"mode": mode, "viewers": viewers, "cpu_cores": round(cpu, 3),
             "mbit_per_viewer": round(statistics.median(mbit), 2) if mbit else 0.0,
-            "fps_per_viewer": round(statistics.median(fps), 1) if fps else 0.0}
+            "fps_per_viewer": round(statistics.median(fps), 1) if fps else 0.0,
+            "latency_s": round(statistics.median(latencies), 3) if latencies else None}
 
 
 async def in_browser(server: Server, seconds: float, throttle_kbps: int = 0
@@ -205,9 +221,11 @@ async def run_size(size: tuple[int, int], seconds: float, tmp: Path, browser: bo
                 row = await measure(server, s, mode, viewers, seconds)
                 row["camera"] = name
                 rows.append(row)
+                latency = (f"  {row['latency_s'] * 1000:4.0f} ms capture to here"
+                           if row["latency_s"] is not None else "")
                 print(f"  {name:>9} {mode:>5} x{viewers:<2}  {row['mbit_per_viewer']:7.2f} "
                       f"Mbit/s  {row['fps_per_viewer']:5.1f} fps  {row['cpu_cores']:.2f} "
-                      "cores", flush=True)
+                      f"cores{latency}", flush=True)
                 await asyncio.sleep(2.0)
             for throttle in ((0, 1000) if browser else ()):
                 row = await in_browser(server, seconds, throttle)

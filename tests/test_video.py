@@ -73,6 +73,10 @@ async def test_a_video_viewer_gets_h264_it_can_decode_with_the_faces_of_each_fra
     assert await jpegs_encoded(client) == 0
     resp = await client.get("/streaming")  # an MJPEG viewer: JPEGs from the next frame on
     assert (await read_part(resp))[:2] == b"\xff\xd8"
+    # Each part says when its frame was captured (wall clock), for a latency measure.
+    head = (await resp.content.readuntil(b"\r\n\r\n")).decode("ascii")
+    stamp = float(head.split("X-Timestamp: ")[1].split()[0])
+    assert 0 <= time.time() - stamp < 5, head
     resp.close()
     assert await jpegs_encoded(client) > 0
 

@@ -5,6 +5,7 @@ capture and recognition lanes keep; none does image work."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Final
 
 from aiohttp import web
@@ -55,9 +56,12 @@ async def streaming(request: web.Request) -> web.StreamResponse:
             seen = packet.seq
             if not packet.jpeg:
                 continue  # captured before anybody wanted JPEGs
+            # X-Timestamp: the frame's wall-clock capture time, for a client to measure its
+            # latency (multipart readers pass over headers they do not know).
+            at = time.time() - (time.monotonic() - packet.captured_at)
             head = (
                 f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                f"Content-Length: {len(packet.jpeg)}\r\n\r\n"
+                f"Content-Length: {len(packet.jpeg)}\r\nX-Timestamp: {at:.3f}\r\n\r\n"
             ).encode("ascii")
             async with asyncio.timeout(STREAM_WRITE_TIMEOUT_S):  # a viewer that stopped reading
                 await resp.write(head + packet.jpeg + b"\r\n")
