@@ -5,6 +5,8 @@ once; the fragmented MP4 over HTTP for other players."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import io
 import time
 from collections.abc import Callable
@@ -17,8 +19,8 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
 from facestream import video as video_module
-from facestream.appkeys import CAMERAS
-from facestream.config import Config, VideoConfig
+from facestream.appkeys import AUTH, CAMERAS
+from facestream.config import AuthConfig, Config, VideoConfig
 from facestream.hub import FrameHub, Packet
 from facestream.mp4 import codec_string
 from facestream.video import FULL, LOW, MAX_BEHIND_S, VideoStream
@@ -226,3 +228,38 @@ async def test_a_page_whose_link_does_not_keep_up_moves_to_the_low_tier_and_back
     finally:
         reader.cancel()
         await stream.close()
+
+
+async def test_players_give_a_token_in_the_url_for_the_video_and_the_mjpeg_stream(
+        app_client: Any, config_factory: Callable[..., Config]) -> None:
+    """VLC, FFmpeg and Home Assistant's cameras can only put credentials in a URL (HTTP
+    Basic): /video.mp4 and /streaming take a token as the password, and challenge a caller
+    without credentials; no other route takes it."""
+    config = dataclasses.replace(config_factory(TALKING_HEAD), auth=AuthConfig(enabled=True))
+    client = await app_client(config)
+    _, token = await client.server.app[AUTH].create_token("viewer", "player")
+    refused = await client.get("/video.mp4")
+    assert refused.status == 401
+    assert refused.headers["WWW-Authenticate"].startswith('Basic realm="facestream"')
+    def basic(password: str) -> dict[str, str]:
+        pair = base64.b64encode(f"player:{password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+
+    resp = await client.get("/faces", headers=basic(token))  # only where a route declares it
+    assert resp.status == 401 and "WWW-Authenticate" not in resp.headers
+    resp = await client.get("/streaming", headers=basic("not-a-token"))
+    assert resp.status == 401
+    resp = await client.get("/streaming", headers=basic(token))
+    assert resp.status == 200 and (await read_part(resp))[:2] == b"\xff\xd8"
+    resp.close()
+
+    def decoded() -> int:
+        """FFmpeg (inside VLC, and Home Assistant's stream) reading the URL."""
+        url = f"http://player:{token}@127.0.0.1:{client.port}/video.mp4"
+        with av.open(url, timeout=10) as container:
+            for n, _ in enumerate(container.decode(video=0), 1):
+                if n == 5:
+                    return n
+        return 0
+
+    assert await asyncio.to_thread(decoded) == 5

@@ -1,5 +1,6 @@
 """Who may make a request: the access middleware, the Host and Origin checks, and the
-credentials a request carries (a session cookie or ``Authorization: Bearer <token>``).
+credentials a request carries (a session cookie or ``Authorization: Bearer <token>``; on the
+few routes that declare ``basic_auth``, also a token as a Basic password).
 
 The middleware knows no path: what a request needs comes from the declaration of the route
 it matched (``web/routes.py``: ``Role.OPEN``, ``VIEWER`` or ``ADMIN``, and the few rules a
@@ -12,6 +13,7 @@ sets it); tokens come from ``python -m facestream tokens create``.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -33,11 +35,24 @@ COOKIE: Final = "facestream_session"
 PRINCIPAL: Final = web.RequestKey("principal", Principal)
 
 
-async def principal(auth: Auth, request: web.Request) -> Principal | None:
-    """Who sent ``request``: its bearer token if it has one, else its session cookie."""
+async def principal(auth: Auth, request: web.Request, basic: bool = False
+                    ) -> Principal | None:
+    """Who sent ``request``: its bearer token if it has one (with ``basic``, also a token
+    given as the password of HTTP Basic authentication), else its session cookie."""
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else None
+    if token is None and basic and header.lower().startswith("basic "):
+        token = _basic_password(header[6:].strip())
     return await auth.principal(token, request.cookies.get(COOKIE))
+
+
+def _basic_password(credentials: str) -> str | None:
+    """The password of Basic credentials (base64 of ``user:password``), or None."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2] or None
 
 
 #: What Sec-Fetch-Site says of a request the server's own page (or a person typing the
@@ -128,13 +143,17 @@ def access_middleware(
                 if known is not None:
                     request[PRINCIPAL] = known
             return await handler(request)
-        who = await principal(checker, request) if enabled else ANONYMOUS
+        basic = declared.basic_auth and not unsafe
+        who = await principal(checker, request, basic) if enabled else ANONYMOUS
         if who is None:
             if declared.strangers_to is not None:
                 raise web.HTTPFound(declared.strangers_to)
-            return refuse_unread(request, error(
+            refusal = error(
                 401, "log in first (POST /login), or send Authorization: Bearer <token> "
-                     "(python -m facestream tokens create)"))
+                     "(python -m facestream tokens create)")
+            if basic:  # a player asks again, with the credentials of its URL
+                refusal.headers["WWW-Authenticate"] = 'Basic realm="facestream", charset="UTF-8"'
+            return refuse_unread(request, refusal)
         if role is Role.ADMIN and not who.admin:
             return refuse_unread(request, error(
                 403, f"this needs an admin; {who.label} is a {who.role}"))

@@ -28,8 +28,8 @@ STREAM_SNDBUF: Final = 256 * 1024
 PREPARE_TIMEOUT_S: Final = 10.0
 
 
-@routes.get("/streaming", role=Role.VIEWER)
-@routes.get("/cameras/{camera}/streaming", role=Role.VIEWER)
+@routes.get("/streaming", role=Role.VIEWER, basic_auth=True)
+@routes.get("/cameras/{camera}/streaming", role=Role.VIEWER, basic_auth=True)
 async def streaming(request: web.Request) -> web.StreamResponse:
     """MJPEG: every viewer gets the newest shared JPEG at its own pace, skipping what it missed."""
     camera = camera_of(request)

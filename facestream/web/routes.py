@@ -66,12 +66,20 @@ class Access:
     identify: bool = False
     #: Where a caller without credentials is redirected, instead of answered 401.
     strangers_to: str | None = None
+    #: Also takes a token as the password of HTTP Basic authentication (any user name), and
+    #: answers a caller without credentials with a Basic challenge: for players that can
+    #: only put credentials in a URL (VLC, FFmpeg, Home Assistant's cameras). Only on routes
+    #: that read (a browser sends Basic credentials it was given to every request to the
+    #: server, cross-site ones too).
+    basic_auth: bool = False
 
     def __post_init__(self) -> None:
         if self.role is Role.OPEN and (self.audited or self.strangers_to):
             raise ValueError("an open route has nobody to audit or to redirect")
         if self.identify and self.role is not Role.OPEN:
             raise ValueError("identify is for open routes; the others always know who asks")
+        if self.basic_auth and self.role is not Role.VIEWER:
+            raise ValueError("basic_auth is for routes that viewers read")
 
     def role_for(self, query: Container[str], auth: AuthConfig) -> Role:
         """The role a request with these query parameters needs, under this config."""

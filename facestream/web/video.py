@@ -117,8 +117,8 @@ async def _listen(ws: web.WebSocketResponse, viewer: Viewer) -> None:
             viewer.ack(total)
 
 
-@routes.get("/video.mp4", role=Role.VIEWER)
-@routes.get("/cameras/{camera}/video.mp4", role=Role.VIEWER)
+@routes.get("/video.mp4", role=Role.VIEWER, basic_auth=True)
+@routes.get("/cameras/{camera}/video.mp4", role=Role.VIEWER, basic_auth=True)
 async def video_file(request: web.Request) -> web.StreamResponse:
     video = _video_of(request)
     resp = web.StreamResponse(headers={"Content-Type": "video/mp4",
