@@ -1644,7 +1644,7 @@ async def video_clients(api: Api) -> float:
 async def test_the_h264_view_plays_with_the_names_drawn_over_the_face(
         browser: Browser, api: Api) -> None:
     """Issue 20: by default the page plays the camera's H.264 (frames presented, near the
-    live edge), downloads no MJPEG beside it,
+    live edge), downloads no MJPEG beside it, a second page joining starts within 2 s,
     draws the face's box and label over the face from the faces sent with each frame, and
     a hidden tab stops receiving video."""
     errors: list[str] = []
@@ -1673,6 +1673,12 @@ async def test_the_h264_view_plays_with_the_names_drawn_over_the_face(
         assert 0.3 < x + w / 2 < 0.7 and 0.2 < y + h / 2 < 0.7 and w > 0.15, face
 
         assert await video_clients(api) == 1
+        # A second viewer joining mid-stream: its first picture within 2 s of asking.
+        other = await open_page(browser, api.url + "/", errors)
+        joined = other.get_by_test_id("video")
+        started = await wait_for_js(joined, "v => Number(v.dataset.startMs || 0)")
+        assert started < 2000, started
+        await other.context.close()
         # The other view, chosen under the picture, is remembered in this browser.
         await expect(page.get_by_test_id("video-mode-text")).to_have_text("H.264")
         await page.get_by_test_id("video-mode-switch").click()

@@ -52,8 +52,9 @@ export function play(video, canvas, path, failed) {
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}${query}`;
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
+  const opened = performance.now();
   const s = { video, canvas, ws, source: null, buffer: null, queue: [], frames: [], started: false,
-              failed, timer: null, on: true, received: 0 };
+              failed, timer: null, on: true, received: 0, opened };
   ws.addEventListener("message", (ev) => received(s, ev.data));
   ws.addEventListener("close", () => {
     if (s.on && !s.started) failed();
@@ -179,6 +180,8 @@ function presented(s, meta) {
   if (!s.on) return;
   const video = s.video;
   video.dataset.frames = String(Number(video.dataset.frames) + 1);
+  // From asking for the video to its first picture on the screen (ms), for tests.
+  if (video.dataset.frames === "1") video.dataset.startMs = (performance.now() - s.opened).toFixed(0);
   const t = meta.mediaTime;
   let best = null;
   for (const f of s.frames) if (Math.abs(f.t - t) < 0.021 || (f.t <= t && (!best || f.t > best.t))) best = f;
