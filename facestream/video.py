@@ -307,7 +307,8 @@ class VideoStream:
 
     def accepts(self, fmt: StreamFormat | None) -> bool:
         """Whether a source sending ``fmt`` is passed through (any thread)."""
-        return (self.config.passthrough and fmt is not None and fmt.codec == "h264"
+        return (self.config.enabled and self.config.passthrough and fmt is not None
+                and fmt.codec == "h264"
                 and not fmt.b_frames and max(fmt.width, fmt.height) <= self.config.max_side)
 
     def inbox(self, loop: asyncio.AbstractEventLoop) -> Inbox:
