@@ -124,6 +124,8 @@ class AvReader:
                                    bool(ctx.has_b_frames), extradata, self.fps)
         self._packets = demux(container, stream)
         self._keep = False
+        #: Frames the decoder gave at the end, still to be read.
+        self._drained: list[Any] = []
         #: MP4 and MKV carry H.264 length-prefixed (avcC); RTSP as Annex B already.
         self._to_annexb: Any = None
 
@@ -161,13 +163,22 @@ class AvReader:
     def read(self) -> Sample | None:
         import av
 
+        if self._drained:
+            return Sample(_bgr(self._drained.pop(0)), None, False)
         while True:
             try:
                 packet = next(self._packets)
             except (StopIteration, av.FFmpegError, OSError):
                 return None
             if packet.size == 0:
-                continue  # the demuxer's flush packet at the end
+                # The end: the frames a decoder held back (a file with B-frames) come out.
+                try:
+                    self._drained.extend(packet.decode())
+                except av.FFmpegError:
+                    pass
+                if self._drained:
+                    return Sample(_bgr(self._drained.pop(0)), None, False)
+                continue
             frame = None
             try:
                 for decoded in packet.decode():
