@@ -589,6 +589,8 @@ class VideoStream:
             "faces": [_scaled_face(f.to_json(), packet.face_scale) for f in packet.faces]}))
         now = time.monotonic()
         for fragment in fragments:
+            if self.muxer is not muxer:
+                break  # its last viewer moved to the low tier just now (_deliver)
             # The muxer completes a packet's fragment when the next packet comes: each
             # fragment goes with its own packet's frame message.
             fpts = round(fragment.t * 90_000)
