@@ -409,7 +409,7 @@ class VideoStream:
                 self._try_full(time.monotonic())
                 for tier in self.tiers.values():
                     if tier.name == FULL and self.source is not None:
-                        # Passed through (_receive): no encoder.
+                        # Passed through (receive): no encoder.
                         if tier.encoder is not None:
                             await self._close_encoder(tier)
                     elif tier.viewers:
@@ -486,7 +486,7 @@ class VideoStream:
 
     # -- passthrough (see the module's docstring) ------------------------------------------
 
-    def _opened(self, fmt: StreamFormat | None) -> None:
+    def source_opened(self, fmt: StreamFormat | None) -> None:
         """The capture opened its source anew (it sends ``fmt``); its packets follow."""
         self._opening = fmt
         self._clear_packets()
@@ -509,7 +509,7 @@ class VideoStream:
         self._packets.clear()
         self._packet_bytes = 0
 
-    def _receive(self, packet: SourcePacket) -> None:
+    def receive(self, packet: SourcePacket) -> None:
         """One packet of the source, in order (from the Inbox)."""
         if self.source is None or packet.format is not self._opening:
             return  # not passed through, or from an opening that is over
@@ -537,15 +537,15 @@ class VideoStream:
         elif self.tiers[FULL].viewers and packet.keyframe:
             self._open_muxer()
 
-    def _restart_passthrough(self) -> None:
+    def restart_passthrough(self) -> None:
         """A new muxer and init segment for every viewer, from the next keyframe."""
         self._close_muxer()
-        self._lost_packets()
+        self.packets_lost()
         for viewer in self.tiers[FULL].viewers:
             viewer.drop_pending()
             viewer.sent_init = None
 
-    def _lost_packets(self) -> None:
+    def packets_lost(self) -> None:
         """Packets were dropped on their way (the loop fell behind): on from a keyframe."""
         self._clear_packets()
         self._gop.clear()
@@ -694,14 +694,14 @@ class Inbox:
         self._scheduled = False
         if self._overflow:
             self._overflow = False
-            self._stream._lost_packets()
+            self._stream.packets_lost()
         while self._items:
             kind, item = self._items.popleft()
             try:
                 if kind == "opened":
-                    self._stream._opened(item)
+                    self._stream.source_opened(item)
                 else:
-                    self._stream._receive(item)
+                    self._stream.receive(item)
             except Exception:  # a packet the muxer refuses: its viewers start over
                 log.exception("%s: passing its video through failed", self._stream.camera)
-                self._stream._restart_passthrough()
+                self._stream.restart_passthrough()

@@ -312,23 +312,6 @@ async def test_an_h264_camera_is_passed_through_and_a_joiner_starts_at_once(
     assert full.frames_encoded == 0
 
 
-async def test_a_camera_larger_than_video_max_side_is_still_encoded(
-        app_client: Any, config_factory: Callable[..., Config], camera_720p: RtspCamera
-) -> None:
-    config = config_factory(camera_720p.url)
-    config = dataclasses.replace(config, video=dataclasses.replace(config.video,
-                                                                   max_side=640))
-    client = await app_client(config)
-    hub = client.server.app[CAMERAS].first.hub
-    await wait_for(lambda: hub.latest is not None and hub.latest.signal, 20)
-    messages, init, fragments, first = await watch(client, 1.5)
-    assert messages[0]["passthrough"] is False and messages[0]["size"] == [640, 360]
-    assert messages[0]["codec"].startswith("avc1.42")  # our encoder's baseline
-    assert first < 1.0
-    assert decode(init, fragments)[0].shape == (360, 640, 3)
-    assert client.server.app[CAMERAS].first.video.tiers[FULL].frames_encoded > 0
-
-
 def test_an_h264_file_is_passed_through_bit_exact(camera_720p: RtspCamera) -> None:
     """A file keeps H.264 length-prefixed (avcC): its packets are turned into Annex B with
     SPS and PPS before each keyframe, and muxed as they are: what a viewer decodes is, pixel
