@@ -271,6 +271,11 @@ class VideoStream:
         self._opening: StreamFormat | None = None
         self._intervals: deque[float] = deque(maxlen=INTERVALS_KEPT)
         self._last_key_at: float | None = None
+        #: The source time of the last packet (to notice pictures out of order), and the
+        #: streams found to have B-frames they did not declare.
+        self._last_t: float | None = None
+        self._backwards = 0
+        self._reordered: set[StreamFormat] = set()
         #: The packets since the last keyframe (none while waiting for one), and while
         #: somebody watches, the muxer and their fragments with their frame messages.
         self._packets: deque[SourcePacket] = deque()
@@ -308,7 +313,7 @@ class VideoStream:
     def accepts(self, fmt: StreamFormat | None) -> bool:
         """Whether a source sending ``fmt`` is passed through (any thread)."""
         return (self.config.enabled and self.config.passthrough and fmt is not None
-                and fmt.codec == "h264"
+                and fmt.codec == "h264" and fmt not in self._reordered
                 and not fmt.b_frames and max(fmt.width, fmt.height) <= self.config.max_side)
 
     def inbox(self, loop: asyncio.AbstractEventLoop) -> Inbox:
@@ -491,10 +496,14 @@ class VideoStream:
         self._opening = fmt
         self._clear_packets()
         self._in_sync = False
-        self._last_key_at = None  # another clock (a file starts over at 0)
+        self._last_key_at = self._last_t = None  # another clock (a file starts over at 0)
+        self._backwards = 0
         wanted = fmt if self.accepts(fmt) else None
-        if wanted == self.source:
-            return  # the same stream again (a file playing from its start, a reconnection)
+        if wanted != self.source:  # else the same stream again (a file looping, a reconnection)
+            self._switch(wanted)
+
+    def _switch(self, wanted: StreamFormat | None) -> None:
+        """Pass ``wanted`` through from now on (None: encode); the full tier starts over."""
         self.source = wanted
         self._intervals.clear()
         self._close_muxer()
@@ -513,6 +522,18 @@ class VideoStream:
         """One packet of the source, in order (from the Inbox)."""
         if self.source is None or packet.format is not self._opening:
             return  # not passed through, or from an opening that is over
+        if packet.source_t is not None:
+            if self._last_t is not None and packet.source_t < self._last_t:
+                self._backwards += 1
+            self._last_t = packet.source_t
+            if self._backwards >= 2:
+                # Pictures out of order: B-frames, though the stream did not say so (once
+                # could be the camera's clock starting over).
+                log.warning("%s: its H.264 has B-frames, which cannot be passed through; "
+                            "encoded instead", self.camera)
+                self._reordered.add(packet.format)
+                self._switch(None)
+                return
         if packet.keyframe:
             # By the source's clock where it has one: arrival times bunch up at the start.
             t = packet.captured_at if packet.source_t is None else packet.source_t

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from facestream import video as video_module
 from facestream.appkeys import CAMERAS
+from facestream.capture import SourcePacket
 from facestream.config import Config, VideoConfig
 from facestream.hub import FrameHub, Packet
 from facestream.mp4 import Passthrough, codec_string
@@ -339,3 +340,37 @@ def test_an_h264_file_is_passed_through_bit_exact(camera_720p: RtspCamera) -> No
     for frame, sample in zip(frames, samples):
         assert sample is not None and sample.frame is not None
         assert np.array_equal(frame, sample.frame)
+
+
+async def test_a_camera_whose_pictures_come_out_of_order_is_encoded_instead(
+        tmp_path: Any) -> None:
+    """Packets are timed as they come, so B-frames (pictures sent out of order) cannot be
+    passed through. A stream that does not say it has them (has_b_frames 0) is caught by
+    its own timestamps going back, and encoded from then on."""
+    path = str(tmp_path / "bframes.mp4")
+    head = cv2.resize(cv2.imread(str(OBAMA)), (320, 240))
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = {"bf": "2", "preset": "fast"}
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.roll(head, 4 * i, axis=1), format="bgr24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    reader = AvReader.open(path, None)
+    assert reader is not None and reader.format is not None and reader.format.b_frames
+    said_none = dataclasses.replace(reader.format, b_frames=False)
+    reader.keep_packets()
+    video = VideoStream(FrameHub(), VideoConfig(), "cam")
+    video.source_opened(said_none)
+    assert video.source == said_none
+    while (sample := reader.read()) is not None:
+        if sample.data:
+            video.receive(SourcePacket(sample.data, sample.keyframe, time.monotonic(),
+                                       said_none, (), 1.0, sample.source_t))
+    reader.release()
+    assert video.source is None and not video.accepts(said_none)
+    await video.close()
