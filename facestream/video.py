@@ -642,7 +642,7 @@ class VideoStream:
         viewer.put("init", muxer.init)
         viewer.sent_init, viewer.waiting = muxer.init, not self._gop
         for fragment, frame in self._gop:
-            viewer.put("json", frame)
+            viewer.put("json", {**frame, "burst": True})  # the player plays on from the last
             viewer.put("burst", fragment)
 
     def _signal_lost(self) -> None:
