@@ -288,6 +288,9 @@ async def test_an_h264_camera_is_passed_through_and_a_joiner_starts_at_once(
     assert len(frames) >= len(fragments) - 1 >= 20 and frames[0].shape == (720, 1280, 3)
     timed = [m for m in messages if m["type"] == "frame"]
     assert all(b["t"] > a["t"] for a, b in zip(timed, timed[1:]))
+    # The GOP given at once is marked (the player plays on from its end), then live frames.
+    bursts = [m.get("burst", False) for m in timed]
+    assert bursts == sorted(bursts, reverse=True) and not bursts[-1]
     boxed = [m for m in timed if m["faces"]]
     assert len(boxed) >= len(timed) * 0.8
     assert {tuple(m["size"]) for m in boxed} == {(1280, 720)}
