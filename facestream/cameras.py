@@ -107,7 +107,7 @@ class Camera:
                 "resolution": capture["resolution"] if capture else None,
                 "fps": round(self.fps, 1), "faces_in_view": len(snapshot.faces),
                 "analysed": self.pipeline.analysed if self.pipeline else 0,
-                "video_passthrough": self.video.source is not None,
+                "video_passthrough": self.video.feed.source is not None,
                 "keyframe_interval_s": self.video.keyframe_interval_s,
                 **self._sweep_status()}
 

@@ -31,13 +31,8 @@ Frame timestamps are the capture times (decisions and boxes are on the frames an
 a loaded machine lowers the frame rate, not the timing.
 
 A camera that sends H.264 already (an RTSP camera, a file) is passed through on the full tier
-(``video.passthrough``): its packets, every one of them and in order, come from the capture's
-reader thread (``Inbox``) and are muxed as they are (mp4.Passthrough), not encoded again.
-That needs no B-frames (packets are timed as they arrive) and a picture within
-``video.max_side`` (a 4K camera is still scaled and encoded). Nobody can ask such a camera
-for a keyframe, so the fragments since its last keyframe are kept (the GOP cache, bounded by
-GOP_MAX_S and GOP_MAX_BYTES) and a viewer joining gets them at once: it starts at once, and
-its player jumps to the live edge. The low tier is encoded from the decoded frames as ever.
+instead (passthrough.py: its packets muxed as they are); a viewer joining it gets the frames
+since the camera's last keyframe at once. The low tier is encoded from the decoded frames.
 """
 
 from __future__ import annotations
@@ -55,11 +50,10 @@ from typing import Any, Final, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from .capture import SourcePacket
 from .config import VideoConfig
 from .hub import FrameHub, Packet
-from .mp4 import Encoder, Fragment, Passthrough
-from .source import StreamFormat
+from .mp4 import Encoder, Fragment
+from .passthrough import Feed, Inbox, scaled_face
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,16 +79,6 @@ UPGRADE_AFTER_S: Final = 15.0
 UPGRADE_MAX_S: Final = 240.0
 PROBE_S: Final = 10.0
 
-#: The GOP cache of a passed-through camera holds at most this much since its last keyframe
-#: (a camera whose keyframes are further apart is joined at its next keyframe instead).
-GOP_MAX_S: Final = 5.0
-GOP_MAX_BYTES: Final = 8 * 1024 * 1024
-#: Packets waiting between the reader thread and the event loop; beyond this they are
-#: dropped, and the passthrough waits for the next keyframe.
-INBOX_SIZE: Final = 250
-#: Keyframe intervals measured, for the one stated (the longest of them).
-INTERVALS_KEPT: Final = 8
-
 FULL: Final = "full"
 LOW: Final = "low"
 TIERS: Final = (FULL, LOW)
@@ -110,14 +94,6 @@ def _scaled(image: NDArray[np.uint8], scale: float) -> NDArray[np.uint8]:
     size = (max(2, round(w * scale)), max(2, round(h * scale)))
     # Linear: a seventh of INTER_AREA's 7 ms for 1080p to 720p, and the encoder smooths more.
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)  # type: ignore[return-value]
-
-
-def _scaled_face(face: dict[str, Any], scale: float) -> dict[str, Any]:
-    """A face (as /hash has it) with its box in the sent picture's pixels (``scale``: its
-    pixels per box pixel)."""
-    if scale != 1.0:
-        face["box"] = [round(v * scale, 1) for v in face["box"]]
-    return face
 
 
 @dataclass(eq=False)
@@ -236,8 +212,6 @@ class _Tier:
         self.key_wanted = False
         self.key_asked = -float("inf")
         self.frames_encoded = 0
-        #: Packets of the camera's own H.264 muxed for it, not encoded (the full tier's).
-        self.frames_passed = 0
 
     def keyframe(self, now: float) -> bool:
         """Whether the frame captured at ``now`` is to be a keyframe: the interval is up,
@@ -265,31 +239,8 @@ class VideoStream:
                                     min(config.low_max_side, config.max_side), config)
         self.viewers: set[Viewer] = set()
         self._task: asyncio.Task[None] | None = None
-        #: The camera's H.264 passed through on the full tier now: its format (None:
-        #: encoded), the opening its packets come from, and its keyframe interval.
-        self.source: StreamFormat | None = None
-        self._opening: StreamFormat | None = None
-        self._intervals: deque[float] = deque(maxlen=INTERVALS_KEPT)
-        self._last_key_at: float | None = None
-        #: The source time of the last packet (to notice pictures out of order), and the
-        #: streams found to have B-frames they did not declare.
-        self._last_t: float | None = None
-        self._backwards = 0
-        self._reordered: set[StreamFormat] = set()
-        #: The packets since the last keyframe (none while waiting for one), and while
-        #: somebody watches, the muxer and their fragments with their frame messages.
-        self._packets: deque[SourcePacket] = deque()
-        self._packet_bytes = 0
-        #: Packets are taken from a keyframe on (_in_sync), and kept while the GOP is
-        #: within GOP_MAX_S and GOP_MAX_BYTES (_caching).
-        self._in_sync = False
-        self._caching = False
-        self.muxer: Passthrough | None = None
-        self._gop: list[tuple[Fragment, dict[str, Any]]] = []
-        #: The frame messages of the packets muxed whose fragments are yet to come.
-        self._frames: deque[tuple[int, dict[str, Any]]] = deque()
-        self._mux_t0 = 0.0
-        self._mux_pts = -1
+        #: The camera's own H.264, passed through on the full tier when it can be.
+        self.feed = Feed(config, camera, self)
         # The encoders' one thread: their calls run in order, so a close never overlaps an
         # encode that a cancelled task left running (libx264 would crash).
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"video {camera}")
@@ -304,21 +255,15 @@ class VideoStream:
 
     @property
     def keyframe_interval_s(self) -> float | None:
-        """The passed-through camera's keyframe interval (the longest lately), None if it
-        is not measured yet; the encoder's own otherwise."""
-        if self.source is None:
+        """The passed-through camera's keyframe interval (None until measured); the
+        encoder's own otherwise."""
+        if self.feed.source is None:
             return self.config.keyframe_interval_s
-        return round(max(self._intervals), 2) if self._intervals else None
-
-    def accepts(self, fmt: StreamFormat | None) -> bool:
-        """Whether a source sending ``fmt`` is passed through (any thread)."""
-        return (self.config.enabled and self.config.passthrough and fmt is not None
-                and fmt.codec == "h264" and fmt not in self._reordered
-                and not fmt.b_frames and max(fmt.width, fmt.height) <= self.config.max_side)
+        return self.feed.keyframe_interval_s
 
     def inbox(self, loop: asyncio.AbstractEventLoop) -> Inbox:
         """Where the capture's reader thread hands its packets (capture.PacketSink)."""
-        return Inbox(self, loop)
+        return Inbox(self.feed, loop)
 
     def join(self, acks: bool = False, adaptive: bool = False, tier: str = FULL) -> Viewer:
         """A new viewer, on ``tier`` (the full one if there is no such tier)."""
@@ -333,13 +278,13 @@ class VideoStream:
         self.viewers.discard(viewer)
         self.tiers[viewer.tier].viewers.discard(viewer)
         if not self.tiers[FULL].viewers:
-            self._close_muxer()
+            self.feed.close_muxer()
         if not self.viewers:
             await self.stop()
 
     async def stop(self) -> None:
         """Stop encoding (the last viewer left, or the camera is going)."""
-        self._close_muxer()
+        self.feed.close_muxer()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -360,7 +305,7 @@ class VideoStream:
         """Put ``viewer`` on tier ``name``: its init segment, then a keyframe asked for."""
         self.tiers[viewer.tier].viewers.discard(viewer)
         if name != FULL and not self.tiers[FULL].viewers:
-            self._close_muxer()  # nobody left to mux for
+            self.feed.close_muxer()  # nobody left to mux for
         viewer.drop_pending()
         viewer.tier, viewer.sent_init, viewer.waiting = name, None, True
         tier = self.tiers[name]
@@ -368,10 +313,10 @@ class VideoStream:
         tier.viewers.add(viewer)
         if name == LOW:
             viewer.low_since = now
-        if name == FULL and self.source is not None:
-            if self.muxer is None:
-                self._open_muxer()
-            elif self.muxer.init is not None:
+        if name == FULL and self.feed.source is not None:
+            if self.feed.muxer is None:
+                self.feed.open_muxer()
+            elif self.feed.muxer.init is not None:
                 self._send_passthrough(viewer)
             return
         tier.key_wanted = True
@@ -413,8 +358,8 @@ class VideoStream:
                     continue
                 self._try_full(time.monotonic())
                 for tier in self.tiers.values():
-                    if tier.name == FULL and self.source is not None:
-                        # Passed through (receive): no encoder.
+                    if tier.name == FULL and self.feed.source is not None:
+                        # Passed through (passthrough.py): no encoder.
                         if tier.encoder is not None:
                             await self._close_encoder(tier)
                     elif tier.viewers:
@@ -464,7 +409,7 @@ class VideoStream:
         # ``at``: the wall-clock capture time, for a player to measure its latency.
         at = time.time() - (time.monotonic() - packet.captured_at)
         frame = {"type": "frame", "t": pts / 90_000, "at": round(at, 3), "size": [w, h],
-                 "faces": [_scaled_face(f.to_json(), scale) for f in packet.faces]}
+                 "faces": [scaled_face(f.to_json(), scale) for f in packet.faces]}
         for fragment in fragments:
             self._deliver(tier, fragment, frame, now)
 
@@ -489,159 +434,43 @@ class VideoStream:
         viewer.put("init", encoder.init)
         viewer.sent_init, viewer.waiting = encoder.init, True
 
-    # -- passthrough (see the module's docstring) ------------------------------------------
+    # -- the passthrough's viewers (passthrough.Viewers) -----------------------------------
 
-    def source_opened(self, fmt: StreamFormat | None) -> None:
-        """The capture opened its source anew (it sends ``fmt``); its packets follow."""
-        self._opening = fmt
-        self._clear_packets()
-        self._in_sync = False
-        self._last_key_at = self._last_t = None  # another clock (a file starts over at 0)
-        self._backwards = 0
-        wanted = fmt if self.accepts(fmt) else None
-        if wanted != self.source:  # else the same stream again (a file looping, a reconnection)
-            self._switch(wanted)
+    def watched(self) -> bool:
+        return bool(self.tiers[FULL].viewers)
 
-    def _switch(self, wanted: StreamFormat | None) -> None:
-        """Pass ``wanted`` through from now on (None: encode); the full tier starts over."""
-        self.source = wanted
-        self._intervals.clear()
-        self._close_muxer()
-        for viewer in self.tiers[FULL].viewers:  # to start over on the new stream
-            viewer.drop_pending()
-            viewer.waiting, viewer.sent_init = True, None
-        if wanted is not None:
-            log.info("%s: its H.264 is passed through to video viewers (%dx%d)",
-                     self.camera, wanted.width, wanted.height)
-
-    def _clear_packets(self) -> None:
-        self._packets.clear()
-        self._packet_bytes = 0
-
-    def receive(self, packet: SourcePacket) -> None:
-        """One packet of the source, in order (from the Inbox)."""
-        if self.source is None or packet.format is not self._opening:
-            return  # not passed through, or from an opening that is over
-        if packet.source_t is not None:
-            if self._last_t is not None and packet.source_t < self._last_t:
-                self._backwards += 1
-            self._last_t = packet.source_t
-            if self._backwards >= 2:
-                # Pictures out of order: B-frames, though the stream did not say so (once
-                # could be the camera's clock starting over).
-                log.warning("%s: its H.264 has B-frames, which cannot be passed through; "
-                            "encoded instead", self.camera)
-                self._reordered.add(packet.format)
-                self._switch(None)
-                return
-        if packet.keyframe:
-            # By the source's clock where it has one: arrival times bunch up at the start.
-            t = packet.captured_at if packet.source_t is None else packet.source_t
-            if self._last_key_at is not None and t > self._last_key_at:
-                self._intervals.append(t - self._last_key_at)
-            self._last_key_at = t
-            self._clear_packets()
-            self._in_sync = self._caching = True
-        elif not self._in_sync:
-            return  # opened anew, or packets lost: nothing before a keyframe decodes
-        if self._caching:
-            self._packets.append(packet)
-            self._packet_bytes += len(packet.data)
-            if (packet.captured_at - self._packets[0].captured_at > GOP_MAX_S
-                    or self._packet_bytes > GOP_MAX_BYTES):
-                # Too long a GOP to keep: joiners wait for the next keyframe.
-                self._clear_packets()
-                self._gop.clear()
-                self._caching = False
-        if self.muxer is not None:
-            self._mux(packet)
-        elif self.tiers[FULL].viewers and packet.keyframe:
-            self._open_muxer()
-
-    def restart_passthrough(self) -> None:
-        """A new muxer and init segment for every viewer, from the next keyframe."""
-        self._close_muxer()
-        self.packets_lost()
+    def start_over(self) -> None:
         for viewer in self.tiers[FULL].viewers:
             viewer.drop_pending()
-            viewer.sent_init = None
+            viewer.waiting, viewer.sent_init = True, None
 
-    def packets_lost(self) -> None:
-        """Packets were dropped on their way (the loop fell behind): on from a keyframe."""
-        self._clear_packets()
-        self._gop.clear()
-        self._last_key_at = None
-        self._in_sync = False
+    def resync(self) -> None:
         for viewer in self.tiers[FULL].viewers:
             viewer.waiting = True
 
-    def _open_muxer(self) -> None:
-        """Start muxing for the full tier's viewers: the GOP so far, given to them at once."""
-        if self.source is None or not self._packets:
-            return  # the next keyframe opens it
-        fmt = self.source
-        self.muxer = Passthrough(fmt.width, fmt.height, fmt.extradata, fmt.fps)
-        self._mux_t0, self._mux_pts = self._packets[0].captured_at, -1
-        self._gop.clear()
-        for packet in self._packets:
-            self._mux(packet, deliver=False)
-        if self.muxer.init is not None:
-            for viewer in self.tiers[FULL].viewers:
-                self._send_passthrough(viewer)
+    def send_gop(self) -> None:
+        for viewer in self.tiers[FULL].viewers:
+            self._send_passthrough(viewer)
 
-    def _close_muxer(self) -> None:
-        muxer, self.muxer = self.muxer, None
-        self._gop.clear()
-        self._frames.clear()
-        if muxer is not None:
-            muxer.close()
-
-    def _mux(self, packet: SourcePacket, deliver: bool = True) -> None:
-        muxer = self.muxer
+    def fragment(self, fragment: Fragment, frame: dict[str, Any]) -> None:
+        tier, muxer = self.tiers[FULL], self.feed.muxer
         assert muxer is not None
-        pts = max(self._mux_pts + 1, round((packet.captured_at - self._mux_t0) * 90_000))
-        self._mux_pts = pts
-        fragments = muxer.mux(packet.data, pts, packet.keyframe)
-        tier = self.tiers[FULL]
-        tier.frames_passed += 1
-        at = time.time() - (time.monotonic() - packet.captured_at)
-        self._frames.append((pts, {
-            "type": "frame", "t": pts / 90_000, "at": round(at, 3), "size": list(muxer.size),
-            "faces": [_scaled_face(f.to_json(), packet.face_scale) for f in packet.faces]}))
-        now = time.monotonic()
-        for fragment in fragments:
-            if self.muxer is not muxer:
-                break  # its last viewer moved to the low tier just now (_deliver)
-            # The muxer completes a packet's fragment when the next packet comes: each
-            # fragment goes with its own packet's frame message.
-            fpts = round(fragment.t * 90_000)
-            while len(self._frames) > 1 and self._frames[0][0] < fpts:
-                self._frames.popleft()
-            frame = {**self._frames[0][1], "t": fragment.t}
-            if self._frames[0][0] <= fpts:
-                self._frames.popleft()
-            if deliver:
-                for viewer in tier.viewers:
-                    if viewer.sent_init is not muxer.init:
-                        self._send_passthrough(viewer)  # the GOP before this fragment
-            if fragment.keyframe:
-                self._gop.clear()
-            if fragment.keyframe or self._gop:
-                self._gop.append((fragment, frame))
-            if deliver:
-                self._deliver(tier, fragment, frame, now)
+        for viewer in tier.viewers:
+            if viewer.sent_init is not muxer.init:
+                self._send_passthrough(viewer)  # the GOP before this fragment
+        self._deliver(tier, fragment, frame, time.monotonic())
 
     def _send_passthrough(self, viewer: Viewer) -> None:
         """The passthrough's init segment, then the GOP so far at once (it starts there)."""
-        muxer = self.muxer
+        muxer = self.feed.muxer
         assert muxer is not None and muxer.init is not None
         viewer.drop_pending()
         viewer.put("json", {"type": "init", "codec": muxer.codec, "camera": self.camera,
                             "tier": FULL, "size": list(muxer.size), "passthrough": True,
-                            "keyframe_interval_s": self.keyframe_interval_s})
+                            "keyframe_interval_s": self.feed.keyframe_interval_s})
         viewer.put("init", muxer.init)
-        viewer.sent_init, viewer.waiting = muxer.init, not self._gop
-        for fragment, frame in self._gop:
+        viewer.sent_init, viewer.waiting = muxer.init, not self.feed.gop
+        for fragment, frame in self.feed.gop:
             viewer.put("json", {**frame, "burst": True})  # the player plays on from the last
             viewer.put("burst", fragment)
 
@@ -677,52 +506,3 @@ class VideoStream:
             viewer.put("json", frame)
             viewer.put("fragment", fragment)
 
-
-class Inbox:
-    """A camera's compressed packets, from its reader thread to its VideoStream on the event
-    loop, in order (capture.PacketSink). Bounded: a loop that falls INBOX_SIZE packets
-    behind loses packets, and the passthrough goes on from the next keyframe."""
-
-    def __init__(self, stream: VideoStream, loop: asyncio.AbstractEventLoop) -> None:
-        self._stream = stream
-        self._loop = loop
-        self._items: deque[tuple[str, Any]] = deque()
-        self._scheduled = False
-        self._overflow = False
-        #: Packets dropped because the loop fell behind.
-        self.dropped = 0
-
-    def opened(self, fmt: StreamFormat | None) -> bool:
-        self._push(("opened", fmt))
-        return self._stream.accepts(fmt)
-
-    def put(self, packet: SourcePacket) -> None:
-        if len(self._items) >= INBOX_SIZE:
-            self._overflow = True
-            self.dropped += 1
-            return
-        self._push(("packet", packet))
-
-    def _push(self, item: tuple[str, Any]) -> None:
-        self._items.append(item)
-        if not self._scheduled:
-            self._scheduled = True
-            with contextlib.suppress(RuntimeError):  # the loop closed (shutting down)
-                self._loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        # Cleared first: whatever the reader adds from here on schedules another drain.
-        self._scheduled = False
-        if self._overflow:
-            self._overflow = False
-            self._stream.packets_lost()
-        while self._items:
-            kind, item = self._items.popleft()
-            try:
-                if kind == "opened":
-                    self._stream.source_opened(item)
-                else:
-                    self._stream.receive(item)
-            except Exception:  # a packet the muxer refuses: its viewers start over
-                log.exception("%s: passing its video through failed", self._stream.camera)
-                self._stream.restart_passthrough()

@@ -272,7 +272,7 @@ async def test_an_h264_camera_is_passed_through_and_a_joiner_starts_at_once(
 
     status = await wait_for(measured, 20, 0.2)  # live, passed through, two keyframes seen
     assert 0.8 <= status["keyframe_interval_s"] <= 1.3  # one a second, as the clip has them
-    assert not video.running and video.muxer is None  # nobody watches: nothing muxed
+    assert not video.running and video.feed.muxer is None  # nobody watches: nothing muxed
 
     first_viewer = asyncio.create_task(watch(client, 2.0))
     await asyncio.sleep(0.6)  # into the camera's GOP
@@ -303,8 +303,8 @@ async def test_an_h264_camera_is_passed_through_and_a_joiner_starts_at_once(
     assert first_init == init  # one muxer, shared
     assert len(decode(first_init, first_fragments)) >= len(first_fragments) - 1 >= 40
     full = video.tiers[FULL]
-    assert full.frames_encoded == 0 and full.frames_passed >= len(first_fragments)
-    await wait_for(lambda: not video.running and video.muxer is None, 5)
+    assert full.frames_encoded == 0 and video.feed.frames_passed >= len(first_fragments)
+    await wait_for(lambda: not video.running and video.feed.muxer is None, 5)
 
     resp = await client.get("/video.mp4")  # for other players: the same, from a keyframe
     data = b""
@@ -368,12 +368,12 @@ async def test_a_camera_whose_pictures_come_out_of_order_is_encoded_instead(
     said_none = dataclasses.replace(reader.format, b_frames=False)
     reader.keep_packets()
     video = VideoStream(FrameHub(), VideoConfig(), "cam")
-    video.source_opened(said_none)
-    assert video.source == said_none
+    video.feed.source_opened(said_none)
+    assert video.feed.source == said_none
     while (sample := reader.read()) is not None:
         if sample.data:
-            video.receive(SourcePacket(sample.data, sample.keyframe, time.monotonic(),
-                                       said_none, (), 1.0, sample.source_t))
+            video.feed.receive(SourcePacket(sample.data, sample.keyframe, time.monotonic(),
+                                            said_none, (), 1.0, sample.source_t))
     reader.release()
-    assert video.source is None and not video.accepts(said_none)
+    assert video.feed.source is None and not video.feed.accepts(said_none)
     await video.close()
