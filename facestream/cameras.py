@@ -79,7 +79,8 @@ class Camera:
         self.pipeline = LivePipeline(self.hub, pool, self.presence, self.metrics, share,
                                      self.name, self.config.min_face_px, self.config.sweep_mp_per_s)
         self.capture = Capture(self.config, deliver, self.presence, self.metrics,
-                               lambda: self._jpeg_always or self.mjpeg_viewers > 0)
+                               lambda: self._jpeg_always or self.mjpeg_viewers > 0,
+                               self.video.inbox(loop))
         self.capture.start()
         self._task = asyncio.create_task(self.pipeline.run(), name=f"camera {self.name}")
 
@@ -106,6 +107,8 @@ class Camera:
                 "resolution": capture["resolution"] if capture else None,
                 "fps": round(self.fps, 1), "faces_in_view": len(snapshot.faces),
                 "analysed": self.pipeline.analysed if self.pipeline else 0,
+                "video_passthrough": self.video.feed.source is not None,
+                "keyframe_interval_s": self.video.keyframe_interval_s,
                 **self._sweep_status()}
 
     def _sweep_status(self) -> dict[str, float | None]:

@@ -5,6 +5,11 @@ drained and latency never accumulates however slow everything downstream is. A f
 plays at its native frame rate and loops, like a camera. A lost or absent source is reopened
 with exponential backoff while the encoder shows a "no signal" frame.
 
+The source is read through ``source.py`` (PyAV for files and streams, OpenCV for webcams).
+Of a source whose packets the camera's video wants (``PacketSink``: an H.264 camera passed
+through to video viewers, video.py), the reader hands on every compressed packet, in order,
+timed as its frame is and with who was in view then; frames may be skipped, packets never.
+
 The encoder takes the newest frame, scales it to the stream size, draws the latest face boxes
 (``overlay.py``) and encodes one JPEG that every viewer shares. Both threads block only
 themselves; they hand results over through ``deliver`` (thread-safe, e.g.
@@ -36,6 +41,7 @@ from .overlay import annotate, no_signal_image
 from .presence import Snapshot
 from .privacy import redact_source
 from .retry import Backoff, Outage
+from .source import Reader, StreamFormat, open_reader
 
 log = logging.getLogger(__name__)
 
@@ -104,25 +110,10 @@ def api_source_problem(source: str, files_allowed: bool) -> str | None:
     return None
 
 
-def _open(spec: SourceSpec, timeout_s: float) -> cv2.VideoCapture | None:
+def _open(spec: SourceSpec, timeout_s: float) -> Reader | None:
     if spec.kind == "file" and not Path(str(spec.target)).is_file():
         return None
-    if spec.kind == "url":
-        ms = int(timeout_s * 1000)
-        cap = cv2.VideoCapture(
-            str(spec.target),
-            cv2.CAP_FFMPEG,
-            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms],
-        )
-    else:
-        cap = cv2.VideoCapture(spec.target)
-    if not cap.isOpened():
-        cap.release()
-        return None
-    if spec.kind != "file":
-        # Ask the backend to buffer as little as possible; reading continuously does the rest.
-        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-    return cap
+    return open_reader(spec.kind, spec.target, timeout_s)
 
 
 def unavailable_hint(spec: SourceSpec, shown: str) -> str:
@@ -156,7 +147,7 @@ def unavailable_hint(spec: SourceSpec, shown: str) -> str:
         elif path.is_dir():
             why = f"{shown} is a folder, not a video file"
         else:
-            why = f"OpenCV cannot read {shown} as a video"
+            why = f"FFmpeg cannot read {shown} as a video"
         return (f"cannot open it: {why}. --source takes a video file, a webcam index "
                 "(--source 0) or a stream URL (--source rtsp://user:pass@host/stream)")
     return ("cannot open it: nothing answered there in time, or the camera refused the path or "
@@ -173,6 +164,36 @@ def scale_to(frame: NDArray[np.uint8], max_side: int) -> NDArray[np.uint8]:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
+@dataclass(frozen=True)
+class SourcePacket:
+    """One compressed packet as the source sent it (H.264 in Annex B), for passing it
+    through to video viewers (video.py)."""
+
+    data: bytes
+    keyframe: bool
+    #: time.monotonic() when it was read: its decoded frame's ``captured_at``.
+    captured_at: float
+    #: What the source sends; the same object for every packet of one opening.
+    format: StreamFormat
+    #: Who was in view then (FaceViews, boxes in the ``camera.max_side`` stream's pixels).
+    faces: tuple[Any, ...]
+    #: The packet's picture pixels per box pixel (1.0 when the stream is not scaled).
+    face_scale: float
+    #: Its time in the source's own clock (s), None if unknown (source.Sample).
+    source_t: float | None = None
+
+
+class PacketSink(Protocol):
+    """Where compressed packets go (video.VideoStream's), from the reader thread."""
+
+    def opened(self, fmt: StreamFormat | None) -> bool:
+        """A source was opened that sends ``fmt`` (None: packets not at hand); whether its
+        packets are wanted. Thread-safe."""
+
+    def put(self, packet: SourcePacket) -> None:
+        """One packet, in order. Thread-safe, never blocks."""
+
+
 class Capture:
     """Reads ``config.source`` in a thread; encodes and delivers packets from another."""
 
@@ -183,8 +204,11 @@ class Capture:
         in_view: InView,
         metrics: Metrics,
         jpeg_wanted: Callable[[], bool] = lambda: True,
+        packets: PacketSink | None = None,
     ) -> None:
         self.config = config
+        #: Takes every compressed packet read, in order (none is skipped, unlike frames).
+        self._packets = packets
         #: Whether anybody reads the annotated JPEGs now (MJPEG viewers, MQTT snapshots):
         #: without them each frame is handed on unencoded (a 1080p JPEG with its overlay
         #: costs about 12 ms, a third of a core at 25 fps).
@@ -245,8 +269,8 @@ class Capture:
         #: could not be opened; a file starting over from its beginning is no news.
         announce = True
         while not self._stop.is_set():
-            cap = _open(self.spec, self.config.read_timeout_s)
-            if cap is None:
+            reader = _open(self.spec, self.config.read_timeout_s)
+            if reader is None:
                 self._set_lost(f"cannot open source; retrying in {backoff.upcoming:.1f}s")
                 announce = True
                 now = time.monotonic()
@@ -266,16 +290,16 @@ class Capture:
                 self._stop.wait(backoff.next())
                 continue
             if announce:
-                log.info("camera %s: opened%s", shown, self._opened_details(cap,
-                                                                            outage.failures))
+                log.info("camera %s: opened%s", shown,
+                         self._opened_details(reader, outage.failures))
                 announce = False
             else:
                 log.debug("camera %s: playing it again from the start", shown)
             outage.clear()  # "opened ... after N failed attempts" said so
             try:
-                got_any = self._read_from(cap)
+                got_any = self._read_from(reader)
             finally:
-                cap.release()
+                reader.release()
             if self._stop.is_set():
                 break
             if self.spec.kind == "file" and got_any:
@@ -288,10 +312,9 @@ class Capture:
             log.warning("camera %s: lost; reconnecting in %.1fs", shown, backoff.upcoming)
             self._stop.wait(backoff.next())
 
-    def _opened_details(self, cap: cv2.VideoCapture, failures: int) -> str:
+    def _opened_details(self, reader: Reader, failures: int) -> str:
         """`` (640x360, played in a loop) after 3 failed attempts``, as far as known."""
-        width, height = (int(cap.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH,
-                                                   cv2.CAP_PROP_FRAME_HEIGHT))
+        width, height = reader.width, reader.height
         facts = [f"{width}x{height}"] if width > 0 and height > 0 else []
         if self.spec.kind == "file":
             facts.append("played in a loop")
@@ -300,19 +323,29 @@ class Capture:
             details += f" after {failures} failed attempt{'s' if failures > 1 else ''}"
         return details
 
-    def _read_from(self, cap: cv2.VideoCapture) -> bool:
+    def _read_from(self, reader: Reader) -> bool:
         """Read until the source ends or fails; True if at least one frame came."""
         paced = self.spec.kind == "file"
-        fps = cap.get(cv2.CAP_PROP_FPS) if paced else 0.0
+        fps = reader.fps if paced else 0.0
         period = 1.0 / (fps if 1.0 <= fps <= 240.0 else DEFAULT_FPS)
+        sink, face_scale = self._packets, 1.0
+        if sink is not None and sink.opened(reader.format) and reader.format is not None:
+            reader.keep_packets()
+            fmt = reader.format
+            longest = max(fmt.width, fmt.height)
+            face_scale = longest / self.config.max_side if longest > self.config.max_side \
+                else 1.0
+        else:
+            sink = None
         due = time.monotonic()
         position = 0
         got_any = False
         while not self._stop.is_set():
-            ok, frame = cap.read()
-            if not ok or frame is None or frame.size == 0:
+            sample = reader.read()
+            if sample is None:
                 return got_any
-            got_any = True
+            frame = sample.frame
+            got_any = got_any or frame is not None
             if paced:
                 due += period
                 delay = due - time.monotonic()
@@ -321,14 +354,21 @@ class Capture:
                         return got_any
                 elif delay < -2 * period:
                     due = time.monotonic()  # fell behind (e.g. a pause): don't burst to catch up
-            self._metrics.frames_captured.inc()
-            with self._cond:
-                self._frame = frame
-                self._frame_seq += 1
-                self._frame_at = time.monotonic()
-                self._frame_pos = position if paced else -1
-                self._connected = True
-                self._cond.notify_all()
+            now = time.monotonic()
+            if sink is not None and sample.data:
+                assert reader.format is not None
+                sink.put(SourcePacket(sample.data, sample.keyframe, now, reader.format,
+                                      self._in_view.snapshot.faces, face_scale,
+                                      sample.source_t))
+            if frame is not None:
+                self._metrics.frames_captured.inc()
+                with self._cond:
+                    self._frame = frame
+                    self._frame_seq += 1
+                    self._frame_at = now
+                    self._frame_pos = position if paced else -1
+                    self._connected = True
+                    self._cond.notify_all()
             position += 1
         return got_any
 

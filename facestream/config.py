@@ -194,6 +194,9 @@ class VideoConfig:
     keyframe_interval_s: float = 2.0
     #: libx264's speed preset: faster costs the server less CPU for a little more bitrate.
     preset: str = "ultrafast"
+    #: A camera's own H.264 (no B-frames, within max_side) goes to the full tier as it is,
+    #: not decoded and encoded again; false: always encoded.
+    passthrough: bool = True
     #: The video is scaled to this longest side (a 1080p camera is sent as 1280x720): a
     #: phone's screen needs no more, and the encoder costs a third of 1080p's.
     max_side: int = 1280

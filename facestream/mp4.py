@@ -112,46 +112,20 @@ class _Sink(io.RawIOBase):
         return len(data)
 
 
-class Encoder:
-    """libx264 into fragmented MP4 for one picture size (worker thread only)."""
+class _Fragmenter:
+    """A fragmented MP4 muxer writing into memory, its output cut into whole fragments."""
 
-    def __init__(self, width: int, height: int, bitrate_kbps: int, preset: str) -> None:
+    def __init__(self, width: int, height: int) -> None:
         import av
 
         self.size = (width, height)
         self._sink = _Sink()
         self._out = av.open(self._sink, mode="w", format="mp4", options={
             "movflags": "empty_moov+default_base_moof+frag_every_frame"})
-        stream = self._out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.bit_rate = bitrate_kbps * 1000
-        stream.codec_context.time_base = TIMEBASE
-        stream.codec_context.options = {
-            "preset": preset, "tune": "zerolatency", "profile": "baseline",
-            "bf": "0", "g": "600", "sc_threshold": "0", "threads": "2",
-            # A steady rate for a phone's link: bursts at most a second's worth.
-            "maxrate": str(bitrate_kbps * 1000), "bufsize": str(bitrate_kbps * 1000)}
-        self._stream = stream
         self.init: bytes | None = None
         #: The init segment's codec (``codec_string``), read once.
         self.codec = ""
         self._timescale = 90_000
-
-    def encode(self, image: NDArray[np.uint8], pts: int, keyframe: bool) -> list[Fragment]:
-        """Encode one BGR frame (of even width and height) at ``pts`` (90 kHz); the
-        fragments completed by it."""
-        import av
-        import cv2
-
-        # OpenCV's BT.601 (limited range, as H.264 expects) is 5x faster than swscale's.
-        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts, frame.time_base = pts, TIMEBASE
-        if keyframe:
-            frame.pict_type = av.video.frame.PictureType.I
-        for packet in self._stream.encode(frame):
-            self._out.mux(packet)
-        return self._take()
 
     def _take(self) -> list[Fragment]:
         data = bytes(self._sink.buffer)
@@ -179,3 +153,89 @@ class Encoder:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._out.close()
+
+
+class Encoder(_Fragmenter):
+    """libx264 into fragmented MP4 for one picture size (worker thread only)."""
+
+    def __init__(self, width: int, height: int, bitrate_kbps: int, preset: str) -> None:
+        super().__init__(width, height)
+        stream = self._out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = bitrate_kbps * 1000
+        stream.codec_context.time_base = TIMEBASE
+        stream.codec_context.options = {
+            "preset": preset, "tune": "zerolatency", "profile": "baseline",
+            "bf": "0", "g": "600", "sc_threshold": "0", "threads": "2",
+            # A steady rate for a phone's link: bursts at most a second's worth.
+            "maxrate": str(bitrate_kbps * 1000), "bufsize": str(bitrate_kbps * 1000)}
+        self._stream = stream
+
+    def encode(self, image: NDArray[np.uint8], pts: int, keyframe: bool) -> list[Fragment]:
+        """Encode one BGR frame (of even width and height) at ``pts`` (90 kHz); the
+        fragments completed by it."""
+        import av
+        import cv2
+
+        # OpenCV's BT.601 (limited range, as H.264 expects) is 5x faster than swscale's.
+        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts, frame.time_base = pts, TIMEBASE
+        if keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+        for packet in self._stream.encode(frame):
+            self._out.mux(packet)
+        return self._take()
+
+
+class Passthrough(_Fragmenter):
+    """H.264 as a camera sent it (Annex B packets, no B-frames) into the same fragmented MP4
+    as ``Encoder`` writes: nothing is decoded or encoded.
+
+    The init segment's ``avcC`` is the camera's SPS and PPS, taken from the first packet
+    (a keyframe: it carries them in band, or ``extradata`` is put before it); the player
+    gets the camera's profile and level in ``codec``.
+    """
+
+    def __init__(self, width: int, height: int, extradata: bytes, fps: float) -> None:
+        super().__init__(width, height)
+        self._stream = self._out.add_mux_stream("h264", width=width, height=height)
+        self._stream.time_base = TIMEBASE
+        #: Annex B SPS and PPS to put before the first keyframe if it lacks them.
+        self._extradata = extradata if extradata[:3] in (b"\x00\x00\x00", b"\x00\x00\x01") \
+            else b""
+        #: Each sample lasts a frame at the stated rate, until the next one says otherwise.
+        self._duration = round(90_000 / (fps if 1.0 <= fps <= 240.0 else 25.0))
+        self._started = False
+
+    def mux(self, data: bytes, pts: int, keyframe: bool) -> list[Fragment]:
+        """One packet (Annex B) at ``pts`` (90 kHz, increasing); the fragments completed.
+        Packets before the first keyframe are left out (nothing could decode them)."""
+        import av
+
+        if not self._started:
+            if not keyframe:
+                return []
+            self._started = True
+            if not any(unit[:1] and unit[0] & 0x1F == 7 for unit in _nal_units(data)):
+                data = self._extradata + data
+        packet = av.Packet(data)
+        packet.stream = self._stream
+        packet.time_base = TIMEBASE
+        packet.pts = packet.dts = pts
+        packet.duration = self._duration
+        packet.is_keyframe = keyframe
+        self._out.mux(packet)
+        return self._take()
+
+
+def _nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of Annex B ``data`` (start codes of 3 or 4 bytes)."""
+    units = []
+    at = data.find(b"\x00\x00\x01")
+    while at >= 0:
+        start = at + 3
+        nxt = data.find(b"\x00\x00\x01", start)
+        units.append(data[start:len(data) if nxt < 0 else nxt])
+        at = nxt
+    return units

@@ -29,6 +29,10 @@ A slow link costs frames or quality, never a growing delay:
 
 Frame timestamps are the capture times (decisions and boxes are on the frames analysed), so
 a loaded machine lowers the frame rate, not the timing.
+
+A camera that sends H.264 already (an RTSP camera, a file) is passed through on the full tier
+instead (passthrough.py: its packets muxed as they are); a viewer joining it gets the frames
+since the camera's last keyframe at once. The low tier is encoded from the decoded frames.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from numpy.typing import NDArray
 from .config import VideoConfig
 from .hub import FrameHub, Packet
 from .mp4 import Encoder, Fragment
+from .passthrough import Feed, Inbox, scaled_face
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,13 +94,6 @@ def _scaled(image: NDArray[np.uint8], scale: float) -> NDArray[np.uint8]:
     size = (max(2, round(w * scale)), max(2, round(h * scale)))
     # Linear: a seventh of INTER_AREA's 7 ms for 1080p to 720p, and the encoder smooths more.
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)  # type: ignore[return-value]
-
-
-def _scaled_face(face: dict[str, Any], scale: float) -> dict[str, Any]:
-    """A face (as /hash has it) with its box in the encoded picture's pixels."""
-    if scale < 1.0:
-        face["box"] = [round(v * scale, 1) for v in face["box"]]
-    return face
 
 
 @dataclass(eq=False)
@@ -180,12 +178,15 @@ class Viewer:
         self.pending.clear()
 
     async def next(self) -> Item:
-        """What to send next; a fragment once the window has room for it."""
+        """What to send next; a fragment once the window has room for it. (A "burst"
+        fragment, of a GOP given at once on joining, is sent as any other but does not count
+        as being behind.)"""
         while True:
             kind, item = await self.queue.get()
-            if kind == "fragment":
-                if self.pending:
+            if kind in ("fragment", "burst"):
+                if kind == "fragment" and self.pending:
                     self.pending.popleft()
+                kind = "fragment"
                 epoch = self.epoch
                 await self._room_for(len(item.data))
                 if epoch != self.epoch:
@@ -238,6 +239,8 @@ class VideoStream:
                                     min(config.low_max_side, config.max_side), config)
         self.viewers: set[Viewer] = set()
         self._task: asyncio.Task[None] | None = None
+        #: The camera's own H.264, passed through on the full tier when it can be.
+        self.feed = Feed(config, camera, self)
         # The encoders' one thread: their calls run in order, so a close never overlaps an
         # encode that a cancelled task left running (libx264 would crash).
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"video {camera}")
@@ -249,6 +252,18 @@ class VideoStream:
     @property
     def frames_encoded(self) -> int:
         return sum(tier.frames_encoded for tier in self.tiers.values())
+
+    @property
+    def keyframe_interval_s(self) -> float | None:
+        """The passed-through camera's keyframe interval (None until measured); the
+        encoder's own otherwise."""
+        if self.feed.source is None:
+            return self.config.keyframe_interval_s
+        return self.feed.keyframe_interval_s
+
+    def inbox(self, loop: asyncio.AbstractEventLoop) -> Inbox:
+        """Where the capture's reader thread hands its packets (capture.PacketSink)."""
+        return Inbox(self.feed, loop)
 
     def join(self, acks: bool = False, adaptive: bool = False, tier: str = FULL) -> Viewer:
         """A new viewer, on ``tier`` (the full one if there is no such tier)."""
@@ -262,11 +277,14 @@ class VideoStream:
     async def leave(self, viewer: Viewer) -> None:
         self.viewers.discard(viewer)
         self.tiers[viewer.tier].viewers.discard(viewer)
+        if not self.tiers[FULL].viewers:
+            self.feed.close_muxer()
         if not self.viewers:
             await self.stop()
 
     async def stop(self) -> None:
         """Stop encoding (the last viewer left, or the camera is going)."""
+        self.feed.close_muxer()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -286,14 +304,22 @@ class VideoStream:
     def _move(self, viewer: Viewer, name: str, now: float) -> None:
         """Put ``viewer`` on tier ``name``: its init segment, then a keyframe asked for."""
         self.tiers[viewer.tier].viewers.discard(viewer)
+        if name != FULL and not self.tiers[FULL].viewers:
+            self.feed.close_muxer()  # nobody left to mux for
         viewer.drop_pending()
         viewer.tier, viewer.sent_init, viewer.waiting = name, None, True
         tier = self.tiers[name]
         viewer.first_window = max(MIN_WINDOW, round(tier.bitrate_kbps * 125 * FIRST_WINDOW_S))
         tier.viewers.add(viewer)
-        tier.key_wanted = True
         if name == LOW:
             viewer.low_since = now
+        if name == FULL and self.feed.source is not None:
+            if self.feed.muxer is None:
+                self.feed.open_muxer()
+            elif self.feed.muxer.init is not None:
+                self._send_passthrough(viewer)
+            return
+        tier.key_wanted = True
         if tier.encoder is not None and tier.encoder.init is not None:
             self._send_init(viewer, tier)
 
@@ -332,7 +358,11 @@ class VideoStream:
                     continue
                 self._try_full(time.monotonic())
                 for tier in self.tiers.values():
-                    if tier.viewers:
+                    if tier.name == FULL and self.feed.source is not None:
+                        # Passed through (passthrough.py): no encoder.
+                        if tier.encoder is not None:
+                            await self._close_encoder(tier)
+                    elif tier.viewers:
                         await self._encode(tier, packet)
                     elif tier.encoder is not None:
                         await self._close_encoder(tier)
@@ -379,7 +409,7 @@ class VideoStream:
         # ``at``: the wall-clock capture time, for a player to measure its latency.
         at = time.time() - (time.monotonic() - packet.captured_at)
         frame = {"type": "frame", "t": pts / 90_000, "at": round(at, 3), "size": [w, h],
-                 "faces": [_scaled_face(f.to_json(), scale) for f in packet.faces]}
+                 "faces": [scaled_face(f.to_json(), scale) for f in packet.faces]}
         for fragment in fragments:
             self._deliver(tier, fragment, frame, now)
 
@@ -398,9 +428,51 @@ class VideoStream:
         assert encoder is not None and encoder.init is not None
         viewer.drop_pending()
         viewer.put("json", {"type": "init", "codec": encoder.codec, "camera": self.camera,
-                            "tier": tier.name, "size": list(encoder.size)})
+                            "tier": tier.name, "size": list(encoder.size),
+                            "passthrough": False,
+                            "keyframe_interval_s": self.config.keyframe_interval_s})
         viewer.put("init", encoder.init)
         viewer.sent_init, viewer.waiting = encoder.init, True
+
+    # -- the passthrough's viewers (passthrough.Viewers) -----------------------------------
+
+    def watched(self) -> bool:
+        return bool(self.tiers[FULL].viewers)
+
+    def start_over(self) -> None:
+        for viewer in self.tiers[FULL].viewers:
+            viewer.drop_pending()
+            viewer.waiting, viewer.sent_init = True, None
+
+    def resync(self) -> None:
+        for viewer in self.tiers[FULL].viewers:
+            viewer.waiting = True
+
+    def send_gop(self) -> None:
+        for viewer in self.tiers[FULL].viewers:
+            self._send_passthrough(viewer)
+
+    def fragment(self, fragment: Fragment, frame: dict[str, Any]) -> None:
+        tier, muxer = self.tiers[FULL], self.feed.muxer
+        assert muxer is not None
+        for viewer in tier.viewers:
+            if viewer.sent_init is not muxer.init:
+                self._send_passthrough(viewer)  # the GOP before this fragment
+        self._deliver(tier, fragment, frame, time.monotonic())
+
+    def _send_passthrough(self, viewer: Viewer) -> None:
+        """The passthrough's init segment, then the GOP so far at once (it starts there)."""
+        muxer = self.feed.muxer
+        assert muxer is not None and muxer.init is not None
+        viewer.drop_pending()
+        viewer.put("json", {"type": "init", "codec": muxer.codec, "camera": self.camera,
+                            "tier": FULL, "size": list(muxer.size), "passthrough": True,
+                            "keyframe_interval_s": self.feed.keyframe_interval_s})
+        viewer.put("init", muxer.init)
+        viewer.sent_init, viewer.waiting = muxer.init, not self.feed.gop
+        for fragment, frame in self.feed.gop:
+            viewer.put("json", {**frame, "burst": True})  # the player plays on from the last
+            viewer.put("burst", fragment)
 
     def _signal_lost(self) -> None:
         for viewer in self.viewers:
@@ -433,3 +505,4 @@ class VideoStream:
                 viewer.waiting = False
             viewer.put("json", frame)
             viewer.put("fragment", fragment)
+

@@ -1,6 +1,7 @@
 """H.264 RTSP cameras at 1080p and 4K, served by a real RTSP server (GStreamer's, started by
 the tests): facestream reads them at their native size, streams them scaled to
-``camera.max_side``, names the person enrolled from a close-up, and records the visit.
+``camera.max_side`` (its H.264 video encoded again at ``video.max_side``: too large to pass
+through), names the person enrolled from a close-up, and records the visit.
 
 The clips are made at test time from the shared talking head (tests/rtsp_camera.py): her face
 is about 110 px wide at 1080p and 200 px at 4K; the enrolled photo is a frame no clip shows.
@@ -10,6 +11,7 @@ resolution's tests: every test waits for what it checks, so any one of them runs
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import pytest_asyncio
 from aiohttp import ClientTimeout
 from aiohttp.test_utils import TestClient, TestServer
 
+from facestream import appkeys
 from facestream.config import Config
 from facestream.server import create_app
 
@@ -130,6 +133,21 @@ async def test_the_stream_is_scaled_to_max_side(served: Served) -> None:
     scale = max_side / max(clip.width, clip.height)
     assert shapes == {(round(clip.height * scale), round(clip.width * scale), 3)}
     assert max(clip.width, clip.height) > max_side  # scaled down, not passed through
+
+
+async def test_the_video_is_scaled_and_encoded_not_passed_through(served: Served) -> None:
+    """Larger than video.max_side (1280): the camera's own H.264 cannot go as it is, so the
+    full tier is scaled and encoded (our baseline, not the camera's High profile)."""
+    status = await live(served)
+    assert status["video_passthrough"] is False
+    async with served.client.ws_connect("/video") as ws:
+        init = await asyncio.wait_for(ws.receive_json(), REQUEST_S)
+        await asyncio.wait_for(ws.receive_bytes(), REQUEST_S)  # the init segment
+        await asyncio.wait_for(ws.receive_json(), REQUEST_S)  # a frame's message
+        await asyncio.wait_for(ws.receive_bytes(), REQUEST_S)  # and its fragment
+    assert (init["passthrough"], init["size"]) == (False, [1280, 720])
+    assert init["codec"].startswith("avc1.42")
+    assert served.client.server.app[appkeys.CAMERAS].first.video.tiers["full"].frames_encoded > 0
 
 
 async def test_the_person_enrolled_from_a_close_up_is_named(served: Served) -> None:

@@ -1,6 +1,7 @@
 """H.264 live video (issue 20): what the server sends a video viewer, decoded back with PyAV;
 encoding only while somebody watches; a viewer joining mid-stream starts at a keyframe at
-once; the fragmented MP4 over HTTP for other players."""
+once; the fragmented MP4 over HTTP for other players; an H.264 camera passed through as it
+is, on a real RTSP server (tests/rtsp_camera.py)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,27 @@ import base64
 import dataclasses
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import av
 import cv2
+import numpy as np
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
 from facestream import video as video_module
 from facestream.appkeys import AUTH, CAMERAS
+from facestream.capture import SourcePacket
 from facestream.config import AuthConfig, Config, VideoConfig
 from facestream.hub import FrameHub, Packet
-from facestream.mp4 import codec_string
+from facestream.mp4 import Passthrough, codec_string
+from facestream.source import AvReader
 from facestream.video import FULL, LOW, MAX_BEHIND_S, VideoStream
 
 from .conftest import OBAMA, TALKING_HEAD
+from .rtsp_camera import RtspCamera, make_clip, rtsp_camera
 from .support import metric_values, read_part, wait_for
 
 Client = TestClient[Any, Any]
@@ -83,8 +88,10 @@ async def test_a_video_viewer_gets_h264_it_can_decode_with_the_faces_of_each_fra
     assert await jpegs_encoded(client) > 0
 
     messages, init, fragments, first = await watch(client, 2.0)
+    # MPEG-4 part 2 (the clip's codec) cannot be passed through: encoded.
     assert messages[0] == {"type": "init", "codec": codec_string(init), "camera": "camera",
-                           "tier": "full", "size": [512, 512]}
+                           "tier": "full", "size": [512, 512], "passthrough": False,
+                           "keyframe_interval_s": 2.0}
     assert messages[0]["codec"].startswith("avc1.42")  # baseline: every browser plays it
     assert first < 2.0  # a viewer starts at a keyframe, asked for on joining
     frames = decode(init, fragments)
@@ -263,3 +270,150 @@ async def test_players_give_a_token_in_the_url_for_the_video_and_the_mjpeg_strea
         return 0
 
     assert await asyncio.to_thread(decoded) == 5
+
+
+# -- an H.264 camera, passed through ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def camera_720p(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtspCamera]:
+    """A 1280x720 H.264 RTSP camera (High profile, a keyframe a second, no B-frames), which
+    fits video.max_side: 3 s of the talking head, her face about 160 px wide."""
+    clip = make_clip(tmp_path_factory.mktemp("rtsp") / "720p.mp4", 1280, 720, 160,
+                     seconds=3.0)
+    with rtsp_camera(clip) as served:
+        yield served
+
+
+def camera_codec(camera: RtspCamera) -> str:
+    """The RFC 6381 codec of the camera's H.264 (from the clip's avcC)."""
+    with av.open(str(camera.clip.path)) as container:
+        avcc = container.streams.video[0].codec_context.extradata
+    return "avc1." + avcc[1:4].hex().upper()
+
+
+async def test_an_h264_camera_is_passed_through_and_a_joiner_starts_at_once(
+        app_client: Any, config_factory: Callable[..., Config], camera_720p: RtspCamera
+) -> None:
+    """Its own H.264 (High profile, not our baseline), nothing encoded; a viewer joining
+    mid-GOP gets the frames since the camera's last keyframe at once, from that keyframe;
+    the faces with each frame in the passed-through picture's pixels (the MJPEG stream,
+    and so the boxes, are scaled to camera.max_side = 640: twice as small)."""
+    config = config_factory(camera_720p.url)
+    config = dataclasses.replace(config, camera=dataclasses.replace(config.camera,
+                                                                    max_side=640))
+    client = await app_client(config)
+    video = client.server.app[CAMERAS].first.video
+
+    async def measured() -> Any:
+        cams = (await (await client.get("/cameras")).json())["cameras"]
+        passed = cams[0]["video_passthrough"] and cams[0]["keyframe_interval_s"]
+        return cams[0] if passed else None
+
+    status = await wait_for(measured, 20, 0.2)  # live, passed through, two keyframes seen
+    assert 0.8 <= status["keyframe_interval_s"] <= 1.3  # one a second, as the clip has them
+    assert not video.running and video.feed.muxer is None  # nobody watches: nothing muxed
+
+    first_viewer = asyncio.create_task(watch(client, 2.0))
+    await asyncio.sleep(0.6)  # into the camera's GOP
+    messages, init, fragments, first = await watch(client, 1.0)
+    assert first < 0.5  # no waiting for the camera's next keyframe
+    assert messages[0]["type"] == "init" and messages[0]["passthrough"] is True
+    assert messages[0]["codec"] == codec_string(init) == camera_codec(camera_720p)
+    assert messages[0]["codec"].startswith("avc1.64")  # High, as the camera sends it
+    assert messages[0]["size"] == [1280, 720]
+    assert 0.8 <= messages[0]["keyframe_interval_s"] <= 1.3
+    assert len(decode(init, fragments[:1])) == 1  # the first fragment decodes on its own
+    frames = decode(init, fragments)
+    assert len(frames) >= len(fragments) - 1 >= 20 and frames[0].shape == (720, 1280, 3)
+    timed = [m for m in messages if m["type"] == "frame"]
+    assert all(b["t"] > a["t"] for a, b in zip(timed, timed[1:]))
+    # The GOP given at once is marked (the player plays on from its end), then live frames.
+    bursts = [m.get("burst", False) for m in timed]
+    assert bursts == sorted(bursts, reverse=True) and not bursts[-1]
+    boxed = [m for m in timed if m["faces"]]
+    assert len(boxed) >= len(timed) * 0.8
+    assert {tuple(m["size"]) for m in boxed} == {(1280, 720)}
+    # Her face is about 160 px wide in the camera's picture (80 in the MJPEG stream's).
+    widths = sorted(max(f["box"][2] for f in m["faces"]) for m in boxed)
+    assert 110 < widths[len(widths) // 2] < 260, widths
+    assert all(0 <= f["box"][0] < 1280 - f["box"][2] for m in boxed for f in m["faces"])
+
+    first_messages, first_init, first_fragments, _ = await first_viewer
+    assert first_init == init  # one muxer, shared
+    assert len(decode(first_init, first_fragments)) >= len(first_fragments) - 1 >= 40
+    full = video.tiers[FULL]
+    assert full.frames_encoded == 0 and video.feed.frames_passed >= len(first_fragments)
+    await wait_for(lambda: not video.running and video.feed.muxer is None, 5)
+
+    resp = await client.get("/video.mp4")  # for other players: the same, from a keyframe
+    data = b""
+    while len(data) < 200_000:
+        data += await asyncio.wait_for(resp.content.read(65536), 5)
+    resp.close()
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        assert sum(1 for _ in container.decode(video=0)) >= 3
+    assert full.frames_encoded == 0
+
+
+def test_an_h264_file_is_passed_through_bit_exact(camera_720p: RtspCamera) -> None:
+    """A file keeps H.264 length-prefixed (avcC): its packets are turned into Annex B with
+    SPS and PPS before each keyframe, and muxed as they are: what a viewer decodes is, pixel
+    for pixel, what the capture decoded (nothing was encoded again)."""
+    reader = AvReader.open(str(camera_720p.clip.path), None)
+    assert reader is not None and reader.format is not None
+    assert (reader.format.codec, reader.format.b_frames) == ("h264", False)
+    reader.keep_packets()
+    samples = [reader.read() for _ in range(31)]  # a fragment is complete at the next
+    reader.release()
+    muxer = Passthrough(1280, 720, reader.format.extradata, reader.fps)
+    fragments = []
+    for i, sample in enumerate(samples):
+        assert sample is not None and sample.data is not None
+        fragments += muxer.mux(sample.data, i * 3600, sample.keyframe)
+    muxer.close()
+    assert muxer.init is not None and muxer.codec == camera_codec(camera_720p)
+    assert [f.keyframe for f in fragments] == [s.keyframe for s in samples[:30] if s] \
+        == [i % 25 == 0 for i in range(30)]
+    data = io.BytesIO(muxer.init + b"".join(f.data for f in fragments))
+    with av.open(data, format="mp4") as container:  # converted as the reader converts
+        frames = [cv2.cvtColor(f.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
+                  for f in container.decode(video=0)]
+    assert len(frames) == 30
+    for frame, sample in zip(frames, samples):
+        assert sample is not None and sample.frame is not None
+        assert np.array_equal(frame, sample.frame)
+
+
+async def test_a_camera_whose_pictures_come_out_of_order_is_encoded_instead(
+        tmp_path: Any) -> None:
+    """Packets are timed as they come, so B-frames (pictures sent out of order) cannot be
+    passed through. A stream that does not say it has them (has_b_frames 0) is caught by
+    its own timestamps going back, and encoded from then on."""
+    path = str(tmp_path / "bframes.mp4")
+    head = cv2.resize(cv2.imread(str(OBAMA)), (320, 240))
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = {"bf": "2", "preset": "fast"}
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.roll(head, 4 * i, axis=1), format="bgr24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    reader = AvReader.open(path, None)
+    assert reader is not None and reader.format is not None and reader.format.b_frames
+    said_none = dataclasses.replace(reader.format, b_frames=False)
+    reader.keep_packets()
+    video = VideoStream(FrameHub(), VideoConfig(), "cam")
+    video.feed.source_opened(said_none)
+    assert video.feed.source == said_none
+    while (sample := reader.read()) is not None:
+        if sample.data:
+            video.feed.receive(SourcePacket(sample.data, sample.keyframe, time.monotonic(),
+                                            said_none, (), 1.0, sample.source_t))
+    reader.release()
+    assert video.feed.source is None and not video.feed.accepts(said_none)
+    await video.close()

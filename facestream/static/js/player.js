@@ -110,8 +110,10 @@ function received(s, data) {
       s.video.dataset.tier = msg.tier || "full";
       s.video.dispatchEvent(new CustomEvent("tier", { detail: s.video.dataset.tier }));
       open(s, msg.codec);
+      s.toLive = Boolean(msg.passthrough);
     }
     else if (msg.type === "frame") {
+      s.burst = Boolean(msg.burst);
       s.frames.push(msg);
       if (s.frames.length > 100) s.frames.splice(0, s.frames.length - 100);
     }
@@ -149,7 +151,11 @@ function open(s, codec) {
 /** Append what arrived, one buffer at a time (a SourceBuffer takes one append at once). */
 function append(s) {
   const b = s.buffer;
-  if (!b || b.updating || !s.queue.length || !s.on) return;
+  if (!b || b.updating || !s.on) return;
+  if (!s.queue.length) {
+    toLiveEdge(s, b);
+    return;
+  }
   try {
     b.appendBuffer(s.queue.shift());
   } catch {
@@ -161,6 +167,19 @@ function append(s) {
     s.video.currentTime = b.buffered.start(0);
     s.video.play().catch(() => { /* muted autoplay; a refusal leaves the first frame */ });
   }
+}
+
+/**
+ * A passed-through camera's stream starts with the frames since the camera's last keyframe
+ * (the server cannot ask the camera for one; their messages say `burst`), a second or so:
+ * once they are in and a live one too, play from the newest, not that far behind (keepLive
+ * only jumps beyond MAX_LAG_S).
+ */
+function toLiveEdge(s, b) {
+  if (!s.toLive || s.burst || !s.started || !b.buffered.length) return;
+  s.toLive = false;
+  const end = b.buffered.end(b.buffered.length - 1);
+  if (end - s.video.currentTime > 0.1) s.video.currentTime = end - 0.05;
 }
 
 /** Stay at the live edge, and free what was played. */
