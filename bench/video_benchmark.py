@@ -22,7 +22,12 @@ frame (the page's latest, sampled every 0.5 s: the frame's wall-clock capture ti
 it, against the page's clock on the same machine; median and worst), everything the page
 received (all HTTP and websocket traffic, Mbit/s) and the video tier it ended on.
 
+``--rtsp`` adds a 1280x720 H.264 RTSP camera (GStreamer's RTSP server, as the tests run it):
+its own H.264 passed through to the video viewers, then decoded and encoded again
+(``video.passthrough = false``), with 0, 1 and 10 viewers.
+
     python bench/video_benchmark.py [--seconds 15] [--sizes 640x480 1920x1080] [--browser]
+                                    [--rtsp]
 
 Writes bench/results/video.json and prints a table.
 """
@@ -203,21 +208,23 @@ async def in_browser(server: Server, seconds: float, throttle_kbps: int = 0
             await browser.close()
 
 
-async def run_size(size: tuple[int, int], seconds: float, tmp: Path, browser: bool
-                   ) -> list[dict[str, Any]]:
-    name = f"{size[0]}x{size[1]}"
-    clip = make_clip(size, tmp / f"crowd-{name}.avi")
-    cwd = tmp / name
+#: The modes measured on each camera: (mode, viewers).
+MODES = (("idle", 0), ("mjpeg", 1), ("h264", 1), ("mjpeg", 10), ("h264", 10))
+
+
+async def run_camera(name: str, source: Path | str, config: str, seconds: float, cwd: Path,
+                     browser: bool, modes: tuple[tuple[str, int], ...] = MODES
+                     ) -> list[dict[str, Any]]:
+    """A real server on ``source`` with ``config`` (config.toml), each mode measured."""
     cwd.mkdir()
-    (cwd / "config.toml").write_text(f"[camera]\nmax_side = {max(size)}\n")
-    server = Server(clip, cwd / "data", cwd)
+    (cwd / "config.toml").write_text(config)
+    server = Server(source, cwd / "data", cwd)  # type: ignore[arg-type]
     rows = []
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as s:
             await server.wait_ready(s)
             await asyncio.sleep(3.0)
-            for mode, viewers in (("idle", 0), ("mjpeg", 1), ("h264", 1), ("mjpeg", 10),
-                                  ("h264", 10)):
+            for mode, viewers in modes:
                 row = await measure(server, s, mode, viewers, seconds)
                 row["camera"] = name
                 rows.append(row)
@@ -242,23 +249,48 @@ async def run_size(size: tuple[int, int], seconds: float, tmp: Path, browser: bo
     return rows
 
 
+async def run_rtsp(seconds: float, tmp: Path, browser: bool) -> list[dict[str, Any]]:
+    """A 1280x720 H.264 RTSP camera (GStreamer's RTSP server, as the tests run it; the
+    talking head drifting over a backdrop, a keyframe a second): its own H.264 passed
+    through, then (``video.passthrough = false``) decoded and encoded again."""
+    from tests.rtsp_camera import make_clip, rtsp_camera
+
+    clip = make_clip(tmp / "rtsp-1280x720.mp4", 1280, 720, 160, seconds=5.0)
+    rows = []
+    with rtsp_camera(clip) as camera:
+        for passthrough in (True, False):
+            name = "rtsp pass" if passthrough else "rtsp enc"
+            config = (f"[camera]\nmax_side = 1280\n[video]\n"
+                      f"passthrough = {str(passthrough).lower()}\n")
+            rows += await run_camera(name, camera.url, config, seconds, tmp / name, browser,
+                                     (("idle", 0), ("h264", 1), ("h264", 10)))
+    return rows
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="facestream-video-") as tmp:
         print("camera     mode viewers  per viewer          server")
-        for size in sizes:
-            rows += await run_size(size, args.seconds, Path(tmp),  # type: ignore[arg-type]
-                                   args.browser)
+        for width, height in sizes:
+            name = f"{width}x{height}"
+            clip = make_clip((width, height), Path(tmp) / f"crowd-{name}.avi")
+            rows += await run_camera(name, clip, f"[camera]\nmax_side = {max(width, height)}\n",
+                                     args.seconds, Path(tmp) / name, args.browser)
+        if args.rtsp:
+            rows += await run_rtsp(args.seconds, Path(tmp), args.browser)
     return {"seconds": args.seconds, "rows": rows, "loadavg": os.getloadavg()}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=15.0)
-    p.add_argument("--sizes", nargs="+", default=["640x480", "1920x1080"])
+    p.add_argument("--sizes", nargs="*", default=["640x480", "1920x1080"],
+                   help="the crowd clip at these sizes (none: only --rtsp)")
     p.add_argument("--browser", action="store_true",
                    help="also play it in headless Chromium: frames presented, latency")
+    p.add_argument("--rtsp", action="store_true",
+                   help="also a 1280x720 H.264 RTSP camera: passed through, then encoded")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "video.json")
     args = p.parse_args()
     result = asyncio.run(main_async(args))

@@ -212,6 +212,8 @@ class _Tier:
         self.key_wanted = False
         self.key_asked = -float("inf")
         self.frames_encoded = 0
+        #: The latest frames' messages, for the fragments the muxer completes after them.
+        self.frames: deque[dict[str, Any]] = deque(maxlen=8)
 
     def keyframe(self, now: float) -> bool:
         """Whether the frame captured at ``now`` is to be a keyframe: the interval is up,
@@ -391,6 +393,7 @@ class VideoStream:
             tier.encoder = await self._call(Encoder, w, h, tier.bitrate_kbps,
                                             self.config.preset)
             tier.t0, tier.last_pts = packet.captured_at, -1
+            tier.frames.clear()
             for viewer in tier.viewers:
                 viewer.drop_pending()
                 viewer.waiting, viewer.sent_init = True, None
@@ -408,10 +411,15 @@ class VideoStream:
                     self._send_init(viewer, tier)
         # ``at``: the wall-clock capture time, for a player to measure its latency.
         at = time.time() - (time.monotonic() - packet.captured_at)
-        frame = {"type": "frame", "t": pts / 90_000, "at": round(at, 3), "size": [w, h],
-                 "faces": [scaled_face(f.to_json(), scale) for f in packet.faces]}
+        tier.frames.append({"type": "frame", "t": pts / 90_000, "at": round(at, 3),
+                            "size": [w, h],
+                            "faces": [scaled_face(f.to_json(), scale) for f in packet.faces]})
+        # The muxer completes a frame's fragment when the next frame comes: each goes with
+        # its own frame's message (its timestamp, its faces).
         for fragment in fragments:
-            self._deliver(tier, fragment, frame, now)
+            frame = min(tier.frames, key=lambda m: abs(m["t"] - fragment.t), default=None)
+            if frame is not None and abs(frame["t"] - fragment.t) < 0.02:
+                self._deliver(tier, fragment, frame, now)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the encoders' thread. Cancelling the caller does not cancel the

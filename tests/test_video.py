@@ -36,10 +36,12 @@ from .support import metric_values, read_part, wait_for
 Client = TestClient[Any, Any]
 
 
-async def watch(client: Client, seconds: float, path: str = "/video"
+async def watch(client: Client, seconds: float, path: str = "/video",
+                paired: list[float] | None = None
                 ) -> tuple[list[dict], bytes, list[bytes], float]:
     """Watch for ``seconds``: the JSON messages, the init segment, the fragments, and how
-    long after connecting the first fragment came."""
+    long after connecting the first fragment came; ``paired`` gets, for each fragment, the
+    ``t`` of the frame message just before it."""
     messages: list[dict] = []
     init, fragments, first = b"", [], 0.0
     t0 = time.monotonic()
@@ -54,6 +56,8 @@ async def watch(client: Client, seconds: float, path: str = "/video"
                 else:
                     fragments.append(msg.data)
                     first = first or time.monotonic() - t0
+                    if paired is not None:
+                        paired.append(messages[-1].get("t", -1.0) if messages else -1.0)
             else:
                 break
     return messages, init, fragments, first
@@ -87,7 +91,8 @@ async def test_a_video_viewer_gets_h264_it_can_decode_with_the_faces_of_each_fra
     resp.close()
     assert await jpegs_encoded(client) > 0
 
-    messages, init, fragments, first = await watch(client, 2.0)
+    paired: list[float] = []
+    messages, init, fragments, first = await watch(client, 2.0, paired=paired)
     # MPEG-4 part 2 (the clip's codec) cannot be passed through: encoded.
     assert messages[0] == {"type": "init", "codec": codec_string(init), "camera": "camera",
                            "tier": "full", "size": [512, 512], "passthrough": False,
@@ -95,6 +100,11 @@ async def test_a_video_viewer_gets_h264_it_can_decode_with_the_faces_of_each_fra
     assert messages[0]["codec"].startswith("avc1.42")  # baseline: every browser plays it
     assert first < 2.0  # a viewer starts at a keyframe, asked for on joining
     frames = decode(init, fragments)
+    # Each fragment comes right after its own frame's message (its time, its faces).
+    with av.open(io.BytesIO(init + b"".join(fragments)), format="mp4") as container:
+        times = [frame.time for frame in container.decode(video=0)]
+    assert len(times) == len(paired)
+    assert all(abs(t - p) < 0.002 for t, p in zip(times, paired)), list(zip(times, paired))[:5]
     # The file plays at 25 fps: about 2 s of it, the first frame a keyframe.
     assert 30 <= len(frames) <= 55, len(frames)
     assert frames[0].shape == (512, 512, 3)
