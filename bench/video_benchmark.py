@@ -23,8 +23,8 @@ it, against the page's clock on the same machine; median and worst), everything 
 received (all HTTP and websocket traffic, Mbit/s) and the video tier it ended on.
 
 ``--rtsp`` adds a 1280x720 H.264 RTSP camera (GStreamer's RTSP server, as the tests run it):
-its own H.264 passed through to the video viewers, then decoded and encoded again
-(``video.passthrough = false``), with 0, 1 and 10 viewers.
+its own H.264 passed through to the video viewers (and 10 MJPEG viewers beside it), then
+decoded and encoded again (``video.passthrough = false``), with 0, 1 and 10 viewers.
 
     python bench/video_benchmark.py [--seconds 15] [--sizes 640x480 1920x1080] [--browser]
                                     [--rtsp]
@@ -262,8 +262,9 @@ async def run_rtsp(seconds: float, tmp: Path, browser: bool) -> list[dict[str, A
             name = "rtsp pass" if passthrough else "rtsp enc"
             config = (f"[camera]\nmax_side = 1280\n[video]\n"
                       f"passthrough = {str(passthrough).lower()}\n")
+            modes = (("idle", 0), ("h264", 1), ("h264", 10))
             rows += await run_camera(name, camera.url, config, seconds, tmp / name, browser,
-                                     (("idle", 0), ("h264", 1), ("h264", 10)))
+                                     modes + ((("mjpeg", 10),) if passthrough else ()))
     return rows
 
 
