@@ -68,6 +68,19 @@ async def jpegs_encoded(client: Client) -> float:
     return metric_values(text).get('facestream_stage_seconds_count{stage="encode"}', 0.0)
 
 
+async def mp4_frames(client: Client, size: int) -> int:
+    """The frames decoded from the first ``size`` bytes of GET /video.mp4 (a player's
+    view: one fragmented MP4 file)."""
+    resp = await client.get("/video.mp4")
+    assert resp.status == 200 and resp.headers["Content-Type"] == "video/mp4"
+    data = b""
+    while len(data) < size:
+        data += await asyncio.wait_for(resp.content.read(65536), 5)
+    resp.close()
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
 def decode(init: bytes, fragments: list[bytes]) -> list[Any]:
     with av.open(io.BytesIO(init + b"".join(fragments)), format="mp4") as container:
         return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
@@ -134,14 +147,7 @@ async def test_a_second_viewer_joins_mid_stream_and_the_mp4_plays_for_other_play
     assert len(decode(init, fragments)) >= 10
     await first_viewer
 
-    resp = await client.get("/video.mp4")
-    assert resp.status == 200 and resp.headers["Content-Type"] == "video/mp4"
-    data = b""
-    while len(data) < 60_000:
-        data += await asyncio.wait_for(resp.content.read(65536), 5)
-    resp.close()
-    with av.open(io.BytesIO(data), format="mp4") as container:
-        assert sum(1 for _ in container.decode(video=0)) >= 3
+    assert await mp4_frames(client, 60_000) >= 3
 
 
 async def test_a_viewer_that_falls_behind_skips_to_a_keyframe_and_odd_sides_are_cropped(
@@ -356,13 +362,7 @@ async def test_an_h264_camera_is_passed_through_and_a_joiner_starts_at_once(
     assert full.frames_encoded == 0 and video.feed.frames_passed >= len(first_fragments)
     await wait_for(lambda: not video.running and video.feed.muxer is None, 5)
 
-    resp = await client.get("/video.mp4")  # for other players: the same, from a keyframe
-    data = b""
-    while len(data) < 200_000:
-        data += await asyncio.wait_for(resp.content.read(65536), 5)
-    resp.close()
-    with av.open(io.BytesIO(data), format="mp4") as container:
-        assert sum(1 for _ in container.decode(video=0)) >= 3
+    assert await mp4_frames(client, 200_000) >= 3  # for other players: the same
     assert full.frames_encoded == 0
 
 
