@@ -9,11 +9,18 @@ never slows the camera, the other viewers or recognition, and never sees stale f
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+
+def wall_clock(captured_at: float) -> float:
+    """A ``time.monotonic()`` capture time as wall-clock time (Unix seconds), for clients on
+    other machines (a player measuring its latency)."""
+    return time.time() - (time.monotonic() - captured_at)
 
 
 @dataclass(frozen=True)

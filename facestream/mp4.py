@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import struct
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,6 +34,37 @@ class Fragment:
     keyframe: bool
     #: Its presentation time, seconds from the stream's start (what the player's clock says).
     t: float
+
+
+class Timeline:
+    """One stream's presentation times, from its frames' capture times (90 kHz from the first
+    frame's, strictly increasing), and what goes with each frame until the muxer completes its
+    fragment: FFmpeg writes a frame's fragment only when the next frame comes."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.last_pts = -1
+        self._waiting: deque[tuple[int, Any]] = deque()
+
+    def pts(self, captured_at: float) -> int:
+        """The presentation time of the frame captured at ``captured_at`` (monotonic)."""
+        self.last_pts = max(self.last_pts + 1, round((captured_at - self.t0) * 90_000))
+        return self.last_pts
+
+    def hold(self, pts: int, item: Any) -> None:
+        """Keep ``item`` for the fragment of the frame at ``pts``."""
+        self._waiting.append((pts, item))
+
+    def take(self, fragment: Fragment) -> Any:
+        """What was held for ``fragment``'s frame (items of frames before it are dropped;
+        the nearest after it if none was held for it)."""
+        fpts = round(fragment.t * 90_000)
+        while len(self._waiting) > 1 and self._waiting[0][0] < fpts:
+            self._waiting.popleft()
+        pts, item = self._waiting[0]
+        if pts <= fpts:
+            self._waiting.popleft()
+        return item
 
 
 def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:

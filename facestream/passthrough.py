@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from typing import Any, Final, Protocol
 
 from .capture import SourcePacket
 from .config import VideoConfig
-from .mp4 import Fragment, Passthrough
+from .hub import wall_clock
+from .mp4 import Fragment, Passthrough, Timeline
 from .source import StreamFormat
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,17 @@ INBOX_SIZE: Final = 250
 INTERVALS_KEPT: Final = 8
 
 
-def scaled_face(face: dict[str, Any], scale: float) -> dict[str, Any]:
-    """A face (as /hash has it) with its box in the sent picture's pixels (``scale``: its
-    pixels per box pixel)."""
+def frame_message(pts: int, captured_at: float, size: tuple[int, int],
+                  faces: tuple[Any, ...], scale: float) -> dict[str, Any]:
+    """What a video viewer gets with each frame: its presentation time (``pts``, 90 kHz),
+    its wall-clock capture time (for a player to measure its latency), the picture's size and
+    the faces in view, their boxes in the picture's pixels (``scale``: its pixels per box
+    pixel)."""
+    return {"type": "frame", "t": pts / 90_000, "at": round(wall_clock(captured_at), 3),
+            "size": list(size), "faces": [_scaled_face(f.to_json(), scale) for f in faces]}
+
+
+def _scaled_face(face: dict[str, Any], scale: float) -> dict[str, Any]:
     if scale != 1.0:
         face["box"] = [round(v * scale, 1) for v in face["box"]]
     return face
@@ -93,10 +101,9 @@ class Feed:
         self.muxer: Passthrough | None = None
         #: The fragments since the last keyframe, with their frame messages.
         self.gop: list[tuple[Fragment, dict[str, Any]]] = []
-        #: The frame messages of the packets muxed whose fragments are yet to come.
-        self._frames: deque[tuple[int, dict[str, Any]]] = deque()
-        self._mux_t0 = 0.0
-        self._mux_pts = -1
+        #: The muxer's presentation times, and each packet's frame message until its
+        #: fragment is out.
+        self._timeline = Timeline(0.0)
         #: Packets muxed (none of them encoded).
         self.frames_passed = 0
 
@@ -197,7 +204,7 @@ class Feed:
             return
         fmt = self.source
         self.muxer = Passthrough(fmt.width, fmt.height, fmt.extradata, fmt.fps)
-        self._mux_t0, self._mux_pts = self._packets[0].captured_at, -1
+        self._timeline = Timeline(self._packets[0].captured_at)
         self.gop.clear()
         for packet in self._packets:
             self._mux(packet, deliver=False)
@@ -208,32 +215,21 @@ class Feed:
         """Nobody watches the full tier (or the stream changed): stop muxing."""
         muxer, self.muxer = self.muxer, None
         self.gop.clear()
-        self._frames.clear()
         if muxer is not None:
             muxer.close()
 
     def _mux(self, packet: SourcePacket, deliver: bool = True) -> None:
         muxer = self.muxer
         assert muxer is not None
-        pts = max(self._mux_pts + 1, round((packet.captured_at - self._mux_t0) * 90_000))
-        self._mux_pts = pts
+        pts = self._timeline.pts(packet.captured_at)
         fragments = muxer.mux(packet.data, pts, packet.keyframe)
         self.frames_passed += 1
-        at = time.time() - (time.monotonic() - packet.captured_at)
-        self._frames.append((pts, {
-            "type": "frame", "t": pts / 90_000, "at": round(at, 3), "size": list(muxer.size),
-            "faces": [scaled_face(f.to_json(), packet.face_scale) for f in packet.faces]}))
+        self._timeline.hold(pts, frame_message(pts, packet.captured_at, muxer.size,
+                                               packet.faces, packet.face_scale))
         for fragment in fragments:
             if self.muxer is not muxer:
                 break  # its last viewer moved to the low tier just now
-            # The muxer completes a packet's fragment when the next packet comes: each
-            # fragment goes with its own packet's frame message.
-            fpts = round(fragment.t * 90_000)
-            while len(self._frames) > 1 and self._frames[0][0] < fpts:
-                self._frames.popleft()
-            frame = {**self._frames[0][1], "t": fragment.t}
-            if self._frames[0][0] <= fpts:
-                self._frames.popleft()
+            frame = {**self._timeline.take(fragment), "t": fragment.t}
             if fragment.keyframe:
                 self.gop.clear()
             if deliver:

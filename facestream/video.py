@@ -52,8 +52,8 @@ from numpy.typing import NDArray
 
 from .config import VideoConfig
 from .hub import FrameHub, Packet
-from .mp4 import Encoder, Fragment
-from .passthrough import Feed, Inbox, scaled_face
+from .mp4 import Encoder, Fragment, Timeline
+from .passthrough import Feed, Inbox, frame_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -206,14 +206,13 @@ class _Tier:
         self.config = config
         self.viewers: set[Viewer] = set()
         self.encoder: Encoder | None = None
-        self.t0: float | None = None
-        self.last_pts = -1
+        #: The encoder's presentation times, and each frame's message until its fragment
+        #: is out.
+        self.timeline: Timeline | None = None
         self.last_key = -float("inf")
         self.key_wanted = False
         self.key_asked = -float("inf")
         self.frames_encoded = 0
-        #: The latest frames' messages, for the fragments the muxer completes after them.
-        self.frames: deque[dict[str, Any]] = deque(maxlen=8)
 
     def keyframe(self, now: float) -> bool:
         """Whether the frame captured at ``now`` is to be a keyframe: the interval is up,
@@ -373,7 +372,7 @@ class VideoStream:
                 await self._close_encoder(tier)
 
     async def _close_encoder(self, tier: _Tier) -> None:
-        encoder, tier.encoder, tier.t0 = tier.encoder, None, None
+        encoder, tier.encoder, tier.timeline = tier.encoder, None, None
         if encoder is not None:
             await self._call(encoder.close)
 
@@ -392,14 +391,13 @@ class VideoStream:
             await self._close_encoder(tier)
             tier.encoder = await self._call(Encoder, w, h, tier.bitrate_kbps,
                                             self.config.preset)
-            tier.t0, tier.last_pts = packet.captured_at, -1
-            tier.frames.clear()
+            tier.timeline = Timeline(packet.captured_at)
             for viewer in tier.viewers:
                 viewer.drop_pending()
                 viewer.waiting, viewer.sent_init = True, None
-        assert tier.t0 is not None
-        pts = max(tier.last_pts + 1, round((packet.captured_at - tier.t0) * 90_000))
-        tier.last_pts = pts
+        timeline = tier.timeline
+        assert timeline is not None
+        pts = timeline.pts(packet.captured_at)
         encoder = tier.encoder
         fragments = await self._call(encoder.encode, image, pts,
                                      tier.keyframe(packet.captured_at))
@@ -409,17 +407,9 @@ class VideoStream:
             for viewer in tier.viewers:
                 if viewer.sent_init is not encoder.init:
                     self._send_init(viewer, tier)
-        # ``at``: the wall-clock capture time, for a player to measure its latency.
-        at = time.time() - (time.monotonic() - packet.captured_at)
-        tier.frames.append({"type": "frame", "t": pts / 90_000, "at": round(at, 3),
-                            "size": [w, h],
-                            "faces": [scaled_face(f.to_json(), scale) for f in packet.faces]})
-        # The muxer completes a frame's fragment when the next frame comes: each goes with
-        # its own frame's message (its timestamp, its faces).
+        timeline.hold(pts, frame_message(pts, packet.captured_at, (w, h), packet.faces, scale))
         for fragment in fragments:
-            frame = min(tier.frames, key=lambda m: abs(m["t"] - fragment.t), default=None)
-            if frame is not None and abs(frame["t"] - fragment.t) < 0.02:
-                self._deliver(tier, fragment, frame, now)
+            self._deliver(tier, fragment, timeline.take(fragment), now)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the encoders' thread. Cancelling the caller does not cancel the

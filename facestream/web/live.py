@@ -5,13 +5,13 @@ capture and recognition lanes keep; none does image work."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Final
 
 from aiohttp import web
 
 from ..appkeys import CAMERAS, METRICS, POOL
 from ..cameras import Camera, CameraError
+from ..hub import wall_clock
 from .http import http_error, int_query, shown, small_send_buffer
 from .routes import Role, Routes
 
@@ -58,10 +58,10 @@ async def streaming(request: web.Request) -> web.StreamResponse:
                 continue  # captured before anybody wanted JPEGs
             # X-Timestamp: the frame's wall-clock capture time, for a client to measure its
             # latency (multipart readers pass over headers they do not know).
-            at = time.time() - (time.monotonic() - packet.captured_at)
             head = (
                 f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                f"Content-Length: {len(packet.jpeg)}\r\nX-Timestamp: {at:.3f}\r\n\r\n"
+                f"Content-Length: {len(packet.jpeg)}\r\n"
+                f"X-Timestamp: {wall_clock(packet.captured_at):.3f}\r\n\r\n"
             ).encode("ascii")
             async with asyncio.timeout(STREAM_WRITE_TIMEOUT_S):  # a viewer that stopped reading
                 await resp.write(head + packet.jpeg + b"\r\n")
