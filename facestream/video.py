@@ -52,7 +52,7 @@ from numpy.typing import NDArray
 
 from .config import VideoConfig
 from .hub import FrameHub, Packet
-from .mp4 import Encoder, Fragment, Timeline
+from .mp4 import Encoder, Fragment, Passthrough, Timeline
 from .passthrough import Feed, Inbox, frame_message
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,12 @@ class Viewer:
         if kind == "fragment":
             self.pending.append(item.t)
         self.queue.put_nowait((kind, item))
+
+    def start_over(self) -> None:
+        """What it has queued goes, and it waits for a new init segment (another tier, a new
+        encoder or muxer), then a keyframe."""
+        self.drop_pending()
+        self.sent_init, self.waiting = None, True
 
     def drop_pending(self) -> None:
         """Forget what it has queued (frames and their faces), not its init segment."""
@@ -307,8 +313,8 @@ class VideoStream:
         self.tiers[viewer.tier].viewers.discard(viewer)
         if name != FULL and not self.tiers[FULL].viewers:
             self.feed.close_muxer()  # nobody left to mux for
-        viewer.drop_pending()
-        viewer.tier, viewer.sent_init, viewer.waiting = name, None, True
+        viewer.start_over()
+        viewer.tier = name
         tier = self.tiers[name]
         viewer.first_window = max(MIN_WINDOW, round(tier.bitrate_kbps * 125 * FIRST_WINDOW_S))
         tier.viewers.add(viewer)
@@ -393,8 +399,7 @@ class VideoStream:
                                             self.config.preset)
             tier.timeline = Timeline(packet.captured_at)
             for viewer in tier.viewers:
-                viewer.drop_pending()
-                viewer.waiting, viewer.sent_init = True, None
+                viewer.start_over()
         timeline = tier.timeline
         assert timeline is not None
         pts = timeline.pts(packet.captured_at)
@@ -422,15 +427,21 @@ class VideoStream:
             raise
 
     def _send_init(self, viewer: Viewer, tier: _Tier) -> None:
-        encoder = tier.encoder
-        assert encoder is not None and encoder.init is not None
+        assert tier.encoder is not None
+        self._give_init(viewer, tier.name, tier.encoder, self.config.keyframe_interval_s)
+
+    def _give_init(self, viewer: Viewer, tier: str, muxer: Encoder | Passthrough,
+                   keyframe_interval_s: float | None) -> None:
+        """``muxer``'s init segment, with what it is, to ``viewer`` (what it had queued goes):
+        from here it waits for a keyframe."""
+        assert muxer.init is not None
         viewer.drop_pending()
-        viewer.put("json", {"type": "init", "codec": encoder.codec, "camera": self.camera,
-                            "tier": tier.name, "size": list(encoder.size),
-                            "passthrough": False,
-                            "keyframe_interval_s": self.config.keyframe_interval_s})
-        viewer.put("init", encoder.init)
-        viewer.sent_init, viewer.waiting = encoder.init, True
+        viewer.put("json", {"type": "init", "codec": muxer.codec, "camera": self.camera,
+                            "tier": tier, "size": list(muxer.size),
+                            "passthrough": isinstance(muxer, Passthrough),
+                            "keyframe_interval_s": keyframe_interval_s})
+        viewer.put("init", muxer.init)
+        viewer.sent_init, viewer.waiting = muxer.init, True
 
     # -- the passthrough's viewers (passthrough.Viewers) -----------------------------------
 
@@ -439,8 +450,7 @@ class VideoStream:
 
     def start_over(self) -> None:
         for viewer in self.tiers[FULL].viewers:
-            viewer.drop_pending()
-            viewer.waiting, viewer.sent_init = True, None
+            viewer.start_over()
 
     def resync(self) -> None:
         for viewer in self.tiers[FULL].viewers:
@@ -461,13 +471,9 @@ class VideoStream:
     def _send_passthrough(self, viewer: Viewer) -> None:
         """The passthrough's init segment, then the GOP so far at once (it starts there)."""
         muxer = self.feed.muxer
-        assert muxer is not None and muxer.init is not None
-        viewer.drop_pending()
-        viewer.put("json", {"type": "init", "codec": muxer.codec, "camera": self.camera,
-                            "tier": FULL, "size": list(muxer.size), "passthrough": True,
-                            "keyframe_interval_s": self.feed.keyframe_interval_s})
-        viewer.put("init", muxer.init)
-        viewer.sent_init, viewer.waiting = muxer.init, not self.feed.gop
+        assert muxer is not None
+        self._give_init(viewer, FULL, muxer, self.feed.keyframe_interval_s)
+        viewer.waiting = not self.feed.gop
         for fragment, frame in self.feed.gop:
             viewer.put("json", {**frame, "burst": True})  # the player plays on from the last
             viewer.put("burst", fragment)
