@@ -198,26 +198,50 @@ class Encoder(_Fragmenter):
         stream.codec_context.time_base = TIMEBASE
         stream.codec_context.options = {
             "preset": preset, "tune": "zerolatency", "profile": "baseline",
-            "bf": "0", "g": "600", "sc_threshold": "0", "threads": "2",
+            "bf": "0", "g": "600", "sc_threshold": "0", "threads": "1",
             # A steady rate for a phone's link: bursts at most a second's worth.
             "maxrate": str(bitrate_kbps * 1000), "bufsize": str(bitrate_kbps * 1000)}
         self._stream = stream
 
     def encode(self, image: NDArray[np.uint8], pts: int, keyframe: bool) -> list[Fragment]:
-        """Encode one BGR frame (of even width and height) at ``pts`` (90 kHz); the
+        """Encode one BGR frame, scaled to the encoder's size, at ``pts`` (90 kHz); the
         fragments completed by it."""
         import av
-        import cv2
 
-        # OpenCV's BT.601 (limited range, as H.264 expects) is 5x faster than swscale's.
-        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame = av.VideoFrame.from_numpy_buffer(i420(image, self.size), format="yuv420p")
         frame.pts, frame.time_base = pts, TIMEBASE
         if keyframe:
             frame.pict_type = av.video.frame.PictureType.I
         for packet in self._stream.encode(frame):
             self._out.mux(packet)
         return self._take()
+
+
+def i420(image: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
+    """A BGR ``image`` as I420 (planar 4:2:0, BT.601 limited range as H.264 expects) of
+    ``size`` (even sides; an odd last row or column of ``image`` is left out).
+
+    Converted at its own size, then each plane scaled: half the pixels of scaling the BGR
+    image, and OpenCV converts five times faster than swscale."""
+    import cv2
+
+    h, w = image.shape[:2]
+    yuv = cv2.cvtColor(image[:h - h % 2, :w - w % 2], cv2.COLOR_BGR2YUV_I420)
+    h, w = h - h % 2, w - w % 2
+    if (w, h) == size:
+        return yuv  # type: ignore[return-value]
+    out_w, out_h = size
+    out = np.empty((out_h * 3 // 2, out_w), np.uint8)
+    src, dst = yuv.reshape(-1), out.reshape(-1)  # views: the planes follow each other
+    planes = ((0, w, h, 0, out_w, out_h),
+              (w * h, w // 2, h // 2, out_w * out_h, out_w // 2, out_h // 2),
+              (w * h * 5 // 4, w // 2, h // 2, out_w * out_h * 5 // 4, out_w // 2, out_h // 2))
+    for at, pw, ph, out_at, out_pw, out_ph in planes:
+        # Linear: a seventh of INTER_AREA's cost for 1080p to 720p; the encoder smooths more.
+        cv2.resize(src[at:at + pw * ph].reshape(ph, pw), (out_pw, out_ph),
+                   dst=dst[out_at:out_at + out_pw * out_ph].reshape(out_ph, out_pw),
+                   interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 class Passthrough(_Fragmenter):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 from collections import deque
 from typing import Any, Final, Protocol
@@ -38,14 +40,22 @@ INBOX_SIZE: Final = 250
 INTERVALS_KEPT: Final = 8
 
 
+class Message(dict[str, Any]):
+    """A JSON message that goes to many viewers: serialised once, by the first to send it."""
+
+    @functools.cached_property
+    def text(self) -> str:
+        return json.dumps(self)
+
+
 def frame_message(pts: int, captured_at: float, size: tuple[int, int],
-                  faces: tuple[Any, ...], scale: float) -> dict[str, Any]:
+                  faces: tuple[Any, ...], scale: float) -> Message:
     """What a video viewer gets with each frame: its presentation time (``pts``, 90 kHz),
     its wall-clock capture time (for a player to measure its latency), the picture's size and
     the faces in view, their boxes in the picture's pixels (``scale``: its pixels per box
     pixel)."""
-    return {"type": "frame", "t": pts / 90_000, "at": round(wall_clock(captured_at), 3),
-            "size": list(size), "faces": [_scaled_face(f.to_json(), scale) for f in faces]}
+    return Message(type="frame", t=pts / 90_000, at=round(wall_clock(captured_at), 3),
+                   size=list(size), faces=[_scaled_face(f.to_json(), scale) for f in faces])
 
 
 def _scaled_face(face: dict[str, Any], scale: float) -> dict[str, Any]:

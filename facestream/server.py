@@ -152,6 +152,11 @@ def _pool_ctx(shared: WorkerPool | None) -> Callable[[web.Application], AsyncIte
 async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
     """The cameras and their recognition lanes: frames flow capture -> hub -> pool
     (shared fairly) -> Presence, per camera."""
+    import cv2
+
+    # Each camera's reader, JPEG and video threads do their own OpenCV calls, each a few
+    # milliseconds: OpenCV's thread pool would only add threads spinning beside them.
+    cv2.setNumThreads(1)
     cameras = app[CAMERAS]
     cameras.start(app[POOL])
     yield

@@ -24,6 +24,7 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 
 from ..appkeys import CONFIG, METRICS
+from ..passthrough import Message
 from ..video import FULL, SEND_TIMEOUT_S, TIERS, VideoStream, Viewer
 from .http import http_error, small_send_buffer
 from .live import PREPARE_TIMEOUT_S, camera_of
@@ -43,7 +44,7 @@ def _video_of(request: web.Request) -> VideoStream:
     return camera_of(request).video
 
 
-async def _feed(viewer: Viewer, send_json: object, send_bytes: object) -> None:
+async def _feed(viewer: Viewer, send_str: object, send_bytes: object) -> None:
     """Send what ``viewer`` is given until it is closed or the peer stops reading."""
     while True:
         kind, item = await viewer.next()
@@ -51,7 +52,8 @@ async def _feed(viewer: Viewer, send_json: object, send_bytes: object) -> None:
             return
         async with asyncio.timeout(SEND_TIMEOUT_S):
             if kind == "json":
-                await send_json(item)  # type: ignore[operator]
+                text = item.text if isinstance(item, Message) else json.dumps(item)
+                await send_str(text)  # type: ignore[operator]
             elif kind == "init":
                 await send_bytes(item)  # type: ignore[operator]
             else:
@@ -66,12 +68,12 @@ async def video_socket(request: web.Request) -> web.WebSocketResponse:
     if tier not in TIERS:
         raise http_error(400, f"tier: expected one of {', '.join(TIERS)}, got {tier[:20]!r}")
     # The page only sends small acknowledgements: a larger message closes the socket.
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_REPORT)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_REPORT, compress=False)
     async with asyncio.timeout(PREPARE_TIMEOUT_S):
         await ws.prepare(request)
     acks = request.query.get("ack") == "1"
     async with _watching(request, video, acks=acks, adaptive=True, tier=tier) as viewer:
-        feeder = asyncio.create_task(_feed(viewer, ws.send_json, ws.send_bytes))
+        feeder = asyncio.create_task(_feed(viewer, ws.send_str, ws.send_bytes))
         try:
             # The page's acknowledgements; reading them also notices the close.
             reader = asyncio.create_task(_listen(ws, viewer))
@@ -125,12 +127,12 @@ async def video_file(request: web.Request) -> web.StreamResponse:
                                        "Cache-Control": "no-cache, no-store"})
     await resp.prepare(request)
 
-    async def no_json(_: object) -> None:
+    async def no_text(_: object) -> None:
         return None
 
     async with _watching(request, video) as viewer:
         try:
-            await _feed(viewer, no_json, resp.write)
+            await _feed(viewer, no_text, resp.write)
         except (ConnectionResetError, TimeoutError):
             if request.transport is not None:
                 request.transport.abort()
