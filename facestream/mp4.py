@@ -1,23 +1,21 @@
 """H.264 in fragmented MP4: libx264 (PyAV's bundled FFmpeg) for one picture size and rate,
-and what the streams need to know of the boxes it writes (video.py sends them).
+or a camera's own H.264 passed through, written as the streams send it (video.py).
 
 The encoder is tuned for live viewing: baseline profile (every browser plays it), no
-B-frames, zerolatency, a steady rate (bursts at most a second's worth), keyframes only when
-asked. The muxer writes an init segment (``ftyp`` + ``moov``) and then one fragment
-(``moof`` + ``mdat``) per frame; ``Encoder.encode`` hands on each whole fragment with its
-presentation time and whether it starts with an IDR picture.
+B-frames, zerolatency (each frame's packet comes back at once), a steady rate (bursts at
+most a second's worth), keyframes only when asked. The muxer, written here, makes an init
+segment (``ftyp`` + ``moov``) from the stream's SPS and PPS and then one fragment (``moof`` +
+``mdat``) per frame, as soon as the frame is there: FFmpeg's muxer could only finish a
+fragment when the next frame came, which kept every frame a frame period (40 ms) longer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import struct
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,33 +36,16 @@ class Fragment:
 
 class Timeline:
     """One stream's presentation times, from its frames' capture times (90 kHz from the first
-    frame's, strictly increasing), and what goes with each frame until the muxer completes its
-    fragment: FFmpeg writes a frame's fragment only when the next frame comes."""
+    frame's, strictly increasing)."""
 
     def __init__(self, t0: float) -> None:
         self.t0 = t0
         self.last_pts = -1
-        self._waiting: deque[tuple[int, Any]] = deque()
 
     def pts(self, captured_at: float) -> int:
         """The presentation time of the frame captured at ``captured_at`` (monotonic)."""
         self.last_pts = max(self.last_pts + 1, round((captured_at - self.t0) * 90_000))
         return self.last_pts
-
-    def hold(self, pts: int, item: Any) -> None:
-        """Keep ``item`` for the fragment of the frame at ``pts``."""
-        self._waiting.append((pts, item))
-
-    def take(self, fragment: Fragment) -> Any:
-        """What was held for ``fragment``'s frame (items of frames before it are dropped;
-        the nearest after it if none was held for it)."""
-        fpts = round(fragment.t * 90_000)
-        while len(self._waiting) > 1 and self._waiting[0][0] < fpts:
-            self._waiting.popleft()
-        pts, item = self._waiting[0]
-        if pts <= fpts:
-            self._waiting.popleft()
-        return item
 
 
 def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
@@ -103,118 +84,144 @@ def codec_string(init: bytes) -> str:
     return "avc1.42E01E"
 
 
-def _timescale(init: bytes) -> int:
-    mdhd = _find(init, [b"moov", b"trak", b"mdia", b"mdhd"])
-    if mdhd is None:
-        return 90_000
-    version = init[mdhd[0]]
-    return int(struct.unpack_from(">I", init, mdhd[0] + (20 if version == 1 else 12))[0])
+def _box(kind: bytes, *parts: bytes) -> bytes:
+    payload = b"".join(parts)
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
 
 
-def _decode_time(moof: bytes) -> int:
-    tfdt = _find(moof, [b"moof", b"traf", b"tfdt"])
-    if tfdt is None:
-        return 0
-    version = moof[tfdt[0]]
-    fmt = ">Q" if version == 1 else ">I"
-    return int(struct.unpack_from(fmt, moof, tfdt[0] + 4)[0])
+def _full_box(kind: bytes, version: int, flags: int, *parts: bytes) -> bytes:
+    return _box(kind, struct.pack(">I", version << 24 | flags), *parts)
 
 
-def _has_idr(mdat: bytes, start: int, end: int) -> bool:
-    """Whether an mdat's length-prefixed NAL units include an IDR picture (type 5)."""
-    while start + 5 <= end:
-        size = struct.unpack_from(">I", mdat, start)[0]
-        if mdat[start + 4] & 0x1F == 5:
-            return True
-        start += 4 + size
-    return False
+#: The identity matrix of mvhd and tkhd.
+_MATRIX: Final = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+#: trun's sample flags: a sync sample; one that depends on others.
+_SYNC: Final = 0x02000000
+_NOT_SYNC: Final = 0x01010000
 
 
-class _Sink(io.RawIOBase):
-    """Where the MP4 muxer writes: kept until whole boxes can be handed on."""
+def init_segment(width: int, height: int, sps: bytes, pps: bytes) -> bytes:
+    """``ftyp`` and ``moov`` of one H.264 track (90 kHz) of fragmented MP4, its ``avcC``
+    from the stream's SPS and PPS."""
+    avcc = _box(b"avcC", bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1]),
+                struct.pack(">H", len(sps)), sps, b"\x01", struct.pack(">H", len(pps)), pps)
+    avc1 = _box(b"avc1", bytes(6), struct.pack(">H", 1), bytes(16),
+                struct.pack(">HHIIIH", width, height, 0x480000, 0x480000, 0, 1), bytes(32),
+                struct.pack(">Hh", 0x18, -1), avcc)
+    empty = [_full_box(kind, 0, 0, bytes(4)) for kind in (b"stts", b"stsc", b"stco")]
+    stbl = _box(b"stbl", _full_box(b"stsd", 0, 0, struct.pack(">I", 1), avc1), *empty[:2],
+                _full_box(b"stsz", 0, 0, bytes(8)), empty[2])
+    minf = _box(b"minf", _full_box(b"vmhd", 0, 1, bytes(8)),
+                _box(b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1),
+                                        _full_box(b"url ", 0, 1))), stbl)
+    mdia = _box(b"mdia",
+                _full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, 90_000, 0, 0x55C4, 0)),
+                _full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"facestream\x00"),
+                minf)
+    tkhd = _full_box(b"tkhd", 0, 3, struct.pack(">IIIII", 0, 0, 1, 0, 0), bytes(8),
+                     struct.pack(">hhhH", 0, 0, 0, 0), _MATRIX,
+                     struct.pack(">II", width << 16, height << 16))
+    mvhd = _full_box(b"mvhd", 0, 0, struct.pack(">IIIIIH", 0, 0, 1000, 0, 0x10000, 0x100),
+                     bytes(10), _MATRIX, bytes(24), struct.pack(">I", 2))
+    mvex = _box(b"mvex", _full_box(b"trex", 0, 0, struct.pack(">5I", 1, 1, 0, 0, 0)))
+    return (_box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isomiso6avc1mp41")
+            + _box(b"moov", mvhd, _box(b"trak", tkhd, mdia), mvex))
 
-    def __init__(self) -> None:
-        self.buffer = bytearray()
 
-    def writable(self) -> bool:
-        return True
+def media_segment(sequence: int, pts: int, duration: int, sample: bytes, keyframe: bool
+                  ) -> bytes:
+    """``moof`` and ``mdat`` of one sample (length-prefixed NAL units) at ``pts`` (90 kHz:
+    its decode time too, without B-frames), lasting ``duration``."""
+    def moof(data_offset: int) -> bytes:
+        trun = _full_box(b"trun", 0, 0x000701, struct.pack(
+            ">IiIII", 1, data_offset, duration, len(sample), _SYNC if keyframe else _NOT_SYNC))
+        traf = _box(b"traf", _full_box(b"tfhd", 0, 0x020000, struct.pack(">I", 1)),
+                    _full_box(b"tfdt", 1, 0, struct.pack(">Q", pts)), trun)
+        return _box(b"moof", _full_box(b"mfhd", 0, 0, struct.pack(">I", sequence)), traf)
 
-    def write(self, data: Any) -> int:
-        self.buffer += data
-        return len(data)
+    size = len(moof(0))
+    return moof(size + 8) + _box(b"mdat", sample)
 
 
 class _Fragmenter:
-    """A fragmented MP4 muxer writing into memory, its output cut into whole fragments."""
+    """H.264 access units (Annex B) into fragmented MP4 (init_segment, media_segment): each
+    frame's fragment at once, the init segment from the first keyframe's SPS and PPS (or
+    ``extradata``'s)."""
 
-    def __init__(self, width: int, height: int) -> None:
-        import av
-
+    def __init__(self, width: int, height: int, fps: float, extradata: bytes = b"") -> None:
         self.size = (width, height)
-        self._sink = _Sink()
-        self._out = av.open(self._sink, mode="w", format="mp4", options={
-            "movflags": "empty_moov+default_base_moof+frag_every_frame"})
         self.init: bytes | None = None
-        #: The init segment's codec (``codec_string``), read once.
+        #: The init segment's codec (``avc1.PPCCLL``), for the player.
         self.codec = ""
-        self._timescale = 90_000
+        self._extradata = extradata
+        #: A sample lasts as long as the one before it did (the next one's decode time says
+        #: when it really ends); the first, a frame at the stated rate.
+        self._period = round(90_000 / (fps if 1.0 <= fps <= 240.0 else 25.0))
+        self._last_pts: int | None = None
+        self._sequence = 0
 
-    def _take(self) -> list[Fragment]:
-        data = bytes(self._sink.buffer)
-        fragments: list[Fragment] = []
-        used = 0
-        moof: tuple[int, int] | None = None
-        for kind, payload, end in _boxes(data):
-            if kind in (b"ftyp", b"moov"):
-                if kind == b"moov":
-                    self.init = data[:end]
-                    self.codec = codec_string(self.init)
-                    self._timescale = _timescale(self.init)
-                used = end
-            elif kind == b"moof":
-                moof = (used, end)
-            elif kind == b"mdat" and moof is not None:
-                chunk = data[moof[0]:end]
-                fragments.append(Fragment(
-                    chunk, _has_idr(data, payload, end),
-                    _decode_time(chunk) / self._timescale))
-                used, moof = end, None
-        del self._sink.buffer[:used]
-        return fragments
+    def _fragment(self, data: bytes, pts: int, keyframe: bool) -> list[Fragment]:
+        units = [unit.rstrip(b"\x00") for unit in _nal_units(data)]
+        if self.init is None:
+            if not keyframe:
+                return []  # nothing before a keyframe decodes
+            sets = {unit[0] & 0x1F: unit for unit in units + _nal_units(self._extradata)
+                    if unit}
+            if 7 not in sets or 8 not in sets:
+                return []
+            sps = sets[7]
+            self.init = init_segment(*self.size, sps, sets[8])
+            self.codec = f"avc1.{sps[1]:02X}{sps[2]:02X}{sps[3]:02X}"
+        # The parameter sets are the init segment's (avc1); access unit delimiters go too.
+        sample = b"".join(struct.pack(">I", len(unit)) + unit for unit in units
+                          if unit and unit[0] & 0x1F not in (7, 8, 9))
+        if self._last_pts is not None and pts > self._last_pts:
+            self._period = min(pts - self._last_pts, 90_000)
+        self._last_pts = pts
+        self._sequence += 1
+        return [Fragment(media_segment(self._sequence, pts, self._period, sample, keyframe),
+                         keyframe, pts / 90_000)]
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._out.close()
+        """Nothing to release (the Encoder's codec goes with it)."""
+
+
+def x264_options(bitrate_kbps: int, preset: str) -> dict[str, str]:
+    """libx264's options for live viewing (see the module's docstring)."""
+    return {"preset": preset, "tune": "zerolatency", "profile": "baseline",
+            "bf": "0", "g": "600", "sc_threshold": "0",
+            # One thread: the same CPU as slice threads, and none waiting beside it.
+            "threads": "1",
+            # A steady rate for a phone's link: bursts at most a second's worth.
+            "maxrate": str(bitrate_kbps * 1000), "bufsize": str(bitrate_kbps * 1000)}
 
 
 class Encoder(_Fragmenter):
     """libx264 into fragmented MP4 for one picture size (worker thread only)."""
 
     def __init__(self, width: int, height: int, bitrate_kbps: int, preset: str) -> None:
-        super().__init__(width, height)
-        stream = self._out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.bit_rate = bitrate_kbps * 1000
-        stream.codec_context.time_base = TIMEBASE
-        stream.codec_context.options = {
-            "preset": preset, "tune": "zerolatency", "profile": "baseline",
-            "bf": "0", "g": "600", "sc_threshold": "0", "threads": "1",
-            # A steady rate for a phone's link: bursts at most a second's worth.
-            "maxrate": str(bitrate_kbps * 1000), "bufsize": str(bitrate_kbps * 1000)}
-        self._stream = stream
+        import av
+
+        super().__init__(width, height, 25.0)
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+        # Rate control needs the rate; timestamps are 90 kHz.
+        codec.time_base, codec.framerate = TIMEBASE, Fraction(25)
+        codec.bit_rate = bitrate_kbps * 1000
+        codec.options = x264_options(bitrate_kbps, preset)
+        self._codec = codec
 
     def encode(self, image: NDArray[np.uint8], pts: int, keyframe: bool) -> list[Fragment]:
-        """Encode one BGR frame, scaled to the encoder's size, at ``pts`` (90 kHz); the
-        fragments completed by it."""
+        """Encode one BGR frame, scaled to the encoder's size, at ``pts`` (90 kHz); its
+        fragment (zerolatency: libx264 hands each frame's packet back at once)."""
         import av
 
         frame = av.VideoFrame.from_numpy_buffer(i420(image, self.size), format="yuv420p")
         frame.pts, frame.time_base = pts, TIMEBASE
         if keyframe:
             frame.pict_type = av.video.frame.PictureType.I
-        for packet in self._stream.encode(frame):
-            self._out.mux(packet)
-        return self._take()
+        return [fragment for packet in self._codec.encode(frame)
+                for fragment in self._fragment(bytes(packet), packet.pts, packet.is_keyframe)]
 
 
 def i420(image: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
@@ -248,41 +255,19 @@ class Passthrough(_Fragmenter):
     """H.264 as a camera sent it (Annex B packets, no B-frames) into the same fragmented MP4
     as ``Encoder`` writes: nothing is decoded or encoded.
 
-    The init segment's ``avcC`` is the camera's SPS and PPS, taken from the first packet
-    (a keyframe: it carries them in band, or ``extradata`` is put before it); the player
-    gets the camera's profile and level in ``codec``.
+    The init segment's ``avcC`` is the camera's SPS and PPS, taken from the first keyframe
+    (or from ``extradata`` if it lacks them); the player gets the camera's profile and level
+    in ``codec``. Packets before the first keyframe are left out.
     """
 
     def __init__(self, width: int, height: int, extradata: bytes, fps: float) -> None:
-        super().__init__(width, height)
-        self._stream = self._out.add_mux_stream("h264", width=width, height=height)
-        self._stream.time_base = TIMEBASE
-        #: Annex B SPS and PPS to put before the first keyframe if it lacks them.
-        self._extradata = extradata if extradata[:3] in (b"\x00\x00\x00", b"\x00\x00\x01") \
-            else b""
-        #: Each sample lasts a frame at the stated rate, until the next one says otherwise.
-        self._duration = round(90_000 / (fps if 1.0 <= fps <= 240.0 else 25.0))
-        self._started = False
+        annex_b = extradata[:3] in (b"\x00\x00\x00", b"\x00\x00\x01")  # not an avcC record
+        super().__init__(width, height, fps, extradata if annex_b else b"")
 
     def mux(self, data: bytes, pts: int, keyframe: bool) -> list[Fragment]:
-        """One packet (Annex B) at ``pts`` (90 kHz, increasing); the fragments completed.
-        Packets before the first keyframe are left out (nothing could decode them)."""
-        import av
+        """One packet (Annex B) at ``pts`` (90 kHz, increasing); its fragment."""
+        return self._fragment(data, pts, keyframe)
 
-        if not self._started:
-            if not keyframe:
-                return []
-            self._started = True
-            if not any(unit[:1] and unit[0] & 0x1F == 7 for unit in _nal_units(data)):
-                data = self._extradata + data
-        packet = av.Packet(data)
-        packet.stream = self._stream
-        packet.time_base = TIMEBASE
-        packet.pts = packet.dts = pts
-        packet.duration = self._duration
-        packet.is_keyframe = keyframe
-        self._out.mux(packet)
-        return self._take()
 
 
 def _nal_units(data: bytes) -> list[bytes]:

@@ -111,8 +111,7 @@ class Feed:
         self.muxer: Passthrough | None = None
         #: The fragments since the last keyframe, with their frame messages.
         self.gop: list[tuple[Fragment, dict[str, Any]]] = []
-        #: The muxer's presentation times, and each packet's frame message until its
-        #: fragment is out.
+        #: The muxer's presentation times.
         self._timeline = Timeline(0.0)
         #: Packets muxed (none of them encoded).
         self.frames_passed = 0
@@ -234,12 +233,11 @@ class Feed:
         pts = self._timeline.pts(packet.captured_at)
         fragments = muxer.mux(packet.data, pts, packet.keyframe)
         self.frames_passed += 1
-        self._timeline.hold(pts, frame_message(pts, packet.captured_at, muxer.size,
-                                               packet.faces, packet.face_scale))
+        frame = frame_message(pts, packet.captured_at, muxer.size, packet.faces,
+                              packet.face_scale)
         for fragment in fragments:
             if self.muxer is not muxer:
                 break  # its last viewer moved to the low tier just now
-            frame = {**self._timeline.take(fragment), "t": fragment.t}
             if fragment.keyframe:
                 self.gop.clear()
             if deliver:

@@ -200,8 +200,7 @@ class _Tier:
         self.config = config
         self.viewers: set[Viewer] = set()
         self.encoder: Encoder | None = None
-        #: The encoder's presentation times, and each frame's message until its fragment
-        #: is out.
+        #: The encoder's presentation times.
         self.timeline: Timeline | None = None
         self.last_key = -float("inf")
         self.key_wanted = False
@@ -397,9 +396,9 @@ class VideoStream:
             for viewer in tier.viewers:
                 if viewer.sent_init is not encoder.init:
                     self._send_init(viewer, tier)
-        timeline.hold(pts, frame_message(pts, packet.captured_at, (w, h), packet.faces, scale))
+        message = frame_message(pts, packet.captured_at, (w, h), packet.faces, scale)
         for fragment in fragments:
-            self._deliver(tier, fragment, timeline.take(fragment), now)
+            self._deliver(tier, fragment, message, now)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the encoders' thread. Cancelling the caller does not cancel the

@@ -25,7 +25,7 @@ from facestream.appkeys import AUTH, CAMERAS
 from facestream.capture import SourcePacket
 from facestream.config import AuthConfig, Config, VideoConfig
 from facestream.hub import FrameHub, Packet
-from facestream.mp4 import Passthrough, codec_string
+from facestream.mp4 import Encoder, Passthrough, codec_string
 from facestream.source import AvReader
 from facestream.video import FULL, LOW, MAX_BEHIND_S, VideoStream
 
@@ -368,6 +368,24 @@ async def test_an_h264_camera_is_passed_through_and_a_joiner_starts_at_once(
     assert full.frames_encoded == 0
 
 
+def test_each_frame_is_encoded_into_its_own_fragment_at_once() -> None:
+    """The encoder hands each frame's fragment back from its own call (zerolatency, and a
+    muxer that does not wait for the next frame): nothing sits a frame period behind. The
+    fragments, scaled to the encoder's size, play back in order with their own times."""
+    photo = cv2.imread(str(OBAMA))
+    encoder = Encoder(320, 240, 500, "ultrafast")
+    fragments = []
+    for i in range(5):
+        image = np.roll(photo, 8 * i, axis=1)  # moving, so each frame has something to say
+        (fragment,) = encoder.encode(image, 1000 + i * 3600, i == 0)
+        assert fragment.t == (1000 + i * 3600) / 90_000 and fragment.keyframe == (i == 0)
+        fragments.append(fragment.data)
+    assert encoder.init is not None and encoder.codec == codec_string(encoder.init)
+    with av.open(io.BytesIO(encoder.init + b"".join(fragments)), format="mp4") as container:
+        frames = [(f.width, f.height, round(f.pts)) for f in container.decode(video=0)]
+    assert frames == [(320, 240, 1000 + i * 3600) for i in range(5)]
+
+
 def test_an_h264_file_is_passed_through_bit_exact(camera_720p: RtspCamera) -> None:
     """A file keeps H.264 length-prefixed (avcC): its packets are turned into Annex B with
     SPS and PPS before each keyframe, and muxed as they are: what a viewer decodes is, pixel
@@ -376,16 +394,18 @@ def test_an_h264_file_is_passed_through_bit_exact(camera_720p: RtspCamera) -> No
     assert reader is not None and reader.format is not None
     assert (reader.format.codec, reader.format.b_frames) == ("h264", False)
     reader.keep_packets()
-    samples = [reader.read() for _ in range(31)]  # a fragment is complete at the next
+    samples = [reader.read() for _ in range(30)]
     reader.release()
     muxer = Passthrough(1280, 720, reader.format.extradata, reader.fps)
     fragments = []
     for i, sample in enumerate(samples):
         assert sample is not None and sample.data is not None
-        fragments += muxer.mux(sample.data, i * 3600, sample.keyframe)
+        muxed = muxer.mux(sample.data, i * 3600, sample.keyframe)
+        assert len(muxed) == 1  # each packet's fragment at once: no frame waits for the next
+        fragments += muxed
     muxer.close()
     assert muxer.init is not None and muxer.codec == camera_codec(camera_720p)
-    assert [f.keyframe for f in fragments] == [s.keyframe for s in samples[:30] if s] \
+    assert [f.keyframe for f in fragments] == [s.keyframe for s in samples if s] \
         == [i % 25 == 0 for i in range(30)]
     data = io.BytesIO(muxer.init + b"".join(f.data for f in fragments))
     with av.open(data, format="mp4") as container:  # converted as the reader converts

@@ -111,6 +111,7 @@ function received(s, data) {
       s.video.dispatchEvent(new CustomEvent("tier", { detail: s.video.dataset.tier }));
       open(s, msg.codec);
       s.toLive = Boolean(msg.passthrough);
+      s.video.dataset.passthrough = s.toLive ? "1" : "0";
     }
     else if (msg.type === "frame") {
       s.burst = Boolean(msg.burst);
