@@ -57,7 +57,7 @@ class Camera:
         #: Its websocket viewers (Events tells it what happens on this camera).
         self.broadcaster = Broadcaster(metrics, config.name)
         #: Its H.264 viewers: encoded once, while there is one (video.py).
-        self.video = VideoStream(self.hub, app_config.video, config.name)
+        self.video = VideoStream(self.hub, app_config.video, config.name, metrics)
         #: MJPEG viewers now; the capture encodes its annotated JPEGs only while there are
         #: some, or always with MQTT on (its snapshots are those JPEGs).
         self.mjpeg_viewers = 0

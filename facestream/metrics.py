@@ -47,6 +47,24 @@ class Metrics:
             "facestream_video_clients", "Connected H.264 viewers (websocket and MP4).",
             registry=r
         )
+        self.video_frames = Counter(
+            "facestream_video_frames", "Frames sent on to H.264 viewers, by how: encoded for "
+            "the full or the low tier, or passed through as the camera sent them.",
+            ["camera", "how"], registry=r
+        )
+        self.video_skips = Counter(
+            "facestream_video_skips", "Times an H.264 viewer's link did not keep up and it "
+            "skipped to the next keyframe.", ["camera"], registry=r
+        )
+        self.video_tier_moves = Counter(
+            "facestream_video_tier_moves", "H.264 viewers moved to a tier: to the low one (the "
+            "link did not keep up) or back to the full one.", ["camera", "tier"], registry=r
+        )
+        self.video_packets_dropped = Counter(
+            "facestream_video_packets_dropped", "A camera's own H.264 packets dropped on their "
+            "way to the passthrough (the server fell behind): its viewers went on from the "
+            "next keyframe.", ["camera"], registry=r
+        )
         self.ws_clients = Gauge(
             "facestream_ws_clients", "Connected websocket clients.", registry=r
         )

@@ -49,8 +49,9 @@ from typing import Any, Final, TypeVar
 
 from .config import VideoConfig
 from .hub import FrameHub, Packet
+from .metrics import Metrics
 from .mp4 import Encoder, Fragment, Passthrough, Timeline
-from .passthrough import Feed, Inbox, frame_message
+from .passthrough import Feed, FrameMessage, Inbox, frame_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,7 +81,8 @@ FULL: Final = "full"
 LOW: Final = "low"
 TIERS: Final = (FULL, LOW)
 
-#: What a viewer sends: ("json", message), ("init", init segment) or ("fragment", Fragment).
+#: What a viewer sends: ("json", message), ("text", a message's JSON), ("init", init segment)
+#: or ("fragment", Fragment).
 Item = tuple[str, Any]
 
 
@@ -109,6 +111,8 @@ class Viewer:
     acked: int = 0
     deliveries: deque[tuple[float, int]] = field(default_factory=deque)
     acked_event: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The faces (JSON) it sent with its latest frame message.
+    last_faces: str | None = None
     #: Counts what it has had dropped: a fragment taken before a drop is not sent after it.
     epoch: int = 0
     #: How often it fell behind and skipped to a keyframe.
@@ -174,9 +178,17 @@ class Viewer:
     async def next(self) -> Item:
         """What to send next; a fragment once the window has room for it. (A "burst"
         fragment, of a GOP given at once on joining, is sent as any other but does not count
-        as being behind.)"""
+        as being behind.) A frame's message comes as ("text", its JSON), without its faces
+        if they are those it sent with its previous frame."""
         while True:
             kind, item = await self.queue.get()
+            if kind == "json":
+                if isinstance(item, FrameMessage):
+                    same = item.faces_text == self.last_faces
+                    self.last_faces = item.faces_text
+                    return "text", item.brief if same else item.text
+                self.last_faces = None  # anything else: the next frame says its faces
+                return kind, item
             if kind in ("fragment", "burst"):
                 if kind == "fragment" and self.pending:
                     self.pending.popleft()
@@ -223,10 +235,12 @@ class _Tier:
 class VideoStream:
     """One camera's H.264 streams for its video viewers (see the module's docstring)."""
 
-    def __init__(self, hub: FrameHub, config: VideoConfig, camera: str) -> None:
+    def __init__(self, hub: FrameHub, config: VideoConfig, camera: str,
+                 metrics: Metrics | None = None) -> None:
         self.hub = hub
         self.config = config
         self.camera = camera
+        self.metrics = metrics if metrics is not None else Metrics()
         self.tiers = {FULL: _Tier(FULL, config.bitrate_kbps, config.max_side, config)}
         if config.low_bitrate_kbps:
             self.tiers[LOW] = _Tier(LOW, config.low_bitrate_kbps,
@@ -257,7 +271,7 @@ class VideoStream:
 
     def inbox(self, loop: asyncio.AbstractEventLoop) -> Inbox:
         """Where the capture's reader thread hands its packets (capture.PacketSink)."""
-        return Inbox(self.feed, loop)
+        return Inbox(self.feed, loop, self.metrics.video_packets_dropped.labels(self.camera))
 
     def join(self, acks: bool = False, adaptive: bool = False, tier: str = FULL) -> Viewer:
         """A new viewer, on ``tier`` (the full one if there is no such tier)."""
@@ -300,6 +314,8 @@ class VideoStream:
         self.tiers[viewer.tier].viewers.discard(viewer)
         if name != FULL and not self.tiers[FULL].viewers:
             self.feed.close_muxer()  # nobody left to mux for
+        if viewer.sent_init is not None and name != viewer.tier:
+            self.metrics.video_tier_moves.labels(self.camera, name).inc()
         viewer.start_over()
         viewer.tier = name
         tier = self.tiers[name]
@@ -391,6 +407,7 @@ class VideoStream:
         fragments = await self._call(encoder.encode, image, pts,
                                      tier.keyframe(packet.captured_at))
         tier.frames_encoded += 1
+        self.metrics.video_frames.labels(self.camera, tier.name).inc()
         now = time.monotonic()
         if encoder.init is not None:
             for viewer in tier.viewers:
@@ -450,6 +467,7 @@ class VideoStream:
         for viewer in tier.viewers:
             if viewer.sent_init is not muxer.init:
                 self._send_passthrough(viewer)  # the GOP before this fragment
+        self.metrics.video_frames.labels(self.camera, "passthrough").inc()
         self._deliver(tier, fragment, frame, time.monotonic())
 
     def _send_passthrough(self, viewer: Viewer) -> None:
@@ -480,6 +498,7 @@ class VideoStream:
                 # from a keyframe (on the low tier if it can go there), live again.
                 viewer.drop_pending()
                 viewer.skips += 1
+                self.metrics.video_skips.labels(self.camera).inc()
                 viewer.waiting = True
                 self._fell_behind(viewer, tier, now)
                 if viewer.tier != tier.name:

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import dataclasses
 import io
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -44,6 +45,7 @@ async def watch(client: Client, seconds: float, path: str = "/video",
     ``t`` of the frame message just before it."""
     messages: list[dict] = []
     init, fragments, first = b"", [], 0.0
+    faces: list[dict] = []
     t0 = time.monotonic()
     async with client.ws_connect(path, compress=15) as ws:  # offered, as browsers do
         # Refused: H.264 does not deflate, and trying cost the server CPU for each viewer.
@@ -51,7 +53,12 @@ async def watch(client: Client, seconds: float, path: str = "/video",
         while time.monotonic() - t0 < seconds:
             msg = await asyncio.wait_for(ws.receive(), 5)
             if msg.type == WSMsgType.TEXT:
-                messages.append(msg.json())
+                message = msg.json()
+                if message["type"] == "init":
+                    faces = []
+                elif message["type"] == "frame":  # without faces: the frame before's, kept
+                    faces = message.setdefault("faces", faces)
+                messages.append(message)
             elif msg.type == WSMsgType.BINARY:
                 if not init:
                     init = msg.data
@@ -244,12 +251,23 @@ async def test_a_page_whose_link_does_not_keep_up_moves_to_the_low_tier_and_back
                and f.t >= 0 and got.index((kind, f)) > got.index(("init", low_init))]
         assert len(low) >= 12 and low[0].keyframe
         assert decode(low_init, [f.data for f in low])[0].shape == (240, 320, 3)
-        faces = [m for kind, m in got if kind == "json" and m["type"] == "frame"]
-        assert abs(len(faces) - sum(kind == "fragment" for kind, _ in got)) <= 1
+        frames = [json.loads(m) for kind, m in got if kind == "text"]
+        assert abs(len(frames) - sum(kind == "fragment" for kind, _ in got)) <= 1
+        # Nobody in view all along: the faces (none) go with the first frame after the init
+        # segment, and no other frame says them again.
+        after_init = [kind for kind, _ in got].index("init")
+        first_frame = next(json.loads(m) for kind, m in got[after_init:] if kind == "text")
+        assert first_frame["faces"] == [] and sum("faces" in m for m in frames) == 1
 
         got.clear()
         await play(45)
         assert viewer.tier == FULL and [m["tier"] for m in inits()] == ["full"]
+        # What an operator sees of it (GET /metrics).
+        sample = stream.metrics.registry.get_sample_value
+        assert sample("facestream_video_skips_total", {"camera": "cam"}) == viewer.skips
+        assert [sample("facestream_video_tier_moves_total", {"camera": "cam", "tier": tier})
+                for tier in (LOW, FULL)] == [1, 1]
+        assert sample("facestream_video_frames_total", {"camera": "cam", "how": LOW}) >= 12
     finally:
         reader.cancel()
         await stream.close()
@@ -362,6 +380,10 @@ async def test_an_h264_camera_is_passed_through_and_a_joiner_starts_at_once(
     assert len(decode(first_init, first_fragments)) >= len(first_fragments) - 1 >= 40
     full = video.tiers[FULL]
     assert full.frames_encoded == 0 and video.feed.frames_passed >= len(first_fragments)
+    counted = metric_values(await (await client.get("/metrics")).text())
+    assert counted['facestream_video_frames_total{camera="camera",how="passthrough"}'] >= \
+        len(first_fragments) - 30  # (the GOP a joiner is given is not counted again)
+    assert 'facestream_video_frames_total{camera="camera",how="full"}' not in counted
     await wait_for(lambda: not video.running and video.feed.muxer is None, 5)
 
     assert await mp4_frames(client, 200_000) >= 3  # for other players: the same

@@ -7,8 +7,9 @@ over HTTP for other players.
         "signal": false} while the camera sends nothing. Another init may come at any time
         (the other tier, or a new picture size): the player starts over with it.
         ``?ack=1``: the page acknowledges what it receives, ``{"type": "ack", "bytes": <the
-        binary bytes received in all>}``, and is sent nothing new while that lags over
-        MAX_UNACKED_S behind (video.py). ``?tier=low``: start on the low tier.
+        binary bytes received in all>}``, and has at most about half a second of what its
+        link delivers on its way (video.WINDOW_S). ``?tier=low``: start on the low tier.
+        A frame message without ``faces`` has those of the frame message before it.
     GET /video.mp4, /cameras/{camera}/video.mp4  the full tier as one fragmented MP4 file
         that never ends (VLC, ffplay, Home Assistant's generic camera as a stream source)
 """
@@ -51,7 +52,9 @@ async def _feed(viewer: Viewer, send_str: object, send_bytes: object) -> None:
         if kind == "close":
             return
         async with asyncio.timeout(SEND_TIMEOUT_S):
-            if kind == "json":
+            if kind == "text":
+                await send_str(item)  # type: ignore[operator]
+            elif kind == "json":
                 text = item.text if isinstance(item, Message) else json.dumps(item)
                 await send_str(text)  # type: ignore[operator]
             elif kind == "init":

@@ -110,10 +110,14 @@ function received(s, data) {
       s.video.dataset.tier = msg.tier || "full";
       s.video.dispatchEvent(new CustomEvent("tier", { detail: s.video.dataset.tier }));
       open(s, msg.codec);
+      s.lastFaces = [];
       s.toLive = Boolean(msg.passthrough);
       s.video.dataset.passthrough = s.toLive ? "1" : "0";
     }
     else if (msg.type === "frame") {
+      // Without faces: those of the frame before (they change only as recognition looks).
+      if (msg.faces === undefined) msg.faces = s.lastFaces || [];
+      s.lastFaces = msg.faces;
       s.burst = Boolean(msg.burst);
       s.frames.push(msg);
       if (s.frames.length > 100) s.frames.splice(0, s.frames.length - 100);
