@@ -169,9 +169,8 @@ class _Fragmenter:
                     if unit}
             if 7 not in sets or 8 not in sets:
                 return []
-            sps = sets[7]
-            self.init = init_segment(*self.size, sps, sets[8])
-            self.codec = f"avc1.{sps[1]:02X}{sps[2]:02X}{sps[3]:02X}"
+            self.init = init_segment(*self.size, sets[7], sets[8])
+            self.codec = codec_string(self.init)
         # The parameter sets are the init segment's (avc1); access unit delimiters go too.
         sample = b"".join(struct.pack(">I", len(unit)) + unit for unit in units
                           if unit and unit[0] & 0x1F not in (7, 8, 9))

@@ -42,19 +42,16 @@ INBOX_SIZE: Final = 250
 INTERVALS_KEPT: Final = 8
 
 
-class Message(dict[str, Any]):
-    """A JSON message that goes to many viewers: serialised once, by the first to send it."""
+class FrameMessage(dict[str, Any]):
+    """A frame's message, which goes to many viewers: serialised once, by the first to send
+    it. Its faces change only as often as recognition looks (a few times a second) and are
+    most of what it weighs (a crowd's are about 0.3 Mbit/s, most of the low tier's 0.4): a
+    viewer sent the same faces with its previous frame gets ``brief``, without them, and its
+    page keeps the ones it has."""
 
     @functools.cached_property
     def text(self) -> str:
         return json.dumps(self)
-
-
-class FrameMessage(Message):
-    """A frame's message. Its faces change only as often as recognition looks (a few times a
-    second) and are most of what it weighs (a crowd's are about 0.3 Mbit/s, most of the low
-    tier's 0.4): a viewer sent the same faces with its previous frame gets ``brief``, without
-    them, and its page keeps the ones it has."""
 
     @functools.cached_property
     def faces_text(self) -> str:
@@ -269,17 +266,15 @@ class Inbox:
     in order (capture.PacketSink). Bounded: a loop that falls INBOX_SIZE packets behind loses
     packets, and the passthrough goes on from the next keyframe."""
 
-    def __init__(self, feed: Feed, loop: asyncio.AbstractEventLoop,
-                 dropped: Counter | None = None) -> None:
+    def __init__(self, feed: Feed, loop: asyncio.AbstractEventLoop, dropped: Counter) -> None:
         self._feed = feed
         self._loop = loop
-        #: Counts the packets dropped (facestream_video_packets_dropped).
-        self._dropped_metric = dropped
+        #: Counts the packets dropped because the loop fell behind
+        #: (facestream_video_packets_dropped).
+        self._dropped = dropped
         self._items: deque[tuple[str, Any]] = deque()
         self._scheduled = False
         self._overflow = False
-        #: Packets dropped because the loop fell behind.
-        self.dropped = 0
 
     def opened(self, fmt: StreamFormat | None) -> bool:
         self._push(("opened", fmt))
@@ -288,9 +283,7 @@ class Inbox:
     def put(self, packet: SourcePacket) -> None:
         if len(self._items) >= INBOX_SIZE:
             self._overflow = True
-            self.dropped += 1
-            if self._dropped_metric is not None:
-                self._dropped_metric.inc()
+            self._dropped.inc()
             return
         self._push(("packet", packet))
 

@@ -26,7 +26,6 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 
 from ..appkeys import CONFIG, METRICS
-from ..passthrough import Message
 from ..video import FULL, SEND_TIMEOUT_S, TIERS, VideoStream, Viewer
 from .http import http_error, small_send_buffer
 from .live import PREPARE_TIMEOUT_S, camera_of
@@ -56,8 +55,7 @@ async def _feed(viewer: Viewer, send_str: object, send_bytes: object) -> None:
             if kind == "text":
                 await send_str(item)  # type: ignore[operator]
             elif kind == "json":
-                text = item.text if isinstance(item, Message) else json.dumps(item)
-                await send_str(text)  # type: ignore[operator]
+                await send_str(json.dumps(item))  # type: ignore[operator]
             elif kind == "init":
                 await send_bytes(item)  # type: ignore[operator]
             else:
