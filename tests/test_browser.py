@@ -1739,7 +1739,10 @@ async def test_a_viewer_on_a_slow_link_stays_live_on_the_low_tier(
         await cdp.send("Network.emulateNetworkConditions", {
             "offline": False, "latency": 100, "downloadThroughput": 1_000_000 / 8,
             "uploadThroughput": 1_000_000 / 8})
-        await page.goto(api.url + "/")
+        # Not waiting for "load": should the video fail and the page fall back to MJPEG
+        # before it, "load" never comes (the MJPEG response never ends), and the wait below
+        # says what is wrong instead of the navigation timing out (seen once in CI).
+        await page.goto(api.url + "/", wait_until="domcontentloaded")
         video = page.get_by_test_id("video")
         await wait_for_js(video, "v => v.dataset.tier === 'low' && Number(v.dataset.frames) > 25",
                           timeout=15)
